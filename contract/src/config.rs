@@ -1,0 +1,327 @@
+//! Configuration every role reads: defaults in code, overridden by a TOML file
+//! (`--config FILE`), overridden by `VISIONQ_`-prefixed environment variables
+//! (`VISIONQ_MAX_BATCH_SIZE=4` sets `max_batch_size`). Units are in the names.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub const ENV_PREFIX: &str = "VISIONQ_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where inference input comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InferInput {
+    /// Preprocessed tensors from separate preprocess workers.
+    Tensors,
+    /// Raw frames, preprocessed on the worker's own CPU threads ("inline").
+    Frames,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `amqp://…`; unset means the in-process queue (embedded mode).
+    pub amqp_url: Option<String>,
+    /// Prefix of every broker object (exchanges, queues).
+    pub queue_prefix: String,
+    /// `postgres://…`, `sqlite://PATH`; unset means `sqlite://<data_dir>/visionq.db`.
+    pub database_url: Option<String>,
+    /// HTTP listen address of ingest/results.
+    pub listen: String,
+    /// Where fetched models, the runtime and photos are cached.
+    pub cache_dir: PathBuf,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// ONNX model file; unset means the default model in the cache.
+    pub model: Option<PathBuf>,
+    /// `libonnxruntime.so`; unset means `ORT_DYLIB_PATH`, then the cache.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// `cpu` or `cuda`.
+    pub execution_provider: String,
+    pub cuda_device_id: i32,
+    /// ONNX Runtime intra-op threads; 0 lets it choose.
+    pub infer_threads: usize,
+
+    /// Stations allowed to post; empty accepts any well-formed station id.
+    #[serde(deserialize_with = "string_or_list")]
+    pub stations: Vec<String>,
+    pub max_body_bytes: usize,
+    pub max_pixels: u64,
+    pub max_dimension: u32,
+    /// Upper bound on `?wait_ms=`.
+    pub max_wait_ms: u64,
+    /// Sent in `Retry-After` when the pipeline cannot take a frame.
+    pub retry_after_s: u64,
+
+    /// Side of the square model input, used by preprocess workers (infer-workers
+    /// read it from the model and refuse tensors of another size).
+    pub input_size: u32,
+    pub preprocess_concurrency: usize,
+    pub infer_input: InferInput,
+    pub max_batch_size: usize,
+    pub max_batch_wait_ms: u64,
+    pub conf_threshold: f32,
+    pub iou_threshold: f32,
+    pub max_detections: usize,
+    /// Overrides the output layout read from the model: `yolov5`, `yolov8`, `yolov10`.
+    pub model_layout: Option<String>,
+
+    pub results_batch_size: usize,
+    pub results_batch_wait_ms: u64,
+
+    /// Queue length limits (messages); beyond them publishes are refused (backpressure).
+    pub frames_max_length: u32,
+    pub tensors_max_length: u32,
+    pub results_max_length: u32,
+    /// Deliveries of one message before it is dead-lettered as poison.
+    pub max_deliveries: u32,
+
+    /// Score at or above which the dashboard shows a box as accepted (green).
+    pub accept_threshold: f32,
+    /// Deadline for finishing in-flight work on shutdown.
+    pub shutdown_timeout_ms: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Config {
+            amqp_url: None,
+            database_url: None,
+            queue_prefix: "visionq".into(),
+            listen: "127.0.0.1:8080".into(),
+            cache_dir: PathBuf::from(".cache/visionq"),
+            data_dir: PathBuf::from(".cache/visionq/data"),
+            model: None,
+            ort_dylib_path: None,
+            execution_provider: "cpu".into(),
+            cuda_device_id: 0,
+            infer_threads: 0,
+            stations: Vec::new(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_dimension: 16_384,
+            max_wait_ms: 30_000,
+            retry_after_s: 2,
+            input_size: 416,
+            preprocess_concurrency: cpus,
+            infer_input: InferInput::Tensors,
+            max_batch_size: 8,
+            max_batch_wait_ms: 5,
+            conf_threshold: 0.25,
+            iou_threshold: 0.45,
+            max_detections: 300,
+            model_layout: None,
+            results_batch_size: 64,
+            results_batch_wait_ms: 10,
+            frames_max_length: 10_000,
+            tensors_max_length: 2_000,
+            results_max_length: 100_000,
+            max_deliveries: 5,
+            accept_threshold: 0.85,
+            shutdown_timeout_ms: 20_000,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match toml::Table::try_from(Config::default()) {
+            Ok(t) => t,
+            Err(e) => return Err(ConfigError::Invalid(e.to_string())),
+        };
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let from_file: toml::Table = toml::from_str(&text)
+                .map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            for (k, v) in from_file {
+                if !table.contains_key(&k) && !OPTIONAL_KEYS.contains(&k.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "unknown key `{k}` in {}",
+                        path.display()
+                    )));
+                }
+                table.insert(k, v);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if table.contains_key(&key) || OPTIONAL_KEYS.contains(&key.as_str()) {
+                table.insert(key, env_value(&value));
+            }
+        }
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.max_batch_size == 0 || self.max_batch_size > 256 {
+            return bad("max_batch_size must be 1..=256");
+        }
+        if !(0.0..=1.0).contains(&self.conf_threshold) || !(0.0..=1.0).contains(&self.iou_threshold) {
+            return bad("conf_threshold and iou_threshold must be within 0..1");
+        }
+        if !matches!(self.execution_provider.as_str(), "cpu" | "cuda") {
+            return bad("execution_provider must be `cpu` or `cuda`");
+        }
+        if self.input_size < 32 || self.input_size % 32 != 0 {
+            return bad("input_size must be a positive multiple of 32");
+        }
+        if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
+            return bad("results_batch_size and preprocess_concurrency must be at least 1");
+        }
+        for s in &self.stations {
+            if !valid_station_id(s) {
+                return Err(ConfigError::Invalid(format!("station id `{s}` is not valid")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, with the embedded default filled in.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("visionq.db").display())
+        })
+    }
+
+    pub fn model_path(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(|| self.cache_dir.join("models/yolov3-tiny.onnx"))
+    }
+
+    pub fn ort_dylib_path(&self) -> PathBuf {
+        self.ort_dylib_path
+            .clone()
+            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+            .unwrap_or_else(|| self.cache_dir.join("onnxruntime/libonnxruntime.so.1.31.1"))
+    }
+
+    /// Whether a station id is accepted: configured, or any well-formed id when none are.
+    pub fn station_known(&self, station: &str) -> bool {
+        self.stations.is_empty() || self.stations.iter().any(|s| s == station)
+    }
+}
+
+/// Keys without a default value (their default is "unset").
+const OPTIONAL_KEYS: &[&str] = &["amqp_url", "database_url", "model", "ort_dylib_path", "model_layout"];
+
+/// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.
+pub fn valid_station_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An environment value as TOML: integers, floats and booleans by their look, else a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = raw.parse::<f64>() {
+        return toml::Value::Float(f);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    match creds.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("visionq-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "max_batch_size = 4\nmax_batch_wait_ms = 9\nstations = [\"a\", \"b\"]\n").unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[("VISIONQ_MAX_BATCH_SIZE", "2"), ("VISIONQ_AMQP_URL", "amqp://x"), ("OTHER", "1")]),
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, 2);
+        assert_eq!(c.max_batch_wait_ms, 9);
+        assert_eq!(c.stations, vec!["a", "b"]);
+        assert_eq!(c.amqp_url.as_deref(), Some("amqp://x"));
+        assert_eq!(c.conf_threshold, 0.25);
+    }
+
+    #[test]
+    fn stations_from_env_are_comma_separated() {
+        let c = Config::load_from(None, env(&[("VISIONQ_STATIONS", "l1-cam1, l1-cam2")])).unwrap();
+        assert!(c.station_known("l1-cam2"));
+        assert!(!c.station_known("l9"));
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_reason() {
+        let e = Config::load_from(None, env(&[("VISIONQ_MAX_BATCH_SIZE", "0")])).unwrap_err();
+        assert!(e.to_string().contains("max_batch_size"), "{e}");
+        let e = Config::load_from(None, env(&[("VISIONQ_MAX_BATCH_SIZE", "many")])).unwrap_err();
+        assert!(e.to_string().contains("invalid"), "{e}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+    }
+}

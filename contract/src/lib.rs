@@ -1,0 +1,18 @@
+//! The contract between visionq's roles. This crate owns what every stage must agree
+//! on and nothing else: the messages that travel between ingest, preprocess,
+//! infer-worker and results (and the result object stations receive), the names of
+//! the broker topology, the configuration every role reads, and the telemetry
+//! (metric names, defined once, and log set-up). It does no I/O beyond reading the
+//! config file.
+
+pub mod config;
+pub mod message;
+pub mod metrics;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::{Config, ConfigError};
+pub use message::{
+    Detection, FrameMeta, FrameResult, Letterbox, ModelInfo, ResultStatus, TensorMeta, Timings,
+};
+pub use metrics::Metrics;

@@ -1,0 +1,25 @@
+//! Execution providers: CPU everywhere, CUDA where asked for. Asking for CUDA in a
+//! build or on a machine without it is an error, never a silent CPU fallback.
+
+use ort::session::builder::SessionBuilder;
+use visionq_contract::Config;
+
+use crate::model::InferError;
+
+pub fn configure(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
+    match config.execution_provider.as_str() {
+        "cuda" => cuda(builder, config),
+        _ => Ok(builder),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
+    let ep = ort::ep::CUDA::default().with_device_id(config.cuda_device_id).build().error_on_failure();
+    builder.with_execution_providers([ep]).map_err(|e| InferError::CudaUnavailable(e.to_string()))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_: SessionBuilder, _: &Config) -> Result<SessionBuilder, InferError> {
+    Err(InferError::CudaUnavailable("this binary was built without the `cuda` feature".into()))
+}

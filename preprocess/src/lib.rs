@@ -1,0 +1,12 @@
+//! Preprocessing: this crate owns turning a camera frame (JPEG) into the model's
+//! input — decode, letterbox, resize — as a u8 HWC RGB tensor plus the letterbox
+//! geometry that maps boxes back. It is a library first ([`Preprocessor`]), so the
+//! infer-worker can run it inline on its own threads, and a role second ([`run`]):
+//! consume frames, publish tensors, and turn frames that cannot be decoded into an
+//! error result plus a dead letter.
+
+mod image;
+mod role;
+
+pub use image::{letterbox_geometry, Preprocessed, PreprocessError, Preprocessor, PAD_VALUE};
+pub use role::{fail_frame, frame_from_envelope, run, FrameError};

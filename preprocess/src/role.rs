@@ -1,0 +1,147 @@
+//! The preprocess role: frames in, tensors out.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use visionq_contract::message::elapsed_ms;
+use visionq_contract::topology::META_HEADER;
+use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
+use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+
+use crate::{PreprocessError, Preprocessor};
+
+/// Why a frame message cannot be turned into a tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame message has no valid metadata: {0}")]
+    Meta(String),
+    #[error(transparent)]
+    Image(#[from] PreprocessError),
+}
+
+/// Reads a frame message: metadata from its header, JPEG from its body.
+pub fn frame_from_envelope(e: &Envelope) -> Result<FrameMeta, FrameError> {
+    let raw = e.header(META_HEADER).ok_or_else(|| FrameError::Meta(format!("missing {META_HEADER}")))?;
+    serde_json::from_str(raw).map_err(|err| FrameError::Meta(err.to_string()))
+}
+
+/// Preprocesses one frame on a blocking thread; returns the tensor message.
+fn prepare(pre: &mut Preprocessor, e: &Envelope, metrics: &Metrics) -> Result<Envelope, (Option<FrameMeta>, FrameError)> {
+    let mut frame = frame_from_envelope(e).map_err(|err| (None, err))?;
+    let p = pre.prepare(&e.body).map_err(|err| (Some(frame.clone()), err.into()))?;
+    metrics.observe_stage("decode", p.decode_seconds);
+    metrics.observe_stage("resize", p.resize_seconds);
+    frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);
+    frame.timings_ms.insert("resize".into(), p.resize_seconds * 1e3);
+    let meta = TensorMeta { frame, letterbox: p.letterbox, preprocessed_at: Utc::now() };
+    let mut out = Envelope::new(p.tensor);
+    out.headers = e.headers.clone();
+    out.headers.insert(META_HEADER.into(), serde_json::to_string(&meta).expect("meta serialises"));
+    Ok(out)
+}
+
+/// Turns a frame that can never be decoded into an error result for its station.
+/// Returns the fate of the frame message: dead-letter once the result is confirmed.
+pub async fn fail_frame(broker: &SharedBroker, metrics: &Metrics, frame: Option<FrameMeta>, error: &FrameError) -> Fate {
+    let reason = error.to_string();
+    if let Some(frame) = frame {
+        let result = FrameResult::failed(&frame, ModelInfo::default(), reason.clone());
+        let body = serde_json::to_vec(&result).expect("result serialises");
+        if let Err(e) = broker.publish(WorkQueue::Results, Envelope::new(body)).await {
+            tracing::warn!(error = %e, "cannot publish the error result; requeueing the frame");
+            return Fate::Requeue;
+        }
+    }
+    metrics.stage_frames_total.with_label_values(&["preprocess", "error"]).inc();
+    metrics.dead_lettered_total.with_label_values(&["frames", failure_label(error)]).inc();
+    Fate::DeadLetter(reason)
+}
+
+fn failure_label(e: &FrameError) -> &'static str {
+    match e {
+        FrameError::Meta(_) => "bad_message",
+        FrameError::Image(PreprocessError::Decode(_)) => "corrupt_image",
+        FrameError::Image(PreprocessError::TooLarge { .. }) => "too_large",
+        FrameError::Image(PreprocessError::Resize(_)) => "resize_failed",
+    }
+}
+
+async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>, d: Delivery) {
+    metrics.in_flight.with_label_values(&["preprocess"]).inc();
+    if let Ok(f) = frame_from_envelope(&d.envelope) {
+        metrics.observe_stage("queue_wait_frames", elapsed_ms(f.published_at, Utc::now()) / 1e3);
+    }
+    let env = d.envelope.clone();
+    let m = metrics.clone();
+    let size = config.input_size;
+    let max_pixels = config.max_pixels;
+    let prepared = tokio::task::spawn_blocking(move || {
+        PREPROCESSOR.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let pre = slot.get_or_insert_with(|| Preprocessor::new(size, size, max_pixels));
+            prepare(pre, &env, &m)
+        })
+    })
+    .await
+    .expect("preprocess task does not panic");
+    let fate = match prepared {
+        Ok(tensor) => match broker.publish(WorkQueue::Tensors, tensor).await {
+            Ok(()) => {
+                metrics.stage_frames_total.with_label_values(&["preprocess", "ok"]).inc();
+                Fate::Ack
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot publish tensor; requeueing the frame");
+                if matches!(e, QueueError::Full(_)) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Fate::Requeue
+            }
+        },
+        Err((frame, err)) => fail_frame(&broker, &metrics, frame, &err).await,
+    };
+    d.settle(fate).await;
+    metrics.in_flight.with_label_values(&["preprocess"]).dec();
+}
+
+thread_local! {
+    static PREPROCESSOR: std::cell::RefCell<Option<Preprocessor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Consumes frames until `shutdown`, then finishes what is in flight.
+pub async fn run(
+    broker: SharedBroker,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), QueueError> {
+    let concurrency = config.preprocess_concurrency;
+    let mut deliveries = broker.consume(WorkQueue::Frames, (concurrency * 2).min(u16::MAX as usize) as u16).await?;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    tracing::info!(concurrency, input_size = config.input_size, "preprocess consuming frames");
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let delivery = tokio::select! {
+            _ = &mut shutdown => break,
+            d = deliveries.next() => match d { Some(d) => d, None => break },
+        };
+        while tasks.try_join_next().is_some() {}
+        let (b, m, c) = (broker.clone(), metrics.clone(), config.clone());
+        tasks.spawn(async move {
+            handle(b, m, c, delivery).await;
+            drop(permit);
+        });
+    }
+    visionq_queue::drain_in_flight(&mut tasks, Duration::from_millis(config.shutdown_timeout_ms), "preprocess").await;
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! The in-process queue of the embedded mode: bounded work queues with the same
+//! semantics as the RabbitMQ topology — a publish beyond the length limit is
+//! refused, deliveries are owned until settled, an unsettled delivery that is
+//! dropped goes back to the queue, a message delivered `max_deliveries` times is
+//! dead-lettered — and a broadcast channel for completed results.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::{Broker, Deliveries, Delivery, Envelope, Events, QueueError, Settle, WorkQueue};
+
+/// Dead letters kept for inspection; older ones are dropped (and logged when dead-lettered).
+const DEAD_LETTERS_KEPT: usize = 10_000;
+
+struct Item {
+    envelope: Envelope,
+    deliveries: u32,
+}
+
+struct MemQueue {
+    name: &'static str,
+    max_length: usize,
+    ready: Mutex<VecDeque<Item>>,
+    notify: Notify,
+}
+
+impl MemQueue {
+    fn pop(&self) -> Option<Item> {
+        self.ready.lock().expect("queue lock").pop_front()
+    }
+
+    fn put_back(&self, item: Item) {
+        self.ready.lock().expect("queue lock").push_front(item);
+        self.notify.notify_one();
+    }
+}
+
+type DeadLetters = Arc<Mutex<VecDeque<(Envelope, String)>>>;
+
+pub struct MemoryBroker {
+    queues: HashMap<WorkQueue, Arc<MemQueue>>,
+    dead: DeadLetters,
+    events: broadcast::Sender<Envelope>,
+    max_deliveries: u32,
+}
+
+impl MemoryBroker {
+    /// `limits` gives each work queue's length limit.
+    pub fn new(limits: impl Fn(WorkQueue) -> usize, max_deliveries: u32) -> Self {
+        let queues = WorkQueue::ALL
+            .into_iter()
+            .map(|q| {
+                let mq = MemQueue {
+                    name: q.label(),
+                    max_length: limits(q),
+                    ready: Mutex::new(VecDeque::new()),
+                    notify: Notify::new(),
+                };
+                (q, Arc::new(mq))
+            })
+            .collect();
+        MemoryBroker {
+            queues,
+            dead: Arc::new(Mutex::new(VecDeque::new())),
+            events: broadcast::channel(4096).0,
+            max_deliveries: max_deliveries.max(1),
+        }
+    }
+
+    /// Dead-lettered messages with their reasons, oldest first.
+    pub fn dead_letters(&self) -> Vec<(Envelope, String)> {
+        self.dead.lock().expect("dead lock").iter().cloned().collect()
+    }
+
+    fn queue(&self, q: WorkQueue) -> &Arc<MemQueue> {
+        &self.queues[&q]
+    }
+}
+
+fn push_dead(dead: &DeadLetters, queue: &str, envelope: Envelope, reason: &str) {
+    tracing::warn!(queue, reason, "message dead-lettered");
+    let mut d = dead.lock().expect("dead lock");
+    if d.len() == DEAD_LETTERS_KEPT {
+        d.pop_front();
+    }
+    d.push_back((envelope, reason.to_string()));
+}
+
+struct MemSettle {
+    queue: Arc<MemQueue>,
+    dead: DeadLetters,
+    max_deliveries: u32,
+    /// The message while unsettled; taken by the first settlement.
+    item: Mutex<Option<Item>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl MemSettle {
+    fn take(&self) -> Option<Item> {
+        self.item.lock().expect("settle lock").take()
+    }
+
+    fn give_back(&self, item: Item) {
+        if item.deliveries >= self.max_deliveries {
+            let reason = format!("delivery limit: delivered {} times without success", item.deliveries);
+            push_dead(&self.dead, self.queue.name, item.envelope, &reason);
+        } else {
+            self.queue.put_back(item);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Settle for MemSettle {
+    async fn ack(&self) -> Result<(), QueueError> {
+        self.take();
+        Ok(())
+    }
+
+    async fn requeue(&self) -> Result<(), QueueError> {
+        if let Some(item) = self.take() {
+            self.give_back(item);
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, envelope: &Envelope, reason: &str) -> Result<(), QueueError> {
+        if self.take().is_some() {
+            push_dead(&self.dead, self.queue.name, envelope.clone(), reason);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MemSettle {
+    /// A delivery dropped unsettled (its consumer failed) goes back, as when an AMQP channel closes.
+    fn drop(&mut self) {
+        if let Some(item) = self.take() {
+            self.give_back(item);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+        let q = self.queue(queue);
+        {
+            let mut ready = q.ready.lock().expect("queue lock");
+            if ready.len() >= q.max_length {
+                return Err(QueueError::Full(q.name));
+            }
+            ready.push_back(Item { envelope: message, deliveries: 0 });
+        }
+        q.notify.notify_one();
+        Ok(())
+    }
+
+    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
+        let q = self.queue(queue).clone();
+        let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
+        let dead = self.dead.clone();
+        let max_deliveries = self.max_deliveries;
+        let stream = futures_util::stream::unfold((), move |()| {
+            let (q, permits, dead) = (q.clone(), permits.clone(), dead.clone());
+            async move {
+                let permit = permits.acquire_owned().await.expect("semaphore never closed");
+                let mut item = loop {
+                    let notified = q.notify.notified();
+                    if let Some(item) = q.pop() {
+                        break item;
+                    }
+                    notified.await;
+                };
+                // Pass the wake-up on if more is waiting, so other consumers start too.
+                if !q.ready.lock().expect("queue lock").is_empty() {
+                    q.notify.notify_one();
+                }
+                item.deliveries += 1;
+                let envelope = item.envelope.clone();
+                let (redelivered, count) = (item.deliveries > 1, item.deliveries);
+                let settle = MemSettle {
+                    queue: q.clone(),
+                    dead,
+                    max_deliveries,
+                    item: Mutex::new(Some(item)),
+                    _permit: permit,
+                };
+                Some((Delivery::new(envelope, redelivered, count, Box::new(settle)), ()))
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn publish_event(&self, _routing_key: &str, message: Envelope) -> Result<(), QueueError> {
+        // No subscriber is not an error: events are best effort.
+        let _ = self.events.send(message);
+        Ok(())
+    }
+
+    async fn subscribe_events(&self) -> Result<Events, QueueError> {
+        let rx = self.events.subscribe();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "event subscriber lagged")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
+        Ok(self.queue(queue).ready.lock().expect("queue lock").len() as u64)
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn broker(limit: usize) -> MemoryBroker {
+        MemoryBroker::new(|_| limit, 3)
+    }
+
+    async fn next(d: &mut Deliveries) -> Delivery {
+        tokio::time::timeout(Duration::from_secs(2), d.next()).await.expect("a delivery").unwrap()
+    }
+
+    #[tokio::test]
+    async fn publish_beyond_the_limit_is_refused() {
+        let b = broker(2);
+        b.publish(WorkQueue::Frames, Envelope::new("a")).await.unwrap();
+        b.publish(WorkQueue::Frames, Envelope::new("b")).await.unwrap();
+        let e = b.publish(WorkQueue::Frames, Envelope::new("c")).await.unwrap_err();
+        assert!(matches!(e, QueueError::Full("frames")), "{e}");
+        assert_eq!(b.depth(WorkQueue::Frames).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn unsettled_deliveries_come_back_and_prefetch_bounds_them() {
+        let b = broker(100);
+        for i in 0..3 {
+            b.publish(WorkQueue::Tensors, Envelope::new(vec![i])).await.unwrap();
+        }
+        let mut c = b.consume(WorkQueue::Tensors, 2).await.unwrap();
+        let d1 = next(&mut c).await;
+        let d2 = next(&mut c).await;
+        assert_eq!((&d1.envelope.body[..], &d2.envelope.body[..]), (&[0u8][..], &[1u8][..]));
+        // Prefetch 2: the third waits until one is settled.
+        assert!(tokio::time::timeout(Duration::from_millis(100), c.next()).await.is_err());
+        d1.ack().await.unwrap();
+        drop(d2); // unsettled: back to the front of the queue
+        let d = next(&mut c).await;
+        assert_eq!(&d.envelope.body[..], &[1u8][..]);
+        assert!(d.redelivered);
+        assert_eq!(d.delivery_count, 2);
+        d.ack().await.unwrap();
+        next(&mut c).await.ack().await.unwrap();
+        assert_eq!(b.depth(WorkQueue::Tensors).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn poison_is_dead_lettered_after_the_delivery_limit() {
+        let b = broker(100);
+        b.publish(WorkQueue::Results, Envelope::new("poison")).await.unwrap();
+        let mut c = b.consume(WorkQueue::Results, 1).await.unwrap();
+        for _ in 0..3 {
+            next(&mut c).await.requeue().await.unwrap();
+        }
+        let dead = b.dead_letters();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.contains("delivered 3 times"), "{}", dead[0].1);
+        assert!(tokio::time::timeout(Duration::from_millis(50), c.next()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn dead_letter_keeps_the_reason_and_events_reach_every_subscriber() {
+        let b = broker(100);
+        let mut s1 = b.subscribe_events().await.unwrap();
+        let mut s2 = b.subscribe_events().await.unwrap();
+        b.publish(WorkQueue::Frames, Envelope::new("x")).await.unwrap();
+        let mut c = b.consume(WorkQueue::Frames, 1).await.unwrap();
+        next(&mut c).await.dead_letter("not a JPEG").await.unwrap();
+        assert_eq!(b.dead_letters()[0].1, "not a JPEG");
+        b.publish_event("result.s", Envelope::new("done")).await.unwrap();
+        assert_eq!(&s1.next().await.unwrap().body[..], b"done");
+        assert_eq!(&s2.next().await.unwrap().body[..], b"done");
+    }
+}
