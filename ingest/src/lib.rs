@@ -1,1 +1,13 @@
-//! placeholder
+//! Ingest: this crate owns the front door for frames. It validates what a station
+//! posts (station identity, body encoding, JPEG header, size and pixel limits), gives
+//! the frame an id, publishes it and answers `202` only once the broker confirmed it
+//! — or holds the request until the frame's result arrives when the station asked to
+//! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
+//! `202`.
+
+mod api;
+pub mod jpeg;
+mod waiters;
+
+pub use api::{router, IngestState};
+pub use waiters::Waiters;

@@ -102,7 +102,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError>;
     /// Every event published from now on, to any process.
     async fn subscribe_events(&self) -> Result<Events, QueueError>;
-    /// Messages ready in a work queue.
+    /// Messages a work queue still holds (ready; in process, also those unsettled).
     async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError>;
     /// Whether the broker is reachable right now (for readiness).
     async fn is_ready(&self) -> bool;

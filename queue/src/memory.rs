@@ -5,6 +5,7 @@
 //! dead-lettered — and a broadcast channel for completed results.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -24,6 +25,8 @@ struct MemQueue {
     name: &'static str,
     max_length: usize,
     ready: Mutex<VecDeque<Item>>,
+    /// Delivered and not yet settled.
+    unsettled: AtomicUsize,
     notify: Notify,
 }
 
@@ -57,6 +60,7 @@ impl MemoryBroker {
                     name: q.label(),
                     max_length: limits(q),
                     ready: Mutex::new(VecDeque::new()),
+                    unsettled: AtomicUsize::new(0),
                     notify: Notify::new(),
                 };
                 (q, Arc::new(mq))
@@ -100,7 +104,11 @@ struct MemSettle {
 
 impl MemSettle {
     fn take(&self) -> Option<Item> {
-        self.item.lock().expect("settle lock").take()
+        let item = self.item.lock().expect("settle lock").take();
+        if item.is_some() {
+            self.queue.unsettled.fetch_sub(1, Ordering::Relaxed);
+        }
+        item
     }
 
     fn give_back(&self, item: Item) {
@@ -180,6 +188,7 @@ impl Broker for MemoryBroker {
                     q.notify.notify_one();
                 }
                 item.deliveries += 1;
+                q.unsettled.fetch_add(1, Ordering::Relaxed);
                 let envelope = item.envelope.clone();
                 let (redelivered, count) = (item.deliveries > 1, item.deliveries);
                 let settle = MemSettle {
@@ -217,8 +226,11 @@ impl Broker for MemoryBroker {
         Ok(stream.boxed())
     }
 
+    /// Ready plus delivered-but-unsettled: everything this queue still owes.
     async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
-        Ok(self.queue(queue).ready.lock().expect("queue lock").len() as u64)
+        let q = self.queue(queue);
+        let ready = q.ready.lock().expect("queue lock").len();
+        Ok((ready + q.unsettled.load(Ordering::Relaxed)) as u64)
     }
 
     async fn is_ready(&self) -> bool {
@@ -270,7 +282,7 @@ mod tests {
         assert_eq!(d.delivery_count, 2);
         d.ack().await.unwrap();
         next(&mut c).await.ack().await.unwrap();
-        assert_eq!(b.depth(WorkQueue::Tensors).await.unwrap(), 0);
+        assert_eq!(b.depth(WorkQueue::Tensors).await.unwrap(), 0, "nothing ready or unsettled");
     }
 
     #[tokio::test]

@@ -1,1 +1,113 @@
-fn main() {}
+//! `visionq`: one binary, a subcommand per role. Logic lives in the role crates and
+//! in this crate's modules; this file only parses the command line.
+
+mod bench;
+mod compose;
+mod shutdown;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use compose::Role;
+use visionq_contract::Config;
+
+/// A queue-driven, batching YOLO inference pipeline.
+///
+/// Configuration: defaults, then `--config FILE` (TOML, keys as in
+/// `visionq config`), then `VISIONQ_*` environment variables — for example
+/// VISIONQ_AMQP_URL (unset: embedded, in-process queues), VISIONQ_DATABASE_URL
+/// (postgres://… or sqlite://PATH; unset: SQLite under the data dir),
+/// VISIONQ_MODEL, VISIONQ_STATIONS, VISIONQ_MAX_BATCH_SIZE, VISIONQ_MAX_BATCH_WAIT_MS,
+/// VISIONQ_INFER_INPUT (tensors | frames), VISIONQ_EXECUTION_PROVIDER (cpu | cuda).
+#[derive(Parser)]
+#[command(name = "visionq", version, about, long_about)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every role in one process (embedded unless VISIONQ_AMQP_URL is set).
+    Run(Listen),
+    /// HTTP ingest: POST /v1/stations/{station}/frames.
+    Ingest(Listen),
+    /// Decode and letterbox frames into tensors.
+    Preprocess(Listen),
+    /// Batched inference on the model.
+    Infer(Listen),
+    /// Persist results; serve the history API and the live stream.
+    Results(Listen),
+    /// Load generator: stations posting real photos, printing throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Model and runtime set-up.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Print the effective configuration (secrets redacted) as TOML.
+    Config,
+}
+
+#[derive(clap::Args)]
+struct Listen {
+    /// HTTP address (health, metrics and the role's API).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Load the configured model and print what visionq reads from it.
+    Info,
+}
+
+fn roles(command: &Command) -> Option<BTreeSet<Role>> {
+    Some(match command {
+        Command::Run(_) => [Role::Ingest, Role::Preprocess, Role::Infer, Role::Results].into(),
+        Command::Ingest(_) => [Role::Ingest].into(),
+        Command::Preprocess(_) => [Role::Preprocess].into(),
+        Command::Infer(_) => [Role::Infer].into(),
+        Command::Results(_) => [Role::Results].into(),
+        _ => return None,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    visionq_contract::telemetry::init_logging(&config.log_format);
+    if let Some(roles) = roles(&cli.command) {
+        let (Command::Run(l) | Command::Ingest(l) | Command::Preprocess(l) | Command::Infer(l) | Command::Results(l)) = &cli.command
+        else {
+            unreachable!("roles() only answers for role commands")
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        shutdown::on_signals(trigger);
+        return compose::serve(config, roles, l.listen, shutdown, None).await;
+    }
+    match cli.command {
+        Command::Bench(args) => bench::run(config, args).await,
+        Command::Model(ModelCommand::Info) => {
+            let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&config)).await??;
+            println!("name      {}", model.info.name);
+            println!("version   {}", model.info.version);
+            println!("input     {}x{} ({:?} batch)", model.input_width, model.input_height, model.batch);
+            println!("layout    {}", model.layout.name());
+            println!("classes   {} ({})", model.names.len(), model.names.iter().take(8).cloned().collect::<Vec<_>>().join(", "));
+            Ok(())
+        }
+        Command::Config => {
+            let mut c = config;
+            c.amqp_url = c.amqp_url.map(|u| visionq_contract::config::redact_url(&u));
+            c.database_url = c.database_url.map(|u| visionq_contract::config::redact_url(&u));
+            print!("{}", toml::to_string(&c)?);
+            Ok(())
+        }
+        _ => unreachable!("role commands are handled above"),
+    }
+}

@@ -1,0 +1,276 @@
+//! `POST /v1/stations/{station}/frames`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use visionq_contract::config::valid_station_id;
+use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
+use visionq_contract::{Config, FrameMeta, Metrics, Timings};
+use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
+
+use crate::jpeg::{self, HeaderError};
+use crate::waiters::Waiters;
+
+pub struct IngestState {
+    pub broker: SharedBroker,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub waiters: Arc<Waiters>,
+}
+
+/// A refusal: status, a machine-readable code (also the metric reason) and a message.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal { status, code, message: message.into(), retry_after_s: None }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response();
+        if let Some(s) = self.retry_after_s {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FrameParams {
+    wait_ms: Option<u64>,
+    captured_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct JsonFrame {
+    image: String,
+    captured_at: Option<DateTime<Utc>>,
+}
+
+pub fn router(state: Arc<IngestState>) -> Router {
+    // The transport limit leaves room for base64 (4/3) and multipart framing; the
+    // JPEG itself is held to `max_body_bytes` once extracted.
+    let transport_limit = state.config.max_body_bytes / 3 * 4 + 64 * 1024;
+    Router::new()
+        .route("/v1/stations/{station}/frames", post(post_frame))
+        .layer(DefaultBodyLimit::max(transport_limit))
+        .with_state(state)
+}
+
+fn too_large(limit: usize) -> Refusal {
+    Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("frame is larger than the limit of {limit} bytes"))
+}
+
+fn body_error(e: impl std::fmt::Display, limit: usize) -> Refusal {
+    let text = e.to_string();
+    if text.contains("length limit") {
+        too_large(limit)
+    } else {
+        Refusal::new(StatusCode::BAD_REQUEST, "bad_body", format!("cannot read the request body: {text}"))
+    }
+}
+
+/// Extracts the JPEG (and an optional capture time) from any of the accepted encodings.
+async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<DateTime<Utc>>), Refusal> {
+    let limit = state.config.max_body_bytes;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let transport_limit = limit / 3 * 4 + 64 * 1024;
+    let (jpeg, captured_at) = match mime.as_str() {
+        "multipart/form-data" => {
+            let mut form = Multipart::from_request(req, &()).await.map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_multipart", format!("cannot read multipart body: {e}"))
+            })?;
+            let (mut image, mut captured) = (None, None);
+            while let Some(field) = form.next_field().await.map_err(|e| body_error(e, limit))? {
+                let name = field.name().unwrap_or("").to_string();
+                let is_image = matches!(name.as_str(), "image" | "file" | "frame")
+                    || field.content_type().is_some_and(|t| t.starts_with("image/"));
+                if name == "captured_at" {
+                    let text = field.text().await.map_err(|e| body_error(e, limit))?;
+                    captured = Some(parse_time(&text)?);
+                } else if is_image && image.is_none() {
+                    image = Some(field.bytes().await.map_err(|e| body_error(e, limit))?);
+                }
+            }
+            let image = image.ok_or_else(|| {
+                Refusal::new(StatusCode::BAD_REQUEST, "no_image", "multipart body has no `image` part")
+            })?;
+            (image, captured)
+        }
+        "application/json" => {
+            let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
+            let frame: JsonFrame = serde_json::from_slice(&body).map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_json", format!("expected {{\"image\": \"<base64 JPEG>\"}}: {e}"))
+            })?;
+            // Browser clients often send a data URL.
+            let b64 = match frame.image.split_once(";base64,") {
+                Some((prefix, data)) if prefix.starts_with("data:") => data,
+                _ => frame.image.as_str(),
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_base64", format!("`image` is not valid base64: {e}")))?;
+            (Bytes::from(bytes), frame.captured_at)
+        }
+        "image/jpeg" | "image/jpg" | "image/pjpeg" | "application/octet-stream" | ""
+        | "application/x-www-form-urlencoded" => {
+            let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
+            if mime == "application/x-www-form-urlencoded" && !body.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                return Err(unsupported(&mime));
+            }
+            (body, None)
+        }
+        _ => return Err(unsupported(&mime)),
+    };
+    if jpeg.len() > limit {
+        return Err(too_large(limit));
+    }
+    if jpeg.is_empty() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "empty", "the frame is empty"));
+    }
+    Ok((jpeg, captured_at))
+}
+
+fn unsupported(mime: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("Content-Type `{mime}` is not accepted: send image/jpeg, multipart/form-data with an `image` part, or application/json {{\"image\": \"<base64 JPEG>\"}}"),
+    )
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_captured_at", format!("captured_at is not RFC 3339: {e}")))
+}
+
+fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
+    let (w, h) = jpeg::dimensions(jpeg).map_err(|e| match e {
+        HeaderError::NotJpeg => Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_jpeg", e.to_string()),
+        HeaderError::Truncated(_) | HeaderError::Corrupt(_) => Refusal::new(StatusCode::BAD_REQUEST, "bad_header", e.to_string()),
+    })?;
+    let pixels = w as u64 * h as u64;
+    if w > config.max_dimension || h > config.max_dimension || pixels > config.max_pixels {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_pixels",
+            format!(
+                "image is {w}x{h}; the limits are {} pixels and {} per side",
+                config.max_pixels, config.max_dimension
+            ),
+        ));
+    }
+    Ok((w, h))
+}
+
+async fn post_frame(
+    State(state): State<Arc<IngestState>>,
+    Path(station): Path<String>,
+    Query(params): Query<FrameParams>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    match accept(&state, station, params, headers, req).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            state.metrics.ingest_rejected_total.with_label_values(&[refusal.code]).inc();
+            tracing::debug!(code = refusal.code, message = refusal.message, "frame refused");
+            refusal.into_response()
+        }
+    }
+}
+
+async fn accept(
+    state: &IngestState,
+    station: String,
+    params: FrameParams,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, Refusal> {
+    let received_at = Utc::now();
+    let config = &state.config;
+    if !valid_station_id(&station) {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad_station", "station id must be 1-64 of A-Z a-z 0-9 . _ -"));
+    }
+    if !config.station_known(&station) {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_station", format!("station `{station}` is not configured")));
+    }
+    let (jpeg, captured_in_body) = read_jpeg(state, req).await?;
+    let (width, height) = check_header(config, &jpeg)?;
+    let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
+
+    let frame_id = Uuid::now_v7();
+    let meta = FrameMeta {
+        frame_id,
+        station: station.clone(),
+        width,
+        height,
+        captured_at: captured_in_body.or(params.captured_at),
+        received_at,
+        published_at: Utc::now(),
+        timings_ms: Timings::new(),
+    };
+    let mut envelope = Envelope::new(jpeg.clone())
+        .with_header(META_HEADER, serde_json::to_string(&meta).expect("meta serialises"));
+    if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
+        envelope = envelope.with_header(TRACEPARENT_HEADER, tp);
+    }
+    // Listen before publishing, so a fast result cannot slip past.
+    let waiting = wait.map(|_| state.waiters.wait_for(frame_id));
+    if let Err(e) = state.broker.publish(WorkQueue::Frames, envelope).await {
+        let (code, message) = match &e {
+            QueueError::Full(_) => ("queue_full", "the pipeline is at capacity; retry later".to_string()),
+            _ => ("unavailable", format!("the pipeline cannot take frames right now: {e}")),
+        };
+        tracing::warn!(error = %e, station, "frame not accepted");
+        let mut r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        r.retry_after_s = Some(config.retry_after_s);
+        return Err(r);
+    }
+    let mode = if wait.is_some() { "wait" } else { "async" };
+    state.metrics.ingest_accepted_total.with_label_values(&[mode]).inc();
+    state.metrics.ingest_body_bytes.observe(jpeg.len() as f64);
+    tracing::debug!(%frame_id, station, width, height, bytes = jpeg.len(), "frame accepted");
+
+    let queued = json!({"frame_id": frame_id, "status": "queued"});
+    match (wait, waiting) {
+        (Some(wait), Some(mut waiting)) => match tokio::time::timeout(wait, &mut waiting.rx).await {
+            Ok(Ok(result)) => Ok((StatusCode::OK, Json(result)).into_response()),
+            _ => {
+                let body = json!({
+                    "frame_id": frame_id,
+                    "status": "queued",
+                    "error": format!("no result within {} ms; the frame is still being processed (GET /v1/frames/{frame_id})", wait.as_millis()),
+                });
+                Ok((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response())
+            }
+        },
+        _ => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
+    }
+}

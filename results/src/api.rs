@@ -1,0 +1,142 @@
+//! The read side: a frame's result, a station's results, and the live stream.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+use visionq_contract::{FrameResult, Metrics};
+use visionq_queue::{QueueError, SharedBroker};
+
+use crate::store::{HistoryQuery, SharedStore, StoreError};
+
+pub struct ResultsState {
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    pub live: broadcast::Sender<Arc<FrameResult>>,
+}
+
+impl ResultsState {
+    /// Subscribes to completed results for the WebSocket clients of this process.
+    pub async fn start(store: SharedStore, metrics: Arc<Metrics>, broker: &SharedBroker) -> Result<Arc<Self>, QueueError> {
+        let (live, _) = broadcast::channel(1024);
+        let mut events = broker.subscribe_events().await?;
+        let tx = live.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body) {
+                    let _ = tx.send(Arc::new(r));
+                }
+            }
+        });
+        Ok(Arc::new(ResultsState { store, metrics, live }))
+    }
+}
+
+pub fn router(state: Arc<ResultsState>) -> Router {
+    Router::new()
+        .route("/v1/frames/{frame_id}", get(get_frame))
+        .route("/v1/stations/{station}/results", get(station_results))
+        .route("/v1/stream", get(stream))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn get_frame(State(s): State<Arc<ResultsState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a frame id"));
+    };
+    match s.store.get(id).await {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no result for frame {id} (yet)")),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    class: Option<String>,
+    min_score: Option<f32>,
+    limit: Option<usize>,
+}
+
+const MAX_LIMIT: usize = 1000;
+
+async fn station_results(
+    State(s): State<Arc<ResultsState>>,
+    Path(station): Path<String>,
+    Query(p): Query<HistoryParams>,
+) -> Response {
+    let q = HistoryQuery {
+        station,
+        since: p.since,
+        until: p.until,
+        class: p.class,
+        min_score: p.min_score,
+        limit: p.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+    };
+    match s.store.history(&q).await {
+        Ok(results) => Json(json!({"station": q.station, "results": results})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    station: Option<String>,
+}
+
+async fn stream(State(s): State<Arc<ResultsState>>, Query(p): Query<StreamParams>, ws: WebSocketUpgrade) -> Response {
+    let rx = s.live.subscribe();
+    let metrics = s.metrics.clone();
+    ws.on_upgrade(move |socket| push(socket, rx, p.station, metrics))
+}
+
+async fn push(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<FrameResult>>, station: Option<String>, metrics: Arc<Metrics>) {
+    metrics.websocket_clients.inc();
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(r) => {
+                    if station.as_ref().is_some_and(|s| *s != r.station) {
+                        continue;
+                    }
+                    let text = serde_json::to_string(&*r).expect("result serialises");
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "a WebSocket client fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    metrics.websocket_clients.dec();
+}

@@ -1,0 +1,107 @@
+//! The results consumer: batches of results → one transaction → ack → broadcast.
+//! While the database is down it keeps its batch unacked and retries with backoff.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use visionq_contract::message::elapsed_ms;
+use visionq_contract::topology::event_routing_key;
+use visionq_contract::{Config, FrameResult, Metrics};
+use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+
+use crate::store::SharedStore;
+
+async fn persist(store: &SharedStore, metrics: &Metrics, batch: Vec<(Delivery, FrameResult)>, broker: &SharedBroker, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+    let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let t0 = Instant::now();
+        match store.write_batch(&results).await {
+            Ok(new) => {
+                metrics.observe_stage("db_write", t0.elapsed().as_secs_f64());
+                tracing::debug!(batch = results.len(), new, "results persisted");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, batch = results.len(), retry_in_ms = backoff.as_millis() as u64, "cannot persist results; holding them");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut *stop => {
+                        for (d, _) in batch {
+                            d.settle(Fate::Requeue).await;
+                        }
+                        return false;
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let now = Utc::now();
+    for (d, r) in batch {
+        d.settle(Fate::Ack).await;
+        metrics.results_persisted_total.with_label_values(&[r.status.as_str()]).inc();
+        metrics.observe_stage("end_to_end", elapsed_ms(r.received_at, now) / 1e3);
+        let body = serde_json::to_vec(&r).expect("result serialises");
+        if let Err(e) = broker.publish_event(&event_routing_key(&r.station), Envelope::new(body)).await {
+            tracing::warn!(error = %e, "cannot broadcast a result (it is stored)");
+        }
+    }
+    true
+}
+
+/// Consumes results until `shutdown`, finishing the batch in hand.
+pub async fn run(
+    broker: SharedBroker,
+    store: SharedStore,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), QueueError> {
+    let max = config.results_batch_size;
+    let wait = Duration::from_millis(config.results_batch_wait_ms);
+    let mut deliveries = broker.consume(WorkQueue::Results, (max * 2).min(u16::MAX as usize) as u16).await?;
+    tracing::info!(batch = max, "results consuming");
+    let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.clone() => break,
+            d = deliveries.next() => match d { Some(d) => d, None => break },
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut taken = vec![first];
+        while taken.len() < max {
+            match tokio::time::timeout_at(deadline, deliveries.next()).await {
+                Ok(Some(d)) => taken.push(d),
+                _ => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(taken.len());
+        for d in taken {
+            match serde_json::from_slice::<FrameResult>(&d.envelope.body) {
+                Ok(mut r) => {
+                    let now = Utc::now();
+                    r.timings_ms.insert("queue_wait_results".into(), elapsed_ms(r.completed_at, now));
+                    batch.push((d, r));
+                }
+                Err(e) => {
+                    metrics.dead_lettered_total.with_label_values(&["results", "bad_message"]).inc();
+                    d.settle(Fate::DeadLetter(format!("not a result: {e}"))).await;
+                }
+            }
+        }
+        let n = batch.len() as i64;
+        metrics.in_flight.with_label_values(&["results"]).add(n);
+        // On shutdown, a batch still waiting for the database is handed back.
+        let mut stop = shutdown.clone();
+        let ok = persist(&store, &metrics, batch, &broker, &mut stop).await;
+        metrics.in_flight.with_label_values(&["results"]).sub(n);
+        if !ok {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! PostgreSQL through tokio-postgres and a deadpool pool. One transaction per
+//! batch: frames by `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING
+//! RETURNING`, then the detections of the frames that were new.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+use visionq_contract::message::ImageSize;
+use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
+
+use crate::store::{keep_detection, HistoryQuery, ResultStore, StoreError};
+
+/// Versioned migrations, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE frames (
+        frame_id uuid PRIMARY KEY,
+        station text NOT NULL,
+        status text NOT NULL,
+        error text,
+        width integer NOT NULL,
+        height integer NOT NULL,
+        model_name text NOT NULL,
+        model_version text NOT NULL,
+        timings_ms jsonb NOT NULL,
+        detection_count integer NOT NULL,
+        captured_at timestamptz,
+        received_at timestamptz NOT NULL,
+        completed_at timestamptz NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX frames_station_received ON frames (station, received_at DESC);
+    CREATE TABLE detections (
+        frame_id uuid NOT NULL REFERENCES frames (frame_id) ON DELETE CASCADE,
+        idx integer NOT NULL,
+        class_id integer NOT NULL,
+        class_name text NOT NULL,
+        score real NOT NULL,
+        x1 real NOT NULL, y1 real NOT NULL, x2 real NOT NULL, y2 real NOT NULL,
+        x1_px real NOT NULL, y1_px real NOT NULL, x2_px real NOT NULL, y2_px real NOT NULL,
+        PRIMARY KEY (frame_id, idx)
+    );",
+)];
+
+pub struct PgStore {
+    pool: Pool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn query_err(e: tokio_postgres::Error) -> StoreError {
+    // A closed connection is an outage, not a bad query.
+    if e.is_closed() || e.code().is_none() { StoreError::Unavailable(e.to_string()) } else { StoreError::Query(e.to_string()) }
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::Query(e.to_string()))?;
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(8)
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(query_err)?;
+        // One migrator at a time across replicas.
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(7420001);
+             CREATE TABLE IF NOT EXISTS visionq_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
+        )
+        .await
+        .map_err(query_err)?;
+        let applied: HashSet<i32> =
+            tx.query("SELECT version FROM visionq_migrations", &[]).await.map_err(query_err)?.iter().map(|r| r.get(0)).collect();
+        for (version, sql) in MIGRATIONS {
+            if !applied.contains(version) {
+                tx.batch_execute(sql).await.map_err(query_err)?;
+                tx.execute("INSERT INTO visionq_migrations (version) VALUES ($1)", &[version]).await.map_err(query_err)?;
+                tracing::info!(version, "applied PostgreSQL migration");
+            }
+        }
+        tx.commit().await.map_err(query_err)
+    }
+
+    async fn load(&self, client: &deadpool_postgres::Client, rows: Vec<tokio_postgres::Row>, q: Option<&HistoryQuery>) -> Result<Vec<FrameResult>, StoreError> {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.get("frame_id")).collect();
+        let dets = client
+            .query(
+                "SELECT frame_id, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px
+                 FROM detections WHERE frame_id = ANY($1) ORDER BY frame_id, idx",
+                &[&ids],
+            )
+            .await
+            .map_err(query_err)?;
+        let mut by_frame: std::collections::HashMap<Uuid, Vec<Detection>> = Default::default();
+        for d in dets {
+            let det = Detection {
+                class_id: d.get::<_, i32>("class_id") as u32,
+                class_name: d.get("class_name"),
+                score: d.get("score"),
+                bbox: [d.get("x1"), d.get("y1"), d.get("x2"), d.get("y2")],
+                box_px: [d.get("x1_px"), d.get("y1_px"), d.get("x2_px"), d.get("y2_px")],
+            };
+            if q.is_none_or(|q| keep_detection(q, &det.class_name, det.score)) {
+                by_frame.entry(d.get("frame_id")).or_default().push(det);
+            }
+        }
+        rows.into_iter()
+            .map(|r| {
+                let frame_id: Uuid = r.get("frame_id");
+                let status: String = r.get("status");
+                Ok(FrameResult {
+                    frame_id,
+                    station: r.get("station"),
+                    status: ResultStatus::parse(&status).ok_or_else(|| StoreError::Query(format!("bad status {status}")))?,
+                    error: r.get("error"),
+                    image: ImageSize { width: r.get::<_, i32>("width") as u32, height: r.get::<_, i32>("height") as u32 },
+                    model: ModelInfo { name: r.get("model_name"), version: r.get("model_version") },
+                    detections: by_frame.remove(&frame_id).unwrap_or_default(),
+                    timings_ms: serde_json::from_value(r.get("timings_ms")).unwrap_or_default(),
+                    captured_at: r.get("captured_at"),
+                    received_at: r.get("received_at"),
+                    completed_at: r.get("completed_at"),
+                })
+            })
+            .collect()
+    }
+}
+
+const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+
+#[async_trait::async_trait]
+impl ResultStore for PgStore {
+    async fn write_batch(&self, results: &[FrameResult]) -> Result<usize, StoreError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(query_err)?;
+        let col = |f: fn(&FrameResult) -> String| results.iter().map(f).collect::<Vec<String>>();
+        let ids: Vec<Uuid> = results.iter().map(|r| r.frame_id).collect();
+        let stations = col(|r| r.station.clone());
+        let statuses = col(|r| r.status.as_str().to_string());
+        let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
+        let widths: Vec<i32> = results.iter().map(|r| r.image.width as i32).collect();
+        let heights: Vec<i32> = results.iter().map(|r| r.image.height as i32).collect();
+        let model_names = col(|r| r.model.name.clone());
+        let model_versions = col(|r| r.model.version.clone());
+        let timings: Vec<serde_json::Value> =
+            results.iter().map(|r| serde_json::to_value(&r.timings_ms).expect("timings serialise")).collect();
+        let counts: Vec<i32> = results.iter().map(|r| r.detections.len() as i32).collect();
+        let captured: Vec<Option<DateTime<Utc>>> = results.iter().map(|r| r.captured_at).collect();
+        let received: Vec<DateTime<Utc>> = results.iter().map(|r| r.received_at).collect();
+        let completed: Vec<DateTime<Utc>> = results.iter().map(|r| r.completed_at).collect();
+        let inserted = tx
+            .query(
+                "INSERT INTO frames (frame_id, station, status, error, width, height, model_name, model_version,
+                                     timings_ms, detection_count, captured_at, received_at, completed_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
+                                      $7::text[], $8::text[], $9::jsonb[], $10::int4[], $11::timestamptz[],
+                                      $12::timestamptz[], $13::timestamptz[])
+                 ON CONFLICT (frame_id) DO NOTHING
+                 RETURNING frame_id",
+                &[&ids, &stations, &statuses, &errors, &widths, &heights, &model_names, &model_versions, &timings,
+                  &counts, &captured, &received, &completed],
+            )
+            .await
+            .map_err(query_err)?;
+        let new: HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
+        let mut d_frame = Vec::new();
+        let mut d_idx = Vec::new();
+        let mut d_class = Vec::new();
+        let mut d_name = Vec::new();
+        let mut d_score = Vec::new();
+        let mut d_box: [Vec<f32>; 8] = Default::default();
+        for r in results.iter().filter(|r| new.contains(&r.frame_id)) {
+            for (i, d) in r.detections.iter().enumerate() {
+                d_frame.push(r.frame_id);
+                d_idx.push(i as i32);
+                d_class.push(d.class_id as i32);
+                d_name.push(d.class_name.clone());
+                d_score.push(d.score);
+                for k in 0..4 {
+                    d_box[k].push(d.bbox[k]);
+                    d_box[k + 4].push(d.box_px[k]);
+                }
+            }
+        }
+        if !d_frame.is_empty() {
+            tx.execute(
+                "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px)
+                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::float4[], $6::float4[],
+                                      $7::float4[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
+                                      $12::float4[], $13::float4[])",
+                &[&d_frame, &d_idx, &d_class, &d_name, &d_score, &d_box[0], &d_box[1], &d_box[2], &d_box[3],
+                  &d_box[4], &d_box[5], &d_box[6], &d_box[7]],
+            )
+            .await
+            .map_err(query_err)?;
+        }
+        tx.commit().await.map_err(query_err)?;
+        Ok(new.len())
+    }
+
+    async fn get(&self, frame_id: Uuid) -> Result<Option<FrameResult>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query(&format!("SELECT {FRAME_COLUMNS} FROM frames WHERE frame_id = $1"), &[&frame_id])
+            .await
+            .map_err(query_err)?;
+        Ok(self.load(&client, rows, None).await?.pop())
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<FrameResult>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let filter_detections = q.class.is_some() || q.min_score.is_some();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {FRAME_COLUMNS} FROM frames f
+                     WHERE station = $1
+                       AND ($2::timestamptz IS NULL OR received_at >= $2)
+                       AND ($3::timestamptz IS NULL OR received_at < $3)
+                       AND (NOT $4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
+                            AND ($5::text IS NULL OR d.class_name = $5) AND ($6::float4 IS NULL OR d.score >= $6)))
+                     ORDER BY received_at DESC, frame_id DESC LIMIT $7"
+                ),
+                &[&q.station, &q.since, &q.until, &filter_detections, &q.class, &q.min_score, &(q.limit as i64)],
+            )
+            .await
+            .map_err(query_err)?;
+        self.load(&client, rows, Some(q)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client.simple_query("SELECT 1").await.map_err(query_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! SQLite through rusqlite, for the embedded mode: one file, WAL journal, writes
+//! on the blocking pool (never on the runtime's threads), one transaction per batch
+//! with `INSERT OR IGNORE` keyed by frame id.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+use visionq_contract::message::ImageSize;
+use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
+
+use crate::store::{keep_detection, HistoryQuery, ResultStore, StoreError};
+
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE frames (
+        frame_id TEXT PRIMARY KEY,
+        station TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        timings_ms TEXT NOT NULL,
+        detection_count INTEGER NOT NULL,
+        captured_at TEXT,
+        received_at TEXT NOT NULL,
+        completed_at TEXT NOT NULL,
+        stored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+    CREATE INDEX frames_station_received ON frames (station, received_at DESC);
+    CREATE TABLE detections (
+        frame_id TEXT NOT NULL REFERENCES frames (frame_id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        class_id INTEGER NOT NULL,
+        class_name TEXT NOT NULL,
+        score REAL NOT NULL,
+        x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+        x1_px REAL NOT NULL, y1_px REAL NOT NULL, x2_px REAL NOT NULL, y2_px REAL NOT NULL,
+        PRIMARY KEY (frame_id, idx)
+    );",
+)];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    pub path: PathBuf,
+}
+
+fn q(e: rusqlite::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+/// Timestamps as fixed-width UTC text, so text order is time order.
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Query(e.to_string()))
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let path = PathBuf::from(path);
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            }
+            let mut conn = Connection::open(&p).map_err(|e| StoreError::Unavailable(format!("{}: {e}", p.display())))?;
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                .map_err(q)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .expect("sqlite open does not panic")?;
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("sqlite lock")))
+            .await
+            .expect("sqlite task does not panic")
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(q)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS visionq_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);")
+        .map_err(q)?;
+    for (version, sql) in MIGRATIONS {
+        let done: Option<i32> = tx
+            .query_row("SELECT version FROM visionq_migrations WHERE version = ?1", [version], |r| r.get(0))
+            .optional()
+            .map_err(q)?;
+        if done.is_none() {
+            tx.execute_batch(sql).map_err(q)?;
+            tx.execute("INSERT INTO visionq_migrations (version) VALUES (?1)", [version]).map_err(q)?;
+        }
+    }
+    tx.commit().map_err(q)
+}
+
+const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+
+fn load(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql], hq: Option<&HistoryQuery>) -> Result<Vec<FrameResult>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(q)?;
+    let mut frames = Vec::new();
+    let mut rows = stmt.query(args).map_err(q)?;
+    while let Some(r) = rows.next().map_err(q)? {
+        let status: String = r.get(2).map_err(q)?;
+        let captured: Option<String> = r.get(9).map_err(q)?;
+        let id: String = r.get(0).map_err(q)?;
+        frames.push(FrameResult {
+            frame_id: Uuid::parse_str(&id).map_err(|e| StoreError::Query(e.to_string()))?,
+            station: r.get(1).map_err(q)?,
+            status: ResultStatus::parse(&status).ok_or_else(|| StoreError::Query(format!("bad status {status}")))?,
+            error: r.get(3).map_err(q)?,
+            image: ImageSize { width: r.get(4).map_err(q)?, height: r.get(5).map_err(q)? },
+            model: ModelInfo { name: r.get(6).map_err(q)?, version: r.get(7).map_err(q)? },
+            detections: Vec::new(),
+            timings_ms: serde_json::from_str(&r.get::<_, String>(8).map_err(q)?).unwrap_or_default(),
+            captured_at: captured.as_deref().map(parse_ts).transpose()?,
+            received_at: parse_ts(&r.get::<_, String>(10).map_err(q)?)?,
+            completed_at: parse_ts(&r.get::<_, String>(11).map_err(q)?)?,
+        });
+    }
+    let mut dstmt = conn
+        .prepare_cached(
+            "SELECT class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px
+             FROM detections WHERE frame_id = ?1 ORDER BY idx",
+        )
+        .map_err(q)?;
+    for f in &mut frames {
+        let dets = dstmt
+            .query_map([f.frame_id.to_string()], |d| {
+                Ok(Detection {
+                    class_id: d.get(0)?,
+                    class_name: d.get(1)?,
+                    score: d.get(2)?,
+                    bbox: [d.get(3)?, d.get(4)?, d.get(5)?, d.get(6)?],
+                    box_px: [d.get(7)?, d.get(8)?, d.get(9)?, d.get(10)?],
+                })
+            })
+            .map_err(q)?;
+        for d in dets {
+            let d = d.map_err(q)?;
+            if hq.is_none_or(|hq| keep_detection(hq, &d.class_name, d.score)) {
+                f.detections.push(d);
+            }
+        }
+    }
+    Ok(frames)
+}
+
+#[async_trait::async_trait]
+impl ResultStore for SqliteStore {
+    async fn write_batch(&self, results: &[FrameResult]) -> Result<usize, StoreError> {
+        let results = results.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(q)?;
+            let mut new = 0;
+            {
+                let mut frame = tx
+                    .prepare_cached(&format!(
+                        "INSERT OR IGNORE INTO frames ({FRAME_COLUMNS}, detection_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    ))
+                    .map_err(q)?;
+                let mut det = tx
+                    .prepare_cached(
+                        "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    )
+                    .map_err(q)?;
+                for r in &results {
+                    let id = r.frame_id.to_string();
+                    let inserted = frame
+                        .execute(params![
+                            id,
+                            r.station,
+                            r.status.as_str(),
+                            r.error,
+                            r.image.width,
+                            r.image.height,
+                            r.model.name,
+                            r.model.version,
+                            serde_json::to_string(&r.timings_ms).expect("timings serialise"),
+                            r.captured_at.as_ref().map(ts),
+                            ts(&r.received_at),
+                            ts(&r.completed_at),
+                            r.detections.len() as i64,
+                        ])
+                        .map_err(q)?;
+                    if inserted == 0 {
+                        continue;
+                    }
+                    new += 1;
+                    for (i, d) in r.detections.iter().enumerate() {
+                        let (b, p) = (d.bbox, d.box_px);
+                        det.execute(params![id, i as i64, d.class_id, d.class_name, d.score, b[0], b[1], b[2], b[3], p[0], p[1], p[2], p[3]])
+                            .map_err(q)?;
+                    }
+                }
+            }
+            tx.commit().map_err(q)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn get(&self, frame_id: Uuid) -> Result<Option<FrameResult>, StoreError> {
+        self.with(move |conn| {
+            let sql = format!("SELECT {FRAME_COLUMNS} FROM frames WHERE frame_id = ?1");
+            Ok(load(conn, &sql, &[&frame_id.to_string()], None)?.pop())
+        })
+        .await
+    }
+
+    async fn history(&self, hq: &HistoryQuery) -> Result<Vec<FrameResult>, StoreError> {
+        let hq = hq.clone();
+        self.with(move |conn| {
+            let filter = hq.class.is_some() || hq.min_score.is_some();
+            let sql = format!(
+                "SELECT {FRAME_COLUMNS} FROM frames f
+                 WHERE station = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
+                   AND (NOT ?4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
+                        AND (?5 IS NULL OR d.class_name = ?5) AND (?6 IS NULL OR d.score >= ?6)))
+                 ORDER BY received_at DESC, frame_id DESC LIMIT ?7"
+            );
+            let since = hq.since.as_ref().map(ts);
+            let until = hq.until.as_ref().map(ts);
+            let limit = hq.limit as i64;
+            load(conn, &sql, &[&hq.station, &since, &until, &filter, &hq.class, &hq.min_score, &limit], Some(&hq))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(q)).await
+    }
+}

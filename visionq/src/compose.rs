@@ -1,0 +1,244 @@
+//! Composes roles into one process: the broker (RabbitMQ or in-process), the store,
+//! the model, the HTTP side (each role's routes plus metrics and health) and the
+//! shutdown order — stop taking frames, let the pipeline drain, then stop the roles.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use visionq_contract::config::redact_url;
+use visionq_contract::topology::Topology;
+use visionq_contract::{Config, Metrics};
+use visionq_queue::amqp::{AmqpBroker, QueueLimits};
+use visionq_queue::memory::MemoryBroker;
+use visionq_queue::{SharedBroker, WorkQueue};
+use visionq_results::store::SharedStore;
+
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Ingest,
+    Preprocess,
+    Infer,
+    Results,
+}
+
+pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
+    let Some(url) = &config.amqp_url else {
+        let c = config.clone();
+        let limits = move |q: WorkQueue| match q {
+            WorkQueue::Frames => c.frames_max_length as usize,
+            WorkQueue::Tensors => c.tensors_max_length as usize,
+            WorkQueue::Results => c.results_max_length as usize,
+        };
+        return Ok(Arc::new(MemoryBroker::new(limits, config.max_deliveries)));
+    };
+    let limits = QueueLimits {
+        frames_max_length: config.frames_max_length,
+        tensors_max_length: config.tensors_max_length,
+        results_max_length: config.results_max_length,
+        max_deliveries: config.max_deliveries,
+    };
+    let topology = Topology::new(config.queue_prefix.clone());
+    // A pod may start before the broker: keep trying for a while.
+    let mut attempt = 0;
+    loop {
+        match AmqpBroker::connect(url, topology.clone(), limits.clone()).await {
+            Ok(b) => return Ok(Arc::new(b)),
+            Err(e) if attempt < 30 => {
+                attempt += 1;
+                tracing::warn!(url = redact_url(url), error = %e, "broker not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", redact_url(url))),
+        }
+    }
+}
+
+/// What `/readyz` checks.
+pub struct Health {
+    broker: SharedBroker,
+    store: Option<SharedStore>,
+    model_ready: Arc<AtomicBool>,
+    needs_model: bool,
+    metrics: Arc<Metrics>,
+}
+
+async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let mut problems = Vec::new();
+    if !h.broker.is_ready().await {
+        problems.push("broker unreachable".to_string());
+    }
+    if let Some(store) = &h.store {
+        if let Err(e) = store.ping().await {
+            problems.push(format!("database: {e}"));
+        }
+    }
+    if h.needs_model && !h.model_ready.load(Ordering::Relaxed) {
+        problems.push("model not loaded".to_string());
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; ")))
+    }
+}
+
+async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], h.metrics.render())
+}
+
+/// Runs `roles` until `shutdown`; returns when everything has stopped.
+pub async fn serve(
+    config: Config,
+    roles: BTreeSet<Role>,
+    listen: Option<SocketAddr>,
+    shutdown: Shutdown,
+    bound_to: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let broker = broker(&config).await?;
+    let embedded = config.amqp_url.is_none();
+    tracing::info!(roles = ?roles, mode = if embedded { "embedded" } else { "amqp" }, "starting visionq");
+
+    let (role_stop_tx, role_stop) = crate::shutdown::channel();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut app = Router::new();
+    let model_ready = Arc::new(AtomicBool::new(false));
+    let mut store = None;
+
+    if roles.contains(&Role::Results) {
+        let url = config.database_url();
+        let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
+        tracing::info!(store = redact_url(&url), "store ready");
+        let state = visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker).await?;
+        app = app.merge(visionq_results::api::router(state));
+        let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
+        let s2 = s.clone();
+        tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+        store = Some(s);
+    }
+    if roles.contains(&Role::Infer) {
+        let c = config.clone();
+        let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&c)).await??;
+        model_ready.store(true, Ordering::Relaxed);
+        let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
+        tasks.spawn(async move { visionq_infer_worker::run(b, m, c, model, stop.wait()).await.map_err(anyhow::Error::from) });
+    }
+    let inline = roles.contains(&Role::Infer) && config.infer_input == visionq_contract::config::InferInput::Frames;
+    if roles.contains(&Role::Preprocess) && !inline {
+        let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
+        tasks.spawn(async move { visionq_preprocess::run(b, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+    }
+    if roles.contains(&Role::Ingest) {
+        let waiters = visionq_ingest::Waiters::start(&broker).await?;
+        let state = Arc::new(visionq_ingest::IngestState {
+            broker: broker.clone(),
+            metrics: metrics.clone(),
+            config: config.clone(),
+            waiters,
+        });
+        app = app.merge(visionq_ingest::router(state));
+    }
+    spawn_depth_poller(broker.clone(), metrics.clone(), role_stop.clone());
+
+    let health = Arc::new(Health {
+        broker: broker.clone(),
+        store,
+        model_ready,
+        needs_model: roles.contains(&Role::Infer),
+        metrics: metrics.clone(),
+    });
+    app = app.merge(
+        Router::new()
+            .route("/livez", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(health),
+    );
+    let addr: SocketAddr = match listen {
+        Some(a) => a,
+        None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "HTTP listening");
+    match bound_to {
+        Some(tx) => drop(tx.send(bound)),
+        None => println!("visionq listening on http://{bound}"),
+    }
+
+    let http_stop = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(http_stop.wait()).await
+    });
+    shutdown.wait().await;
+    tracing::info!("shutting down: no new frames");
+    let deadline = Duration::from_millis(config.shutdown_timeout_ms);
+    if embedded {
+        // The in-process queues live in this process: let them drain before the roles stop.
+        drain_embedded(&broker, deadline).await;
+    }
+    role_stop_tx.fire();
+    let stop_all = async {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Err(e)) => tracing::error!(error = %e, "a role failed"),
+                Err(e) => tracing::error!(error = %e, "a role panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(deadline, stop_all).await.is_err() {
+        tracing::warn!("roles did not stop within the shutdown deadline");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn drain_embedded(broker: &SharedBroker, deadline: Duration) {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let mut pending = 0;
+        for q in WorkQueue::ALL {
+            pending += broker.depth(q).await.unwrap_or(0);
+        }
+        if pending == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(pending, "shutdown deadline passed with frames still in the in-process queues");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_depth_poller(broker: SharedBroker, metrics: Arc<Metrics>, stop: Shutdown) {
+    tokio::spawn(async move {
+        let stop = stop.wait();
+        tokio::pin!(stop);
+        loop {
+            for q in WorkQueue::ALL {
+                if let Ok(n) = broker.depth(q).await {
+                    metrics.queue_depth.with_label_values(&[q.label()]).set(n as i64);
+                }
+            }
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}
