@@ -225,7 +225,8 @@ mod tests {
         let a = [255u8, 0, 51, 0, 255, 102];
         let out = assemble_nchw(&[&a], 2, 2, 1);
         assert_eq!(out.len(), 2 * 3 * 2);
-        assert_eq!(&out[..6], &[1.0, 0.0, 0.0, 1.0, 0.2, 0.4]);
+        let expected = [1.0, 0.0, 0.0, 1.0, 0.2, 0.4];
+        assert!(out[..6].iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", &out[..6]);
         assert!(out[6..].iter().all(|v| *v == 0.0), "padding slot stays zero");
     }
 }

@@ -1,0 +1,192 @@
+//! Test harness: the real binary against the real RabbitMQ and PostgreSQL of this
+//! machine, the real model and real photos from the asset cache. Every test gets
+//! its own queue prefix and its own database.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+pub fn cache() -> PathBuf {
+    std::env::var_os("VISIONQ_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/visionq"))
+}
+
+pub fn model() -> PathBuf {
+    let p = cache().join("models/yolov3-tiny.onnx");
+    assert!(p.exists(), "{} missing: run `python3 tools/assets.py` first", p.display());
+    p
+}
+
+pub fn photo(name: &str) -> PathBuf {
+    let p = cache().join("photos").join(name);
+    assert!(p.exists(), "{} missing: run `python3 tools/assets.py` first", p.display());
+    p
+}
+
+pub fn photo_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(photo(name)).expect("photo readable")
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("t{}_{}_{}_{tag}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+/// A fresh PostgreSQL database, dropped with the value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new(tag: &str) -> TestDb {
+        let name = unique(tag).to_lowercase();
+        let (client, conn) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await.expect("PostgreSQL at 127.0.0.1:5432");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        TestDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect test db");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, on a thread of its own (Drop cannot await).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A running `visionq` process.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `visionq <args> --listen 127.0.0.1:0` with `env` and waits until it listens.
+    pub async fn start(args: &[&str], env: &[(&str, String)]) -> Server {
+        let logs = repo().join("target/test-logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("{}.log", unique(args[0])));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_visionq"));
+        cmd.args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("VISIONQ_CACHE_DIR", cache())
+            .env("VISIONQ_MODEL", model())
+            .env("RUST_LOG", "info,visionq=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("visionq binary runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(90), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("visionq listening on ") {
+                    return addr.trim().to_string();
+                }
+            }
+            panic!("visionq exited before listening; see {}", log.display());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("visionq did not start in time; see {}", log.display()));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server { child, base, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits after SIGTERM").unwrap();
+        assert!(status.success(), "visionq exited with {status}; see {}", self.log.display());
+    }
+}
+
+/// Env for a pipeline on this machine's RabbitMQ (unique prefix) and a database.
+pub fn amqp_env(prefix: &str, db_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("VISIONQ_AMQP_URL", AMQP_URL.to_string()),
+        ("VISIONQ_QUEUE_PREFIX", prefix.to_string()),
+        ("VISIONQ_DATABASE_URL", db_url.to_string()),
+    ]
+}
+
+/// Deletes a test's queues and exchanges.
+pub async fn delete_topology(prefix: &str) {
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in ["frames", "tensors", "results", "dead"] {
+        let _ = ch.queue_delete(format!("{prefix}.{q}").into(), Default::default()).await;
+    }
+    for x in ["", ".dlx", ".events"] {
+        let _ = ch.exchange_delete(format!("{prefix}{x}").into(), Default::default()).await;
+    }
+}
+
+/// Messages in a queue (passive declare).
+pub async fn queue_len(name: &str) -> u32 {
+    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(name.into(), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        .await
+        .unwrap();
+    q.message_count()
+}
+
+/// POSTs a JPEG; returns status and JSON body.
+pub async fn post_jpeg(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = client.post(url).header("content-type", "image/jpeg").body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v = r.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
+
+pub fn classes(result: &serde_json::Value) -> Vec<String> {
+    let mut c: Vec<String> = result["detections"].as_array().unwrap().iter().map(|d| d["class_name"].as_str().unwrap().to_string()).collect();
+    c.sort();
+    c.dedup();
+    c
+}
