@@ -242,3 +242,31 @@ fn spawn_depth_poller(broker: SharedBroker, metrics: Arc<Metrics>, stop: Shutdow
         }
     });
 }
+
+/// Every role in this process, for the commands that drive a pipeline of their own
+/// (`bench`, `demo`, `detect`): embedded unless the config names a broker.
+pub struct Local {
+    pub base: String,
+    trigger: crate::shutdown::Trigger,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Local {
+    pub async fn start(config: Config, listen: SocketAddr) -> anyhow::Result<Local> {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let roles = [Role::Ingest, Role::Preprocess, Role::Infer, Role::Results].into();
+        let task = tokio::spawn(serve(config, roles, Some(listen), shutdown, Some(tx)));
+        match rx.await {
+            Ok(addr) => Ok(Local { base: format!("http://{addr}"), trigger, task }),
+            // serve() ended before it listened: its error says why.
+            Err(_) => Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("the pipeline stopped before it listened"))),
+        }
+    }
+
+    /// Lets the pipeline drain (every accepted frame persisted), then stops it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.fire();
+        self.task.await?
+    }
+}

@@ -1,8 +1,12 @@
 //! `visionq`: one binary, a subcommand per role. Logic lives in the role crates and
 //! in this crate's modules; this file only parses the command line.
 
+mod assets;
 mod bench;
 mod compose;
+mod demo;
+mod detect;
+mod load;
 mod shutdown;
 
 use std::collections::BTreeSet;
@@ -43,6 +47,10 @@ enum Command {
     Infer(Listen),
     /// Persist results; serve the history API and the live stream.
     Results(Listen),
+    /// Start the embedded pipeline, replay real photos as simulated stations, print a summary.
+    Demo(demo::DemoArgs),
+    /// Batch job: every image under PATHs through the pipeline, results as JSON Lines.
+    Detect(detect::DetectArgs),
     /// Load generator: stations posting real photos, printing throughput and latency.
     Bench(bench::BenchArgs),
     /// Model and runtime set-up.
@@ -61,6 +69,8 @@ struct Listen {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Fetch the default model (converted from Darknet), ONNX Runtime and the photos.
+    Fetch,
     /// Load the configured model and print what visionq reads from it.
     Info,
 }
@@ -92,6 +102,14 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Bench(args) => bench::run(config, args).await,
+        Command::Demo(args) => demo::run(config, args).await,
+        Command::Detect(args) => {
+            if !detect::run(config, args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Model(ModelCommand::Fetch) => assets::fetch(&config),
         Command::Model(ModelCommand::Info) => {
             let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&config)).await??;
             println!("name      {}", model.info.name);

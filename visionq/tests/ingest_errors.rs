@@ -102,9 +102,11 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
     accepted.push(v["frame_id"].as_str().unwrap().to_string());
 
     // A frame whose header is fine but whose data is not: an error result, and a dead letter.
-    let mut broken = dog[..dog.len() / 3].to_vec();
+    // Everything up to the end of the frame header (SOF0), then garbage instead of scans.
+    let sof = dog.windows(2).position(|w| w == [0xFF, 0xC0]).expect("dog.jpg is baseline");
+    let sof_len = u16::from_be_bytes([dog[sof + 2], dog[sof + 3]]) as usize;
+    let mut broken = dog[..sof + 2 + sof_len].to_vec();
     broken.extend(std::iter::repeat_n(0x5Au8, 2000));
-    broken.truncate(800); // header intact, scan data cut and garbage
     let (s, v, _) = post(&client, &format!("{url}?wait_ms=20000"), "image/jpeg", broken).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "error", "{v}");
@@ -155,15 +157,25 @@ async fn a_full_queue_gets_503_with_retry_after_never_202() {
     let client = reqwest::Client::new();
     let url = ingest.url("/v1/stations/s1/frames");
     let dog = photo_bytes("dog.jpg");
-    for _ in 0..2 {
-        let (s, v, _) = post(&client, &url, "image/jpeg", dog.clone()).await;
-        assert_eq!(s, 202, "{v}");
+    // Quorum queues apply the limit as messages are enqueued, so it can be passed by
+    // one in flight; what must hold is that every 202 is queued and every refusal is a
+    // 503 with Retry-After.
+    let (mut accepted, mut refused) = (0u32, 0u32);
+    for _ in 0..6 {
+        let (s, v, retry) = post(&client, &url, "image/jpeg", dog.clone()).await;
+        match s {
+            202 => accepted += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(v["code"], "queue_full", "{v}");
+                assert_eq!(retry.as_deref(), Some("2"), "503 carries Retry-After");
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
     }
-    let (s, v, retry) = post(&client, &url, "image/jpeg", dog.clone()).await;
-    assert_eq!(s, 503, "{v}");
-    assert_eq!(v["code"], "queue_full");
-    assert_eq!(retry.as_deref(), Some("2"));
-    assert_eq!(queue_len(&format!("{prefix}.frames")).await, 2, "the refused frame was not queued");
+    assert!(accepted >= 2, "the first frames fit");
+    assert!(refused >= 3, "a full queue refuses: {accepted} accepted, {refused} refused");
+    assert_eq!(queue_len(&format!("{prefix}.frames")).await, accepted, "every 202 is queued, no refused frame is");
     ingest.stop().await;
     delete_topology(&prefix).await;
 }

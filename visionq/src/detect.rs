@@ -1,0 +1,190 @@
+//! `visionq detect PATH...`: the batch job. Every image under the paths is posted
+//! to the pipeline's own ingest (the same queues, workers and store as live
+//! traffic, not a side path), its result written as one JSON line, with a progress
+//! bar and a summary; the exit code says whether any image failed.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use visionq_contract::config::redact_url;
+use visionq_contract::Config;
+
+use crate::compose::Local;
+use crate::load::percentile;
+
+#[derive(clap::Args, Debug)]
+pub struct DetectArgs {
+    /// Image files, or folders searched recursively for .jpg/.jpeg files.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Where the JSON Lines go (`-`: standard output).
+    #[arg(long, short, default_value = "-")]
+    output: String,
+    /// Station id the frames are recorded under.
+    #[arg(long, default_value = "batch")]
+    station: String,
+    /// Frames in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long one image may take before it counts as failed (it is still recorded).
+    #[arg(long, default_value_t = 120_000)]
+    wait_ms: u64,
+    /// Base URL of a running visionq; omit to run the pipeline in this process.
+    #[arg(long)]
+    url: Option<String>,
+}
+
+/// The files to process: explicit files as given, folders walked for JPEGs.
+pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                Some("jpg" | "jpeg")
+            ) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// One image's outcome: the result object (with `path`), or why there is none.
+async fn detect_one(client: &reqwest::Client, url: &str, path: &Path) -> Result<Value, String> {
+    let body = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let resp = client
+        .post(url)
+        .header("content-type", "image/jpeg")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("pipeline unreachable: {e}"))?;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.map_err(|e| format!("unreadable answer (HTTP {status}): {e}"))?;
+    match status {
+        200 if v["status"] == "ok" => Ok(v),
+        200 => Err(v["error"].as_str().unwrap_or("the pipeline reported an error").to_string()),
+        _ => Err(format!("HTTP {status}: {}", v["error"].as_str().unwrap_or("refused"))),
+    }
+}
+
+pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
+    let files = collect(&args.paths)?;
+    if files.is_empty() {
+        bail!("no .jpg/.jpeg images under {:?}", args.paths);
+    }
+    let local = match &args.url {
+        Some(_) => None,
+        None => {
+            crate::assets::ensure(&config)?;
+            Some(Local::start(config.clone(), "127.0.0.1:0".parse()?).await?)
+        }
+    };
+    let base = args.url.clone().or_else(|| local.as_ref().map(|l| l.base.clone())).expect("a base URL");
+    let url = format!("{}/v1/stations/{}/frames?wait_ms={}", base.trim_end_matches('/'), args.station, args.wait_ms);
+    let mut out: Box<dyn Write> = if args.output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output))?,
+        ))
+    };
+
+    let bar = indicatif::ProgressBar::with_draw_target(Some(files.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} images  {per_sec}  {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let plain_progress = !std::io::stderr().is_terminal();
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let (mut ok, mut failures, mut per_class, mut latencies) = (0usize, Vec::new(), BTreeMap::<String, usize>::new(), Vec::new());
+    let mut answers = futures_util::stream::iter(files.iter().cloned().map(|path| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let t0 = Instant::now();
+            let r = detect_one(&client, &url, &path).await;
+            (path, r, t0.elapsed().as_secs_f64() * 1e3)
+        }
+    }))
+    .buffer_unordered(args.concurrency.max(1));
+    let mut done = 0usize;
+    while let Some((path, r, ms)) = answers.next().await {
+        done += 1;
+        let line = match r {
+            Ok(mut v) => {
+                ok += 1;
+                latencies.push(ms);
+                for d in v["detections"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    *per_class.entry(d["class_name"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                }
+                v["path"] = json!(path.display().to_string());
+                v
+            }
+            Err(reason) => {
+                bar.suspend(|| eprintln!("failed: {}: {reason}", path.display()));
+                failures.push((path.clone(), reason.clone()));
+                json!({"path": path.display().to_string(), "status": "error", "error": reason})
+            }
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+        bar.inc(1);
+        bar.set_message(format!("{} failed", failures.len()));
+        if plain_progress && (done % 50 == 0 || done == files.len()) {
+            eprintln!("progress: {done}/{} images, {} failed", files.len(), failures.len());
+        }
+    }
+    drop(answers);
+    out.flush()?;
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    if let Some(l) = local {
+        // Returns once every accepted frame is persisted.
+        l.stop().await?;
+    }
+
+    latencies.sort_by(f64::total_cmp);
+    eprintln!("visionq detect: {} images in {elapsed:.1} s ({:.1} images/s)", files.len(), files.len() as f64 / elapsed);
+    eprintln!("  ok {ok}, failed {}", failures.len());
+    let classes: Vec<String> = per_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    eprintln!("  detections: {}", if classes.is_empty() { "none".into() } else { classes.join(", ") });
+    eprintln!(
+        "  latency ms: p50 {:.1}  p95 {:.1}  max {:.1}",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 95.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    if args.url.is_none() {
+        eprintln!("  results stored in {}", redact_url(&config.database_url()));
+    }
+    for (path, reason) in &failures {
+        eprintln!("  FAILED {}: {reason}", path.display());
+    }
+    Ok(failures.is_empty())
+}
+
