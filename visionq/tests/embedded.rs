@@ -1,0 +1,224 @@
+//! Embedded mode: the whole pipeline in one process with no service reachable (the
+//! commands run in a network namespace of their own, with only loopback), checked
+//! against an independent reference run of the same model and against RabbitMQ mode.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+const CONF: f64 = 0.25;
+
+/// A scratch folder under target/, one per test.
+fn scratch(tag: &str) -> PathBuf {
+    let d = repo().join("target/test-tmp").join(unique(tag));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `visionq ARGS` with the embedded defaults (no broker, SQLite in `data`).
+fn visionq(args: &[&str], data: &Path, extra_env: &[(&str, String)], isolated: bool) -> Output {
+    let bin = env!("CARGO_BIN_EXE_visionq");
+    let mut cmd = if isolated {
+        // A network namespace with only loopback: no RabbitMQ or PostgreSQL can be reached.
+        let mut c = Command::new("unshare");
+        c.args(["--net", "bash", "-c", r#"ip link set lo up && exec "$0" "$@""#, bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args)
+        .env_remove("VISIONQ_AMQP_URL")
+        .env_remove("VISIONQ_DATABASE_URL")
+        .env("VISIONQ_CACHE_DIR", cache())
+        .env("VISIONQ_MODEL", model())
+        .env("VISIONQ_DATA_DIR", data)
+        .env("RUST_LOG", "warn");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("visionq runs")
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn by_name(lines: &[Value]) -> BTreeMap<String, Value> {
+    lines
+        .iter()
+        .map(|v| (Path::new(v["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned(), v.clone()))
+        .collect()
+}
+
+fn box_of(d: &Value) -> [f64; 4] {
+    let b: Vec<f64> = d["box_px"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    [b[0], b[1], b[2], b[3]]
+}
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
+
+/// Every detection of `a` clearly above the threshold has a partner in `b`: same
+/// class, IoU ≥ 0.9, score within 0.02. (A box within 0.02 of the threshold may be
+/// on one side of it in one run and on the other in the other.)
+fn all_matched(a: &[Value], b: &[Value], what: &str) {
+    for d in a.iter().filter(|d| d["score"].as_f64().unwrap() >= CONF + 0.02) {
+        let partner = b.iter().find(|e| {
+            e["class_name"] == d["class_name"]
+                && iou(box_of(d), box_of(e)) >= 0.9
+                && (e["score"].as_f64().unwrap() - d["score"].as_f64().unwrap()).abs() <= 0.02
+        });
+        assert!(partner.is_some(), "{what}: no partner for {d} among {b:?}");
+    }
+}
+
+fn photos_dir() -> PathBuf {
+    photo("dog.jpg").parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
+    let tmp = scratch("detect");
+    let broken = tmp.join("broken.jpg");
+    std::fs::write(&broken, b"this is not a JPEG").unwrap();
+    let out = tmp.join("results.jsonl");
+    let run = visionq(
+        &["detect", photos_dir().to_str().unwrap(), broken.to_str().unwrap(), "-o", out.to_str().unwrap()],
+        &tmp,
+        &[],
+        true,
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "one image failed, so the exit code says so: {stderr}");
+    assert!(stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("HTTP 415"), "{stderr}");
+
+    let lines = jsonl(&out);
+    let ours = by_name(&lines);
+    assert_eq!(ours["broken.jpg"]["status"], "error");
+    let jpegs: Vec<_> = ours.keys().filter(|k| *k != "broken.jpg").cloned().collect();
+    assert_eq!(jpegs.len(), 9, "every JPEG of the photo set: {jpegs:?}");
+    for (name, want) in [
+        ("dog.jpg", &["bicycle", "dog"][..]),
+        ("person.jpg", &["dog", "horse", "person"]),
+        ("horses.jpg", &["horse"]),
+        ("giraffe.jpg", &["giraffe"]),
+        ("eagle.jpg", &["bird"]),
+        ("kite.jpg", &["kite", "person"]),
+        ("bus.jpg", &["bus", "person"]),
+        ("zidane.jpg", &["person"]),
+    ] {
+        assert_eq!(ours[name]["status"], "ok");
+        let found = classes(&ours[name]);
+        for c in want {
+            assert!(found.iter().any(|f| f == c), "{name}: {c} among {found:?}");
+        }
+    }
+    assert!(classes(&ours["dog.jpg"]).iter().any(|c| c == "car" || c == "truck"));
+
+    // The independent reference: onnxruntime in Python with its own letterbox, decode, NMS.
+    let files: Vec<PathBuf> = jpegs.iter().map(|n| photos_dir().join(n)).collect();
+    let reference = Command::new(cache().join("venv/bin/python"))
+        .arg(repo().join("tools/reference_detect.py"))
+        .arg(model())
+        .args(&files)
+        .output()
+        .expect("reference runs");
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    let reference: Vec<Value> = serde_json::from_slice(&reference.stdout).unwrap();
+    let mut compared = 0;
+    for r in &reference {
+        let name = Path::new(r["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+        let (a, b) = (ours[&name]["detections"].as_array().unwrap(), r["detections"].as_array().unwrap());
+        all_matched(a, b, &format!("{name}: ours vs reference"));
+        all_matched(b, a, &format!("{name}: reference vs ours"));
+        compared += a.len();
+    }
+    assert!(compared >= 20, "enough boxes compared: {compared}");
+
+    // The SQLite record is complete: one frame row per image, every detection.
+    let db = rusqlite::Connection::open(tmp.join("visionq.db")).unwrap();
+    let frames: i64 = db.query_row("SELECT count(*) FROM frames WHERE station = 'batch'", [], |r| r.get(0)).unwrap();
+    assert_eq!(frames, 9, "the broken file was refused at ingest, so it has no frame row");
+    for name in &jpegs {
+        let v = &ours[name];
+        let id = v["frame_id"].as_str().unwrap();
+        let (status, n): (String, i64) = db
+            .query_row("SELECT status, (SELECT count(*) FROM detections d WHERE d.frame_id = f.frame_id) FROM frames f WHERE frame_id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(status, "ok");
+        assert_eq!(n as usize, v["detections"].as_array().unwrap().len(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_and_rabbitmq_modes_give_identical_detections() {
+    let photos = photos_dir();
+    let detections = |tmp: PathBuf, env: Vec<(&'static str, String)>| {
+        let photos = photos.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = tmp.join("out.jsonl");
+            let run = visionq(&["detect", photos.to_str().unwrap(), "-o", out.to_str().unwrap()], &tmp, &env, false);
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            by_name(&jsonl(&out))
+                .into_iter()
+                .map(|(k, v)| {
+                    let d: Vec<(String, String, String)> = v["detections"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| (d["class_name"].to_string(), d["score"].to_string(), d["box_px"].to_string()))
+                        .collect();
+                    (k, d)
+                })
+                .collect::<HashMap<_, _>>()
+        })
+    };
+    let prefix = unique("modes");
+    let embedded = detections(scratch("embedded"), vec![]).await.unwrap();
+    let amqp = detections(
+        scratch("amqp"),
+        vec![("VISIONQ_AMQP_URL", AMQP_URL.to_string()), ("VISIONQ_QUEUE_PREFIX", prefix.clone())],
+    )
+    .await
+    .unwrap();
+    delete_topology(&prefix).await;
+    assert_eq!(embedded.len(), 9);
+    assert!(embedded.values().map(Vec::len).sum::<usize>() >= 20);
+    assert_eq!(embedded, amqp, "same frames, same detections, bit for bit");
+}
+
+#[test]
+fn demo_runs_with_no_service_and_records_every_frame() {
+    let tmp = scratch("demo");
+    let run = visionq(
+        &["demo", "--listen", "127.0.0.1:0", "--stations", "2", "--rate", "2", "--duration", "3"],
+        &tmp,
+        &[],
+        true,
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("dashboard and API at http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("12 posted, 12 with results, 0 errors"), "{stdout}");
+    assert!(stdout.contains("person"), "detections per class: {stdout}");
+    assert!(stdout.contains(&format!("sqlite://{}", tmp.join("visionq.db").display())), "{stdout}");
+    let db = rusqlite::Connection::open(tmp.join("visionq.db")).unwrap();
+    let per_station: Vec<(String, i64)> = db
+        .prepare("SELECT station, count(*) FROM frames WHERE status = 'ok' GROUP BY station ORDER BY station")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(per_station, vec![("demo-1".to_string(), 6), ("demo-2".to_string(), 6)]);
+}
