@@ -580,6 +580,48 @@ def ensure_yolo_onnx(cache: Path, py: Path) -> None:
     say("converted", YOLO_ONNX, f"in {time.monotonic() - t0:.1f}s, sha256 ok")
 
 
+def ensure_u8_models(cache: Path, py: Path) -> None:
+    """uint8 NHWC-input variants of both models (tools/u8_input.py), derived from the
+    pinned files, so GPU workers send u8 tensors and scale them on the device."""
+    for src in (YOLO_ONNX, "models/fall-detection-yolov8.onnx"):
+        a = cache / src
+        b = a.with_name(a.stem + "-u8.onnx")
+        if b.is_file() and b.stat().st_mtime >= a.stat().st_mtime:
+            say("cached", str(b.relative_to(cache)))
+            continue
+        r = run([str(py), str(TOOLS / "u8_input.py"), str(a), str(b) + ".tmp"])
+        if r.returncode != 0:
+            raise AssetError(f"adding the u8 input to {src} failed:\n" + tail(r.stdout))
+        os.replace(str(b) + ".tmp", b)
+        say("derived", str(b.relative_to(cache)), "uint8 NHWC input")
+
+
+def ensure_720p_photos(cache: Path, py: Path) -> None:
+    """The photos as 1280x720 JPEG frames (quality 82), what a station camera sends:
+    scaled to cover 1280x720 and centre-cropped. For benchmarks."""
+    out = cache / "photos-720p"
+    srcs = sorted((cache / "photos").glob("*.jpg"))
+    if out.is_dir() and len(list(out.glob("*.jpg"))) == len(srcs):
+        say("cached", "photos-720p/")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):\n"
+        "    im = Image.open(src).convert('RGB')\n"
+        "    s = max(1280 / im.width, 720 / im.height)\n"
+        "    im = im.resize((max(1280, round(im.width * s)), max(720, round(im.height * s))), Image.BILINEAR)\n"
+        "    l, t = (im.width - 1280) // 2, (im.height - 720) // 2\n"
+        "    im.crop((l, t, l + 1280, t + 720)).save(dst, 'JPEG', quality=82)\n"
+    )
+    args = [x for s in srcs for x in (str(s), str(out / s.name))]
+    r = run([str(py), "-c", script] + args)
+    if r.returncode != 0:
+        raise AssetError("making the 1280x720 frames failed:\n" + tail(r.stdout))
+    say("derived", "photos-720p/", f"{len(srcs)} frames at 1280x720, q82")
+
+
 def manifest(cache: Path, py: Path) -> dict:
     photos = sorted(
         m.dest for a in ARCHIVES for m in a.members if m.dest.startswith("photos/") and not m.dest.endswith(".json")
@@ -619,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
             for a in ARCHIVES:
                 ensure_archive_members(a, cache, py, args.keep_downloads, stats)
             ensure_yolo_onnx(cache, py)
+            ensure_u8_models(cache, py)
+            ensure_720p_photos(cache, py)
             m = manifest(cache, py)
             text = json.dumps(m, indent=2) + "\n"
             mf = cache / "assets.json"

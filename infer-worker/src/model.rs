@@ -1,11 +1,20 @@
 //! The model on ONNX Runtime: loading (runtime library, execution provider,
 //! metadata), batch assembly from u8 tensors, the forward pass and decoding.
+//!
+//! Inputs and outputs live in buffers allocated once per batch size and reused,
+//! bound to the session through I/O binding; on CUDA they are pinned host memory,
+//! so the copies to and from the device are DMA transfers. A model whose input is
+//! uint8 NHWC (`tools/u8_input.py` adds that prefix) takes the u8 tensors as they
+//! are: assembly is a memcpy, a quarter of the float bytes cross the bus, and the
+//! scaling to float happens on the device.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::session::Session;
-use ort::value::{Tensor, ValueType};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
 use visionq_contract::{Config, ModelInfo};
 
 use crate::decode::{candidates, nms, parse_names, Candidate, Layout};
@@ -53,6 +62,12 @@ pub enum BatchDim {
 pub struct Model {
     session: Session,
     input_name: String,
+    output_name: String,
+    pub input_format: InputFormat,
+    /// Pinned host memory on CUDA, ordinary memory on the CPU.
+    input_alloc: Allocator,
+    output_alloc: Allocator,
+    slots: HashMap<usize, Slot>,
     pub input_width: u32,
     pub input_height: u32,
     pub batch: BatchDim,
@@ -66,9 +81,31 @@ pub struct Model {
     max_detections: usize,
 }
 
+/// How the model takes its images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// float32 `[N, 3, H, W]`, RGB scaled to 0–1 (the usual export).
+    F32Nchw,
+    /// uint8 `[N, H, W, 3]`, RGB: the u8 tensors as preprocess emits them.
+    U8Nhwc,
+}
+
+/// A batch size's reusable input buffer and its binding (output buffer bound).
+struct Slot {
+    input: DynTensor,
+    binding: IoBinding,
+}
+
 fn dims(t: &ValueType) -> Option<Vec<i64>> {
     match t {
         ValueType::Tensor { shape, .. } => Some(shape.iter().copied().collect()),
+        _ => None,
+    }
+}
+
+fn element(t: &ValueType) -> Option<TensorElementType> {
+    match t {
+        ValueType::Tensor { ty, .. } => Some(*ty),
         _ => None,
     }
 }
@@ -90,16 +127,22 @@ impl Model {
 
         let input = session.inputs().first().ok_or_else(|| InferError::Unsupported("no input".into()))?;
         let in_dims = dims(input.dtype()).unwrap_or_default();
-        let [n, c, h, w] = in_dims[..] else {
-            return Err(InferError::Unsupported(format!("input shape {in_dims:?} is not [N, 3, H, W]")));
+        let in_type = element(input.dtype());
+        let (input_format, n, h, w) = match (in_type, &in_dims[..]) {
+            (Some(TensorElementType::Float32), &[n, 3, h, w]) => (InputFormat::F32Nchw, n, h, w),
+            (Some(TensorElementType::Uint8), &[n, h, w, 3]) => (InputFormat::U8Nhwc, n, h, w),
+            _ => {
+                return Err(InputFormat::unsupported(in_type, &in_dims));
+            }
         };
-        if c != 3 || h <= 0 || w <= 0 {
-            return Err(InferError::Unsupported(format!("input shape {in_dims:?} is not [N, 3, H, W] with a fixed H and W")));
+        if h <= 0 || w <= 0 {
+            return Err(InferError::Unsupported(format!("input shape {in_dims:?} has no fixed H and W")));
         }
         let batch = if n > 0 { BatchDim::Fixed(n as usize) } else { BatchDim::Dynamic };
         let input_name = input.name().to_string();
 
         let output = session.outputs().first().ok_or_else(|| InferError::Unsupported("no output".into()))?;
+        let output_name = output.name().to_string();
         let out = dims(output.dtype()).unwrap_or_default();
         let [_, a, b] = out[..] else {
             return Err(InferError::Unsupported(format!("output shape {out:?} is not [N, a, b]")));
@@ -124,14 +167,29 @@ impl Model {
             version: meta.custom("model_version").or_else(|| meta.version().map(|v| v.to_string())).unwrap_or_else(|| "unversioned".into()),
         };
         drop(meta);
+        let (input_alloc, output_alloc) = if config.execution_provider == "cuda" {
+            let pinned = |kind| {
+                MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.cuda_device_id, AllocatorType::Device, kind)
+                    .and_then(|info| Allocator::new(&session, info))
+                    .map_err(|e| InferError::CudaUnavailable(format!("no pinned host allocator: {e}")))
+            };
+            (pinned(MemoryType::CPUInput)?, pinned(MemoryType::CPUOutput)?)
+        } else {
+            (Allocator::default(), Allocator::default())
+        };
         tracing::info!(
             model = %path.display(), name = info.name, version = info.version, layout = layout.name(),
-            input = ?in_dims, output = ?out, classes = names.len(), provider = config.execution_provider,
-            "model loaded"
+            input = ?in_dims, input_format = ?input_format, output = ?out, classes = names.len(),
+            provider = config.execution_provider, "model loaded"
         );
         Ok(Model {
             session,
             input_name,
+            output_name,
+            input_format,
+            input_alloc,
+            output_alloc,
+            slots: HashMap::new(),
             input_width: w as u32,
             input_height: h as u32,
             batch,
@@ -174,37 +232,120 @@ impl Model {
         Ok(all)
     }
 
-    fn forward(&mut self, tensors: &[&[u8]]) -> Result<Vec<Vec<Candidate>>, InferError> {
-        let (w, h) = (self.input_width as usize, self.input_height as usize);
-        let n = match self.batch {
-            BatchDim::Fixed(n) => n,
-            BatchDim::Dynamic => tensors.len(),
+    /// Runs one forward pass at each batch size up to `max_batch` (CUDA picks its
+    /// kernels per shape on first use: do that before the first frame, not during it).
+    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), InferError> {
+        let blank = vec![114u8; self.tensor_len()];
+        let sizes: Vec<usize> = match self.batch {
+            BatchDim::Fixed(n) => vec![n],
+            BatchDim::Dynamic => (1..=max_batch.max(1)).collect(),
         };
-        let input = assemble_nchw(tensors, n, w, h);
-        let value = Tensor::from_array(([n, 3, h, w], input)).map_err(|e| InferError::Run(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => value])
-            .map_err(|e| InferError::Run(e.to_string()))?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
+        for n in sizes {
+            let views = vec![&blank[..]; n];
+            self.forward(&views)?;
+        }
+        Ok(())
+    }
+
+    /// The input buffer and binding for batches of `n`, made on first use.
+    fn slot(&mut self, n: usize) -> Result<&mut Slot, InferError> {
+        if !self.slots.contains_key(&n) {
+            let run = |e: ort::Error| InferError::Run(format!("allocating batch buffers: {e}"));
+            let (w, h) = (self.input_width as usize, self.input_height as usize);
+            let input = match self.input_format {
+                InputFormat::F32Nchw => Tensor::<f32>::new(&self.input_alloc, [n, 3, h, w]).map_err(run)?.upcast(),
+                InputFormat::U8Nhwc => Tensor::<u8>::new(&self.input_alloc, [n, h, w, 3]).map_err(run)?.upcast(),
+            };
+            let (a, b) = self.out_dims;
+            let output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
+            let mut binding = self.session.create_binding().map_err(run)?;
+            binding.bind_output(self.output_name.as_str(), output).map_err(run)?;
+            self.slots.insert(n, Slot { input, binding });
+        }
+        Ok(self.slots.get_mut(&n).expect("slot just made"))
+    }
+
+    /// Batch size of one forward pass over `images` images.
+    fn pass_size(&self, images: usize) -> usize {
+        match self.batch {
+            BatchDim::Fixed(n) => n,
+            BatchDim::Dynamic => images,
+        }
+    }
+
+    /// Copies `tensors` into the batch buffer of their pass size and binds it.
+    pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
+        let (w, h) = (self.input_width as usize, self.input_height as usize);
+        let n = self.pass_size(tensors.len());
+        let format = self.input_format;
+        let input_name = self.input_name.clone();
+        let run = |e: ort::Error| InferError::Run(e.to_string());
+        let slot = self.slot(n)?;
+        match format {
+            InputFormat::F32Nchw => {
+                let (_, data) = slot.input.try_extract_tensor_mut::<f32>().map_err(run)?;
+                fill_nchw(data, tensors, w, h);
+            }
+            InputFormat::U8Nhwc => {
+                let (_, data) = slot.input.try_extract_tensor_mut::<u8>().map_err(run)?;
+                fill_nhwc(data, tensors);
+            }
+        }
+        // Binding copies the input to the device (from pinned memory on CUDA).
+        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(run)?;
+        Ok(n)
+    }
+
+    /// One forward pass over the assembled batch of size `n`; `decode` gets the
+    /// output (`[n, a, b]`, host memory) and its per-image dimensions.
+    pub fn execute<R>(&mut self, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+        let run = |e: ort::Error| InferError::Run(e.to_string());
+        let slot = self.slots.get(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
+        // Rebinding makes ONNX Runtime copy the (reused) input buffer again.
+        let outputs = self.session.run_binding(&slot.binding).map_err(run)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(run)?;
         let (a, b) = self.out_dims;
-        if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() < tensors.len() * a * b {
+        if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
             return Err(InferError::Run(format!("unexpected output shape {shape:?}")));
         }
-        Ok((0..tensors.len())
-            .map(|i| {
-                let c = candidates(self.layout, &data[i * a * b..(i + 1) * a * b], a, b, self.conf);
-                if self.layout == Layout::Yolov10 { c } else { nms(c, self.iou, self.max_detections) }
-            })
-            .collect())
+        Ok(decode(data, (a, b)))
+    }
+
+    /// Re-binds the assembled batch of size `n` (its buffer unchanged), for
+    /// measuring the session alone on a pre-assembled batch.
+    pub fn rebind(&mut self, n: usize) -> Result<(), InferError> {
+        let input_name = self.input_name.clone();
+        let slot = self.slots.get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
+        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(|e| InferError::Run(e.to_string()))
+    }
+
+    fn forward(&mut self, tensors: &[&[u8]]) -> Result<Vec<Vec<Candidate>>, InferError> {
+        let n = self.assemble(tensors)?;
+        let (layout, conf, iou, max_det) = (self.layout, self.conf, self.iou, self.max_detections);
+        self.execute(n, |data, (a, b)| {
+            (0..tensors.len())
+                .map(|i| {
+                    let c = candidates(layout, &data[i * a * b..(i + 1) * a * b], a, b, conf);
+                    if layout == Layout::Yolov10 { c } else { nms(c, iou, max_det) }
+                })
+                .collect()
+        })
     }
 }
 
-/// u8 HWC RGB images into one f32 NCHW batch scaled to 0–1; slots past the images stay 0.
-pub fn assemble_nchw(tensors: &[&[u8]], n: usize, w: usize, h: usize) -> Vec<f32> {
+impl InputFormat {
+    fn unsupported(ty: Option<TensorElementType>, dims: &[i64]) -> InferError {
+        InferError::Unsupported(format!(
+            "input {ty:?} {dims:?} is neither float32 [N, 3, H, W] nor uint8 [N, H, W, 3]"
+        ))
+    }
+}
+
+/// u8 HWC RGB images into an f32 NCHW batch buffer scaled to 0–1; slots past the images are zeroed.
+pub fn fill_nchw(out: &mut [f32], tensors: &[&[u8]], w: usize, h: usize) {
     let plane = w * h;
-    let mut out = vec![0f32; n * 3 * plane];
-    for (img, dst) in tensors.iter().zip(out.chunks_exact_mut(3 * plane)) {
+    let mut chunks = out.chunks_exact_mut(3 * plane);
+    for (img, dst) in tensors.iter().zip(&mut chunks) {
         let (r, rest) = dst.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         for (i, px) in img.chunks_exact(3).enumerate() {
@@ -213,7 +354,21 @@ pub fn assemble_nchw(tensors: &[&[u8]], n: usize, w: usize, h: usize) -> Vec<f32
             b[i] = px[2] as f32 * (1.0 / 255.0);
         }
     }
-    out
+    for rest in chunks {
+        rest.fill(0.0);
+    }
+}
+
+/// u8 HWC images back to back into a u8 NHWC batch buffer; slots past the images are zeroed.
+pub fn fill_nhwc(out: &mut [u8], tensors: &[&[u8]]) {
+    let len = tensors.first().map_or(0, |t| t.len());
+    let mut chunks = out.chunks_exact_mut(len.max(1));
+    for (img, dst) in tensors.iter().zip(&mut chunks) {
+        dst.copy_from_slice(img);
+    }
+    for rest in chunks {
+        rest.fill(0);
+    }
 }
 
 #[cfg(test)]
@@ -223,10 +378,18 @@ mod tests {
     #[test]
     fn batch_assembly_is_planar_and_scaled() {
         let a = [255u8, 0, 51, 0, 255, 102];
-        let out = assemble_nchw(&[&a], 2, 2, 1);
-        assert_eq!(out.len(), 2 * 3 * 2);
+        let mut out = vec![7.0f32; 2 * 3 * 2];
+        fill_nchw(&mut out, &[&a], 2, 1);
         let expected = [1.0, 0.0, 0.0, 1.0, 0.2, 0.4];
         assert!(out[..6].iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", &out[..6]);
         assert!(out[6..].iter().all(|v| *v == 0.0), "padding slot stays zero");
+    }
+
+    #[test]
+    fn nhwc_assembly_is_a_copy_and_zeroes_the_rest() {
+        let (a, b) = ([1u8, 2, 3], [4u8, 5, 6]);
+        let mut out = vec![9u8; 9];
+        fill_nhwc(&mut out, &[&a, &b]);
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 0, 0, 0]);
     }
 }

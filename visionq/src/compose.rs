@@ -130,7 +130,17 @@ pub async fn serve(
     }
     if roles.contains(&Role::Infer) {
         let c = config.clone();
-        let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&c)).await??;
+        let model = tokio::task::spawn_blocking(move || {
+            let mut model = visionq_infer_worker::Model::load(&c)?;
+            // On CUDA every batch size gets its kernels chosen before the first frame;
+            // on the CPU one small pass checks the model runs at all.
+            let sizes = if c.execution_provider == "cuda" { c.max_batch_size } else { 1 };
+            let t0 = std::time::Instant::now();
+            model.warm_up(sizes)?;
+            tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
+            Ok::<_, visionq_infer_worker::InferError>(model)
+        })
+        .await??;
         model_ready.store(true, Ordering::Relaxed);
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         tasks.spawn(async move { visionq_infer_worker::run(b, m, c, model, stop.wait()).await.map_err(anyhow::Error::from) });

@@ -3,6 +3,7 @@
 
 mod assets;
 mod bench;
+mod bench_infer;
 mod compose;
 mod demo;
 mod detect;
@@ -53,6 +54,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Load generator: stations posting real photos, printing throughput and latency.
     Bench(bench::BenchArgs),
+    /// Inference benchmark: raw ONNX Runtime ceiling, the infer-worker per max batch, end to end.
+    BenchInfer(bench_infer::InferBenchArgs),
     /// Model and runtime set-up.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -103,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(config, args).await,
         Command::Demo(args) => demo::run(config, args).await,
+        Command::BenchInfer(args) => bench_infer::run(config, args).await,
         Command::Detect(args) => {
             if !detect::run(config, args).await? {
                 std::process::exit(1);
@@ -114,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
             let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&config)).await??;
             println!("name      {}", model.info.name);
             println!("version   {}", model.info.version);
-            println!("input     {}x{} ({:?} batch)", model.input_width, model.input_height, model.batch);
+            println!("input     {}x{} ({:?} batch, {:?})", model.input_width, model.input_height, model.batch, model.input_format);
             println!("layout    {}", model.layout.name());
             println!("classes   {} ({})", model.names.len(), model.names.iter().take(8).cloned().collect::<Vec<_>>().join(", "));
             Ok(())

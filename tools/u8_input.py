@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Gives a YOLO ONNX model a uint8 NHWC input, so the u8 tensors visionq's
+preprocess emits go to the device as they are (a quarter of the float bytes) and
+are scaled to float there.
+
+    <cache>/venv/bin/python tools/u8_input.py IN.onnx OUT.onnx
+
+The new graph input `images_u8` is uint8 [N, H, W, 3] (N as in the original:
+dynamic or fixed); three nodes turn it into what the original input took:
+Transpose (NHWC -> NCHW), Cast to float32, Mul by 1/255. Everything else (nodes,
+initializers, outputs, metadata) is kept; the metadata gains `input_format` =
+`u8_nhwc`. The result is deterministic for a given input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def add_u8_prefix(model: onnx.ModelProto) -> onnx.ModelProto:
+    g = model.graph
+    init_names = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in init_names]
+    if len(inputs) != 1:
+        raise SystemExit(f"expected one image input, found {[i.name for i in inputs]}")
+    old = inputs[0]
+    t = old.type.tensor_type
+    if t.elem_type != TensorProto.FLOAT:
+        raise SystemExit(f"input {old.name} is not float32 (elem_type {t.elem_type}); is it converted already?")
+    dims = t.shape.dim
+    if len(dims) != 4 or dims[1].dim_value != 3:
+        raise SystemExit(f"input {old.name} is not [N, 3, H, W]")
+    n = dims[0].dim_param or dims[0].dim_value
+    h, w = dims[2].dim_value, dims[3].dim_value
+
+    new_input = helper.make_tensor_value_info("images_u8", TensorProto.UINT8, [n, h, w, 3])
+    scale = numpy_helper.from_array(np.array(1.0 / 255.0, dtype=np.float32), name="visionq_u8_scale")
+    prefix = [
+        helper.make_node("Transpose", ["images_u8"], ["visionq_u8_nchw"], perm=[0, 3, 1, 2], name="visionq_u8_transpose"),
+        helper.make_node("Cast", ["visionq_u8_nchw"], ["visionq_f32_nchw"], to=TensorProto.FLOAT, name="visionq_u8_cast"),
+        helper.make_node("Mul", ["visionq_f32_nchw", "visionq_u8_scale"], [old.name], name="visionq_u8_scale_mul"),
+    ]
+    nodes = prefix + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.initializer.append(scale)
+    kept = [i for i in g.input if i.name != old.name]
+    del g.input[:]
+    g.input.extend([new_input] + kept)
+    props = {p.key: p.value for p in model.metadata_props}
+    props["input_format"] = "u8_nhwc"
+    del model.metadata_props[:]
+    for k in sorted(props):
+        model.metadata_props.add(key=k, value=props[k])
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("input")
+    p.add_argument("output")
+    a = p.parse_args(argv)
+    model = add_u8_prefix(onnx.load(a.input))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, a.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
