@@ -9,12 +9,15 @@ The new graph input `images_u8` is uint8 [N, H, W, 3] (N as in the original:
 dynamic or fixed); three nodes turn it into what the original input took:
 Transpose (NHWC -> NCHW), Cast to float32, Mul by 1/255. Everything else (nodes,
 initializers, outputs, metadata) is kept; the metadata gains `input_format` =
-`u8_nhwc`. The result is deterministic for a given input file.
+`u8_nhwc`, and `model_name` / `model_version` when the original declares none
+(its file name, and its content hash as visionq would report it), so both files
+identify as the same model. The result is deterministic for a given input file.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 
 import numpy as np
@@ -22,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def add_u8_prefix(model: onnx.ModelProto) -> onnx.ModelProto:
+def add_u8_prefix(model: onnx.ModelProto, name: str, version: str) -> onnx.ModelProto:
     g = model.graph
     init_names = {i.name for i in g.initializer}
     inputs = [i for i in g.input if i.name not in init_names]
@@ -54,6 +57,9 @@ def add_u8_prefix(model: onnx.ModelProto) -> onnx.ModelProto:
     g.input.extend([new_input] + kept)
     props = {p.key: p.value for p in model.metadata_props}
     props["input_format"] = "u8_nhwc"
+    # Keep the model's identity: visionq names an unnamed model after its file.
+    props.setdefault("model_name", name)
+    props.setdefault("model_version", version)
     del model.metadata_props[:]
     for k in sorted(props):
         model.metadata_props.add(key=k, value=props[k])
@@ -65,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("input")
     p.add_argument("output")
     a = p.parse_args(argv)
-    model = add_u8_prefix(onnx.load(a.input))
+    stem = a.input.rsplit("/", 1)[-1].removesuffix(".onnx")
+    with open(a.input, "rb") as f:
+        # What visionq reports for the unconverted file when it declares no version.
+        version = "sha256:" + hashlib.sha256(f.read()).hexdigest()[:12]
+    model = add_u8_prefix(onnx.load(a.input), stem, version)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, a.output)
     return 0

@@ -50,6 +50,12 @@ pub struct Config {
     /// `cpu` or `cuda`.
     pub execution_provider: String,
     pub cuda_device_id: i32,
+    /// On CUDA: the batch input buffers in pinned (page-locked) host memory, so the
+    /// copy to the device is a DMA transfer.
+    pub pinned_input: bool,
+    /// On CUDA: the output buffers pinned too. Off by default: ONNX Runtime 1.31
+    /// refuses to copy a CUDA output into a bound pinned buffer (CopyTensorAsync).
+    pub pinned_output: bool,
     /// ONNX Runtime intra-op threads; 0 lets it choose.
     pub infer_threads: usize,
 
@@ -89,6 +95,25 @@ pub struct Config {
 
     /// Score at or above which the dashboard shows a box as accepted (green).
     pub accept_threshold: f32,
+    /// Below this score the dashboard shows a box dim (amber); between it and
+    /// `accept_threshold`, orange.
+    pub dashboard_low_threshold: f32,
+    /// Ingest sends a station's frame to the dashboard at most this often (per
+    /// ingest process); the other frames are processed but not previewed.
+    pub dashboard_preview_interval_ms: u64,
+    /// Frames larger than this are not previewed (the tile shows the boxes alone).
+    pub dashboard_preview_max_bytes: usize,
+    /// Stations the results role keeps a latest frame and counters for; beyond it the
+    /// station seen longest ago is forgotten.
+    pub dashboard_max_stations: usize,
+    /// Bytes of preview JPEGs the results role holds at most, all stations together.
+    pub dashboard_store_max_bytes: usize,
+    /// The dashboard marks a station stalled when its last result is older than this.
+    pub dashboard_stale_after_ms: u64,
+    /// Other roles' `/metrics` URLs the dashboard's pipeline view adds to the results
+    /// role's own (distributed mode: ingest, preprocess, infer-worker).
+    #[serde(deserialize_with = "string_or_list")]
+    pub dashboard_metrics_urls: Vec<String>,
     /// Deadline for finishing in-flight work on shutdown.
     pub shutdown_timeout_ms: u64,
     /// `text` or `json`.
@@ -109,6 +134,8 @@ impl Default for Config {
             ort_dylib_path: None,
             execution_provider: "cpu".into(),
             cuda_device_id: 0,
+            pinned_input: true,
+            pinned_output: false,
             infer_threads: 0,
             stations: Vec::new(),
             max_body_bytes: 8 * 1024 * 1024,
@@ -132,6 +159,13 @@ impl Default for Config {
             results_max_length: 100_000,
             max_deliveries: 5,
             accept_threshold: 0.85,
+            dashboard_low_threshold: 0.65,
+            dashboard_preview_interval_ms: 500,
+            dashboard_preview_max_bytes: 1024 * 1024,
+            dashboard_max_stations: 256,
+            dashboard_store_max_bytes: 64 * 1024 * 1024,
+            dashboard_stale_after_ms: 10_000,
+            dashboard_metrics_urls: Vec::new(),
             shutdown_timeout_ms: 20_000,
             log_format: "text".into(),
         }
@@ -188,6 +222,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.conf_threshold) || !(0.0..=1.0).contains(&self.iou_threshold) {
             return bad("conf_threshold and iou_threshold must be within 0..1");
+        }
+        if !(0.0..=1.0).contains(&self.accept_threshold)
+            || !(0.0..=1.0).contains(&self.dashboard_low_threshold)
+            || self.dashboard_low_threshold > self.accept_threshold
+        {
+            return bad("dashboard_low_threshold and accept_threshold must be within 0..1, low <= accept");
+        }
+        if self.dashboard_max_stations == 0 {
+            return bad("dashboard_max_stations must be at least 1");
         }
         if !matches!(self.execution_provider.as_str(), "cpu" | "cuda") {
             return bad("execution_provider must be `cpu` or `cuda`");

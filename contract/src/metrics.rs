@@ -39,6 +39,12 @@ pub struct Metrics {
     pub model_info: GaugeVec,
     pub results_persisted_total: IntCounterVec,
     pub websocket_clients: Gauge,
+    /// Frame previews for the dashboard, by `outcome` at ingest (sent, superseded by a
+    /// newer frame within the interval, rate_limited, too_large, failed) and at results
+    /// (stored, rejected).
+    pub dashboard_previews_total: IntCounterVec,
+    /// Bytes of preview JPEGs the results role holds for the dashboard.
+    pub dashboard_preview_store_bytes: Gauge,
 }
 
 impl Metrics {
@@ -117,6 +123,14 @@ impl Metrics {
                 "visionq_websocket_clients",
                 "WebSocket subscribers connected."
             ))),
+            dashboard_previews_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_dashboard_previews_total", "Frame previews for the dashboard, by outcome."),
+                &["outcome"]
+            )),
+            dashboard_preview_store_bytes: reg!(Gauge::with_opts(Opts::new(
+                "visionq_dashboard_preview_store_bytes",
+                "Bytes of preview JPEGs held for the dashboard."
+            ))),
             registry,
         }
     }
@@ -164,8 +178,9 @@ mod tests {
         m.detection_score.with_label_values(&["m"]).observe(0.5);
         m.model_info.with_label_values(&["m", "1"]).set(1.0);
         m.results_persisted_total.with_label_values(&["ok"]).inc();
+        m.dashboard_previews_total.with_label_values(&["sent"]).inc();
         let families = m.registry().gather();
-        assert_eq!(families.len(), 14, "every metric is registered");
+        assert_eq!(families.len(), 16, "every metric is registered");
         for f in families {
             let name = f.name();
             assert!(name.starts_with("visionq_"), "{name}");

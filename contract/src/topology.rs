@@ -40,6 +40,8 @@ impl Topology {
 
     /// Topic exchange for completed results (routing key `result.<station>`): ingest
     /// listens for the frames it holds a request for, results for its WebSocket clients.
+    /// It also carries sampled frame previews for the dashboard (`preview.<station>`,
+    /// marked by [`EVENT_KIND_HEADER`]).
     pub fn events_exchange(&self) -> String {
         format!("{}.events", self.prefix)
     }
@@ -51,6 +53,12 @@ pub const META_HEADER: &str = "x-visionq-meta";
 pub const ERROR_HEADER: &str = "x-visionq-error";
 /// W3C trace context carried across stages.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Header naming what an event on the events exchange is; absent on results (the
+/// original kind), [`PREVIEW_EVENT`] on a frame preview.
+pub const EVENT_KIND_HEADER: &str = "x-visionq-event";
+/// A frame preview for the dashboard: JPEG body, [`META_HEADER`] with its `FrameMeta`.
+pub const PREVIEW_EVENT: &str = "preview";
 
 /// The work queues between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,7 +84,12 @@ impl WorkQueue {
     }
 }
 
-/// Routing key of a completed result on [`EVENTS_EXCHANGE`].
+/// Routing key of a completed result on [`Topology::events_exchange`].
 pub fn event_routing_key(station: &str) -> String {
     format!("result.{station}")
+}
+
+/// Routing key of a frame preview on [`Topology::events_exchange`].
+pub fn preview_routing_key(station: &str) -> String {
+    format!("preview.{station}")
 }

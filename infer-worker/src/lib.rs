@@ -11,5 +11,5 @@ pub mod model;
 mod provider;
 mod role;
 
-pub use model::{BatchDim, InferError, InputFormat, Model};
+pub use model::{Assembler, BatchDim, InferError, InputFormat, Model, PassDone};
 pub use role::{run, to_detections};

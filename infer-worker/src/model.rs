@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -67,7 +68,8 @@ pub struct Model {
     /// Pinned host memory on CUDA, ordinary memory on the CPU.
     input_alloc: Allocator,
     output_alloc: Allocator,
-    slots: HashMap<usize, Slot>,
+    /// Two sets of buffers, so one batch is assembled while the other runs.
+    slots: [HashMap<usize, Slot>; 2],
     pub input_width: u32,
     pub input_height: u32,
     pub batch: BatchDim,
@@ -79,6 +81,16 @@ pub struct Model {
     conf: f32,
     iou: f32,
     max_detections: usize,
+}
+
+/// `sha256:` and the first 12 hex digits of the file's digest.
+fn content_version(path: &Path) -> Result<String, InferError> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).map_err(|e| InferError::Load { path: path.into(), message: e.to_string() })?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| InferError::Load { path: path.into(), message: e.to_string() })?;
+    let digest = hasher.finalize();
+    Ok(format!("sha256:{}", digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// How the model takes its images.
@@ -164,19 +176,25 @@ impl Model {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let info = ModelInfo {
             name: meta.custom("model_name").unwrap_or(stem),
-            version: meta.custom("model_version").or_else(|| meta.version().map(|v| v.to_string())).unwrap_or_else(|| "unversioned".into()),
+            // The declared version; else the ONNX model_version when set; else the
+            // file's content, so a different set of weights never shares a version.
+            version: meta
+                .custom("model_version")
+                .or_else(|| meta.version().filter(|v| *v > 0 && *v < i64::MAX).map(|v| v.to_string()))
+                .map_or_else(|| content_version(&path), Ok)?,
         };
         drop(meta);
-        let (input_alloc, output_alloc) = if config.execution_provider == "cuda" {
-            let pinned = |kind| {
-                MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.cuda_device_id, AllocatorType::Device, kind)
-                    .and_then(|info| Allocator::new(&session, info))
-                    .map_err(|e| InferError::CudaUnavailable(format!("no pinned host allocator: {e}")))
-            };
-            (pinned(MemoryType::CPUInput)?, pinned(MemoryType::CPUOutput)?)
-        } else {
-            (Allocator::default(), Allocator::default())
+        // Pinned host buffers on CUDA (DMA copies), unless turned off per side.
+        let pinned = |on: bool, kind| -> Result<Allocator, InferError> {
+            if config.execution_provider != "cuda" || !on {
+                return Ok(Allocator::default());
+            }
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.cuda_device_id, AllocatorType::Device, kind)
+                .and_then(|info| Allocator::new(&session, info))
+                .map_err(|e| InferError::CudaUnavailable(format!("no pinned host allocator: {e}")))
         };
+        let input_alloc = pinned(config.pinned_input, MemoryType::CPUInput)?;
+        let output_alloc = pinned(config.pinned_output, MemoryType::CPUOutput)?;
         tracing::info!(
             model = %path.display(), name = info.name, version = info.version, layout = layout.name(),
             input = ?in_dims, input_format = ?input_format, output = ?out, classes = names.len(),
@@ -189,7 +207,7 @@ impl Model {
             input_format,
             input_alloc,
             output_alloc,
-            slots: HashMap::new(),
+            slots: [HashMap::new(), HashMap::new()],
             input_width: w as u32,
             input_height: h as u32,
             batch,
@@ -232,8 +250,9 @@ impl Model {
         Ok(all)
     }
 
-    /// Runs one forward pass at each batch size up to `max_batch` (CUDA picks its
-    /// kernels per shape on first use: do that before the first frame, not during it).
+    /// Runs one forward pass at each batch size up to `max_batch` in both buffer sets
+    /// (CUDA picks its kernels per shape on first use: do that before the first frame,
+    /// and [`Self::run_overlapped`] needs every buffer made).
     pub fn warm_up(&mut self, max_batch: usize) -> Result<(), InferError> {
         let blank = vec![114u8; self.tensor_len()];
         let sizes: Vec<usize> = match self.batch {
@@ -242,94 +261,226 @@ impl Model {
         };
         for n in sizes {
             let views = vec![&blank[..]; n];
-            self.forward(&views)?;
+            for set in 0..2 {
+                let n = self.assemble_in(set, &views)?;
+                self.execute_in(set, n, |_, _| ())?;
+            }
         }
         Ok(())
     }
 
-    /// The input buffer and binding for batches of `n`, made on first use.
-    fn slot(&mut self, n: usize) -> Result<&mut Slot, InferError> {
-        if !self.slots.contains_key(&n) {
-            let run = |e: ort::Error| InferError::Run(format!("allocating batch buffers: {e}"));
-            let (w, h) = (self.input_width as usize, self.input_height as usize);
-            let input = match self.input_format {
-                InputFormat::F32Nchw => Tensor::<f32>::new(&self.input_alloc, [n, 3, h, w]).map_err(run)?.upcast(),
-                InputFormat::U8Nhwc => Tensor::<u8>::new(&self.input_alloc, [n, h, w, 3]).map_err(run)?.upcast(),
-            };
-            let (a, b) = self.out_dims;
-            let output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
-            let mut binding = self.session.create_binding().map_err(run)?;
-            binding.bind_output(self.output_name.as_str(), output).map_err(run)?;
-            self.slots.insert(n, Slot { input, binding });
-        }
-        Ok(self.slots.get_mut(&n).expect("slot just made"))
-    }
-
     /// Batch size of one forward pass over `images` images.
-    fn pass_size(&self, images: usize) -> usize {
+    pub fn pass_size(&self, images: usize) -> usize {
         match self.batch {
             BatchDim::Fixed(n) => n,
             BatchDim::Dynamic => images,
         }
     }
 
-    /// Copies `tensors` into the batch buffer of their pass size and binds it.
+    /// Copies `tensors` into buffer set 0 and binds it; returns the pass size.
     pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
-        let (w, h) = (self.input_width as usize, self.input_height as usize);
+        self.assemble_in(0, tensors)
+    }
+
+    /// Copies `tensors` into the batch buffer of `set` (0 or 1) for their pass size,
+    /// made on first use, and binds it.
+    pub fn assemble_in(&mut self, set: usize, tensors: &[&[u8]]) -> Result<usize, InferError> {
         let n = self.pass_size(tensors.len());
-        let format = self.input_format;
+        if !self.slots[set].contains_key(&n) {
+            let slot = self.new_slot(n)?;
+            self.slots[set].insert(n, slot);
+        }
+        self.assembler(set).assemble(tensors)
+    }
+
+    fn new_slot(&self, n: usize) -> Result<Slot, InferError> {
+        let run = |e: ort::Error| InferError::Run(format!("allocating batch buffers: {e}"));
+        let (w, h) = (self.input_width as usize, self.input_height as usize);
+        let input = match self.input_format {
+            InputFormat::F32Nchw => Tensor::<f32>::new(&self.input_alloc, [n, 3, h, w]).map_err(run)?.upcast(),
+            InputFormat::U8Nhwc => Tensor::<u8>::new(&self.input_alloc, [n, h, w, 3]).map_err(run)?.upcast(),
+        };
+        let (a, b) = self.out_dims;
+        let output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
+        let mut binding = self.session.create_binding().map_err(run)?;
+        binding.bind_output(self.output_name.as_str(), output).map_err(run)?;
+        Ok(Slot { input, binding })
+    }
+
+    fn assembler(&mut self, set: usize) -> Assembler<'_> {
+        Assembler {
+            slots: &mut self.slots[set],
+            input_name: &self.input_name,
+            format: self.input_format,
+            width: self.input_width as usize,
+            height: self.input_height as usize,
+            batch: self.batch,
+        }
+    }
+
+    /// One forward pass over the batch assembled in set 0.
+    pub fn execute<R>(&mut self, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+        self.execute_in(0, n, decode)
+    }
+
+    /// One forward pass over the batch of size `n` assembled in `set`; `decode` gets
+    /// the output (`[n, a, b]`, host memory) and its per-image dimensions.
+    pub fn execute_in<R>(&mut self, set: usize, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+        let slot = self.slots[set].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
+        run_slot(&mut self.session, slot, self.out_dims, n, decode)
+    }
+
+    /// Re-binds the batch of size `n` in set 0 (its buffer unchanged), for measuring
+    /// the session alone on a pre-assembled batch.
+    pub fn rebind(&mut self, n: usize) -> Result<(), InferError> {
         let input_name = self.input_name.clone();
+        let slot = self.slots[0].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
+        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(|e| InferError::Run(e.to_string()))
+    }
+
+    /// Detection for the images of one pass, per image in parallel (the scan and NMS
+    /// of a batch then take about one image's time).
+    fn decoder(&self, images: usize) -> impl Fn(&[f32], (usize, usize)) -> Vec<Vec<Candidate>> + Send + use<> {
+        let (layout, conf, iou, max_det) = (self.layout, self.conf, self.iou, self.max_detections);
+        move |data: &[f32], (a, b): (usize, usize)| {
+            use rayon::prelude::*;
+            (0..images)
+                .into_par_iter()
+                .map(|i| {
+                    let c = candidates(layout, &data[i * a * b..(i + 1) * a * b], a, b, conf);
+                    if layout == Layout::Yolov10 { c } else { nms(c, iou, max_det) }
+                })
+                .collect()
+        }
+    }
+
+    fn forward(&mut self, tensors: &[&[u8]]) -> Result<Vec<Vec<Candidate>>, InferError> {
+        let n = self.assemble(tensors)?;
+        let decode = self.decoder(tensors.len());
+        self.execute(n, decode)
+    }
+
+    /// Runs the pass assembled in `set` (size `n`, `images` real images) on a thread of
+    /// its own while `meanwhile` runs here — given the other buffer set to assemble the
+    /// next batch into, and a flag raised when the pass is done — so the device never
+    /// waits for batch assembly. Buffers must exist (see [`Self::warm_up`]).
+    pub fn run_overlapped<M: Send>(
+        &mut self,
+        set: usize,
+        n: usize,
+        images: usize,
+        meanwhile: impl FnOnce(&mut Assembler<'_>, &PassDone) -> M,
+    ) -> (Result<Vec<Vec<Candidate>>, InferError>, f64, M) {
+        let decode = self.decoder(images);
+        let out_dims = self.out_dims;
+        let [s0, s1] = &mut self.slots;
+        let (current, other) = if set == 0 { (s0, s1) } else { (s1, s0) };
+        let Some(slot) = current.get_mut(&n) else {
+            return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, meanwhile(&mut Assembler::none(), &PassDone::already()));
+        };
+        let session = &mut self.session;
+        let done = PassDone { flag: AtomicBool::new(false), notify: tokio::sync::Notify::new() };
+        let mut assembler = Assembler {
+            slots: other,
+            input_name: &self.input_name,
+            format: self.input_format,
+            width: self.input_width as usize,
+            height: self.input_height as usize,
+            batch: self.batch,
+        };
+        std::thread::scope(|scope| {
+            let pass = scope.spawn(|| {
+                let t0 = std::time::Instant::now();
+                let r = run_slot(session, slot, out_dims, n, decode);
+                done.flag.store(true, Ordering::Release);
+                done.notify.notify_one();
+                (r, t0.elapsed().as_secs_f64())
+            });
+            let m = meanwhile(&mut assembler, &done);
+            let (r, secs) = pass.join().unwrap_or_else(|_| (Err(InferError::Run("the forward pass panicked".into())), 0.0));
+            (r, secs, m)
+        })
+    }
+}
+
+fn run_slot<R>(
+    session: &mut Session,
+    slot: &mut Slot,
+    (a, b): (usize, usize),
+    n: usize,
+    decode: impl FnOnce(&[f32], (usize, usize)) -> R,
+) -> Result<R, InferError> {
+    let run = |e: ort::Error| InferError::Run(e.to_string());
+    let outputs = session.run_binding(&slot.binding).map_err(run)?;
+    let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(run)?;
+    if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
+        return Err(InferError::Run(format!("unexpected output shape {shape:?}")));
+    }
+    Ok(decode(data, (a, b)))
+}
+
+/// Raised when a pass of [`Model::run_overlapped`] is over: poll `is_done`, or await
+/// `notified` (a notification sent before the wait began is kept).
+pub struct PassDone {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl PassDone {
+    fn already() -> PassDone {
+        PassDone { flag: AtomicBool::new(true), notify: tokio::sync::Notify::new() }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub async fn notified(&self) {
+        if !self.is_done() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Fills one buffer set's batch buffers (those already made) and binds them.
+pub struct Assembler<'m> {
+    slots: &'m mut HashMap<usize, Slot>,
+    input_name: &'m str,
+    format: InputFormat,
+    width: usize,
+    height: usize,
+    batch: BatchDim,
+}
+
+impl Assembler<'_> {
+    fn none() -> Assembler<'static> {
+        // A set with no buffers: every assemble() says so.
+        let slots: &'static mut HashMap<usize, Slot> = Box::leak(Box::default());
+        Assembler { slots, input_name: "", format: InputFormat::U8Nhwc, width: 0, height: 0, batch: BatchDim::Dynamic }
+    }
+
+    /// Copies `tensors` into the buffer of their pass size and binds it; returns the
+    /// pass size. Fails when that buffer was never made.
+    pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
+        let n = match self.batch {
+            BatchDim::Fixed(n) => n,
+            BatchDim::Dynamic => tensors.len(),
+        };
         let run = |e: ort::Error| InferError::Run(e.to_string());
-        let slot = self.slot(n)?;
-        match format {
+        let slot = self.slots.get_mut(&n).ok_or_else(|| InferError::Run(format!("no buffer for a batch of {n}")))?;
+        match self.format {
             InputFormat::F32Nchw => {
                 let (_, data) = slot.input.try_extract_tensor_mut::<f32>().map_err(run)?;
-                fill_nchw(data, tensors, w, h);
+                fill_nchw(data, tensors, self.width, self.height);
             }
             InputFormat::U8Nhwc => {
                 let (_, data) = slot.input.try_extract_tensor_mut::<u8>().map_err(run)?;
                 fill_nhwc(data, tensors);
             }
         }
-        // Binding copies the input to the device (from pinned memory on CUDA).
-        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(run)?;
+        // Binding hands the input to ONNX Runtime, which copies it to the device.
+        slot.binding.bind_input(self.input_name, &slot.input).map_err(run)?;
         Ok(n)
-    }
-
-    /// One forward pass over the assembled batch of size `n`; `decode` gets the
-    /// output (`[n, a, b]`, host memory) and its per-image dimensions.
-    pub fn execute<R>(&mut self, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
-        let run = |e: ort::Error| InferError::Run(e.to_string());
-        let slot = self.slots.get(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        // Rebinding makes ONNX Runtime copy the (reused) input buffer again.
-        let outputs = self.session.run_binding(&slot.binding).map_err(run)?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(run)?;
-        let (a, b) = self.out_dims;
-        if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
-            return Err(InferError::Run(format!("unexpected output shape {shape:?}")));
-        }
-        Ok(decode(data, (a, b)))
-    }
-
-    /// Re-binds the assembled batch of size `n` (its buffer unchanged), for
-    /// measuring the session alone on a pre-assembled batch.
-    pub fn rebind(&mut self, n: usize) -> Result<(), InferError> {
-        let input_name = self.input_name.clone();
-        let slot = self.slots.get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(|e| InferError::Run(e.to_string()))
-    }
-
-    fn forward(&mut self, tensors: &[&[u8]]) -> Result<Vec<Vec<Candidate>>, InferError> {
-        let n = self.assemble(tensors)?;
-        let (layout, conf, iou, max_det) = (self.layout, self.conf, self.iou, self.max_detections);
-        self.execute(n, |data, (a, b)| {
-            (0..tensors.len())
-                .map(|i| {
-                    let c = candidates(layout, &data[i * a * b..(i + 1) * a * b], a, b, conf);
-                    if layout == Layout::Yolov10 { c } else { nms(c, iou, max_det) }
-                })
-                .collect()
-        })
     }
 }
 
@@ -359,16 +510,16 @@ pub fn fill_nchw(out: &mut [f32], tensors: &[&[u8]], w: usize, h: usize) {
     }
 }
 
-/// u8 HWC images back to back into a u8 NHWC batch buffer; slots past the images are zeroed.
+/// u8 HWC images back to back into a u8 NHWC batch buffer; slots past the images are
+/// zeroed. The images are copied in parallel: one thread's memcpy of a batch of 8
+/// (4 MB at 416×416) is a noticeable share of a GPU forward pass.
 pub fn fill_nhwc(out: &mut [u8], tensors: &[&[u8]]) {
-    let len = tensors.first().map_or(0, |t| t.len());
-    let mut chunks = out.chunks_exact_mut(len.max(1));
-    for (img, dst) in tensors.iter().zip(&mut chunks) {
-        dst.copy_from_slice(img);
-    }
-    for rest in chunks {
-        rest.fill(0);
-    }
+    use rayon::prelude::*;
+    let len = tensors.first().map_or(0, |t| t.len()).max(1);
+    out.par_chunks_mut(len).enumerate().for_each(|(i, dst)| match tensors.get(i) {
+        Some(img) => dst.copy_from_slice(img),
+        None => dst.fill(0),
+    });
 }
 
 #[cfg(test)]

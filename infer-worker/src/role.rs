@@ -153,6 +153,7 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
             for item in done.items {
                 item.delivery.settle(Fate::Requeue).await;
             }
+            shared.metrics.in_flight.with_label_values(&["infer"]).sub(n as i64);
             return;
         }
     };
@@ -232,6 +233,91 @@ async fn batcher(mut items: mpsc::Receiver<Item>, batches: mpsc::Sender<Batch>, 
     }
 }
 
+/// The inference thread: runs each batch's forward pass while the next batch is
+/// assembled into the other buffer set, so the device does not wait on the CPU.
+fn run_batches(
+    mut model: Model,
+    mut batches: mpsc::Receiver<Batch>,
+    done: mpsc::Sender<Done>,
+    m: Arc<Metrics>,
+    rt: tokio::runtime::Handle,
+) {
+    let mut set = 0;
+    // A batch already assembled into `set`, with its pass size and assembly time.
+    let mut ready: Option<(Batch, usize, f64)> = None;
+    loop {
+        let (batch, n, assemble_s) = match ready.take() {
+            Some(r) => r,
+            None => {
+                let Some(batch) = batches.blocking_recv() else { break };
+                let t0 = Instant::now();
+                let views: Vec<&[u8]> = batch.items.iter().map(|i| &i.tensor[..]).collect();
+                let n = model.assemble_in(set, &views);
+                let secs = t0.elapsed().as_secs_f64();
+                match n {
+                    Ok(n) => (batch, n, secs),
+                    Err(e) => {
+                        let done_batch = finished(batch, Err(e), secs, &m);
+                        if done.blocking_send(done_batch).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let images = batch.items.len();
+        let (outcome, pass_s, next) = model.run_overlapped(set, n, images, |assembler, pass_done| {
+            // While the device runs: take the next batch if it comes before the pass ends.
+            let next = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = pass_done.notified() => None,
+                    b = batches.recv() => b,
+                }
+            })?;
+            let t0 = Instant::now();
+            let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
+            let assembled = assembler.assemble(&views);
+            Some((next, assembled, t0.elapsed().as_secs_f64()))
+        });
+        tracing::debug!(batch = images, pass_ms = pass_s * 1e3, assemble_ms = assemble_s * 1e3, "batch done");
+        m.observe_stage("assemble", assemble_s);
+        if done.blocking_send(finished(batch, outcome, pass_s, &m)).is_err() {
+            break;
+        }
+        match next {
+            Some((next, Ok(n), secs)) => {
+                set ^= 1;
+                ready = Some((next, n, secs));
+            }
+            // No buffer for that size in the other set: assemble it after this pass, in this set.
+            Some((next, Err(_), _)) => {
+                let t0 = Instant::now();
+                let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
+                match model.assemble_in(set, &views) {
+                    Ok(n) => ready = Some((next, n, t0.elapsed().as_secs_f64())),
+                    Err(e) => {
+                        let secs = t0.elapsed().as_secs_f64();
+                        if done.blocking_send(finished(next, Err(e), secs, &m)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// A batch whose pass is over (or never happened), for the publisher; counted in
+/// flight until the publisher has settled it.
+fn finished(batch: Batch, outcome: Result<Vec<Vec<Candidate>>, InferError>, secs: f64, m: &Metrics) -> Done {
+    m.in_flight.with_label_values(&["infer"]).add(batch.items.len() as i64);
+    let batch_wait_seconds = batch.items.iter().map(|i| (batch.started_at - i.ready_at).as_secs_f64()).collect();
+    Done { items: batch.items, outcome, inference_seconds: secs, batch_wait_seconds }
+}
+
 /// Consumes until `shutdown`, then finishes the batches in flight.
 pub async fn run(
     broker: SharedBroker,
@@ -241,7 +327,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
     let max_batch = model.max_batch(config.max_batch_size).min(config.max_batch_size.max(1));
-    let batch_limit = config.max_batch_size.max(max_batch);
+    // A fixed-batch model takes its own batch size per pass (padded when short).
+    let batch_limit = max_batch.max(1);
     let source = match config.infer_input {
         InferInput::Tensors => WorkQueue::Tensors,
         InferInput::Frames => WorkQueue::Frames,
@@ -262,35 +349,18 @@ pub async fn run(
     tracing::info!(queue = source.label(), max_batch = batch_limit, wait_ms = config.max_batch_wait_ms, "infer-worker consuming");
 
     let (item_tx, item_rx) = mpsc::channel::<Item>(batch_limit * 2);
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(1);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(1);
     let batcher = tokio::spawn(batcher(item_rx, batch_tx, batch_limit, Duration::from_millis(config.max_batch_wait_ms)));
 
     let m = metrics.clone();
-    let runner = tokio::spawn(async move {
-        let mut model = model;
-        while let Some(batch) = batch_rx.recv().await {
-            let n = batch.items.len();
-            m.in_flight.with_label_values(&["infer"]).add(n as i64);
-            let batch_wait_seconds = batch.items.iter().map(|i| (batch.started_at - i.ready_at).as_secs_f64()).collect();
-            let tensors: Vec<Bytes> = batch.items.iter().map(|i| i.tensor.clone()).collect();
-            let (back, outcome, secs) = tokio::task::spawn_blocking(move || {
-                let t0 = Instant::now();
-                let views: Vec<&[u8]> = tensors.iter().map(|t| &t[..]).collect();
-                let outcome = model.detect(&views);
-                (model, outcome, t0.elapsed().as_secs_f64())
-            })
-            .await
-            .expect("inference does not panic");
-            model = back;
-            tracing::debug!(batch = n, ms = secs * 1e3, "batch done");
-            let done = Done { items: batch.items, outcome, inference_seconds: secs, batch_wait_seconds };
-            if done_tx.send(done).await.is_err() {
-                break;
-            }
-        }
-    });
-
+    let runner = std::thread::Builder::new()
+        .name("visionq-infer".into())
+        .spawn({
+            let rt = tokio::runtime::Handle::current();
+            move || run_batches(model, batch_rx, done_tx, m, rt)
+        })
+        .expect("spawning the inference thread");
     let sh = shared.clone();
     let publisher = tokio::spawn(async move {
         while let Some(done) = done_rx.recv().await {
@@ -323,7 +393,7 @@ pub async fn run(
         while feeders.join_next().await.is_some() {}
         drop(item_tx);
         let _ = batcher.await;
-        let _ = runner.await;
+        let _ = tokio::task::spawn_blocking(move || runner.join()).await;
         let _ = publisher.await;
     };
     if tokio::time::timeout(deadline, drain).await.is_err() {

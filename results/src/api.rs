@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
-use visionq_contract::{FrameResult, Metrics};
+use visionq_contract::{Config, FrameResult, Metrics};
+use visionq_dashboard::{DashboardState, Previews};
 use visionq_queue::{QueueError, SharedBroker};
 
 use crate::store::{HistoryQuery, SharedStore, StoreError};
@@ -23,31 +24,48 @@ pub struct ResultsState {
     pub store: SharedStore,
     pub metrics: Arc<Metrics>,
     pub live: broadcast::Sender<Arc<FrameResult>>,
+    /// The dashboard's latest frame per station, fed from the same events.
+    pub previews: Arc<Previews>,
+    pub config: Arc<Config>,
 }
 
 impl ResultsState {
-    /// Subscribes to completed results for the WebSocket clients of this process.
-    pub async fn start(store: SharedStore, metrics: Arc<Metrics>, broker: &SharedBroker) -> Result<Arc<Self>, QueueError> {
+    /// Subscribes to the events of every process: completed results for the
+    /// WebSocket clients and the dashboard, frame previews for the dashboard.
+    pub async fn start(
+        store: SharedStore,
+        metrics: Arc<Metrics>,
+        broker: &SharedBroker,
+        config: Arc<Config>,
+    ) -> Result<Arc<Self>, QueueError> {
         let (live, _) = broadcast::channel(1024);
+        let previews = Arc::new(Previews::new(&config, metrics.clone()));
         let mut events = broker.subscribe_events().await?;
-        let tx = live.clone();
+        let (tx, p) = (live.clone(), previews.clone());
         tokio::spawn(async move {
             while let Some(e) = events.next().await {
-                if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body) {
-                    let _ = tx.send(Arc::new(r));
+                if visionq_dashboard::is_preview(&e) {
+                    p.on_preview_event(&e);
+                } else if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body) {
+                    let r = Arc::new(r);
+                    p.result(&r);
+                    let _ = tx.send(r);
                 }
             }
         });
-        Ok(Arc::new(ResultsState { store, metrics, live }))
+        Ok(Arc::new(ResultsState { store, metrics, live, previews, config }))
     }
 }
 
+/// The read side and the dashboard (the page at `/`), served together.
 pub fn router(state: Arc<ResultsState>) -> Router {
+    let dashboard = DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone());
     Router::new()
         .route("/v1/frames/{frame_id}", get(get_frame))
         .route("/v1/stations/{station}/results", get(station_results))
         .route("/v1/stream", get(stream))
         .with_state(state)
+        .merge(visionq_dashboard::router(dashboard))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

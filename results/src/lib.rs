@@ -3,7 +3,8 @@
 //! narrow [`store::ResultStore`] trait (PostgreSQL, SQLite), acks only after the
 //! commit, then broadcasts each result so WebSocket subscribers and waiting ingest
 //! requests get it; and it serves the read side: a frame's result, a station's
-//! recent results, and the live stream.
+//! recent results, and the live stream; and it mounts the dashboard
+//! (`visionq-dashboard`), feeding it the results and frame previews it receives.
 
 pub mod api;
 pub mod consumer;

@@ -21,12 +21,12 @@ use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, TensorMeta, Timi
 use visionq_infer_worker::decode::{candidates, nms};
 use visionq_infer_worker::{BatchDim, Model};
 use visionq_queue::memory::MemoryBroker;
-use visionq_queue::{Broker, Envelope, SharedBroker, WorkQueue};
+use visionq_queue::{Envelope, SharedBroker, WorkQueue};
 
 use crate::compose::Local;
 use crate::load::{batch_buckets, batch_distribution, drive, load_photos, percentile, Load, Tally};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct InferBenchArgs {
     /// Batch sizes for the raw session ceiling.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
@@ -210,10 +210,8 @@ pub async fn run(config: Config, args: InferBenchArgs) -> anyhow::Result<()> {
         dir.display()
     );
     let (c, p) = (config.clone(), photos.clone());
-    let ceiling = {
-        let a = InferBenchArgs { ..args_clone(&args) };
-        tokio::task::spawn_blocking(move || raw(&c, &a, &p)).await??
-    };
+    let a = args.clone();
+    let ceiling = tokio::task::spawn_blocking(move || raw(&c, &a, &p)).await??;
 
     let probe = {
         let c = config.clone();
@@ -273,17 +271,4 @@ pub async fn run(config: Config, args: InferBenchArgs) -> anyhow::Result<()> {
         local.stop().await?;
     }
     Ok(())
-}
-
-fn args_clone(a: &InferBenchArgs) -> InferBenchArgs {
-    InferBenchArgs {
-        raw_batches: a.raw_batches.clone(),
-        worker_batches: a.worker_batches.clone(),
-        seconds: a.seconds,
-        frames: a.frames,
-        photos: a.photos.clone(),
-        e2e_stations: a.e2e_stations,
-        e2e_rate: a.e2e_rate,
-        e2e_seconds: a.e2e_seconds,
-    }
 }

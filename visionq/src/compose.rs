@@ -121,7 +121,7 @@ pub async fn serve(
         let url = config.database_url();
         let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
         tracing::info!(store = redact_url(&url), "store ready");
-        let state = visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker).await?;
+        let state = visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone()).await?;
         app = app.merge(visionq_results::api::router(state));
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
@@ -151,6 +151,9 @@ pub async fn serve(
         tasks.spawn(async move { visionq_preprocess::run(b, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
     }
     if roles.contains(&Role::Ingest) {
+        // Ingest publishes through the dashboard's preview tap: sampled frames reach
+        // the results role's dashboard as events (visionq-dashboard says why).
+        let broker = visionq_dashboard::PreviewTap::wrap(broker.clone(), &config, metrics.clone());
         let waiters = visionq_ingest::Waiters::start(&broker).await?;
         let state = Arc::new(visionq_ingest::IngestState {
             broker: broker.clone(),

@@ -222,3 +222,54 @@ fn demo_runs_with_no_service_and_records_every_frame() {
         .unwrap();
     assert_eq!(per_station, vec![("demo-1".to_string(), 6), ("demo-2".to_string(), 6)]);
 }
+
+/// `visionq detect` over the photo set with `model`, returning results by file name.
+fn detect_with(model: &Path, input_size: u32, tag: &str) -> BTreeMap<String, Value> {
+    let tmp = scratch(tag);
+    let out = tmp.join("out.jsonl");
+    let env = [("VISIONQ_MODEL", model.display().to_string()), ("VISIONQ_INPUT_SIZE", input_size.to_string())];
+    let run = visionq(&["detect", photos_dir().to_str().unwrap(), "-o", out.to_str().unwrap()], &tmp, &env, false);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    by_name(&jsonl(&out))
+}
+
+#[test]
+fn a_uint8_input_model_gives_the_same_detections_as_the_float_one() {
+    let float = detect_with(&model(), 416, "f32");
+    let u8_model = cache().join("models/yolov3-tiny-u8.onnx");
+    let u8 = detect_with(&u8_model, 416, "u8");
+    assert_eq!(float.len(), 9);
+    for (name, f) in &float {
+        assert_eq!(f["detections"], u8[name]["detections"], "{name}");
+    }
+}
+
+#[test]
+fn a_fixed_batch_yolov8_model_runs_and_agrees_with_the_reference() {
+    let fall = cache().join("models/fall-detection-yolov8.onnx");
+    let ours = detect_with(&fall, 640, "fall");
+    // Photos of people, the model's domain; on the animal photos it reports unstable
+    // low-score boxes whose edges move with the resampling filter.
+    let files: Vec<PathBuf> = ["person.jpg", "zidane.jpg", "bus.jpg"].iter().map(|n| photos_dir().join(n)).collect();
+    assert_eq!(ours.len(), 9, "every photo ran through the fixed-batch model");
+    let reference = Command::new(cache().join("venv/bin/python"))
+        .arg(repo().join("tools/reference_detect.py"))
+        .arg(&fall)
+        .args(&files)
+        .output()
+        .expect("reference runs");
+    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    let reference: Vec<Value> = serde_json::from_slice(&reference.stdout).unwrap();
+    let mut boxes = 0;
+    for r in &reference {
+        let name = Path::new(r["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+        let v = &ours[&name];
+        assert_eq!(v["model"]["name"], "fall-detection-yolov8", "{v}");
+        let (a, b) = (v["detections"].as_array().unwrap(), r["detections"].as_array().unwrap());
+        assert!(a.iter().all(|d| d["class_name"] == "Normal" || d["class_name"] == "Fall"), "{name}: {a:?}");
+        all_matched(a, b, &format!("{name}: ours vs reference"));
+        all_matched(b, a, &format!("{name}: reference vs ours"));
+        boxes += a.len();
+    }
+    assert!(boxes >= 4, "the fall model found people: {boxes}");
+}

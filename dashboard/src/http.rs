@@ -1,0 +1,243 @@
+//! The dashboard's routes, mounted by the results role: the page and its assets,
+//! its configuration, a coalesced live feed, each station's latest frame, and the
+//! other roles' metrics for the pipeline view. All read-only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use visionq_contract::{Config, Metrics};
+
+use crate::assets::{self, Asset};
+use crate::store::{Cursor, Previews};
+
+pub struct DashboardState {
+    pub previews: Arc<Previews>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    http: reqwest::Client,
+}
+
+impl DashboardState {
+    pub fn new(previews: Arc<Previews>, config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().expect("HTTP client builds");
+        Arc::new(DashboardState { previews, config, metrics, http })
+    }
+}
+
+/// How often the live feed sends what changed, and the longest it stays silent
+/// (the page takes a longer silence for a dead connection).
+const TICK: Duration = Duration::from_millis(250);
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// The page only talks to its own origin: this policy is also what guarantees that
+/// nothing is loaded from a CDN.
+const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; \
+                   script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
+
+pub fn router(state: Arc<DashboardState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/dashboard", get(index))
+        .route("/dashboard/", get(index))
+        .route("/dashboard/{file}", get(asset))
+        .route("/v1/dashboard/config", get(page_config))
+        .route("/v1/dashboard/stations", get(stations))
+        .route("/v1/dashboard/stream", get(stream))
+        .route("/v1/dashboard/metrics/{source}", get(metrics_source))
+        .route("/v1/stations/{station}/latest.jpg", get(latest_jpeg))
+        .layer(middleware::from_fn_with_state(state.clone(), operator_access))
+        .with_state(state)
+}
+
+/// The hook for operator access. No authentication is configured yet, so every
+/// (read-only) request passes. When the configuration gains operator tokens (the
+/// reliability issue), check them here: `Authorization: Bearer <token>` on HTTP
+/// requests, `?token=<token>` on the WebSocket (browsers cannot set its headers);
+/// the page already sends both when a token is stored in the browser.
+pub async fn operator_access(State(_state): State<Arc<DashboardState>>, request: Request, next: Next) -> Response {
+    next.run(request).await
+}
+
+fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
+    let etag = assets::etag();
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let mut r = (
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        asset.body,
+    )
+        .into_response();
+    if asset.name == "index.html" {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    }
+    r
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    serve(&assets::INDEX, &headers)
+}
+
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match assets::get(&file) {
+        Some(a) => serve(a, &headers),
+        None => (StatusCode::NOT_FOUND, "no such dashboard file\n").into_response(),
+    }
+}
+
+/// What the page needs to know of the configuration.
+async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
+    let c = &s.config;
+    let mut sources = vec![json!({"name": "this process", "url": "/metrics"})];
+    for (i, url) in c.dashboard_metrics_urls.iter().enumerate() {
+        sources.push(json!({"name": visionq_contract::config::redact_url(url), "url": format!("/v1/dashboard/metrics/{i}")}));
+    }
+    Json(json!({
+        "accept_threshold": as_shown(c.accept_threshold),
+        "low_threshold": as_shown(c.dashboard_low_threshold),
+        "stale_after_ms": c.dashboard_stale_after_ms,
+        "preview_interval_ms": c.dashboard_preview_interval_ms,
+        "mode": if c.amqp_url.is_some() { "distributed" } else { "embedded" },
+        "metrics_sources": sources,
+        "auth": {"required": false},
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+/// An f32 as the JSON of results writes it (shortest text: 0.85, not
+/// 0.8500000238…), so the page compares thresholds and scores alike.
+fn as_shown(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+fn feed_message(kind: &str, previews: &Previews, cursor: &mut Cursor) -> serde_json::Value {
+    let (stations, removed) = previews.changes(cursor);
+    json!({"type": kind, "now": Utc::now(), "stations": stations, "removed": removed})
+}
+
+/// Every station as the live feed's first message describes it.
+async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
+    Json(feed_message("snapshot", &s.previews, &mut Cursor::default())).into_response()
+}
+
+async fn stream(State(s): State<Arc<DashboardState>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| feed(socket, s))
+}
+
+/// The live feed: a snapshot, then every [`TICK`] the stations that changed
+/// (coalesced, so a tablet watching 50 stations at 30 fps gets a few small messages
+/// a second, not 1,500 results), and at least every [`HEARTBEAT`] a message.
+async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
+    s.metrics.websocket_clients.inc();
+    let mut cursor = Cursor::default();
+    let mut last_sent;
+    let mut message = feed_message("snapshot", &s.previews, &mut cursor);
+    loop {
+        let text = serde_json::to_string(&message).expect("feed message serialises");
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+        last_sent = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        s.metrics.websocket_clients.dec();
+                        return;
+                    }
+                    Some(Ok(_)) => continue,
+                },
+            }
+            message = feed_message("update", &s.previews, &mut cursor);
+            let quiet = message["stations"].as_array().is_some_and(Vec::is_empty)
+                && message["removed"].as_array().is_some_and(Vec::is_empty);
+            if !quiet || last_sent.elapsed() >= HEARTBEAT {
+                break;
+            }
+        }
+    }
+    s.metrics.websocket_clients.dec();
+}
+
+#[derive(Deserialize)]
+struct FrameParams {
+    frame_id: Option<Uuid>,
+}
+
+/// The latest frame shown for a station (`?frame_id=` asks for that one frame:
+/// 404 once a newer one replaced it, so boxes are never drawn on another frame).
+async fn latest_jpeg(
+    State(s): State<Arc<DashboardState>>,
+    Path(station): Path<String>,
+    Query(p): Query<FrameParams>,
+) -> Response {
+    match s.previews.latest_jpeg(&station, p.frame_id) {
+        Some((id, jpeg)) => {
+            // A frame id names immutable bytes; the bare URL always means "the latest".
+            let cache = if p.frame_id.is_some() { "private, max-age=300, immutable" } else { "no-store" };
+            let id = HeaderValue::from_str(&id.to_string()).expect("uuid is a valid header");
+            let mut r = ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, cache)], jpeg).into_response();
+            r.headers_mut().insert("x-visionq-frame-id", id);
+            r
+        }
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no frame of `{station}` to show (yet)")})))
+            .into_response(),
+    }
+}
+
+/// Another role's `/metrics`, fetched by this process (`dashboard_metrics_urls`), so
+/// the pipeline view can read every role while the page only talks to its origin.
+async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<usize>) -> Response {
+    let Some(url) = s.config.dashboard_metrics_urls.get(source) else {
+        return (StatusCode::NOT_FOUND, "no such metrics source\n").into_response();
+    };
+    let fetched = async {
+        let r = s.http.get(url).send().await?.error_for_status()?;
+        r.text().await
+    };
+    match fetched.await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => {
+            let shown = visionq_contract::config::redact_url(url);
+            (StatusCode::BAD_GATEWAY, format!("cannot read {shown}: {}\n", e.without_url())).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_read_as_results_write_scores() {
+        assert_eq!(as_shown(0.85), 0.85);
+        assert_eq!(serde_json::to_string(&json!(as_shown(0.65))).unwrap(), "0.65");
+    }
+
+    #[test]
+    fn every_asset_is_served_and_the_page_names_only_its_own() {
+        for name in ["app.js", "app.css", "icon.svg"] {
+            assert!(assets::get(name).is_some_and(|a| !a.body.is_empty()), "{name}");
+            assert!(assets::INDEX.body.contains(&format!("/dashboard/{name}")), "{name}");
+        }
+        assert!(!assets::INDEX.body.contains("://"), "no external resource");
+    }
+}

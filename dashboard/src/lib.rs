@@ -1,0 +1,52 @@
+//! The dashboard: this crate owns what operators and SREs see in a browser. It
+//! holds the web page itself (HTML, CSS and vanilla JavaScript built into the
+//! binary: no CDN, no build step, nothing fetched at run time), the HTTP routes the
+//! results role mounts for it (the page at `/`, its assets under `/dashboard/`, its
+//! configuration, a coalesced live feed per station, the latest frame of each
+//! station as JPEG, and the other roles' metrics for the pipeline view), and the
+//! frame previews behind the live view: [`PreviewTap`] samples frames where ingest
+//! publishes them and [`Previews`] keeps the latest one per station, bounded, in the
+//! results role. Everything here is read-only: the dashboard never changes the
+//! pipeline.
+//!
+//! # Where the frames on the dashboard come from
+//!
+//! Operators must see the frames the pipeline processed, with that frame's own
+//! boxes. In distributed mode the results role never sees a JPEG, and the result
+//! message is built by the infer-worker from the tensor, so the picture has to
+//! reach results by another path. The choice made here:
+//!
+//! * ingest already holds the original JPEG, so the preview costs no decode and no
+//!   re-encode anywhere (a thumbnail would cost a decode, a resize and an encode on
+//!   the hot path of preprocess or the infer-worker, per frame);
+//! * it is *sampled*: at most one frame per station per
+//!   `dashboard_preview_interval_ms` (500 ms), and none above
+//!   `dashboard_preview_max_bytes`, so the extra traffic is bounded by the number of
+//!   stations, not by their frame rate (50 stations × 2/s × ~30 KB ≈ 3 MB/s), and
+//!   the work messages (frames, tensors, results) stay exactly as small as before;
+//! * it travels as a best-effort event on the existing events exchange
+//!   (`preview.<station>`), which every results replica already subscribes to, so it
+//!   works the same with the in-process queue (zero-copy, a shared `Bytes`) and
+//!   with RabbitMQ, and losing one costs nothing but a skipped picture;
+//! * results pairs each preview with its result by frame id and keeps the latest
+//!   pair per station in memory ([`Previews`]), bounded in stations and bytes.
+//!
+//! The sampling is a decorator on ingest's broker handle ([`PreviewTap`]), so ingest
+//! itself stays unaware of the dashboard; the same decorator hides preview events
+//! from ingest's own result subscription.
+//!
+//! # Access
+//!
+//! No authentication is configured yet. [`http::operator_access`] is the one place
+//! where an operator token will be checked once the configuration has one (the page
+//! already sends `Authorization: Bearer <token>` when one is stored in the browser,
+//! and `?token=` on its WebSocket).
+
+pub mod assets;
+pub mod http;
+pub mod store;
+pub mod tap;
+
+pub use http::{router, DashboardState};
+pub use store::Previews;
+pub use tap::{is_preview, PreviewTap};

@@ -1,0 +1,249 @@
+//! The ingest side of the frame previews: a [`Broker`] decorator that, after a
+//! frame's publish was confirmed, sends a sampled copy of it as a preview event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use visionq_contract::topology::{preview_routing_key, EVENT_KIND_HEADER, META_HEADER, PREVIEW_EVENT};
+use visionq_contract::{Config, FrameMeta, Metrics};
+use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBroker, WorkQueue};
+
+/// Whether an event is a frame preview (and not a result).
+pub fn is_preview(e: &Envelope) -> bool {
+    e.header(EVENT_KIND_HEADER) == Some(PREVIEW_EVENT)
+}
+
+/// Wraps the broker handle ingest publishes frames through. Every call is
+/// forwarded unchanged; a confirmed frame publish is also sampled into a preview
+/// event (see the crate docs for why), and preview events are filtered out of
+/// [`Broker::subscribe_events`], since ingest only waits for results.
+///
+/// The sampling throttles each station to one preview per interval, on both edges:
+/// the first frame of a quiet station goes at once, and of the frames that arrive
+/// within the interval the newest is held and sent when it ends, so the frame an
+/// operator sees last is the station's last frame, not the first of its burst.
+pub struct PreviewTap {
+    inner: SharedBroker,
+    interval: Duration,
+    max_bytes: usize,
+    /// Stations with a held frame at most (bounds the memory: each holds one JPEG).
+    max_held: usize,
+    metrics: Arc<Metrics>,
+    throttle: Arc<Mutex<Throttle>>,
+}
+
+#[derive(Default)]
+struct Throttle {
+    /// When each station's last preview left; only stations seen within the last
+    /// interval matter, so the map is pruned to those when it grows.
+    last_sent: HashMap<String, Instant>,
+    /// The newest frame per station that came within its interval.
+    held: HashMap<String, Envelope>,
+}
+
+/// Stations remembered before the rate limiter prunes the ones it no longer needs.
+const PRUNE_ABOVE: usize = 4096;
+
+enum Due {
+    Now(Envelope),
+    /// The first frame held in this interval: a timer must send it at that instant.
+    At(Instant),
+}
+
+impl PreviewTap {
+    pub fn wrap(inner: SharedBroker, config: &Config, metrics: Arc<Metrics>) -> SharedBroker {
+        Arc::new(PreviewTap {
+            inner,
+            interval: Duration::from_millis(config.dashboard_preview_interval_ms),
+            max_bytes: config.dashboard_preview_max_bytes,
+            max_held: config.dashboard_max_stations,
+            metrics,
+            throttle: Arc::new(Mutex::new(Throttle::default())),
+        })
+    }
+
+    fn outcome(&self, o: &str) {
+        self.metrics.dashboard_previews_total.with_label_values(&[o]).inc();
+    }
+
+    /// Decides what becomes of a published frame's preview.
+    fn offer(&self, frame: &Envelope) -> Option<(String, Due)> {
+        let raw = frame.header(META_HEADER)?;
+        let meta: FrameMeta = serde_json::from_str(raw).ok()?;
+        if frame.body.len() > self.max_bytes {
+            self.outcome("too_large");
+            return None;
+        }
+        // `Envelope` clones share the body (`Bytes`): no copy of the JPEG.
+        let event = Envelope::new(frame.body.clone())
+            .with_header(META_HEADER, raw)
+            .with_header(EVENT_KIND_HEADER, PREVIEW_EVENT);
+        let now = Instant::now();
+        let mut t = self.throttle.lock().expect("preview tap lock");
+        match t.last_sent.get(&meta.station).copied() {
+            Some(sent) if now.duration_since(sent) < self.interval => {
+                if t.held.contains_key(&meta.station) {
+                    t.held.insert(meta.station, event);
+                    self.outcome("superseded");
+                    None
+                } else if t.held.len() >= self.max_held {
+                    self.outcome("rate_limited");
+                    None
+                } else {
+                    t.held.insert(meta.station.clone(), event);
+                    Some((meta.station, Due::At(sent + self.interval)))
+                }
+            }
+            _ => {
+                if t.last_sent.len() >= PRUNE_ABOVE {
+                    let Throttle { last_sent, held } = &mut *t;
+                    last_sent.retain(|s, at| now.duration_since(*at) < self.interval || held.contains_key(s));
+                }
+                t.last_sent.insert(meta.station.clone(), now);
+                Some((meta.station, Due::Now(event)))
+            }
+        }
+    }
+
+    /// Sends a preview off the request path: a station's POST never waits for it.
+    fn send(&self, station: String, due: Due) {
+        let (inner, metrics, throttle) = (self.inner.clone(), self.metrics.clone(), self.throttle.clone());
+        tokio::spawn(async move {
+            let event = match due {
+                Due::Now(event) => event,
+                Due::At(at) => {
+                    tokio::time::sleep_until(at).await;
+                    let mut t = throttle.lock().expect("preview tap lock");
+                    let Some(event) = t.held.remove(&station) else { return };
+                    t.last_sent.insert(station.clone(), Instant::now());
+                    event
+                }
+            };
+            let outcome = match inner.publish_event(&preview_routing_key(&station), event).await {
+                Ok(()) => "sent",
+                Err(e) => {
+                    tracing::debug!(error = %e, "frame preview not sent");
+                    "failed"
+                }
+            };
+            metrics.dashboard_previews_total.with_label_values(&[outcome]).inc();
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for PreviewTap {
+    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+        if queue != WorkQueue::Frames {
+            return self.inner.publish(queue, message).await;
+        }
+        let frame = message.clone();
+        self.inner.publish(queue, message).await?;
+        if let Some((station, due)) = self.offer(&frame) {
+            self.send(station, due);
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
+        self.inner.publish_event(routing_key, message).await
+    }
+
+    async fn subscribe_events(&self) -> Result<Events, QueueError> {
+        let events = self.inner.subscribe_events().await?;
+        Ok(events.filter(|e| std::future::ready(!is_preview(e))).boxed())
+    }
+
+    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
+        self.inner.depth(queue).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+    use visionq_queue::memory::MemoryBroker;
+
+    fn frame(station: &str, body: &'static [u8]) -> Envelope {
+        let meta = FrameMeta {
+            frame_id: Uuid::now_v7(),
+            station: station.into(),
+            width: 4,
+            height: 3,
+            captured_at: None,
+            received_at: Utc::now(),
+            published_at: Utc::now(),
+            timings_ms: Default::default(),
+        };
+        Envelope::new(body).with_header(META_HEADER, serde_json::to_string(&meta).unwrap())
+    }
+
+    async fn next(events: &mut Events, within_ms: u64) -> Option<Envelope> {
+        tokio::time::timeout(Duration::from_millis(within_ms), events.next()).await.ok().flatten()
+    }
+
+    fn tap(interval_ms: u64) -> (SharedBroker, SharedBroker, Arc<Metrics>) {
+        let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 100, 3));
+        let config = Config {
+            dashboard_preview_interval_ms: interval_ms,
+            dashboard_preview_max_bytes: 8,
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        (inner.clone(), PreviewTap::wrap(inner, &config, metrics.clone()), metrics)
+    }
+
+    #[tokio::test]
+    async fn one_preview_per_station_and_interval_and_none_for_ingest() {
+        let (inner, tap, metrics) = tap(60_000);
+        let mut all = inner.subscribe_events().await.unwrap();
+        let mut ingest_side = tap.subscribe_events().await.unwrap();
+
+        tap.publish(WorkQueue::Frames, frame("a", b"\xFF\xD8jpg1")).await.unwrap();
+        tap.publish(WorkQueue::Frames, frame("a", b"\xFF\xD8jpg2")).await.unwrap();
+        tap.publish(WorkQueue::Frames, frame("b", b"\xFF\xD8too-large")).await.unwrap();
+        tap.publish(WorkQueue::Frames, frame("c", b"\xFF\xD8jpg3")).await.unwrap();
+        assert_eq!(inner.depth(WorkQueue::Frames).await.unwrap(), 4, "every frame is published");
+
+        let first = next(&mut all, 300).await.expect("a preview for station a");
+        assert!(is_preview(&first));
+        assert_eq!(&first.body[..], b"\xFF\xD8jpg1");
+        let second = next(&mut all, 300).await.expect("a preview for station c");
+        assert_eq!(&second.body[..], b"\xFF\xD8jpg3");
+        assert!(next(&mut all, 300).await.is_none(), "a's second frame waits for its interval; b is too large");
+
+        inner.publish_event("result.a", Envelope::new("{}")).await.unwrap();
+        let seen = next(&mut ingest_side, 300).await.expect("results still reach ingest");
+        assert_eq!(&seen.body[..], b"{}");
+        assert!(next(&mut ingest_side, 300).await.is_none());
+        let count = |o: &str| metrics.dashboard_previews_total.with_label_values(&[o]).get();
+        assert_eq!((count("sent"), count("too_large")), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn the_last_frame_of_a_burst_is_sent_when_the_interval_ends() {
+        let (inner, tap, metrics) = tap(200);
+        let mut all = inner.subscribe_events().await.unwrap();
+        for body in [b"\xFF\xD8one", b"\xFF\xD8two", b"\xFF\xD8thr"] {
+            tap.publish(WorkQueue::Frames, frame("a", body)).await.unwrap();
+        }
+        assert_eq!(&next(&mut all, 100).await.unwrap().body[..], b"\xFF\xD8one", "the first goes at once");
+        assert!(next(&mut all, 50).await.is_none(), "the rest wait for the interval");
+        assert_eq!(&next(&mut all, 400).await.unwrap().body[..], b"\xFF\xD8thr", "then the newest goes");
+        assert!(next(&mut all, 400).await.is_none(), "and only it");
+        assert_eq!(metrics.dashboard_previews_total.with_label_values(&["superseded"]).get(), 1);
+    }
+}

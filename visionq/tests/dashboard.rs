@@ -1,0 +1,534 @@
+//! The dashboard in a real headless browser (Debian's chromium, driven through
+//! chromedriver) against the real embedded pipeline (`visionq run`), the real model
+//! and real photos: a posted frame appears in its station's tile with its boxes and
+//! labels, the counter moves, the history opens, the pipeline view reads the
+//! metrics, and the disconnect banner appears when the service stops and clears
+//! when it is back on the same port. The run also writes docs/dashboard.png. And
+//! distributed, on the real RabbitMQ: the frame posted to an ingest process is the
+//! picture the results process shows, byte for byte.
+//!
+//! The browser is driven over the W3C WebDriver protocol with a few plain HTTP
+//! calls (new session, navigate, run a script, screenshot): the test needs no more
+//! than that, and a WebDriver client crate would add dozens of crates to compile on
+//! a 2-core machine for no gain. Assertions run JavaScript in the page, so they
+//! read what the operator sees: the tiles' DOM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The configuration's defaults, which the page gets from /v1/dashboard/config.
+const ACCEPT: f64 = 0.85;
+const LOW: f64 = 0.65;
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = repo().join("target/test-tmp").join(unique(tag));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `visionq run` (embedded: in-process queues, SQLite in `data`) on a given port.
+struct Pipeline {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Pipeline {
+    async fn start(data: &Path, port: u16) -> Pipeline {
+        let log = repo().join("target/test-logs").join(format!("{}.log", unique("dashboard")));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_visionq"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("VISIONQ_AMQP_URL")
+            .env_remove("VISIONQ_DATABASE_URL")
+            .env("VISIONQ_CACHE_DIR", cache())
+            .env("VISIONQ_MODEL", model())
+            .env("VISIONQ_DATA_DIR", data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("visionq binary runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(90), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("visionq listening on ") {
+                    return addr.trim().to_string();
+                }
+            }
+            panic!("visionq exited before listening; see {}", log.display());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("visionq did not start in time; see {}", log.display()));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Pipeline { child, base, log }
+    }
+
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, then a clean exit.
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("still running");
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits after SIGTERM").unwrap();
+        assert!(status.success(), "visionq exited with {status}; see {}", self.log.display());
+    }
+}
+
+/// chromedriver on a port of its own; chromium runs under it.
+struct Driver {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(bin).exists(),
+                "{bin} is missing: `apt-get install chromium chromium-driver` (scripts/test does it)"
+            );
+        }
+        let port = free_port();
+        let log = repo().join("target/test-logs").join(format!("{}.log", unique("chromedriver")));
+        let child = std::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["value"]["ready"] == true {
+                        break;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not come up; see {}", log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Driver { child, base }
+    }
+
+    async fn browser(&self, profile: &Path) -> Browser {
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1280,820",
+            &format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
+        }}});
+        let http = reqwest::Client::new();
+        let v = call(http.post(format!("{}/session", self.base)).json(&caps)).await;
+        let id = v["sessionId"].as_str().expect("a session id").to_string();
+        Browser { http, session: format!("{}/session/{id}", self.base) }
+    }
+}
+
+impl Drop for Driver {
+    /// Runs after the browser's session ended (declared after the driver, the
+    /// browser is dropped first); reaps chromedriver.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One WebDriver call: the `value` of the answer, or a panic with the driver's message.
+async fn call(req: reqwest::RequestBuilder) -> Value {
+    let r = req.send().await.expect("chromedriver answers");
+    let status = r.status();
+    let v: Value = r.json().await.expect("WebDriver answers JSON");
+    assert!(status.is_success(), "WebDriver error {status}: {}", v["value"]);
+    v["value"].clone()
+}
+
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+}
+
+impl Browser {
+    async fn goto(&self, url: &str) {
+        call(self.http.post(format!("{}/url", self.session)).json(&json!({"url": url}))).await;
+    }
+
+    /// Runs `body` (a function body: `arguments[i]`, `return …`) in the page.
+    async fn js(&self, body: &str, args: Value) -> Value {
+        let req = self.http.post(format!("{}/execute/sync", self.session)).json(&json!({"script": body, "args": args}));
+        call(req).await
+    }
+
+    /// Runs `body` until `ok` holds for what it returns; returns that.
+    async fn wait(&self, what: &str, timeout: Duration, body: &str, args: Value, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.js(body, args.clone()).await;
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; last seen {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn set_window(&self, width: u32, height: u32) {
+        let rect = json!({"width": width, "height": height});
+        call(self.http.post(format!("{}/window/rect", self.session)).json(&rect)).await;
+    }
+
+    async fn screenshot(&self, to: &Path) {
+        let v = call(self.http.get(format!("{}/screenshot", self.session))).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+
+}
+
+impl Drop for Browser {
+    /// Ends the session (and so chromium), also when an assertion failed.
+    fn drop(&mut self) {
+        let session = self.session.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async { reqwest::Client::new().delete(session).timeout(Duration::from_secs(10)).send().await })
+        })
+        .join();
+    }
+}
+
+/// What a station's tile shows, read from the page.
+const TILE: &str = r#"
+const t = document.querySelector(`.tile[data-station="${arguments[0]}"]`);
+if (!t) return null;
+const img = t.querySelector('.stage img');
+return {
+  frameId: t.dataset.frameId || null,
+  frames: Number(t.dataset.frames || 0),
+  imageLoaded: !!img && img.complete && img.naturalWidth > 0,
+  stale: t.classList.contains('stale'),
+  boxes: [...t.querySelectorAll('.box')].map((b) => ({
+    class: b.dataset.class,
+    score: Number(b.dataset.score),
+    label: b.querySelector('.label').textContent,
+    conf: ['conf-ok', 'conf-mid', 'conf-low'].find((c) => b.classList.contains(c)),
+    left: parseFloat(b.style.left),
+    top: parseFloat(b.style.top),
+    visible: b.getBoundingClientRect().width > 0,
+  })),
+};
+"#;
+
+const BANNER: &str = r#"
+const b = document.getElementById('banner');
+return { shown: !b.hidden && b.getBoundingClientRect().height > 0, text: b.textContent.replace(/\s+/g, ' ').trim(),
+         conn: document.getElementById('conn').dataset.state };
+"#;
+
+fn expected_conf(score: f64) -> &'static str {
+    if score >= ACCEPT {
+        "conf-ok"
+    } else if score >= LOW {
+        "conf-mid"
+    } else {
+        "conf-low"
+    }
+}
+
+/// The tile shows exactly the result's detections: same count, classes, scores,
+/// labels, colours and places.
+fn assert_tile_matches(tile: &Value, result: &Value) {
+    let dets = result["detections"].as_array().unwrap();
+    let boxes = tile["boxes"].as_array().unwrap();
+    assert_eq!(boxes.len(), dets.len(), "one box per detection: tile {tile}, result {result}");
+    for d in dets {
+        let score = d["score"].as_f64().unwrap();
+        let class = d["class_name"].as_str().unwrap();
+        let b = boxes
+            .iter()
+            .find(|b| b["class"] == class && (b["score"].as_f64().unwrap() - score).abs() < 1e-9)
+            .unwrap_or_else(|| panic!("no box for {class} {score} in {tile}"));
+        assert_eq!(b["label"], format!("{class} {score:.2}"), "label shows class and score");
+        assert_eq!(b["conf"], expected_conf(score), "colour of {class} {score}");
+        let x1 = d["box"][0].as_f64().unwrap() * 100.0;
+        let y1 = d["box"][1].as_f64().unwrap() * 100.0;
+        assert!((b["left"].as_f64().unwrap() - x1).abs() < 0.01 && (b["top"].as_f64().unwrap() - y1).abs() < 0.01, "{b} at {x1},{y1}");
+        assert_eq!(b["visible"], true);
+    }
+}
+
+async fn post_and_wait(http: &reqwest::Client, p: &Pipeline, station: &str, photo: &str) -> Value {
+    let url = p.url(&format!("/v1/stations/{station}/frames?wait_ms=20000"));
+    let (status, result) = post_jpeg(http, &url, photo_bytes(photo)).await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["status"], "ok", "{result}");
+    result
+}
+
+/// One browser test at a time: the machine has two cores, and the tests measure
+/// how soon the page shows a frame.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_each_station_live_and_the_connection_state() {
+    let _serial = one_at_a_time().await;
+    let t_start = Instant::now();
+    let data = scratch("dashboard-data");
+    let pipeline = Pipeline::start(&data, 0).await;
+    let port = pipeline.port();
+    let http = reqwest::Client::new();
+
+    // The page and its assets come from the binary, with a policy that keeps it on its origin.
+    let page = http.get(pipeline.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/dashboard/app.js") && !html.contains("://"), "no external resource: {html}");
+    let config: Value = http.get(pipeline.url("/v1/dashboard/config")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(config["accept_threshold"].as_f64().unwrap(), ACCEPT);
+    assert_eq!(config["low_threshold"].as_f64().unwrap(), LOW);
+
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile")).await;
+    browser.goto(&pipeline.url("/")).await;
+    browser
+        .wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live" && v["shown"] == false)
+        .await;
+    let t_loaded = t_start.elapsed();
+
+    // A real photo posted to ingest shows up in its station's tile with its boxes.
+    let station = "line1-cam1";
+    let posted = Instant::now();
+    let dog = post_and_wait(&http, &pipeline, station, "dog.jpg").await;
+    assert!(dog["detections"].as_array().unwrap().len() >= 2, "the dog photo has several objects: {dog}");
+    let frame_id = dog["frame_id"].as_str().unwrap().to_string();
+    let tile = browser
+        .wait("the tile shows the posted frame", Duration::from_secs(3), TILE, json!([station]), |v| {
+            v["frameId"] == frame_id.as_str() && v["imageLoaded"] == true
+        })
+        .await;
+    let tile_latency = posted.elapsed();
+    assert_tile_matches(&tile, &dog);
+    assert_eq!(tile["frames"], 1);
+    assert_eq!(tile["stale"], false);
+
+    // The counter moves with the next frame.
+    let horses = post_and_wait(&http, &pipeline, station, "horses.jpg").await;
+    let horses_id = horses["frame_id"].as_str().unwrap().to_string();
+    let tile = browser
+        .wait("the counter moves and the new frame shows", Duration::from_secs(3), TILE, json!([station]), |v| {
+            v["frames"] == 2 && v["frameId"] == horses_id.as_str() && v["imageLoaded"] == true
+        })
+        .await;
+    assert_tile_matches(&tile, &horses);
+
+    // A plant: more stations, each with a real photo; the live view is what docs/ shows.
+    let photos = [
+        ("line1-cam2", "person.jpg"),
+        ("line1-cam3", "giraffe.jpg"),
+        ("line2-cam1", "bus.jpg"),
+        ("line2-cam2", "zidane.jpg"),
+        ("line2-cam3", "eagle.jpg"),
+        ("line3-cam1", "scream.jpg"),
+        ("line3-cam2", "dog.jpg"),
+    ];
+    let mut results = Vec::new();
+    for (s, photo) in photos {
+        results.push((s, post_and_wait(&http, &pipeline, s, photo).await));
+    }
+    for (s, r) in &results {
+        let id = r["frame_id"].as_str().unwrap().to_string();
+        let tile = browser
+            .wait(&format!("{s} shows its frame"), Duration::from_secs(5), TILE, json!([s]), |v| {
+                v["frameId"] == id.as_str() && v["imageLoaded"] == true
+            })
+            .await;
+        assert_tile_matches(&tile, r);
+    }
+    let tiles = browser.js("return document.querySelectorAll('.tile').length", json!([])).await;
+    assert_eq!(tiles, 8);
+    tokio::time::sleep(Duration::from_millis(400)).await; // let the last pictures paint
+    browser.screenshot(&repo().join("docs/dashboard.png")).await;
+
+    // A click on a tile opens the station's recent history.
+    browser.js(&format!("document.querySelector('.tile[data-station=\"{station}\"]').click()"), json!([])).await;
+    let history = browser
+        .wait("the station's history opens", Duration::from_secs(5), "return [...document.querySelectorAll('#history tr')].slice(1).map((r) => r.textContent)", json!([]), |v| {
+            v.as_array().is_some_and(|rows| rows.len() == 2)
+        })
+        .await;
+    assert!(history[0].as_str().unwrap().contains("horse"), "newest first: {history}");
+    assert!(history[1].as_str().unwrap().contains("dog"), "{history}");
+    browser.js("document.getElementById('detail-close').click()", json!([])).await;
+
+    // The pipeline view reads the metrics: throughput, latency, batches, queues.
+    browser.js("location.hash = '#pipeline'", json!([])).await;
+    let view = browser
+        .wait(
+            "the pipeline view shows the metrics",
+            Duration::from_secs(8),
+            r#"return { stages: [...document.querySelectorAll('#stages td:first-child')].map((td) => td.textContent),
+                        batches: Number((document.querySelector('#batches .kv .v') || {}).textContent),
+                        queues: document.getElementById('queues').textContent,
+                        p99: document.querySelectorAll('#latency .kv .v')[2]?.textContent || '' }"#,
+            json!([]),
+            |v| v["stages"].as_array().is_some_and(|s| !s.is_empty()) && v["p99"].as_str().is_some_and(|p| p.ends_with("ms")),
+        )
+        .await;
+    assert!(view["stages"].as_array().unwrap().iter().any(|s| s == "end to end"), "{view}");
+    assert!(view["batches"].as_f64().unwrap() >= 1.0, "{view}");
+    assert!(view["queues"].as_str().unwrap().contains("queue frames"), "{view}");
+    browser.js("location.hash = '#live'", json!([])).await;
+
+    // 50 stations fit on one control-room screen, every tile with its picture.
+    browser.set_window(1920, 1080).await;
+    let names = ["dog.jpg", "horses.jpg", "person.jpg", "giraffe.jpg", "bus.jpg", "zidane.jpg", "eagle.jpg", "scream.jpg"];
+    let posts = (0..42).map(|i| {
+        let (http, url) = (http.clone(), pipeline.url(&format!("/v1/stations/line{}-cam{:02}/frames?wait_ms=30000", 4 + i / 10, i % 10)));
+        async move { post_jpeg(&http, &url, photo_bytes(names[i % names.len()])).await }
+    });
+    for (status, r) in futures_util::future::join_all(posts).await {
+        assert_eq!(status, 200, "{r}");
+    }
+    let plant = browser
+        .wait(
+            "50 tiles with their pictures, all on screen",
+            Duration::from_secs(15),
+            r#"const tiles = [...document.querySelectorAll('.tile')];
+               return { tiles: tiles.length,
+                        pictures: tiles.filter((t) => { const i = t.querySelector('.stage img'); return i && i.complete && i.naturalWidth > 0; }).length,
+                        offscreen: tiles.filter((t) => t.getBoundingClientRect().bottom > window.innerHeight).length,
+                        width: tiles[0].getBoundingClientRect().width };"#,
+            json!([]),
+            |v| v["tiles"] == 50 && v["pictures"] == 50,
+        )
+        .await;
+    assert_eq!(plant["offscreen"], 0, "every tile fits on a 1920x1080 screen: {plant}");
+    browser.set_window(1280, 820).await;
+
+    // The service stops: the banner says the live connection is lost.
+    pipeline.stop().await;
+    let stopped = Instant::now();
+    let banner = browser
+        .wait("the disconnect banner appears", Duration::from_secs(10), BANNER, json!([]), |v| v["shown"] == true)
+        .await;
+    let banner_latency = stopped.elapsed();
+    assert!(banner["text"].as_str().unwrap().contains("connection lost"), "{banner}");
+    assert_eq!(banner["conn"], "down");
+
+    // It comes back on the same port: the banner clears, and frames flow again.
+    let pipeline = Pipeline::start(&data, port).await;
+    let restarted = Instant::now();
+    browser
+        .wait("the banner clears", Duration::from_secs(15), BANNER, json!([]), |v| v["shown"] == false && v["conn"] == "live")
+        .await;
+    let reconnect_latency = restarted.elapsed();
+    let bus = post_and_wait(&http, &pipeline, station, "bus.jpg").await;
+    let bus_id = bus["frame_id"].as_str().unwrap().to_string();
+    let tile = browser
+        .wait("frames flow again", Duration::from_secs(3), TILE, json!([station]), |v| v["frameId"] == bus_id.as_str() && v["imageLoaded"] == true)
+        .await;
+    assert_tile_matches(&tile, &bus);
+
+    drop(browser);
+    pipeline.stop().await;
+    eprintln!(
+        "dashboard: page live after {t_loaded:?}, first tile {tile_latency:?} after its POST, banner {banner_latency:?} after the stop, \
+         reconnected {reconnect_latency:?} after the restart; whole test {:?}",
+        t_start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_reach_the_dashboard_through_rabbitmq() {
+    let _serial = one_at_a_time().await;
+    let prefix = unique("dash");
+    let db = TestDb::new("dash").await;
+    let env = amqp_env(&prefix, &db.url);
+    let mut infer_env = env.clone();
+    infer_env.push(("VISIONQ_INFER_INPUT", "frames".to_string()));
+    // One role per process: the results process never sees a frame message.
+    let results = Server::start(&["results"], &env).await;
+    let infer = Server::start(&["infer"], &infer_env).await;
+    let ingest = Server::start(&["ingest"], &env).await;
+    let http = reqwest::Client::new();
+
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile")).await;
+    browser.goto(&results.url("/")).await;
+    browser
+        .wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live")
+        .await;
+
+    let station = "dock-cam7";
+    let jpeg = photo_bytes("person.jpg");
+    let url = ingest.url(&format!("/v1/stations/{station}/frames?wait_ms=30000"));
+    let (status, result) = post_jpeg(&http, &url, jpeg.clone()).await;
+    assert_eq!(status, 200, "{result}");
+    let id = result["frame_id"].as_str().unwrap().to_string();
+    let tile = browser
+        .wait("the results process shows the frame", Duration::from_secs(5), TILE, json!([station]), |v| {
+            v["frameId"] == id.as_str() && v["imageLoaded"] == true
+        })
+        .await;
+    assert_tile_matches(&tile, &result);
+    let shown = http.get(results.url(&format!("/v1/stations/{station}/latest.jpg?frame_id={id}"))).send().await.unwrap();
+    assert_eq!(shown.status(), 200);
+    assert_eq!(shown.headers()["x-visionq-frame-id"], id.as_str());
+    assert_eq!(shown.bytes().await.unwrap().as_ref(), &jpeg[..], "the picture is the posted frame");
+    let previews = results.metrics().await;
+    assert!(previews.contains("visionq_dashboard_previews_total{outcome=\"stored\"} 1"), "{previews}");
+
+    drop(browser);
+    let ingest_log = ingest.log.clone();
+    ingest.stop().await;
+    infer.stop().await;
+    results.stop().await;
+    delete_topology(&prefix).await;
+    let log = std::fs::read_to_string(ingest_log).unwrap();
+    assert!(!log.contains("unreadable result event"), "previews are hidden from ingest's result waiters");
+}
