@@ -310,7 +310,6 @@ impl Model {
     fn assembler(&mut self, set: usize) -> Assembler<'_> {
         Assembler {
             slots: &mut self.slots[set],
-            input_name: &self.input_name,
             format: self.input_format,
             width: self.input_width as usize,
             height: self.input_height as usize,
@@ -327,7 +326,7 @@ impl Model {
     /// the output (`[n, a, b]`, host memory) and its per-image dimensions.
     pub fn execute_in<R>(&mut self, set: usize, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
         let slot = self.slots[set].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        run_slot(&mut self.session, slot, self.out_dims, n, decode)
+        run_slot(&mut self.session, &self.input_name, slot, self.out_dims, n, decode)
     }
 
     /// Re-binds the batch of size `n` in set 0 (its buffer unchanged), for measuring
@@ -360,8 +359,8 @@ impl Model {
         self.execute(n, decode)
     }
 
-    /// Runs the pass assembled in `set` (size `n`, `images` real images) on a thread of
-    /// its own while `meanwhile` runs here — given the other buffer set to assemble the
+    /// Runs the pass assembled in `set` (size `n`, `images` real images) on this thread
+    /// while `meanwhile` runs on another — given the other buffer set to assemble the
     /// next batch into, and a flag raised when the pass is done — so the device never
     /// waits for batch assembly. Buffers must exist (see [`Self::warm_up`]).
     pub fn run_overlapped<M: Send>(
@@ -369,7 +368,7 @@ impl Model {
         set: usize,
         n: usize,
         images: usize,
-        meanwhile: impl FnOnce(&mut Assembler<'_>, &PassDone) -> M,
+        meanwhile: impl FnOnce(&mut Assembler<'_>, &PassDone) -> M + Send,
     ) -> (Result<Vec<Vec<Candidate>>, InferError>, f64, M) {
         let decode = self.decoder(images);
         let out_dims = self.out_dims;
@@ -379,38 +378,46 @@ impl Model {
             return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, meanwhile(&mut Assembler::none(), &PassDone::already()));
         };
         let session = &mut self.session;
+        let input_name = self.input_name.as_str();
         let done = PassDone { flag: AtomicBool::new(false), notify: tokio::sync::Notify::new() };
         let mut assembler = Assembler {
             slots: other,
-            input_name: &self.input_name,
             format: self.input_format,
             width: self.input_width as usize,
             height: self.input_height as usize,
             batch: self.batch,
         };
+        // The pass stays on this (long-lived) thread: ONNX Runtime's CUDA provider keeps
+        // per-thread handles, and a new thread per pass would pay for new ones each time.
+        // The assembly of the next batch is what moves to a short-lived thread.
         std::thread::scope(|scope| {
-            let pass = scope.spawn(|| {
-                let t0 = std::time::Instant::now();
-                let r = run_slot(session, slot, out_dims, n, decode);
-                done.flag.store(true, Ordering::Release);
-                done.notify.notify_one();
-                (r, t0.elapsed().as_secs_f64())
-            });
-            let m = meanwhile(&mut assembler, &done);
-            let (r, secs) = pass.join().unwrap_or_else(|_| (Err(InferError::Run("the forward pass panicked".into())), 0.0));
-            (r, secs, m)
+            let done = &done;
+            let other = scope.spawn(move || meanwhile(&mut assembler, done));
+            let t0 = std::time::Instant::now();
+            let r = run_slot(session, input_name, slot, out_dims, n, decode);
+            let secs = t0.elapsed().as_secs_f64();
+            done.flag.store(true, Ordering::Release);
+            done.notify.notify_one();
+            match other.join() {
+                Ok(m) => (r, secs, m),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })
     }
 }
 
 fn run_slot<R>(
     session: &mut Session,
+    input_name: &str,
     slot: &mut Slot,
     (a, b): (usize, usize),
     n: usize,
     decode: impl FnOnce(&[f32], (usize, usize)) -> R,
 ) -> Result<R, InferError> {
     let run = |e: ort::Error| InferError::Run(e.to_string());
+    // Bound here, on the thread that runs the pass: ONNX Runtime's CUDA provider keeps
+    // per-thread state, and binding from a short-lived thread costs a new one each time.
+    slot.binding.bind_input(input_name, &slot.input).map_err(run)?;
     let outputs = session.run_binding(&slot.binding).map_err(run)?;
     let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(run)?;
     if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
@@ -445,7 +452,6 @@ impl PassDone {
 /// Fills one buffer set's batch buffers (those already made) and binds them.
 pub struct Assembler<'m> {
     slots: &'m mut HashMap<usize, Slot>,
-    input_name: &'m str,
     format: InputFormat,
     width: usize,
     height: usize,
@@ -456,7 +462,7 @@ impl Assembler<'_> {
     fn none() -> Assembler<'static> {
         // A set with no buffers: every assemble() says so.
         let slots: &'static mut HashMap<usize, Slot> = Box::leak(Box::default());
-        Assembler { slots, input_name: "", format: InputFormat::U8Nhwc, width: 0, height: 0, batch: BatchDim::Dynamic }
+        Assembler { slots, format: InputFormat::U8Nhwc, width: 0, height: 0, batch: BatchDim::Dynamic }
     }
 
     /// Copies `tensors` into the buffer of their pass size and binds it; returns the
@@ -478,8 +484,7 @@ impl Assembler<'_> {
                 fill_nhwc(data, tensors);
             }
         }
-        // Binding hands the input to ONNX Runtime, which copies it to the device.
-        slot.binding.bind_input(self.input_name, &slot.input).map_err(run)?;
+        // Bound by the thread that runs the pass (see run_slot).
         Ok(n)
     }
 }
