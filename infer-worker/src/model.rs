@@ -105,6 +105,9 @@ pub enum InputFormat {
 /// A batch size's reusable input buffer and its binding (output buffer bound).
 struct Slot {
     input: DynTensor,
+    /// Bound as the output: the pass writes here, and it stays readable until the
+    /// slot's next pass.
+    output: Tensor<f32>,
     binding: IoBinding,
 }
 
@@ -301,19 +304,21 @@ impl Model {
             InputFormat::U8Nhwc => Tensor::<u8>::new(&self.input_alloc, [n, h, w, 3]).map_err(run)?.upcast(),
         };
         let (a, b) = self.out_dims;
-        let output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
+        let mut output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
         let mut binding = self.session.create_binding().map_err(run)?;
-        binding.bind_output(self.output_name.as_str(), output).map_err(run)?;
-        Ok(Slot { input, binding })
+        binding.bind_output(self.output_name.as_str(), &mut output).map_err(run)?;
+        Ok(Slot { input, output, binding })
     }
 
     fn assembler(&mut self, set: usize) -> Assembler<'_> {
+        let decoder = self.decoder();
         Assembler {
             slots: &mut self.slots[set],
             format: self.input_format,
             width: self.input_width as usize,
             height: self.input_height as usize,
             batch: self.batch,
+            decoder,
         }
     }
 
@@ -326,7 +331,15 @@ impl Model {
     /// the output (`[n, a, b]`, host memory) and its per-image dimensions.
     pub fn execute_in<R>(&mut self, set: usize, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
         let slot = self.slots[set].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        run_slot(&mut self.session, &self.input_name, slot, self.out_dims, n, decode)
+        pass(&mut self.session, &self.input_name, slot)?;
+        read_output(slot, self.out_dims, n, decode)
+    }
+
+    /// Detections of the last pass of size `n` in `set`, for its first `images` images.
+    pub fn decode_in(&self, set: usize, n: usize, images: usize) -> Result<Vec<Vec<Candidate>>, InferError> {
+        let slot = self.slots[set].get(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
+        let d = self.decoder();
+        read_output(slot, self.out_dims, n, |data, dims| d.decode(data, dims, images))
     }
 
     /// Re-binds the batch of size `n` in set 0 (its buffer unchanged), for measuring
@@ -337,64 +350,53 @@ impl Model {
         slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(|e| InferError::Run(e.to_string()))
     }
 
-    /// Detection for the images of one pass, per image in parallel (the scan and NMS
-    /// of a batch then take about one image's time).
-    fn decoder(&self, images: usize) -> impl Fn(&[f32], (usize, usize)) -> Vec<Vec<Candidate>> + Send + use<> {
-        let (layout, conf, iou, max_det) = (self.layout, self.conf, self.iou, self.max_detections);
-        move |data: &[f32], (a, b): (usize, usize)| {
-            use rayon::prelude::*;
-            (0..images)
-                .into_par_iter()
-                .map(|i| {
-                    let c = candidates(layout, &data[i * a * b..(i + 1) * a * b], a, b, conf);
-                    if layout == Layout::Yolov10 { c } else { nms(c, iou, max_det) }
-                })
-                .collect()
-        }
+    fn decoder(&self) -> Decoder {
+        Decoder { layout: self.layout, conf: self.conf, iou: self.iou, max_detections: self.max_detections, out_dims: self.out_dims }
     }
 
     fn forward(&mut self, tensors: &[&[u8]]) -> Result<Vec<Vec<Candidate>>, InferError> {
         let n = self.assemble(tensors)?;
-        let decode = self.decoder(tensors.len());
-        self.execute(n, decode)
+        let d = self.decoder();
+        self.execute(n, |data, dims| d.decode(data, dims, tensors.len()))
     }
 
-    /// Runs the pass assembled in `set` (size `n`, `images` real images) on this thread
-    /// while `meanwhile` runs on another — given the other buffer set to assemble the
-    /// next batch into, and a flag raised when the pass is done — so the device never
-    /// waits for batch assembly. Buffers must exist (see [`Self::warm_up`]).
+    /// Runs the pass assembled in `set` (size `n`) on this thread while `meanwhile` runs
+    /// on another, given the other buffer set — to decode the previous pass's output
+    /// ([`Assembler::decode`]) and assemble the next batch — and a flag raised when the
+    /// pass is done. The device then waits neither on assembly nor on decoding. The
+    /// pass's own output is read afterwards ([`Self::decode_in`], or `meanwhile` of the
+    /// next pass). Buffers must exist (see [`Self::warm_up`]).
     pub fn run_overlapped<M: Send>(
         &mut self,
         set: usize,
         n: usize,
-        images: usize,
         meanwhile: impl FnOnce(&mut Assembler<'_>, &PassDone) -> M + Send,
-    ) -> (Result<Vec<Vec<Candidate>>, InferError>, f64, M) {
-        let decode = self.decoder(images);
-        let out_dims = self.out_dims;
+    ) -> (Result<(), InferError>, f64, M) {
+        let decoder = self.decoder();
         let [s0, s1] = &mut self.slots;
         let (current, other) = if set == 0 { (s0, s1) } else { (s1, s0) };
-        let Some(slot) = current.get_mut(&n) else {
-            return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, meanwhile(&mut Assembler::none(), &PassDone::already()));
-        };
-        let session = &mut self.session;
-        let input_name = self.input_name.as_str();
-        let done = PassDone { flag: AtomicBool::new(false), notify: tokio::sync::Notify::new() };
         let mut assembler = Assembler {
             slots: other,
             format: self.input_format,
             width: self.input_width as usize,
             height: self.input_height as usize,
             batch: self.batch,
+            decoder,
         };
+        let Some(slot) = current.get_mut(&n) else {
+            let m = meanwhile(&mut assembler, &PassDone::already());
+            return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, m);
+        };
+        let session = &mut self.session;
+        let input_name = self.input_name.as_str();
+        let done = PassDone { flag: AtomicBool::new(false), notify: tokio::sync::Notify::new() };
         // The pass stays on this (long-lived) thread: ONNX Runtime's CUDA provider keeps
         // per-thread handles, and a new thread per pass would pay for new ones each time.
-        // The assembly of the next batch is what moves to a short-lived thread.
         std::thread::scope(|scope| {
             let done = &done;
             let other = scope.spawn(move || meanwhile(&mut assembler, done));
             let t0 = std::time::Instant::now();
-            let r = run_slot(session, input_name, slot, out_dims, n, decode);
+            let r = pass(session, input_name, slot);
             let secs = t0.elapsed().as_secs_f64();
             done.flag.store(true, Ordering::Release);
             done.notify.notify_one();
@@ -406,20 +408,43 @@ impl Model {
     }
 }
 
-fn run_slot<R>(
-    session: &mut Session,
-    input_name: &str,
-    slot: &mut Slot,
-    (a, b): (usize, usize),
-    n: usize,
-    decode: impl FnOnce(&[f32], (usize, usize)) -> R,
-) -> Result<R, InferError> {
+/// Output decoding: threshold, layout, class-aware NMS, per image in parallel (the
+/// scan and NMS of a batch then take about one image's time).
+#[derive(Debug, Clone, Copy)]
+struct Decoder {
+    layout: Layout,
+    conf: f32,
+    iou: f32,
+    max_detections: usize,
+    out_dims: (usize, usize),
+}
+
+impl Decoder {
+    fn decode(&self, data: &[f32], (a, b): (usize, usize), images: usize) -> Vec<Vec<Candidate>> {
+        use rayon::prelude::*;
+        let d = *self;
+        (0..images)
+            .into_par_iter()
+            .map(|i| {
+                let c = candidates(d.layout, &data[i * a * b..(i + 1) * a * b], a, b, d.conf);
+                if d.layout == Layout::Yolov10 { c } else { nms(c, d.iou, d.max_detections) }
+            })
+            .collect()
+    }
+}
+
+/// Binds the input and runs the pass; the output lands in the slot's bound buffer.
+/// Done on the thread that runs the pass: ONNX Runtime's CUDA provider keeps
+/// per-thread state, and binding from a short-lived thread costs a new one each time.
+fn pass(session: &mut Session, input_name: &str, slot: &mut Slot) -> Result<(), InferError> {
     let run = |e: ort::Error| InferError::Run(e.to_string());
-    // Bound here, on the thread that runs the pass: ONNX Runtime's CUDA provider keeps
-    // per-thread state, and binding from a short-lived thread costs a new one each time.
     slot.binding.bind_input(input_name, &slot.input).map_err(run)?;
-    let outputs = session.run_binding(&slot.binding).map_err(run)?;
-    let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(run)?;
+    session.run_binding(&slot.binding).map_err(run)?;
+    Ok(())
+}
+
+fn read_output<R>(slot: &Slot, (a, b): (usize, usize), n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+    let (shape, data) = slot.output.try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
     if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
         return Err(InferError::Run(format!("unexpected output shape {shape:?}")));
     }
@@ -456,13 +481,15 @@ pub struct Assembler<'m> {
     width: usize,
     height: usize,
     batch: BatchDim,
+    decoder: Decoder,
 }
 
 impl Assembler<'_> {
-    fn none() -> Assembler<'static> {
-        // A set with no buffers: every assemble() says so.
-        let slots: &'static mut HashMap<usize, Slot> = Box::leak(Box::default());
-        Assembler { slots, format: InputFormat::U8Nhwc, width: 0, height: 0, batch: BatchDim::Dynamic }
+    /// Detections of this set's last pass of size `n`, for its first `images` images.
+    pub fn decode(&self, n: usize, images: usize) -> Result<Vec<Vec<Candidate>>, InferError> {
+        let slot = self.slots.get(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} ran")))?;
+        let d = self.decoder;
+        read_output(slot, d.out_dims, n, |data, dims| d.decode(data, dims, images))
     }
 
     /// Copies `tensors` into the buffer of their pass size and binds it; returns the

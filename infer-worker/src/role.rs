@@ -233,8 +233,9 @@ async fn batcher(mut items: mpsc::Receiver<Item>, batches: mpsc::Sender<Batch>, 
     }
 }
 
-/// The inference thread: runs each batch's forward pass while the next batch is
-/// assembled into the other buffer set, so the device does not wait on the CPU.
+/// The inference thread: runs each batch's forward pass while, on a helper thread,
+/// the previous batch's output is decoded and the next batch assembled into the other
+/// buffer set — so the device waits on neither.
 fn run_batches(
     mut model: Model,
     mut batches: mpsc::Receiver<Batch>,
@@ -243,8 +244,11 @@ fn run_batches(
     rt: tokio::runtime::Handle,
 ) {
     let mut set = 0;
-    // A batch already assembled into `set`, with its pass size and assembly time.
+    // A batch already assembled into `set`: pass size, assembly seconds.
     let mut ready: Option<(Batch, usize, f64)> = None;
+    // The batch whose pass ran last, in the other set, not decoded yet: pass size,
+    // pass seconds, pass outcome. Decoded during the next pass.
+    let mut pending: Option<(Batch, usize, f64, Result<(), InferError>)> = None;
     loop {
         let (batch, n, assemble_s) = match ready.take() {
             Some(r) => r,
@@ -252,13 +256,10 @@ fn run_batches(
                 let Some(batch) = batches.blocking_recv() else { break };
                 let t0 = Instant::now();
                 let views: Vec<&[u8]> = batch.items.iter().map(|i| &i.tensor[..]).collect();
-                let n = model.assemble_in(set, &views);
-                let secs = t0.elapsed().as_secs_f64();
-                match n {
-                    Ok(n) => (batch, n, secs),
+                match model.assemble_in(set, &views) {
+                    Ok(n) => (batch, n, t0.elapsed().as_secs_f64()),
                     Err(e) => {
-                        let done_batch = finished(batch, Err(e), secs, &m);
-                        if done.blocking_send(done_batch).is_err() {
+                        if done.blocking_send(finished(batch, Err(e), 0.0, &m)).is_err() {
                             break;
                         }
                         continue;
@@ -266,46 +267,66 @@ fn run_batches(
                 }
             }
         };
-        let images = batch.items.len();
-        let (outcome, pass_s, next) = model.run_overlapped(set, n, images, |assembler, pass_done| {
-            // While the device runs: take the next batch if it comes before the pass ends.
+        m.observe_stage("assemble", assemble_s);
+        let previous = pending.take();
+        let (passed, pass_s, (decoded, next)) = model.run_overlapped(set, n, |assembler, pass_done| {
+            // While the device runs: decode the previous pass, then take the next batch
+            // if it comes before this pass ends.
+            let decoded = previous.map(|(b, pn, ps, r)| {
+                let out = r.and_then(|()| assembler.decode(pn, b.items.len()));
+                (b, out, ps)
+            });
             let next = rt.block_on(async {
                 tokio::select! {
                     biased;
                     _ = pass_done.notified() => None,
                     b = batches.recv() => b,
                 }
-            })?;
-            let t0 = Instant::now();
-            let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
-            let assembled = assembler.assemble(&views);
-            Some((next, assembled, t0.elapsed().as_secs_f64()))
-        });
-        tracing::debug!(batch = images, pass_ms = pass_s * 1e3, assemble_ms = assemble_s * 1e3, "batch done");
-        m.observe_stage("assemble", assemble_s);
-        if done.blocking_send(finished(batch, outcome, pass_s, &m)).is_err() {
-            break;
-        }
-        match next {
-            Some((next, Ok(n), secs)) => {
-                set ^= 1;
-                ready = Some((next, n, secs));
-            }
-            // No buffer for that size in the other set: assemble it after this pass, in this set.
-            Some((next, Err(_), _)) => {
+            });
+            let next = next.map(|next| {
                 let t0 = Instant::now();
                 let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
-                match model.assemble_in(set, &views) {
-                    Ok(n) => ready = Some((next, n, t0.elapsed().as_secs_f64())),
-                    Err(e) => {
-                        let secs = t0.elapsed().as_secs_f64();
-                        if done.blocking_send(finished(next, Err(e), secs, &m)).is_err() {
-                            break;
+                let assembled = assembler.assemble(&views);
+                (next, assembled, t0.elapsed().as_secs_f64())
+            });
+            (decoded, next)
+        });
+        tracing::debug!(batch = batch.items.len(), pass_ms = pass_s * 1e3, assemble_ms = assemble_s * 1e3, "batch done");
+        if let Some((b, out, ps)) = decoded {
+            if done.blocking_send(finished(b, out, ps, &m)).is_err() {
+                break;
+            }
+        }
+        match next {
+            Some((next, Ok(next_n), secs)) => {
+                // This pass is decoded during the next one.
+                pending = Some((batch, n, pass_s, passed));
+                set ^= 1;
+                ready = Some((next, next_n, secs));
+            }
+            other => {
+                // No next batch in the other set: decode this pass now.
+                let outcome = passed.and_then(|()| model.decode_in(set, n, batch.items.len()));
+                if done.blocking_send(finished(batch, outcome, pass_s, &m)).is_err() {
+                    break;
+                }
+                // A batch came but had no buffer there yet: make one and use it.
+                if let Some((next, Err(_), _)) = other {
+                    let t0 = Instant::now();
+                    let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
+                    match model.assemble_in(set ^ 1, &views) {
+                        Ok(next_n) => {
+                            set ^= 1;
+                            ready = Some((next, next_n, t0.elapsed().as_secs_f64()));
+                        }
+                        Err(e) => {
+                            if done.blocking_send(finished(next, Err(e), 0.0, &m)).is_err() {
+                                break;
+                            }
                         }
                     }
                 }
             }
-            None => {}
         }
     }
 }
