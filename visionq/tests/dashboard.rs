@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -65,18 +64,7 @@ impl Pipeline {
             .kill_on_drop(true)
             .spawn()
             .expect("visionq binary runs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("visionq listening on ") {
-                    return addr.trim().to_string();
-                }
-            }
-            panic!("visionq exited before listening; see {}", log.display());
-        })
-        .await
-        .unwrap_or_else(|_| panic!("visionq did not start in time; see {}", log.display()));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = wait_listening(&mut child, &log).await;
         Pipeline { child, base, log }
     }
 

@@ -82,6 +82,18 @@ fn all_matched(a: &[Value], b: &[Value], what: &str) {
     }
 }
 
+/// The independent reference (onnxruntime in Python, its own letterbox, decode, NMS).
+fn reference(model: &Path, files: &[PathBuf]) -> Vec<Value> {
+    let out = Command::new(cache().join("venv/bin/python"))
+        .arg(repo().join("tools/reference_detect.py"))
+        .arg(model)
+        .args(files)
+        .output()
+        .expect("reference runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn photos_dir() -> PathBuf {
     photo("dog.jpg").parent().unwrap().to_path_buf()
 }
@@ -127,14 +139,7 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
 
     // The independent reference: onnxruntime in Python with its own letterbox, decode, NMS.
     let files: Vec<PathBuf> = jpegs.iter().map(|n| photos_dir().join(n)).collect();
-    let reference = Command::new(cache().join("venv/bin/python"))
-        .arg(repo().join("tools/reference_detect.py"))
-        .arg(model())
-        .args(&files)
-        .output()
-        .expect("reference runs");
-    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
-    let reference: Vec<Value> = serde_json::from_slice(&reference.stdout).unwrap();
+    let reference = reference(&model(), &files);
     let mut compared = 0;
     for r in &reference {
         let name = Path::new(r["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
@@ -252,14 +257,7 @@ fn a_fixed_batch_yolov8_model_runs_and_agrees_with_the_reference() {
     // low-score boxes whose edges move with the resampling filter.
     let files: Vec<PathBuf> = ["person.jpg", "zidane.jpg", "bus.jpg"].iter().map(|n| photos_dir().join(n)).collect();
     assert_eq!(ours.len(), 9, "every photo ran through the fixed-batch model");
-    let reference = Command::new(cache().join("venv/bin/python"))
-        .arg(repo().join("tools/reference_detect.py"))
-        .arg(&fall)
-        .args(&files)
-        .output()
-        .expect("reference runs");
-    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
-    let reference: Vec<Value> = serde_json::from_slice(&reference.stdout).unwrap();
+    let reference = reference(&fall, &files);
     let mut boxes = 0;
     for r in &reference {
         let name = Path::new(r["image"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned();

@@ -85,6 +85,23 @@ impl Drop for TestDb {
     }
 }
 
+/// Waits for a `visionq` child (stdout piped) to print its address; keeps draining stdout.
+pub async fn wait_listening(child: &mut Child, log: &Path) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("visionq listening on ") {
+                return addr.trim().to_string();
+            }
+        }
+        panic!("visionq exited before listening; see {}", log.display());
+    })
+    .await
+    .unwrap_or_else(|_| panic!("visionq did not start in time; see {}", log.display()));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    base
+}
+
 /// A running `visionq` process.
 pub struct Server {
     pub child: Child,
@@ -111,18 +128,7 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("visionq binary runs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(90), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("visionq listening on ") {
-                    return addr.trim().to_string();
-                }
-            }
-            panic!("visionq exited before listening; see {}", log.display());
-        })
-        .await
-        .unwrap_or_else(|_| panic!("visionq did not start in time; see {}", log.display()));
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = wait_listening(&mut child, &log).await;
         Server { child, base, log }
     }
 
