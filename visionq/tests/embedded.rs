@@ -271,3 +271,15 @@ fn a_fixed_batch_yolov8_model_runs_and_agrees_with_the_reference() {
     }
     assert!(boxes >= 4, "the fall model found people: {boxes}");
 }
+
+#[test]
+fn asking_for_cuda_where_it_cannot_run_fails_loudly() {
+    // This test binary is the CPU build on a machine without a GPU: CUDA must be
+    // refused with the reason, never replaced by the CPU in silence.
+    let tmp = scratch("cuda");
+    let run = visionq(&["detect", photo("dog.jpg").to_str().unwrap(), "-o", "-"], &tmp, &[("VISIONQ_EXECUTION_PROVIDER", "cuda".into())], false);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "CUDA asked for, none available: must not succeed: {stderr}");
+    assert!(stderr.contains("CUDA execution provider was asked for but is not usable"), "{stderr}");
+    assert!(run.stdout.is_empty(), "no results were produced on the CPU instead");
+}
