@@ -85,6 +85,12 @@ pub struct Config {
 
     pub results_batch_size: usize,
     pub results_batch_wait_ms: u64,
+    /// Results older than this many days (by `received_at`) are deleted; 0 keeps all.
+    pub retention_days: u32,
+    /// Frames deleted per transaction by retention.
+    pub retention_chunk: usize,
+    /// How often the results role runs retention.
+    pub retention_interval_s: u64,
 
     /// Queue length limits (messages); beyond them publishes are refused (backpressure).
     pub frames_max_length: u32,
@@ -154,6 +160,9 @@ impl Default for Config {
             model_layout: None,
             results_batch_size: 64,
             results_batch_wait_ms: 10,
+            retention_days: 0,
+            retention_chunk: 5_000,
+            retention_interval_s: 3_600,
             frames_max_length: 10_000,
             tensors_max_length: 2_000,
             results_max_length: 100_000,
@@ -313,12 +322,24 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 
 /// A URL with its password replaced, for logs.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((creds, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else { return redact_connection_string(url) };
+    // No user info: a JDBC-style `…;password=…` may still carry one.
+    let Some((creds, host)) = rest.rsplit_once('@') else { return redact_connection_string(url) };
     match creds.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
     }
+}
+
+/// An ADO.NET-style `Key=Value;…` connection string with its password hidden.
+fn redact_connection_string(s: &str) -> String {
+    s.split(';')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if matches!(k.trim().to_ascii_lowercase().as_str(), "password" | "pwd") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 #[cfg(test)]
@@ -366,5 +387,7 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("Server=tcp:h,1433;User Id=sa;Password=s3cret;Encrypt=true"), "Server=tcp:h,1433;User Id=sa;Password=***;Encrypt=true");
+        assert_eq!(redact_url("jdbc:sqlserver://h:1433;user=sa;password=s3cret"), "jdbc:sqlserver://h:1433;user=sa;password=***");
     }
 }

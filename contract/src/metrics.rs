@@ -7,6 +7,36 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// The values of the `stage` label (durations, frames out, work in flight): bounded by code.
+pub const STAGES: &[&str] = &[
+    "ingest_wait",
+    "queue_wait_frames",
+    "decode",
+    "resize",
+    "queue_wait_tensors",
+    "assemble",
+    "inference",
+    "postprocess",
+    "preprocess",
+    "infer",
+    "results",
+    "db_write",
+    "end_to_end",
+    "selftest",
+];
+
+/// Every label name a visionq metric may carry; each has a value set bounded by code,
+/// by configuration or by the model (`class`, `model`, `name`, `version`).
+pub const LABELS: &[&str] = &[
+    "mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency",
+];
+
+/// Histograms whose quantity has no unit (a count, a probability).
+const UNITLESS_HISTOGRAMS: &[&str] = &["visionq_infer_batch_size", "visionq_detection_score"];
+
+/// Most series one metric family may have before it counts as unbounded.
+const MAX_SERIES_PER_FAMILY: usize = 1_000;
+
 /// Stage durations, 1 ms .. 30 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -45,6 +75,10 @@ pub struct Metrics {
     pub dashboard_previews_total: IntCounterVec,
     /// Bytes of preview JPEGs the results role holds for the dashboard.
     pub dashboard_preview_store_bytes: Gauge,
+    /// 1 while a `dependency` (broker, database, model) is usable, as last checked by `/readyz`.
+    pub dependency_up: GaugeVec,
+    /// Synthetic self-test runs (`POST /v1/selftest`), by `outcome` (ok, error, timeout, refused).
+    pub selftest_runs_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -131,11 +165,21 @@ impl Metrics {
                 "visionq_dashboard_preview_store_bytes",
                 "Bytes of preview JPEGs held for the dashboard."
             ))),
+            dependency_up: reg!(GaugeVec::new(
+                Opts::new("visionq_dependency_up", "1 while a dependency (broker, database, model) is usable."),
+                &["dependency"]
+            )),
+            selftest_runs_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_selftest_runs_total", "Synthetic self-test runs, by outcome."),
+                &["outcome"]
+            )),
             registry,
         }
     }
 
+    /// Records a stage's duration; `stage` is one of [`STAGES`].
     pub fn observe_stage(&self, stage: &str, seconds: f64) {
+        debug_assert!(STAGES.contains(&stage), "stage `{stage}` is not in metrics::STAGES");
         self.stage_duration_seconds.with_label_values(&[stage]).observe(seconds);
     }
 
@@ -159,43 +203,184 @@ impl Default for Metrics {
     }
 }
 
+/// What in a Prometheus text exposition breaks visionq's naming conventions (see the
+/// module doc): one line per problem, empty when all is well. Tests run it on the
+/// registry and on a live `/metrics`.
+pub fn convention_violations(exposition: &str) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut problems = Vec::new();
+    let mut kinds: BTreeMap<String, String> = BTreeMap::new();
+    let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in exposition.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            kinds.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, labels) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i + 1..line.rfind('}').unwrap_or(line.len())]),
+            None => (line.split_whitespace().next().unwrap_or(""), ""),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| kinds.get(*f).is_some_and(|k| k == "histogram")))
+            .unwrap_or(name);
+        let mut key = Vec::new();
+        for (label, value) in parse_labels(labels) {
+            if label == "le" {
+                continue;
+            }
+            if !LABELS.contains(&label.as_str()) {
+                problems.push(format!("{family}: label `{label}` is not one of metrics::LABELS"));
+            }
+            if label == "stage" && !STAGES.contains(&value.as_str()) {
+                problems.push(format!("{family}: stage `{value}` is not one of metrics::STAGES"));
+            }
+            if label == "queue" && !["frames", "tensors", "results", "dead"].contains(&value.as_str()) {
+                problems.push(format!("{family}: queue `{value}` is not a pipeline queue"));
+            }
+            key.push(format!("{label}={value}"));
+        }
+        series.entry(family.to_string()).or_default().insert(key.join(","));
+    }
+    for (name, kind) in &kinds {
+        if !name.starts_with("visionq_") {
+            problems.push(format!("{name}: no `visionq_` prefix"));
+        }
+        if (kind == "counter") != name.ends_with("_total") {
+            problems.push(format!("{name}: a {kind}; counters, and only counters, end in `_total`"));
+        }
+        for bad in ["_ms", "_milliseconds", "_microseconds", "_minutes", "_kb", "_kilobytes", "_mb", "_megabytes"] {
+            if name.ends_with(bad) || name.contains(&format!("{bad}_")) {
+                problems.push(format!("{name}: not in base units (`{bad}`)"));
+            }
+        }
+        let timed = ["duration", "latency", "elapsed", "_time", "_wait", "_age"].iter().any(|w| name.contains(w));
+        if timed && !name.ends_with("_seconds") && !name.ends_with("_timestamp_seconds") {
+            problems.push(format!("{name}: a time must be in `_seconds`"));
+        }
+        if kind == "histogram"
+            && !name.ends_with("_seconds")
+            && !name.ends_with("_bytes")
+            && !UNITLESS_HISTOGRAMS.contains(&name.as_str())
+        {
+            problems.push(format!("{name}: a histogram of time ends in `_seconds`, of size in `_bytes`"));
+        }
+        let n = series.get(name).map_or(0, |s| s.len());
+        if n > MAX_SERIES_PER_FAMILY {
+            problems.push(format!("{name}: {n} series; a label is unbounded"));
+        }
+    }
+    problems
+}
+
+/// `a="x",b="y\"z"` → [(a, x), (b, y"z)].
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let name: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        if name.is_empty() || chars.next() != Some('=') || chars.next() != Some('"') {
+            return out;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => value.extend(chars.next()),
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((name, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_follow_the_conventions() {
+    /// Touches every vector (every stage) so the whole registry shows in the exposition.
+    fn exercised() -> Metrics {
         let m = Metrics::new();
-        // Touch every vector so it shows up in the exposition.
         m.ingest_accepted_total.with_label_values(&["async"]).inc();
-        m.ingest_rejected_total.with_label_values(&["x"]).inc();
-        m.stage_frames_total.with_label_values(&["a", "ok"]).inc();
-        m.observe_stage("decode", 0.01);
-        m.in_flight.with_label_values(&["a"]).set(1);
-        m.queue_depth.with_label_values(&["frames"]).set(1);
-        m.dead_lettered_total.with_label_values(&["frames", "x"]).inc();
-        m.detections_total.with_label_values(&["dog"]).inc();
-        m.detection_score.with_label_values(&["m"]).observe(0.5);
-        m.model_info.with_label_values(&["m", "1"]).set(1.0);
-        m.results_persisted_total.with_label_values(&["ok"]).inc();
-        m.dashboard_previews_total.with_label_values(&["sent"]).inc();
-        let families = m.registry().gather();
-        assert_eq!(families.len(), 16, "every metric is registered");
-        for f in families {
-            let name = f.name();
-            assert!(name.starts_with("visionq_"), "{name}");
-            match f.get_field_type() {
-                prometheus::proto::MetricType::COUNTER => assert!(name.ends_with("_total"), "{name}"),
-                _ => assert!(!name.ends_with("_total"), "{name}"),
-            }
-            if name.contains("duration") {
-                assert!(name.ends_with("_seconds"), "{name}");
-            }
-            for metric in f.get_metric() {
-                for l in metric.get_label() {
-                    assert!(!["frame_id", "frame"].contains(&l.name()), "unbounded label on {name}");
-                }
-            }
+        m.ingest_rejected_total.with_label_values(&["not_jpeg"]).inc();
+        m.ingest_body_bytes.observe(30e3);
+        for stage in STAGES {
+            m.stage_frames_total.with_label_values(&[stage, "ok"]).inc();
+            m.observe_stage(stage, 0.01);
+            m.in_flight.with_label_values(&[stage]).set(1);
         }
+        m.batch_size.observe(4.0);
+        m.queue_depth.with_label_values(&["frames"]).set(1);
+        m.dead_lettered_total.with_label_values(&["frames", "corrupt_image"]).inc();
+        m.detections_total.with_label_values(&["dog"]).inc();
+        m.detection_score.with_label_values(&["yolov3-tiny"]).observe(0.5);
+        m.model_info.with_label_values(&["yolov3-tiny", "1"]).set(1.0);
+        m.results_persisted_total.with_label_values(&["ok"]).inc();
+        m.websocket_clients.set(1.0);
+        m.dashboard_previews_total.with_label_values(&["sent"]).inc();
+        m.dashboard_preview_store_bytes.set(1.0);
+        m.dependency_up.with_label_values(&["broker"]).set(1.0);
+        m.selftest_runs_total.with_label_values(&["ok"]).inc();
+        m
+    }
+
+    #[test]
+    fn every_registered_name_follows_the_conventions() {
+        let m = exercised();
+        let text = m.render();
+        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
+        assert_eq!(families.len(), 18, "every metric is registered: {families:#?}");
+        let problems = convention_violations(&text);
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn the_checker_catches_what_breaks_the_conventions() {
+        let bad = "\
+# TYPE http_requests_total counter
+http_requests_total 1
+# TYPE visionq_frames counter
+visionq_frames 1
+# TYPE visionq_decode_ms histogram
+visionq_decode_ms_bucket{le=\"+Inf\"} 1
+visionq_decode_ms_sum 1
+visionq_decode_ms_count 1
+# TYPE visionq_queue_wait gauge
+visionq_queue_wait 1
+# TYPE visionq_in_flight_total gauge
+visionq_in_flight_total 1
+# TYPE visionq_stage_frames_total counter
+visionq_stage_frames_total{stage=\"teleport\",frame_id=\"0190\"} 1
+";
+        let problems = convention_violations(bad);
+        for expected in [
+            "http_requests_total: no `visionq_` prefix",
+            "visionq_frames: a counter",
+            "visionq_decode_ms: not in base units",
+            "visionq_decode_ms: a histogram of time",
+            "visionq_queue_wait: a time must be in `_seconds`",
+            "visionq_in_flight_total: a gauge",
+            "visionq_stage_frames_total: label `frame_id`",
+            "visionq_stage_frames_total: stage `teleport`",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(expected)), "missed `{expected}` in {problems:#?}");
+        }
+    }
+
+    #[test]
+    fn labels_parse_with_escapes() {
+        let l = parse_labels(r#"class="hot dog",model="a\"b",le="0.5""#);
+        assert_eq!(l[0], ("class".into(), "hot dog".into()));
+        assert_eq!(l[1], ("model".into(), "a\"b".into()));
+        assert_eq!(l[2].0, "le");
     }
 }

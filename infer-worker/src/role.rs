@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use visionq_contract::config::InferInput;
 use visionq_contract::message::{elapsed_ms, ImageSize};
-use visionq_contract::topology::META_HEADER;
+use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
 use visionq_preprocess::{fail_frame, frame_from_envelope, FrameError, Preprocessor};
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
@@ -132,7 +132,11 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
             let _ = items.send(item).await;
         }
         Err((frame, err)) => {
-            let fate = fail_frame(&shared.broker, &shared.metrics, frame, &err).await;
+            let source = match shared.config.infer_input {
+                InferInput::Tensors => WorkQueue::Tensors,
+                InferInput::Frames => WorkQueue::Frames,
+            };
+            let fate = fail_frame(&shared.broker, &shared.metrics, (source, &d.envelope), frame, &err).await;
             d.settle(fate).await;
         }
     }
@@ -178,7 +182,17 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
             m.detections_total.with_label_values(&[&d.class_name]).inc();
             m.detection_score.with_label_values(&[&shared.info.name]).observe(d.score as f64);
         }
-        timings.insert("postprocess".into(), t0.elapsed().as_secs_f64() * 1e3);
+        let postprocess_s = t0.elapsed().as_secs_f64();
+        m.observe_stage("postprocess", postprocess_s);
+        timings.insert("postprocess".into(), postprocess_s * 1e3);
+        let traceparent = item.delivery.envelope.header(TRACEPARENT_HEADER);
+        tracing::debug!(
+            frame_id = %frame.frame_id,
+            station = frame.station,
+            detections = detections.len(),
+            trace_id = traceparent.and_then(visionq_contract::telemetry::trace_id),
+            "frame inferred"
+        );
         let result = FrameResult {
             frame_id: frame.frame_id,
             station: frame.station.clone(),
@@ -194,8 +208,8 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
         };
         let body = serde_json::to_vec(&result).expect("result serialises");
         let mut out = Envelope::new(body);
-        if let Some(tp) = item.delivery.envelope.header(visionq_contract::topology::TRACEPARENT_HEADER) {
-            out.headers.insert(visionq_contract::topology::TRACEPARENT_HEADER.into(), tp.to_string());
+        if let Some(tp) = traceparent {
+            out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
         }
         let shared = shared.clone();
         pending.spawn(async move {
@@ -291,7 +305,12 @@ fn run_batches(
             });
             (decoded, next)
         });
-        tracing::debug!(batch = batch.items.len(), pass_ms = pass_s * 1e3, assemble_ms = assemble_s * 1e3, "batch done");
+        tracing::info!(
+            batch = batch.items.len(),
+            pass_ms = (pass_s * 1e4).round() / 10.0,
+            assemble_ms = (assemble_s * 1e4).round() / 10.0,
+            "batch done"
+        );
         if let Some((b, out, ps)) = decoded {
             if done.blocking_send(finished(b, out, ps, &m)).is_err() {
                 break;

@@ -16,7 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::config::valid_station_id;
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
-use visionq_contract::{Config, FrameMeta, Metrics, Timings};
+use visionq_contract::{telemetry, Config, FrameMeta, FrameResult, Metrics, Timings};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
 
 use crate::jpeg::{self, HeaderError};
@@ -27,6 +27,23 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub waiters: Arc<Waiters>,
+    /// Turns true when the process stops taking frames: requests still held for a
+    /// result are then answered `202 queued` (the frame is safe in the queue) instead
+    /// of being cut when the process exits.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How a held request ended.
+pub(crate) enum Waited {
+    Result(Box<FrameResult>),
+    TimedOut,
+    Stopping,
+}
+
+impl Refusal {
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 /// A refusal: status, a machine-readable code (also the metric reason) and a message.
@@ -72,6 +89,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
     let transport_limit = state.config.max_body_bytes / 3 * 4 + 64 * 1024;
     Router::new()
         .route("/v1/stations/{station}/frames", post(post_frame))
+        .route("/v1/selftest", post(crate::selftest::selftest))
         .layer(DefaultBodyLimit::max(transport_limit))
         .with_state(state)
 }
@@ -225,9 +243,8 @@ async fn accept(
     let (width, height) = check_header(config, &jpeg)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
 
-    let frame_id = Uuid::now_v7();
     let meta = FrameMeta {
-        frame_id,
+        frame_id: Uuid::now_v7(),
         station: station.clone(),
         width,
         height,
@@ -236,33 +253,20 @@ async fn accept(
         published_at: Utc::now(),
         timings_ms: Timings::new(),
     };
-    let mut envelope = Envelope::new(jpeg.clone())
-        .with_header(META_HEADER, serde_json::to_string(&meta).expect("meta serialises"));
-    if let Some(tp) = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()) {
-        envelope = envelope.with_header(TRACEPARENT_HEADER, tp);
-    }
+    let frame_id = meta.frame_id;
+    let traceparent = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
     // Listen before publishing, so a fast result cannot slip past.
     let waiting = wait.map(|_| state.waiters.wait_for(frame_id));
-    if let Err(e) = state.broker.publish(WorkQueue::Frames, envelope).await {
-        let (code, message) = match &e {
-            QueueError::Full(_) => ("queue_full", "the pipeline is at capacity; retry later".to_string()),
-            _ => ("unavailable", format!("the pipeline cannot take frames right now: {e}")),
-        };
-        tracing::warn!(error = %e, station, "frame not accepted");
-        let mut r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
-        r.retry_after_s = Some(config.retry_after_s);
-        return Err(r);
-    }
+    publish_frame(state, &meta, jpeg, traceparent).await?;
     let mode = if wait.is_some() { "wait" } else { "async" };
     state.metrics.ingest_accepted_total.with_label_values(&[mode]).inc();
-    state.metrics.ingest_body_bytes.observe(jpeg.len() as f64);
-    tracing::debug!(%frame_id, station, width, height, bytes = jpeg.len(), "frame accepted");
 
     let queued = json!({"frame_id": frame_id, "status": "queued"});
     match (wait, waiting) {
-        (Some(wait), Some(mut waiting)) => match tokio::time::timeout(wait, &mut waiting.rx).await {
-            Ok(Ok(result)) => Ok((StatusCode::OK, Json(result)).into_response()),
-            _ => {
+        (Some(wait), Some(mut waiting)) => match wait_result(state, wait, &mut waiting.rx).await {
+            Waited::Result(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+            Waited::Stopping => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
+            Waited::TimedOut => {
                 let body = json!({
                     "frame_id": frame_id,
                     "status": "queued",
@@ -273,4 +277,64 @@ async fn accept(
         },
         _ => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
     }
+}
+
+/// Publishes a validated frame with its trace context (the station's `traceparent`,
+/// or a new one) and waits for the broker's confirm; a refusal is `503` with `Retry-After`.
+pub(crate) async fn publish_frame(
+    state: &IngestState,
+    meta: &FrameMeta,
+    jpeg: Bytes,
+    traceparent: Option<&str>,
+) -> Result<(), Refusal> {
+    let traceparent = match traceparent.filter(|tp| telemetry::trace_id(tp).is_some()) {
+        Some(tp) => tp.to_string(),
+        None => telemetry::new_traceparent(meta.frame_id),
+    };
+    let bytes = jpeg.len();
+    let envelope = Envelope::new(jpeg)
+        .with_header(META_HEADER, serde_json::to_string(meta).expect("meta serialises"))
+        .with_header(TRACEPARENT_HEADER, traceparent.clone());
+    if let Err(e) = state.broker.publish(WorkQueue::Frames, envelope).await {
+        let (code, message) = match &e {
+            QueueError::Full(_) => ("queue_full", "the pipeline is at capacity; retry later".to_string()),
+            _ => ("unavailable", format!("the pipeline cannot take frames right now: {e}")),
+        };
+        tracing::warn!(error = %e, station = meta.station, "frame not accepted");
+        let mut r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        r.retry_after_s = Some(state.config.retry_after_s);
+        return Err(r);
+    }
+    state.metrics.ingest_body_bytes.observe(bytes as f64);
+    tracing::debug!(
+        frame_id = %meta.frame_id,
+        station = meta.station,
+        width = meta.width,
+        height = meta.height,
+        bytes,
+        trace_id = telemetry::trace_id(&traceparent),
+        "frame accepted"
+    );
+    Ok(())
+}
+
+/// Holds a request until its frame's result arrives, up to `wait` or until the
+/// process stops (counted in flight meanwhile).
+pub(crate) async fn wait_result(
+    state: &IngestState,
+    wait: Duration,
+    rx: &mut tokio::sync::oneshot::Receiver<FrameResult>,
+) -> Waited {
+    let gauge = state.metrics.in_flight.with_label_values(&["ingest_wait"]);
+    gauge.inc();
+    let mut stopping = state.stopping.clone();
+    let waited = tokio::select! {
+        r = tokio::time::timeout(wait, rx) => match r {
+            Ok(Ok(result)) => Waited::Result(Box::new(result)),
+            _ => Waited::TimedOut,
+        },
+        _ = stopping.wait_for(|s| *s) => Waited::Stopping,
+    };
+    gauge.dec();
+    waited
 }

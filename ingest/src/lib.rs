@@ -3,11 +3,13 @@
 //! the frame an id, publishes it and answers `202` only once the broker confirmed it
 //! — or holds the request until the frame's result arrives when the station asked to
 //! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
-//! `202`.
+//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`).
 
 mod api;
 pub mod jpeg;
+pub mod selftest;
 mod waiters;
 
 pub use api::{router, IngestState};
+pub use selftest::SELFTEST_STATION;
 pub use waiters::Waiters;

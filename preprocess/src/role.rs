@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use visionq_contract::message::elapsed_ms;
-use visionq_contract::topology::META_HEADER;
+use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
@@ -47,18 +47,31 @@ fn prepare(pre: &mut Preprocessor, e: &Envelope, metrics: &Metrics) -> Result<En
 
 /// Turns a frame that can never be decoded into an error result for its station.
 /// Returns the fate of the frame message: dead-letter once the result is confirmed.
-pub async fn fail_frame(broker: &SharedBroker, metrics: &Metrics, frame: Option<FrameMeta>, error: &FrameError) -> Fate {
+/// `input` is the message that failed (its queue labels the dead-letter count; its
+/// trace context goes on with the error result).
+pub async fn fail_frame(
+    broker: &SharedBroker,
+    metrics: &Metrics,
+    input: (WorkQueue, &Envelope),
+    frame: Option<FrameMeta>,
+    error: &FrameError,
+) -> Fate {
     let reason = error.to_string();
     if let Some(frame) = frame {
+        tracing::debug!(frame_id = %frame.frame_id, station = frame.station, error = reason, "frame failed");
         let result = FrameResult::failed(&frame, ModelInfo::default(), reason.clone());
         let body = serde_json::to_vec(&result).expect("result serialises");
-        if let Err(e) = broker.publish(WorkQueue::Results, Envelope::new(body)).await {
+        let mut out = Envelope::new(body);
+        if let Some(tp) = input.1.header(TRACEPARENT_HEADER) {
+            out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
+        }
+        if let Err(e) = broker.publish(WorkQueue::Results, out).await {
             tracing::warn!(error = %e, "cannot publish the error result; requeueing the frame");
             return Fate::Requeue;
         }
     }
     metrics.stage_frames_total.with_label_values(&["preprocess", "error"]).inc();
-    metrics.dead_lettered_total.with_label_values(&["frames", failure_label(error)]).inc();
+    metrics.dead_lettered_total.with_label_values(&[input.0.label(), failure_label(error)]).inc();
     Fate::DeadLetter(reason)
 }
 
@@ -73,9 +86,10 @@ fn failure_label(e: &FrameError) -> &'static str {
 
 async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>, d: Delivery) {
     metrics.in_flight.with_label_values(&["preprocess"]).inc();
-    if let Ok(f) = frame_from_envelope(&d.envelope) {
+    let frame_id = frame_from_envelope(&d.envelope).ok().map(|f| {
         metrics.observe_stage("queue_wait_frames", elapsed_ms(f.published_at, Utc::now()) / 1e3);
-    }
+        f.frame_id
+    });
     let env = d.envelope.clone();
     let m = metrics.clone();
     let size = config.input_size;
@@ -92,6 +106,11 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
     let fate = match prepared {
         Ok(tensor) => match broker.publish(WorkQueue::Tensors, tensor).await {
             Ok(()) => {
+                tracing::debug!(
+                    frame_id = frame_id.map(tracing::field::display),
+                    trace_id = d.envelope.header(TRACEPARENT_HEADER).and_then(visionq_contract::telemetry::trace_id),
+                    "frame preprocessed"
+                );
                 metrics.stage_frames_total.with_label_values(&["preprocess", "ok"]).inc();
                 Fate::Ack
             }
@@ -103,7 +122,7 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
                 Fate::Requeue
             }
         },
-        Err((frame, err)) => fail_frame(&broker, &metrics, frame, &err).await,
+        Err((frame, err)) => fail_frame(&broker, &metrics, (WorkQueue::Frames, &d.envelope), frame, &err).await,
     };
     d.settle(fate).await;
     metrics.in_flight.with_label_values(&["preprocess"]).dec();

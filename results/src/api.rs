@@ -1,4 +1,4 @@
-//! The read side: a frame's result, a station's results, and the live stream.
+//! The read side: a frame's result, a station's results (paginated), its detections per class per interval, and the live stream.
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_dashboard::{DashboardState, Previews};
 use visionq_queue::{QueueError, SharedBroker};
 
-use crate::store::{HistoryQuery, SharedStore, StoreError};
+use crate::store::{parse_interval, CountsQuery, Cursor, HistoryQuery, SharedStore, StoreError};
 
 pub struct ResultsState {
     pub store: SharedStore,
@@ -63,6 +63,7 @@ pub fn router(state: Arc<ResultsState>) -> Router {
     Router::new()
         .route("/v1/frames/{frame_id}", get(get_frame))
         .route("/v1/stations/{station}/results", get(station_results))
+        .route("/v1/stations/{station}/counts", get(station_counts))
         .route("/v1/stream", get(stream))
         .with_state(state)
         .merge(visionq_dashboard::router(dashboard))
@@ -96,26 +97,78 @@ struct HistoryParams {
     until: Option<DateTime<Utc>>,
     class: Option<String>,
     min_score: Option<f32>,
+    /// The `next` of the previous page.
+    before: Option<String>,
     limit: Option<usize>,
 }
 
 const MAX_LIMIT: usize = 1000;
 
+/// A station's results, newest first, one page at a time: `next` (present when the
+/// page is full) is the `before` of the following page.
 async fn station_results(
     State(s): State<Arc<ResultsState>>,
     Path(station): Path<String>,
     Query(p): Query<HistoryParams>,
 ) -> Response {
+    let before = match p.before.as_deref().map(|b| Cursor::decode(b).ok_or(b)).transpose() {
+        Ok(c) => c,
+        Err(b) => return error(StatusCode::BAD_REQUEST, format!("`before={b}` is not a cursor from `next`")),
+    };
     let q = HistoryQuery {
         station,
         since: p.since,
         until: p.until,
         class: p.class,
         min_score: p.min_score,
+        before,
         limit: p.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
     };
     match s.store.history(&q).await {
-        Ok(results) => Json(json!({"station": q.station, "results": results})).into_response(),
+        Ok(results) => {
+            let next = (results.len() == q.limit).then(|| results.last().map(|r| Cursor::of(r).encode())).flatten();
+            Json(json!({"station": q.station, "results": results, "next": next})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CountsParams {
+    interval: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    min_score: Option<f32>,
+}
+
+/// Most buckets one counts request may span.
+const MAX_BUCKETS: i64 = 10_000;
+
+/// Detections per class per interval: `?interval=1h` (`s`, `m`, `h`, `d`; default
+/// 1h), `since` (default: 24 h before `until`), `until` (default: now).
+async fn station_counts(
+    State(s): State<Arc<ResultsState>>,
+    Path(station): Path<String>,
+    Query(p): Query<CountsParams>,
+) -> Response {
+    let interval = p.interval.as_deref().unwrap_or("1h");
+    let Some(interval_s) = parse_interval(interval) else {
+        return error(StatusCode::BAD_REQUEST, format!("`interval={interval}`: use a number of seconds, or 30s, 5m, 1h, 1d"));
+    };
+    let until = p.until.unwrap_or_else(Utc::now);
+    let since = p.since.unwrap_or(until - chrono::Duration::hours(24));
+    if since >= until {
+        return error(StatusCode::BAD_REQUEST, "`since` must be before `until`");
+    }
+    if (until - since).num_seconds() / interval_s > MAX_BUCKETS {
+        return error(StatusCode::BAD_REQUEST, format!("more than {MAX_BUCKETS} intervals: widen `interval` or narrow the range"));
+    }
+    let q = CountsQuery { station, interval_s, since, until, min_score: p.min_score };
+    match s.store.counts(&q).await {
+        Ok(counts) => Json(json!({
+            "station": q.station, "interval_s": interval_s, "since": since, "until": until, "counts": counts,
+        }))
+        .into_response(),
         Err(e) => store_error(e),
     }
 }

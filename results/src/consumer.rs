@@ -17,11 +17,13 @@ use crate::store::SharedStore;
 async fn persist(store: &SharedStore, metrics: &Metrics, batch: Vec<(Delivery, FrameResult)>, broker: &SharedBroker, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
     let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
     let mut backoff = Duration::from_millis(100);
+    let write_s;
     loop {
         let t0 = Instant::now();
         match store.write_batch(&results).await {
             Ok(new) => {
-                metrics.observe_stage("db_write", t0.elapsed().as_secs_f64());
+                write_s = t0.elapsed().as_secs_f64();
+                metrics.observe_stage("db_write", write_s);
                 tracing::debug!(batch = results.len(), new, "results persisted");
                 break;
             }
@@ -41,8 +43,10 @@ async fn persist(store: &SharedStore, metrics: &Metrics, batch: Vec<(Delivery, F
         }
     }
     let now = Utc::now();
-    for (d, r) in batch {
+    for (d, mut r) in batch {
         d.settle(Fate::Ack).await;
+        // The broadcast copy also tells how long the write took (the stored one cannot).
+        r.timings_ms.insert("db_write".into(), write_s * 1e3);
         metrics.results_persisted_total.with_label_values(&[r.status.as_str()]).inc();
         metrics.observe_stage("end_to_end", elapsed_ms(r.received_at, now) / 1e3);
         let body = serde_json::to_vec(&r).expect("result serialises");

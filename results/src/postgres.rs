@@ -11,10 +11,11 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{keep_detection, HistoryQuery, ResultStore, StoreError};
+use crate::store::{bucket_start, distinct, keep_detection, ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError};
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
+    (
     1,
     "CREATE TABLE frames (
         frame_id uuid PRIMARY KEY,
@@ -43,7 +44,19 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         x1_px real NOT NULL, y1_px real NOT NULL, x2_px real NOT NULL, y2_px real NOT NULL,
         PRIMARY KEY (frame_id, idx)
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE stations (
+            station text PRIMARY KEY,
+            first_seen_at timestamptz NOT NULL,
+            last_seen_at timestamptz NOT NULL
+        );
+        INSERT INTO stations (station, first_seen_at, last_seen_at)
+            SELECT station, min(received_at), max(received_at) FROM frames GROUP BY station;
+        CREATE INDEX frames_received ON frames (received_at);",
+    ),
+];
 
 pub struct PgStore {
     pool: Pool,
@@ -149,9 +162,10 @@ impl ResultStore for PgStore {
         if results.is_empty() {
             return Ok(0);
         }
+        let results = distinct(results);
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(query_err)?;
-        let col = |f: fn(&FrameResult) -> String| results.iter().map(f).collect::<Vec<String>>();
+        let col = |f: fn(&FrameResult) -> String| results.iter().map(|r| f(r)).collect::<Vec<String>>();
         let ids: Vec<Uuid> = results.iter().map(|r| r.frame_id).collect();
         let stations = col(|r| r.station.clone());
         let statuses = col(|r| r.status.as_str().to_string());
@@ -181,6 +195,18 @@ impl ResultStore for PgStore {
             .await
             .map_err(query_err)?;
         let new: HashSet<Uuid> = inserted.iter().map(|r| r.get(0)).collect();
+        // Rows locked in station order, so concurrent writers cannot deadlock.
+        tx.execute(
+            "INSERT INTO stations (station, first_seen_at, last_seen_at)
+             SELECT station, min(received_at), max(received_at) FROM UNNEST($1::text[], $2::timestamptz[]) AS t(station, received_at)
+             GROUP BY station ORDER BY station
+             ON CONFLICT (station) DO UPDATE SET
+                 first_seen_at = LEAST(stations.first_seen_at, EXCLUDED.first_seen_at),
+                 last_seen_at = GREATEST(stations.last_seen_at, EXCLUDED.last_seen_at)",
+            &[&stations, &received],
+        )
+        .await
+        .map_err(query_err)?;
         let mut d_frame = Vec::new();
         let mut d_idx = Vec::new();
         let mut d_class = Vec::new();
@@ -237,18 +263,61 @@ impl ResultStore for PgStore {
                        AND ($3::timestamptz IS NULL OR received_at < $3)
                        AND (NOT $4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
                             AND ($5::text IS NULL OR d.class_name = $5) AND ($6::float4 IS NULL OR d.score >= $6)))
+                       AND ($8::timestamptz IS NULL OR (received_at, frame_id) < ($8, $9::uuid))
                      ORDER BY received_at DESC, frame_id DESC LIMIT $7"
                 ),
-                &[&q.station, &q.since, &q.until, &filter_detections, &q.class, &q.min_score, &(q.limit as i64)],
+                &[&q.station, &q.since, &q.until, &filter_detections, &q.class, &q.min_score, &(q.limit as i64),
+                  &q.before.map(|c| c.received_at), &q.before.map(|c| c.frame_id)],
             )
             .await
             .map_err(query_err)?;
         self.load(&client, rows, Some(q)).await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn counts(&self, q: &CountsQuery) -> Result<Vec<ClassCount>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        client.simple_query("SELECT 1").await.map_err(query_err)?;
-        Ok(())
+        let rows = client
+            .query(
+                "SELECT floor(extract(epoch FROM f.received_at) / $2::int8)::int8 AS bucket, d.class_id, d.class_name, count(*) AS n
+                 FROM frames f JOIN detections d ON d.frame_id = f.frame_id
+                 WHERE f.station = $1 AND f.received_at >= $3 AND f.received_at < $4
+                   AND ($5::float4 IS NULL OR d.score >= $5)
+                 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                &[&q.station, &q.interval_s, &q.since, &q.until, &q.min_score],
+            )
+            .await
+            .map_err(query_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| ClassCount {
+                bucket: bucket_start(r.get::<_, i64>("bucket") * q.interval_s, q.interval_s),
+                class_id: r.get::<_, i32>("class_id") as u32,
+                class_name: r.get("class_name"),
+                count: r.get::<_, i64>("n") as u64,
+            })
+            .collect())
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>, max_frames: usize) -> Result<usize, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let n = client
+            .execute(
+                "DELETE FROM frames WHERE frame_id IN
+                     (SELECT frame_id FROM frames WHERE received_at < $1 ORDER BY received_at LIMIT $2)",
+                &[&cutoff, &(max_frames as i64)],
+            )
+            .await
+            .map_err(query_err)?;
+        Ok(n as usize)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let ping = async {
+            let client = self.pool.get().await.map_err(unavailable)?;
+            client.simple_query("SELECT 1").await.map_err(query_err)?;
+            Ok(())
+        };
+        // Readiness probes time out in a second or two; answer before they do.
+        tokio::time::timeout(crate::store::PING_TIMEOUT, ping).await.unwrap_or_else(|_| Err(crate::store::ping_timed_out()))
     }
 }

@@ -11,9 +11,10 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{keep_detection, HistoryQuery, ResultStore, StoreError};
+use crate::store::{bucket_start, keep_detection, ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError};
 
-const MIGRATIONS: &[(i32, &str)] = &[(
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
+    (
     1,
     "CREATE TABLE frames (
         frame_id TEXT PRIMARY KEY,
@@ -42,7 +43,19 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         x1_px REAL NOT NULL, y1_px REAL NOT NULL, x2_px REAL NOT NULL, y2_px REAL NOT NULL,
         PRIMARY KEY (frame_id, idx)
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE stations (
+            station TEXT PRIMARY KEY,
+            first_seen_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL
+        );
+        INSERT INTO stations (station, first_seen_at, last_seen_at)
+            SELECT station, min(received_at), max(received_at) FROM frames GROUP BY station;
+        CREATE INDEX frames_received ON frames (received_at);",
+    ),
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -184,6 +197,14 @@ impl ResultStore for SqliteStore {
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )
                     .map_err(q)?;
+                let mut station = tx
+                    .prepare_cached(
+                        "INSERT INTO stations (station, first_seen_at, last_seen_at) VALUES (?1, ?2, ?2)
+                         ON CONFLICT (station) DO UPDATE SET
+                             first_seen_at = min(first_seen_at, excluded.first_seen_at),
+                             last_seen_at = max(last_seen_at, excluded.last_seen_at)",
+                    )
+                    .map_err(q)?;
                 for r in &results {
                     let id = r.frame_id.to_string();
                     let inserted = frame
@@ -207,6 +228,7 @@ impl ResultStore for SqliteStore {
                         continue;
                     }
                     new += 1;
+                    station.execute(params![r.station, ts(&r.received_at)]).map_err(q)?;
                     for (i, d) in r.detections.iter().enumerate() {
                         let (b, p) = (d.bbox, d.box_px);
                         det.execute(params![id, i as i64, d.class_id, d.class_name, d.score, b[0], b[1], b[2], b[3], p[0], p[1], p[2], p[3]])
@@ -237,12 +259,72 @@ impl ResultStore for SqliteStore {
                  WHERE station = ?1 AND (?2 IS NULL OR received_at >= ?2) AND (?3 IS NULL OR received_at < ?3)
                    AND (NOT ?4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
                         AND (?5 IS NULL OR d.class_name = ?5) AND (?6 IS NULL OR d.score >= ?6)))
+                   AND (?8 IS NULL OR (received_at, frame_id) < (?8, ?9))
                  ORDER BY received_at DESC, frame_id DESC LIMIT ?7"
             );
             let since = hq.since.as_ref().map(ts);
             let until = hq.until.as_ref().map(ts);
             let limit = hq.limit as i64;
-            load(conn, &sql, &[&hq.station, &since, &until, &filter, &hq.class, &hq.min_score, &limit], Some(&hq))
+            let before_t = hq.before.map(|c| ts(&c.received_at));
+            let before_id = hq.before.map(|c| c.frame_id.to_string());
+            load(
+                conn,
+                &sql,
+                &[&hq.station, &since, &until, &filter, &hq.class, &hq.min_score, &limit, &before_t, &before_id],
+                Some(&hq),
+            )
+        })
+        .await
+    }
+
+    async fn counts(&self, cq: &CountsQuery) -> Result<Vec<ClassCount>, StoreError> {
+        let cq = cq.clone();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT unixepoch(f.received_at, 'subsec') AS t, d.class_id, d.class_name
+                     FROM frames f JOIN detections d ON d.frame_id = f.frame_id
+                     WHERE f.station = ?1 AND f.received_at >= ?2 AND f.received_at < ?3 AND (?4 IS NULL OR d.score >= ?4)",
+                )
+                .map_err(q)?;
+            // Bucketed here rather than in SQL: SQLite's integer division truncates
+            // toward zero, and the rows are a station's detections in a time range.
+            let mut counts: std::collections::BTreeMap<(i64, u32, String), u64> = Default::default();
+            let mut rows = stmt.query(params![cq.station, ts(&cq.since), ts(&cq.until), cq.min_score]).map_err(q)?;
+            while let Some(r) = rows.next().map_err(q)? {
+                let t: f64 = r.get(0).map_err(q)?;
+                let bucket = (t.floor() as i64).div_euclid(cq.interval_s);
+                *counts.entry((bucket, r.get(1).map_err(q)?, r.get(2).map_err(q)?)).or_default() += 1;
+            }
+            Ok(counts
+                .into_iter()
+                .map(|((b, class_id, class_name), count)| ClassCount {
+                    bucket: bucket_start(b * cq.interval_s, cq.interval_s),
+                    class_id,
+                    class_name,
+                    count,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn prune(&self, cutoff: DateTime<Utc>, max_frames: usize) -> Result<usize, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(q)?;
+            // Detections first (explicitly, not by cascade, so it is one statement each).
+            tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS prune_ids (frame_id TEXT PRIMARY KEY); DELETE FROM prune_ids;")
+                .map_err(q)?;
+            tx.execute(
+                "INSERT INTO prune_ids SELECT frame_id FROM frames WHERE received_at < ?1 ORDER BY received_at LIMIT ?2",
+                params![ts(&cutoff), max_frames as i64],
+            )
+            .map_err(q)?;
+            tx.execute("DELETE FROM detections WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
+            let n = tx.execute("DELETE FROM frames WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
+            tx.execute("DELETE FROM prune_ids", []).map_err(q)?;
+            tx.commit().map_err(q)?;
+            Ok(n)
         })
         .await
     }

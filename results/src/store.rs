@@ -1,8 +1,19 @@
 //! The store trait every database implements, and the choice of one by URL.
+//!
+//! One logical schema in every dialect (PostgreSQL, SQLite, SQL Server), applied by
+//! versioned migrations at start:
+//! - `stations`: every station that has a stored result (first and last seen).
+//! - `frames`: one row per frame id — station, status and error reason, image size,
+//!   model name and version, per-stage latencies (`timings_ms`, a JSON object of
+//!   milliseconds by stage), `captured_at` (station clock, optional), `received_at`
+//!   (ingest), `completed_at` (inference done, i.e. "inferred at"), `stored_at`.
+//! - `detections`: (frame id, index) — class id and name, score, the box normalised
+//!   (`x1, y1, x2, y2`) and in pixels (`x1_px, …`).
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
 use uuid::Uuid;
 use visionq_contract::FrameResult;
 
@@ -12,8 +23,35 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Query(String),
-    #[error("unsupported database URL `{0}`: use postgres://…, or sqlite://PATH")]
+    #[error("unsupported database URL `{0}`: use postgres://…, mssql://… (or an ADO connection string) or sqlite://PATH")]
     UnsupportedUrl(String),
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
+}
+
+/// Where a page of history ends: the last result's `received_at` and frame id.
+/// Results strictly older (in `received_at DESC, frame_id DESC` order) come next.
+/// On the wire it is the opaque string `<unix microseconds>_<frame id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub received_at: DateTime<Utc>,
+    pub frame_id: Uuid,
+}
+
+impl Cursor {
+    pub fn of(r: &FrameResult) -> Cursor {
+        Cursor { received_at: r.received_at, frame_id: r.frame_id }
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.received_at.timestamp_micros(), self.frame_id.simple())
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (t, id) = s.split_once('_')?;
+        let received_at = Utc.timestamp_micros(t.parse().ok()?).single()?;
+        Some(Cursor { received_at, frame_id: Uuid::parse_str(id).ok()? })
+    }
 }
 
 /// A station's results, newest first.
@@ -26,7 +64,30 @@ pub struct HistoryQuery {
     pub class: Option<String>,
     /// Only frames with a detection scoring at least this (and only those detections).
     pub min_score: Option<f32>,
+    /// Only results after this cursor (the previous page's last result).
+    pub before: Option<Cursor>,
     pub limit: usize,
+}
+
+/// Detections per class per time bucket of a station.
+#[derive(Debug, Clone)]
+pub struct CountsQuery {
+    pub station: String,
+    /// Bucket width in seconds (buckets are aligned to the Unix epoch).
+    pub interval_s: i64,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Only detections scoring at least this.
+    pub min_score: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassCount {
+    /// Start of the bucket (`received_at` of the frames counted is within it).
+    pub bucket: DateTime<Utc>,
+    pub class_id: u32,
+    pub class_name: String,
+    pub count: u64,
 }
 
 #[async_trait::async_trait]
@@ -36,6 +97,11 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn write_batch(&self, results: &[FrameResult]) -> Result<usize, StoreError>;
     async fn get(&self, frame_id: Uuid) -> Result<Option<FrameResult>, StoreError>;
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<FrameResult>, StoreError>;
+    /// Detections per class per bucket, ordered by bucket, then class id.
+    async fn counts(&self, q: &CountsQuery) -> Result<Vec<ClassCount>, StoreError>;
+    /// Deletes at most `max_frames` frames received before `cutoff` (with their
+    /// detections) in one transaction; returns how many it deleted.
+    async fn prune(&self, cutoff: DateTime<Utc>, max_frames: usize) -> Result<usize, StoreError>;
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -48,6 +114,8 @@ pub async fn open_store(url: &str) -> Result<SharedStore, StoreError> {
         Ok(Arc::new(crate::postgres::PgStore::connect(url).await?))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Arc::new(crate::sqlite::SqliteStore::open(path).await?))
+    } else if crate::mssql::is_mssql_url(url) {
+        Ok(Arc::new(crate::mssql::MssqlStore::connect(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(visionq_contract::config::redact_url(url)))
     }
@@ -56,4 +124,64 @@ pub async fn open_store(url: &str) -> Result<SharedStore, StoreError> {
 /// The detections a history query shows of a result.
 pub(crate) fn keep_detection(q: &HistoryQuery, class_name: &str, score: f32) -> bool {
     q.class.as_deref().is_none_or(|c| c == class_name) && q.min_score.is_none_or(|m| score >= m)
+}
+
+/// How long a server store's `ping` waits for an answer.
+pub(crate) const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+pub(crate) fn ping_timed_out() -> StoreError {
+    StoreError::Unavailable(format!("no answer within {} ms", PING_TIMEOUT.as_millis()))
+}
+
+/// The first occurrence of each frame id (a batch may hold a redelivered twin).
+pub(crate) fn distinct(results: &[FrameResult]) -> Vec<&FrameResult> {
+    let mut seen = std::collections::HashSet::new();
+    results.iter().filter(|r| seen.insert(r.frame_id)).collect()
+}
+
+/// The start of the bucket of width `interval_s` seconds that holds `unix_s`.
+pub(crate) fn bucket_start(unix_s: i64, interval_s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(unix_s.div_euclid(interval_s) * interval_s, 0).single().unwrap_or_default()
+}
+
+/// Parses an interval: `90`, `90s`, `5m`, `1h`, `1d` → seconds (at least 1).
+pub fn parse_interval(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = n.parse().ok()?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    Some(n.checked_mul(mul)?).filter(|&v| v > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor { received_at: Utc.timestamp_micros(1_700_000_000_123_456).unwrap(), frame_id: Uuid::now_v7() };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("nonsense"), None);
+    }
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("90"), Some(90));
+        assert_eq!(parse_interval("5m"), Some(300));
+        assert_eq!(parse_interval("1h"), Some(3600));
+        assert_eq!(parse_interval("1d"), Some(86_400));
+        assert_eq!(parse_interval("0s"), None);
+        assert_eq!(parse_interval("5x"), None);
+        assert_eq!(bucket_start(3_661, 3600).timestamp(), 3600);
+        assert_eq!(bucket_start(-1, 60).timestamp(), -60);
+    }
 }

@@ -75,16 +75,25 @@ pub struct Health {
 
 async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
     let mut problems = Vec::new();
-    if !h.broker.is_ready().await {
+    let up = |dependency: &str, ok: bool| h.metrics.dependency_up.with_label_values(&[dependency]).set(ok as u8 as f64);
+    let broker_ok = h.broker.is_ready().await;
+    up("broker", broker_ok);
+    if !broker_ok {
         problems.push("broker unreachable".to_string());
     }
     if let Some(store) = &h.store {
-        if let Err(e) = store.ping().await {
+        let ping = store.ping().await;
+        up("database", ping.is_ok());
+        if let Err(e) = ping {
             problems.push(format!("database: {e}"));
         }
     }
-    if h.needs_model && !h.model_ready.load(Ordering::Relaxed) {
-        problems.push("model not loaded".to_string());
+    if h.needs_model {
+        let loaded = h.model_ready.load(Ordering::Relaxed);
+        up("model", loaded);
+        if !loaded {
+            problems.push("model not loaded".to_string());
+        }
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
@@ -115,6 +124,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     let mut app = Router::new();
     let model_ready = Arc::new(AtomicBool::new(false));
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let mut store = None;
 
     if roles.contains(&Role::Results) {
@@ -126,6 +136,11 @@ pub async fn serve(
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
         tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+        let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());
+        tasks.spawn(async move {
+            visionq_results::retention::run(s3, c, stop.wait()).await;
+            Ok(())
+        });
         store = Some(s);
     }
     if roles.contains(&Role::Infer) {
@@ -160,6 +175,7 @@ pub async fn serve(
             metrics: metrics.clone(),
             config: config.clone(),
             waiters,
+            stopping,
         });
         app = app.merge(visionq_ingest::router(state));
     }
@@ -202,6 +218,8 @@ pub async fn serve(
         // The in-process queues live in this process: let them drain before the roles stop.
         drain_embedded(&broker, deadline).await;
     }
+    // Requests still held for a result get `202 queued`: their frames are in the queue.
+    stopping_tx.send_replace(true);
     role_stop_tx.fire();
     let stop_all = async {
         while let Some(r) = tasks.join_next().await {

@@ -1,0 +1,138 @@
+//! `POST /v1/selftest`: pushes a synthetic frame (a 64×64 gradient, encoded here, so
+//! no image ships with the binary) through the whole pipeline as station `selftest`,
+//! waits for its result and reports each stage's latency — for operators checking the
+//! system without a camera.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use visionq_contract::topology::TRACEPARENT_HEADER;
+use visionq_contract::{FrameMeta, ResultStatus, Timings};
+
+use crate::api::{IngestState, Waited, publish_frame, wait_result};
+
+/// The station the self-test posts as (its results are stored like any other).
+pub const SELFTEST_STATION: &str = "selftest";
+const SIDE: u16 = 64;
+const DEFAULT_WAIT_MS: u64 = 10_000;
+
+/// The bundled test frame: a baseline JPEG of a colour gradient.
+pub fn test_jpeg() -> &'static [u8] {
+    static JPEG: OnceLock<Vec<u8>> = OnceLock::new();
+    JPEG.get_or_init(|| {
+        let side = SIDE as u32;
+        let mut rgb = Vec::with_capacity((side * side * 3) as usize);
+        for y in 0..side {
+            for x in 0..side {
+                rgb.extend([
+                    (x * 255 / side) as u8,
+                    (y * 255 / side) as u8,
+                    ((x + y) * 127 / side) as u8,
+                ]);
+            }
+        }
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 85)
+            .encode(&rgb, SIDE, SIDE, jpeg_encoder::ColorType::Rgb)
+            .expect("encoding a fixed gradient cannot fail");
+        out
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SelftestParams {
+    wait_ms: Option<u64>,
+}
+
+pub async fn selftest(
+    State(state): State<Arc<IngestState>>,
+    Query(params): Query<SelftestParams>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let wait = Duration::from_millis(
+        params
+            .wait_ms
+            .unwrap_or(DEFAULT_WAIT_MS)
+            .min(state.config.max_wait_ms),
+    );
+    let now = Utc::now();
+    let meta = FrameMeta {
+        frame_id: Uuid::now_v7(),
+        station: SELFTEST_STATION.to_string(),
+        width: SIDE as u32,
+        height: SIDE as u32,
+        captured_at: None,
+        received_at: now,
+        published_at: now,
+        timings_ms: Timings::new(),
+    };
+    let frame_id = meta.frame_id;
+    let count = |outcome: &str| {
+        state
+            .metrics
+            .selftest_runs_total
+            .with_label_values(&[outcome])
+            .inc()
+    };
+    let mut waiting = state.waiters.wait_for(frame_id);
+    let traceparent = headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(refusal) =
+        publish_frame(&state, &meta, Bytes::from_static(test_jpeg()), traceparent).await
+    {
+        count("refused");
+        tracing::warn!(code = refusal.code(), "self-test frame not accepted");
+        return refusal.into_response();
+    }
+    let result = match wait_result(&state, wait, &mut waiting.rx).await {
+        Waited::Result(result) => result,
+        Waited::TimedOut | Waited::Stopping => {
+            count("timeout");
+            let body = json!({
+                "status": "timeout",
+                "frame_id": frame_id,
+                "total_ms": started.elapsed().as_secs_f64() * 1e3,
+                "error": format!("no result within {} ms: is every role running?", wait.as_millis()),
+            });
+            return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
+        }
+    };
+    let total = started.elapsed().as_secs_f64();
+    state.metrics.observe_stage("selftest", total);
+    let ok = result.status == ResultStatus::Ok;
+    count(if ok { "ok" } else { "error" });
+    tracing::info!(%frame_id, ok, total_ms = total * 1e3, "self-test done");
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "frame_id": frame_id,
+        "total_ms": total * 1e3,
+        "stages_ms": result.timings_ms,
+        "result": result,
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bundled_frame_is_a_valid_jpeg() {
+        let jpeg = super::test_jpeg();
+        assert_eq!(crate::jpeg::dimensions(jpeg).unwrap(), (64, 64));
+    }
+}

