@@ -67,6 +67,10 @@ pub struct Config {
     pub max_dimension: u32,
     /// Upper bound on `?wait_ms=`.
     pub max_wait_ms: u64,
+    /// Default deadline of a live frame after its receipt (0: none); a station can
+    /// set its own per request with `?deadline_ms=`. Frames past it are reported
+    /// `expired` instead of run.
+    pub frame_deadline_ms: u64,
     /// Sent in `Retry-After` when the pipeline cannot take a frame.
     pub retry_after_s: u64,
 
@@ -148,6 +152,7 @@ impl Default for Config {
             max_pixels: 40_000_000,
             max_dimension: 16_384,
             max_wait_ms: 30_000,
+            frame_deadline_ms: 0,
             retry_after_s: 2,
             input_size: 416,
             preprocess_concurrency: cpus,

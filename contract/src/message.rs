@@ -24,6 +24,11 @@ pub struct FrameMeta {
     pub received_at: DateTime<Utc>,
     /// When the frame left ingest (confirmed by the broker); queue waits are measured from here.
     pub published_at: DateTime<Utc>,
+    /// Live frames only: past this instant the frame is not run any more but reported
+    /// `expired` (a late detection is worth less than the next frame). None: audit or
+    /// batch traffic, never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
     #[serde(default)]
     pub timings_ms: Timings,
 }
@@ -130,7 +135,22 @@ pub struct FrameResult {
     pub completed_at: DateTime<Utc>,
 }
 
+impl FrameMeta {
+    /// Milliseconds past the deadline at `now`, if it has one and it has passed.
+    pub fn late_ms(&self, now: DateTime<Utc>) -> Option<f64> {
+        let deadline = self.deadline?;
+        (now > deadline).then(|| elapsed_ms(deadline, now))
+    }
+}
+
 impl FrameResult {
+    /// A result for a frame whose deadline passed before inference: not run, recorded.
+    pub fn expired(frame: &FrameMeta, model: ModelInfo, late_ms: f64) -> Self {
+        let mut r = FrameResult::failed(frame, model, format!("deadline passed {late_ms:.0} ms before inference; not run"));
+        r.status = ResultStatus::Expired;
+        r
+    }
+
     /// A result for a frame that can never be processed (corrupt image, bad tensor).
     pub fn failed(frame: &FrameMeta, model: ModelInfo, error: impl Into<String>) -> Self {
         FrameResult {
@@ -187,6 +207,7 @@ mod tests {
             captured_at: None,
             received_at: Utc::now(),
             published_at: Utc::now(),
+            deadline: None,
             timings_ms: Timings::new(),
         };
         let mut r = FrameResult::failed(&meta, ModelInfo::default(), "corrupt");

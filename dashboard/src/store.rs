@@ -312,6 +312,7 @@ mod tests {
             captured_at: None,
             received_at: t,
             published_at: t,
+            deadline: None,
             timings_ms: Default::default(),
         }
     }

@@ -186,6 +186,7 @@ mod tests {
             captured_at: None,
             received_at: Utc::now(),
             published_at: Utc::now(),
+            deadline: None,
             timings_ms: Default::default(),
         };
         Envelope::new(body).with_header(META_HEADER, serde_json::to_string(&meta).unwrap())

@@ -17,7 +17,7 @@ use visionq_contract::config::InferInput;
 use visionq_contract::message::{elapsed_ms, ImageSize};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
-use visionq_preprocess::{fail_frame, frame_from_envelope, FrameError, Preprocessor};
+use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, Preprocessor};
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
 use crate::decode::Candidate;
@@ -91,6 +91,17 @@ fn tensor_item(shared: &Shared, d: &Delivery) -> Result<TensorMeta, FrameError> 
 
 /// Turns one delivery into a batch item, or settles it as failed.
 async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
+    // A live frame already past its deadline is not run: it is reported expired.
+    let frame = match shared.config.infer_input {
+        InferInput::Tensors => serde_json::from_str::<TensorMeta>(d.envelope.header(META_HEADER).unwrap_or("")).ok().map(|m| m.frame),
+        InferInput::Frames => frame_from_envelope(&d.envelope).ok(),
+    };
+    if let Some(late_ms) = frame.as_ref().and_then(|f| f.late_ms(Utc::now())) {
+        let frame = frame.expect("checked above");
+        let fate = expire_frame(&shared.broker, &shared.metrics, "infer", &d.envelope, &frame, late_ms).await;
+        d.settle(fate).await;
+        return;
+    }
     let prepared = match shared.config.infer_input {
         InferInput::Tensors => tensor_item(&shared, &d).map(|m| (m, d.envelope.body.clone())).map_err(|e| {
             let frame = serde_json::from_str::<TensorMeta>(d.envelope.header(META_HEADER).unwrap_or("")).ok().map(|m| m.frame);

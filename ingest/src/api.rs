@@ -75,6 +75,8 @@ impl IntoResponse for Refusal {
 pub struct FrameParams {
     wait_ms: Option<u64>,
     captured_at: Option<DateTime<Utc>>,
+    /// Live frame: report it `expired` instead of running it after this many ms.
+    deadline_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +253,10 @@ async fn accept(
         captured_at: captured_in_body.or(params.captured_at),
         received_at,
         published_at: Utc::now(),
+        deadline: match params.deadline_ms.unwrap_or(config.frame_deadline_ms) {
+            0 => None,
+            ms => Some(received_at + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)),
+        },
         timings_ms: Timings::new(),
     };
     let frame_id = meta.frame_id;

@@ -74,6 +74,7 @@ pub async fn selftest(
         captured_at: None,
         received_at: now,
         published_at: now,
+        deadline: None,
         timings_ms: Timings::new(),
     };
     let frame_id = meta.frame_id;

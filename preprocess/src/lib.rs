@@ -9,4 +9,4 @@ mod image;
 mod role;
 
 pub use image::{letterbox_geometry, Preprocessed, PreprocessError, Preprocessor, PAD_VALUE};
-pub use role::{fail_frame, frame_from_envelope, run, FrameError};
+pub use role::{expire_frame, fail_frame, frame_from_envelope, run, FrameError};

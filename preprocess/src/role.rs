@@ -75,6 +75,24 @@ pub async fn fail_frame(
     Fate::DeadLetter(reason)
 }
 
+/// A frame past its deadline: its `expired` result is published (the station learns
+/// it was not run) and the frame message is acked. Requeued if the result cannot be
+/// published.
+pub async fn expire_frame(broker: &SharedBroker, metrics: &Metrics, stage: &str, input: &Envelope, frame: &FrameMeta, late_ms: f64) -> Fate {
+    let result = FrameResult::expired(frame, ModelInfo::default(), late_ms);
+    let mut out = Envelope::new(serde_json::to_vec(&result).expect("result serialises"));
+    if let Some(tp) = input.header(TRACEPARENT_HEADER) {
+        out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
+    }
+    if let Err(e) = broker.publish(WorkQueue::Results, out).await {
+        tracing::warn!(error = %e, "cannot publish the expired result; requeueing the frame");
+        return Fate::Requeue;
+    }
+    tracing::debug!(frame_id = %frame.frame_id, station = frame.station, late_ms, "frame expired before inference");
+    metrics.stage_frames_total.with_label_values(&[stage, "expired"]).inc();
+    Fate::Ack
+}
+
 fn failure_label(e: &FrameError) -> &'static str {
     match e {
         FrameError::Meta(_) => "bad_message",
@@ -86,6 +104,15 @@ fn failure_label(e: &FrameError) -> &'static str {
 
 async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>, d: Delivery) {
     metrics.in_flight.with_label_values(&["preprocess"]).inc();
+    // A live frame already past its deadline is not decoded at all.
+    if let Ok(frame) = frame_from_envelope(&d.envelope) {
+        if let Some(late_ms) = frame.late_ms(Utc::now()) {
+            let fate = expire_frame(&broker, &metrics, "preprocess", &d.envelope, &frame, late_ms).await;
+            d.settle(fate).await;
+            metrics.in_flight.with_label_values(&["preprocess"]).dec();
+            return;
+        }
+    }
     let frame_id = frame_from_envelope(&d.envelope).ok().map(|f| {
         metrics.observe_stage("queue_wait_frames", elapsed_ms(f.published_at, Utc::now()) / 1e3);
         f.frame_id

@@ -69,6 +69,7 @@ fn tensors(config: &Config, photos: &[(String, Bytes)], w: u32, h: u32) -> anyho
                 captured_at: None,
                 received_at: Utc::now(),
                 published_at: Utc::now(),
+                deadline: None,
                 timings_ms: Timings::new(),
             };
             Ok((TensorMeta { frame, letterbox: p.letterbox, preprocessed_at: Utc::now() }, Bytes::from(p.tensor)))
