@@ -3,28 +3,18 @@
 //! flips of a real photo never panic; when a size comes back it is the one the SOF
 //! segment declares, so the pixel limits are applied to what the decoder will see.
 
-use std::path::PathBuf;
-
 use proptest::prelude::*;
 use visionq_ingest::jpeg::{dimensions, HeaderError};
 
-fn photo() -> Vec<u8> {
-    let cache = std::env::var_os("VISIONQ_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/visionq")));
-    let p = cache.join("photos/dog.jpg");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run `python3 tools/assets.py`)", p.display()))
-}
+#[path = "../../preprocess/tests/support/fuzz.rs"]
+mod fuzz;
+use fuzz::{cases, photo};
 
 #[test]
 fn the_real_photo_reads_its_size() {
     assert_eq!(dimensions(&photo()), Ok((768, 576)));
 }
 
-/// Cases per property: PROPTEST_CASES, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(4096)))]

@@ -4,20 +4,14 @@
 //! before any pixel memory is allocated; whatever decodes has the declared size.
 //! Cases per property: PROPTEST_CASES (default 256 here, more in a long run).
 
-use std::path::PathBuf;
-
 use proptest::prelude::*;
 use visionq_preprocess::{PreprocessError, Preprocessor};
 
 const MAX_PIXELS: u64 = 40_000_000;
 
-fn photo() -> Vec<u8> {
-    let cache = std::env::var_os("VISIONQ_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.cache/visionq")));
-    let p = cache.join("photos/dog.jpg");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run `python3 tools/assets.py`)", p.display()))
-}
+#[path = "support/fuzz.rs"]
+mod fuzz;
+use fuzz::{cases, photo};
 
 /// Offset of the SOF0 segment's height field.
 fn sof_dims_at(jpeg: &[u8]) -> usize {
@@ -35,10 +29,6 @@ fn check(pre: &mut Preprocessor, bytes: &[u8]) {
     }
 }
 
-/// Cases per property: PROPTEST_CASES, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(256)))]
