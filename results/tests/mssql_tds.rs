@@ -18,8 +18,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The bridge's executable, installed into `.cache/pysqlbridge-venv` if missing.
+/// The bridge's executable, installed into `.cache/pysqlbridge-venv` if missing —
+/// once per test binary: the tests run on parallel threads.
 fn bridge() -> PathBuf {
+    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(install_bridge).clone()
+}
+
+fn install_bridge() -> PathBuf {
     let venv = repo().join(".cache/pysqlbridge-venv");
     let exe = venv.join("bin/pysqlbridge");
     let pinned = venv.join(format!(".pysqlbridge-{VERSION}"));
