@@ -2,8 +2,9 @@
 //! metadata), batch assembly from u8 tensors, the forward pass and decoding.
 //!
 //! Inputs and outputs live in buffers allocated once per batch size and reused,
-//! bound to the session through I/O binding; on CUDA they are pinned host memory,
-//! so the copies to and from the device are DMA transfers. A model whose input is
+//! bound to the session through I/O binding; on CUDA the inputs are pinned host
+//! memory (outputs too with `pinned_output`), so their copy to the device is a DMA
+//! transfer. A model whose input is
 //! uint8 NHWC (`tools/u8_input.py` adds that prefix) takes the u8 tensors as they
 //! are: assembly is a memcpy, a quarter of the float bytes cross the bus, and the
 //! scaling to float happens on the device.
@@ -65,7 +66,8 @@ pub struct Model {
     input_name: String,
     output_name: String,
     pub input_format: InputFormat,
-    /// Pinned host memory on CUDA, ordinary memory on the CPU.
+    /// Pinned host memory on CUDA (per `pinned_input` / `pinned_output`), ordinary
+    /// memory on the CPU.
     input_alloc: Allocator,
     output_alloc: Allocator,
     /// Two sets of buffers, so one batch is assembled while the other runs.
@@ -100,6 +102,25 @@ pub enum InputFormat {
     F32Nchw,
     /// uint8 `[N, H, W, 3]`, RGB: the u8 tensors as preprocess emits them.
     U8Nhwc,
+}
+
+/// What filling a batch buffer needs to know of the model's input.
+#[derive(Debug, Clone, Copy)]
+struct InputShape {
+    format: InputFormat,
+    width: usize,
+    height: usize,
+    batch: BatchDim,
+}
+
+impl InputShape {
+    /// Batch size of one forward pass over `images` images.
+    fn pass_size(&self, images: usize) -> usize {
+        match self.batch {
+            BatchDim::Fixed(n) => n,
+            BatchDim::Dynamic => images,
+        }
+    }
 }
 
 /// A batch size's reusable input buffer and its binding (output buffer bound).
@@ -272,21 +293,27 @@ impl Model {
         Ok(())
     }
 
-    /// Batch size of one forward pass over `images` images.
-    pub fn pass_size(&self, images: usize) -> usize {
-        match self.batch {
-            BatchDim::Fixed(n) => n,
-            BatchDim::Dynamic => images,
+    fn input_shape(&self) -> InputShape {
+        InputShape {
+            format: self.input_format,
+            width: self.input_width as usize,
+            height: self.input_height as usize,
+            batch: self.batch,
         }
     }
 
-    /// Copies `tensors` into buffer set 0 and binds it; returns the pass size.
+    /// Batch size of one forward pass over `images` images.
+    pub fn pass_size(&self, images: usize) -> usize {
+        self.input_shape().pass_size(images)
+    }
+
+    /// Copies `tensors` into buffer set 0; returns the pass size.
     pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
         self.assemble_in(0, tensors)
     }
 
     /// Copies `tensors` into the batch buffer of `set` (0 or 1) for their pass size,
-    /// made on first use, and binds it.
+    /// made on first use. The pass binds it.
     pub fn assemble_in(&mut self, set: usize, tensors: &[&[u8]]) -> Result<usize, InferError> {
         let n = self.pass_size(tensors.len());
         if !self.slots[set].contains_key(&n) {
@@ -311,15 +338,8 @@ impl Model {
     }
 
     fn assembler(&mut self, set: usize) -> Assembler<'_> {
-        let decoder = self.decoder();
-        Assembler {
-            slots: &mut self.slots[set],
-            format: self.input_format,
-            width: self.input_width as usize,
-            height: self.input_height as usize,
-            batch: self.batch,
-            decoder,
-        }
+        let (shape, decoder) = (self.input_shape(), self.decoder());
+        Assembler { slots: &mut self.slots[set], shape, decoder }
     }
 
     /// One forward pass over the batch assembled in set 0.
@@ -340,14 +360,6 @@ impl Model {
         let slot = self.slots[set].get(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
         let d = self.decoder();
         read_output(slot, self.out_dims, n, |data, dims| d.decode(data, dims, images))
-    }
-
-    /// Re-binds the batch of size `n` in set 0 (its buffer unchanged), for measuring
-    /// the session alone on a pre-assembled batch.
-    pub fn rebind(&mut self, n: usize) -> Result<(), InferError> {
-        let input_name = self.input_name.clone();
-        let slot = self.slots[0].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        slot.binding.bind_input(input_name.as_str(), &slot.input).map_err(|e| InferError::Run(e.to_string()))
     }
 
     fn decoder(&self) -> Decoder {
@@ -372,17 +384,10 @@ impl Model {
         n: usize,
         meanwhile: impl FnOnce(&mut Assembler<'_>, &PassDone) -> M + Send,
     ) -> (Result<(), InferError>, f64, M) {
-        let decoder = self.decoder();
+        let (shape, decoder) = (self.input_shape(), self.decoder());
         let [s0, s1] = &mut self.slots;
         let (current, other) = if set == 0 { (s0, s1) } else { (s1, s0) };
-        let mut assembler = Assembler {
-            slots: other,
-            format: self.input_format,
-            width: self.input_width as usize,
-            height: self.input_height as usize,
-            batch: self.batch,
-            decoder,
-        };
+        let mut assembler = Assembler { slots: other, shape, decoder };
         let Some(slot) = current.get_mut(&n) else {
             let m = meanwhile(&mut assembler, &PassDone::already());
             return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, m);
@@ -477,10 +482,7 @@ impl PassDone {
 /// Fills one buffer set's batch buffers (those already made) and binds them.
 pub struct Assembler<'m> {
     slots: &'m mut HashMap<usize, Slot>,
-    format: InputFormat,
-    width: usize,
-    height: usize,
-    batch: BatchDim,
+    shape: InputShape,
     decoder: Decoder,
 }
 
@@ -492,26 +494,23 @@ impl Assembler<'_> {
         read_output(slot, d.out_dims, n, |data, dims| d.decode(data, dims, images))
     }
 
-    /// Copies `tensors` into the buffer of their pass size and binds it; returns the
-    /// pass size. Fails when that buffer was never made.
+    /// Copies `tensors` into the buffer of their pass size; returns the pass size.
+    /// Fails when that buffer was never made.
     pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
-        let n = match self.batch {
-            BatchDim::Fixed(n) => n,
-            BatchDim::Dynamic => tensors.len(),
-        };
+        let n = self.shape.pass_size(tensors.len());
         let run = |e: ort::Error| InferError::Run(e.to_string());
         let slot = self.slots.get_mut(&n).ok_or_else(|| InferError::Run(format!("no buffer for a batch of {n}")))?;
-        match self.format {
+        match self.shape.format {
             InputFormat::F32Nchw => {
                 let (_, data) = slot.input.try_extract_tensor_mut::<f32>().map_err(run)?;
-                fill_nchw(data, tensors, self.width, self.height);
+                fill_nchw(data, tensors, self.shape.width, self.shape.height);
             }
             InputFormat::U8Nhwc => {
                 let (_, data) = slot.input.try_extract_tensor_mut::<u8>().map_err(run)?;
                 fill_nhwc(data, tensors);
             }
         }
-        // Bound by the thread that runs the pass (see run_slot).
+        // Bound by the thread that runs the pass (see `pass`).
         Ok(n)
     }
 }

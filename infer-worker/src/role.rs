@@ -35,6 +35,13 @@ struct Batch {
     started_at: Instant,
 }
 
+impl Batch {
+    /// The items' u8 tensors, in order.
+    fn tensors(&self) -> Vec<&[u8]> {
+        self.items.iter().map(|i| &i.tensor[..]).collect()
+    }
+}
+
 struct Done {
     items: Vec<Item>,
     outcome: Result<Vec<Vec<Candidate>>, InferError>,
@@ -280,7 +287,7 @@ fn run_batches(
             None => {
                 let Some(batch) = batches.blocking_recv() else { break };
                 let t0 = Instant::now();
-                let views: Vec<&[u8]> = batch.items.iter().map(|i| &i.tensor[..]).collect();
+                let views = batch.tensors();
                 match model.assemble_in(set, &views) {
                     Ok(n) => (batch, n, t0.elapsed().as_secs_f64()),
                     Err(e) => {
@@ -310,7 +317,7 @@ fn run_batches(
             });
             let next = next.map(|next| {
                 let t0 = Instant::now();
-                let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
+                let views = next.tensors();
                 let assembled = assembler.assemble(&views);
                 (next, assembled, t0.elapsed().as_secs_f64())
             });
@@ -343,7 +350,7 @@ fn run_batches(
                 // A batch came but had no buffer there yet: make one and use it.
                 if let Some((next, Err(_), _)) = other {
                     let t0 = Instant::now();
-                    let views: Vec<&[u8]> = next.items.iter().map(|i| &i.tensor[..]).collect();
+                    let views = next.tensors();
                     match model.assemble_in(set ^ 1, &views) {
                         Ok(next_n) => {
                             set ^= 1;

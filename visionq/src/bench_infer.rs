@@ -1,7 +1,7 @@
 //! `visionq bench-infer`: where the inference time goes, on one model in one run.
 //! 1. The raw ONNX Runtime ceiling: the session alone on pre-assembled batches
-//!    (I/O binding, reused buffers; pinned on CUDA), per batch size, with the time of
-//!    batch assembly, the host→device copy and decode+NMS measured beside it.
+//!    (I/O binding, reused buffers; pinned inputs on CUDA), per batch size, with the
+//!    time of batch assembly and of decode+NMS measured beside it.
 //! 2. The infer-worker role at several `max_batch_size`s, fed from a full in-process
 //!    tensors queue, so it runs as fast as it can: frames/s and per-batch latency.
 //! 3. The whole embedded pipeline with real 1280×720 JPEG frames from simulated
@@ -18,7 +18,6 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 use visionq_contract::topology::META_HEADER;
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, TensorMeta, Timings};
-use visionq_infer_worker::decode::{candidates, nms};
 use visionq_infer_worker::{BatchDim, Model};
 use visionq_queue::memory::MemoryBroker;
 use visionq_queue::{Envelope, SharedBroker, WorkQueue};
@@ -91,7 +90,7 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
         "\n1. raw ONNX Runtime session ({} provider, {:?} input, {:?} batch): pre-assembled batches, {} s each",
         config.execution_provider, model.input_format, model.batch, args.seconds
     );
-    println!("   batch  frames/s   batch ms p50   p95  |  assemble ms  H2D ms  decode+NMS ms");
+    println!("   batch  frames/s   batch ms p50   p95  |  assemble ms  decode+NMS ms");
     let mut ceiling = Vec::new();
     for &b in &args.raw_batches {
         if let BatchDim::Fixed(n) = model.batch {
@@ -100,53 +99,41 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
             }
         }
         let views: Vec<&[u8]> = (0..b).map(|i| &inputs[i % inputs.len()].1[..]).collect();
-        // Assembly (copy into the batch buffer + bind) and the copy to the device alone.
-        let (mut assemble, mut h2d) = (Vec::new(), Vec::new());
+        // Assembly alone: the copy into the batch buffer.
+        let mut assemble = Vec::new();
         for _ in 0..10 {
             let t0 = Instant::now();
-            let n = model.assemble(&views)?;
+            model.assemble(&views)?;
             assemble.push(t0.elapsed().as_secs_f64());
-            let t1 = Instant::now();
-            model.rebind(n)?;
-            h2d.push(t1.elapsed().as_secs_f64());
         }
         let n = model.assemble(&views)?;
         for _ in 0..3 {
-            model.rebind(n)?;
             model.execute(n, |_, _| ())?;
         }
-        let (conf, iou) = (config.conf_threshold, config.iou_threshold);
-        let layout = model.layout;
-        let mut decode = Vec::new();
+        // The pass alone (bind, copy to the device, compute, copy back), on the same batch.
         let mut batch = Vec::new();
         let start = Instant::now();
         while start.elapsed().as_secs_f64() < args.seconds || batch.len() < 5 {
             let t0 = Instant::now();
-            model.rebind(n)?;
             let touched = model.execute(n, |d, _| d[0])?;
             batch.push(t0.elapsed().as_secs_f64());
             std::hint::black_box(touched);
         }
         let elapsed = start.elapsed().as_secs_f64();
+        // Decode + NMS of that output, as the worker does it.
+        let mut decode = Vec::new();
         for _ in 0..5 {
             let t0 = Instant::now();
-            model.rebind(n)?;
-            let found = model.execute(n, |d, (a, bb)| {
-                let t = Instant::now();
-                let c: Vec<_> = (0..b).map(|i| nms(candidates(layout, &d[i * a * bb..(i + 1) * a * bb], a, bb, conf), iou, 300)).collect();
-                (c, t.elapsed().as_secs_f64())
-            })?;
-            let _ = t0;
-            decode.push(found.1);
+            std::hint::black_box(model.decode_in(0, n, b)?);
+            decode.push(t0.elapsed().as_secs_f64());
         }
         let fps = (b * batch.len()) as f64 / elapsed;
         ceiling.push((b, fps));
         println!(
-            "   {b:>5}  {fps:>8.1}   {:>12.2}  {:>5.2}  |  {:>11.2}  {:>6.2}  {:>13.2}",
+            "   {b:>5}  {fps:>8.1}   {:>12.2}  {:>5.2}  |  {:>11.2}  {:>13.2}",
             ms(&batch, 50.0),
             ms(&batch, 95.0),
             ms(&assemble, 50.0),
-            ms(&h2d, 50.0),
             ms(&decode, 50.0)
         );
     }
