@@ -2,6 +2,7 @@
 //! (`--config FILE`), overridden by `VISIONQ_`-prefixed environment variables
 //! (`VISIONQ_MAX_BATCH_SIZE=4` sets `max_batch_size`). Units are in the names.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -28,17 +29,44 @@ pub enum InferInput {
     Frames,
 }
 
+/// What one station may override (`[station.<id>]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StationSettings {
+    /// This station's default frame deadline (ms; 0: none), instead of `frame_deadline_ms`.
+    pub deadline_ms: Option<u64>,
+    /// This station's rate limit (frames/s; 0: none), instead of `rate_limit_fps`.
+    pub rate_limit_fps: Option<f64>,
+    /// Frames it may post at once above the rate, instead of `rate_limit_burst`.
+    pub rate_limit_burst: Option<u32>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// `amqp://…`; unset means the in-process queue (embedded mode).
+    /// `amqp://…` or `amqps://…`; unset means the in-process queue (embedded mode).
     pub amqp_url: Option<String>,
+    /// A file holding the AMQP URL (a mounted secret); read when `amqp_url` is unset.
+    pub amqp_url_file: Option<PathBuf>,
+    /// PEM CA bundle that signs the broker's certificate, for `amqps://` (unset: the
+    /// system's roots).
+    pub amqp_tls_ca_file: Option<PathBuf>,
     /// Prefix of every broker object (exchanges, queues).
     pub queue_prefix: String,
     /// `postgres://…`, `sqlite://PATH`; unset means `sqlite://<data_dir>/visionq.db`.
     pub database_url: Option<String>,
+    /// A file holding the database URL (a mounted secret); read when `database_url` is unset.
+    pub database_url_file: Option<PathBuf>,
     /// HTTP listen address of ingest/results.
     pub listen: String,
+    /// PEM certificate chain and private key: when both are set the HTTP side speaks
+    /// HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// TOML file of `[[token]]` entries (name, scope, stations, sha256); unset turns
+    /// authentication off, which only a loopback listener may do. `visionq token new`
+    /// makes entries.
+    pub tokens_file: Option<PathBuf>,
     /// Where fetched models, the runtime and photos are cached.
     pub cache_dir: PathBuf,
     /// Where the embedded store keeps its file.
@@ -73,6 +101,14 @@ pub struct Config {
     pub frame_deadline_ms: u64,
     /// Sent in `Retry-After` when the pipeline cannot take a frame.
     pub retry_after_s: u64,
+    /// Frames per second one station may post, per ingest process (0: no limit);
+    /// beyond it, `429` with `Retry-After`.
+    pub rate_limit_fps: f64,
+    /// Frames a station may post at once above its rate (0: one second's worth).
+    pub rate_limit_burst: u32,
+    /// Per-station overrides: `[station.l1-cam1]` with `deadline_ms`, `rate_limit_fps`,
+    /// `rate_limit_burst`.
+    pub station: BTreeMap<String, StationSettings>,
 
     /// Side of the square model input, used by preprocess workers (infer-workers
     /// read it from the model and refuse tensors of another size).
@@ -135,7 +171,13 @@ impl Default for Config {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Config {
             amqp_url: None,
+            amqp_url_file: None,
+            amqp_tls_ca_file: None,
             database_url: None,
+            database_url_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tokens_file: None,
             queue_prefix: "visionq".into(),
             listen: "127.0.0.1:8080".into(),
             cache_dir: PathBuf::from(".cache/visionq"),
@@ -154,6 +196,9 @@ impl Default for Config {
             max_wait_ms: 30_000,
             frame_deadline_ms: 0,
             retry_after_s: 2,
+            rate_limit_fps: 0.0,
+            rate_limit_burst: 0,
+            station: BTreeMap::new(),
             input_size: 416,
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
@@ -222,9 +267,11 @@ impl Config {
                 table.insert(key, env_value(&value));
             }
         }
-        let config: Config = table
+        let mut config: Config = table
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
+        config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
         config.validate()?;
         Ok(config)
     }
@@ -255,12 +302,46 @@ impl Config {
         if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
             return bad("results_batch_size and preprocess_concurrency must be at least 1");
         }
-        for s in &self.stations {
+        for s in self.stations.iter().chain(self.station.keys()) {
             if !valid_station_id(s) {
                 return Err(ConfigError::Invalid(format!("station id `{s}` is not valid")));
             }
         }
+        let rates = std::iter::once(self.rate_limit_fps).chain(self.station.values().filter_map(|s| s.rate_limit_fps));
+        for r in rates {
+            if !r.is_finite() || r < 0.0 {
+                return Err(ConfigError::Invalid(format!("rate_limit_fps must be a number >= 0, not {r}")));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return bad("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither");
+        }
         Ok(())
+    }
+
+    /// This configuration with the passwords in its URLs hidden (for `visionq config`
+    /// and `GET /v1/config`).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.amqp_url = c.amqp_url.map(|u| redact_url(&u));
+        c.database_url = c.database_url.map(|u| redact_url(&u));
+        c
+    }
+
+    /// The default deadline (ms, 0: none) of a frame of `station`.
+    pub fn deadline_ms(&self, station: &str) -> u64 {
+        self.station.get(station).and_then(|s| s.deadline_ms).unwrap_or(self.frame_deadline_ms)
+    }
+
+    /// `station`'s rate limit as (frames/s, burst); None when it has none.
+    pub fn rate_limit(&self, station: &str) -> Option<(f64, u32)> {
+        let own = self.station.get(station);
+        let fps = own.and_then(|s| s.rate_limit_fps).unwrap_or(self.rate_limit_fps);
+        if fps <= 0.0 {
+            return None;
+        }
+        let burst = own.and_then(|s| s.rate_limit_burst).unwrap_or(self.rate_limit_burst);
+        Some((fps, if burst == 0 { fps.ceil().max(1.0) as u32 } else { burst }))
     }
 
     /// The database URL, with the embedded default filled in.
@@ -288,7 +369,31 @@ impl Config {
 }
 
 /// Keys without a default value (their default is "unset").
-const OPTIONAL_KEYS: &[&str] = &["amqp_url", "database_url", "model", "ort_dylib_path", "model_layout"];
+const OPTIONAL_KEYS: &[&str] = &[
+    "amqp_url",
+    "amqp_url_file",
+    "amqp_tls_ca_file",
+    "database_url",
+    "database_url_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tokens_file",
+    "model",
+    "ort_dylib_path",
+    "model_layout",
+];
+
+/// A secret given directly, or else read from `file` (surrounding whitespace trimmed).
+fn secret(direct: Option<String>, file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    match (direct, file) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            Ok(Some(text.trim().to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
 
 /// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.
 pub fn valid_station_id(s: &str) -> bool {
@@ -386,6 +491,41 @@ mod tests {
         assert!(e.to_string().contains("max_batch_size"), "{e}");
         let e = Config::load_from(None, env(&[("VISIONQ_MAX_BATCH_SIZE", "many")])).unwrap_err();
         assert!(e.to_string().contains("invalid"), "{e}");
+    }
+
+    #[test]
+    fn stations_override_deadline_and_rate_limit() {
+        let dir = std::env::temp_dir().join(format!("visionq-cfg-st-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "frame_deadline_ms = 1000\nrate_limit_fps = 5\n[station.live-cam]\ndeadline_ms = 200\nrate_limit_fps = 30\nrate_limit_burst = 4\n[station.audit]\ndeadline_ms = 0\nrate_limit_fps = 0\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.deadline_ms("live-cam"), c.deadline_ms("audit"), c.deadline_ms("other")), (200, 0, 1000));
+        assert_eq!(c.rate_limit("live-cam"), Some((30.0, 4)));
+        assert_eq!(c.rate_limit("audit"), None);
+        assert_eq!(c.rate_limit("other"), Some((5.0, 5)));
+        std::fs::write(&file, "[station.cam]\ndeadline_msec = 1\n").unwrap();
+        assert!(Config::load_from(Some(&file), env(&[])).is_err(), "unknown per-station key is refused");
+        std::fs::write(&file, "[station.\"bad id\"]\ndeadline_ms = 1\n").unwrap();
+        assert!(Config::load_from(Some(&file), env(&[])).unwrap_err().to_string().contains("bad id"));
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("visionq-cfg-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("amqp-url");
+        std::fs::write(&file, "amqp://svc:s3cret@rabbit:5672/%2f\n").unwrap();
+        let c = Config::load_from(None, env(&[("VISIONQ_AMQP_URL_FILE", file.to_str().unwrap())])).unwrap();
+        assert_eq!(c.amqp_url.as_deref(), Some("amqp://svc:s3cret@rabbit:5672/%2f"));
+        let e = Config::load_from(None, env(&[("VISIONQ_DATABASE_URL_FILE", "/nonexistent/db-url")])).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/db-url"), "{e}");
+        let e = Config::load_from(None, env(&[("VISIONQ_TLS_CERT_FILE", "/x.pem")])).unwrap_err();
+        assert!(e.to_string().contains("tls_key_file"), "{e}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The contract between visionq's roles. This crate owns what every stage must agree
 //! on and nothing else: the messages that travel between ingest, preprocess,
 //! infer-worker and results (and the result object stations receive), the names of
-//! the broker topology, the configuration every role reads, and the telemetry
+//! the broker topology, the configuration every role reads, who may call what
+//! (tokens and scopes), and the telemetry
 //! (metric names, defined once, and log set-up). It does no I/O beyond reading the
 //! config file.
 
+pub mod auth;
 pub mod config;
 pub mod message;
 pub mod metrics;

@@ -26,10 +26,10 @@ const state = {
   frameRates: [],      // [{t, frames}] for the header's frames/s
 };
 
-// ---- operator access hook -----------------------------------------------------
-// No authentication is configured yet. When it is, the operator's token is kept in
-// localStorage ('visionq.token') and sent on every request (and as ?token= on the
-// WebSocket, whose headers a browser cannot set). See dashboard/src/http.rs.
+// ---- operator access ------------------------------------------------------------
+// When the service requires it (config.auth.required), the operator's token is kept
+// in localStorage ('visionq.token') and sent on every request, and as ?token= where
+// a browser cannot set headers (the WebSocket, <img>). See dashboard/src/access.rs.
 function token() {
   try { return localStorage.getItem('visionq.token') || ''; } catch (_) { return ''; }
 }
@@ -37,8 +37,27 @@ function authHeaders() {
   const t = token();
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
-function api(path) {
-  return fetch(path, { headers: authHeaders(), cache: 'no-store' });
+function withToken(url) {
+  const t = token();
+  return t ? `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(t)}` : url;
+}
+async function api(path) {
+  const r = await fetch(path, { headers: authHeaders(), cache: 'no-store' });
+  if (r.status === 401 || r.status === 403) showLogin(r.status === 401 ? 'That token is not valid.' : 'That token may not read the dashboard: use an operator token.');
+  return r;
+}
+function showLogin(why) {
+  if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
+  $('login-text').textContent = why || 'This dashboard needs an operator token.';
+  $('login').hidden = false;
+  $('login-token').focus();
+}
+function setupLogin() {
+  $('login').addEventListener('submit', (e) => {
+    e.preventDefault();
+    try { localStorage.setItem('visionq.token', $('login-token').value.trim()); } catch (_) { /* private mode */ }
+    location.reload();
+  });
 }
 
 // ---- confidence colours ---------------------------------------------------------
@@ -231,7 +250,7 @@ function loadPreview(name, s, p) {
     s.loading = p.frame_id;
     const img = new Image();
     const done = () => { if (s.loading === p.frame_id) s.loading = null; };
-    img.src = p.url;
+    img.src = withToken(p.url);
     img.decode().then(() => { done(); show(res, img); }, () => {
       done();
       // Undecodable (an error result) or already replaced: show the boxes without it.
@@ -325,8 +344,7 @@ function connect() {
   clearTimeout(state.retryTimer);
   state.retryTimer = null;
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const t = token();
-  const url = `${proto}://${location.host}/v1/dashboard/stream${t ? `?token=${encodeURIComponent(t)}` : ''}`;
+  const url = withToken(`${proto}://${location.host}/v1/dashboard/stream`);
   let ws;
   try {
     ws = new WebSocket(url);
@@ -815,6 +833,13 @@ async function start() {
     const r = await api('/v1/dashboard/config');
     if (r.ok) state.config = { ...state.config, ...(await r.json()) };
   } catch (_) { /* defaults until the service answers */ }
+  setupLogin();
+  if (state.config.auth && state.config.auth.required) {
+    if (!token()) { showLogin(); return; }
+    // A token that cannot read the feed asks again instead of reconnecting forever.
+    const check = await api('/v1/dashboard/stations');
+    if (!check.ok) return;
+  }
   renderLegend();
   $('filter').addEventListener('input', (e) => {
     state.filter = e.target.value.trim().toLowerCase();

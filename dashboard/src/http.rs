@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,8 +16,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+use visionq_contract::auth::{Auth, Scope};
 use visionq_contract::{Config, Metrics};
 
+use crate::access::{self, Gate};
 use crate::assets::{self, Asset};
 use crate::store::{Cursor, Previews};
 
@@ -25,13 +27,14 @@ pub struct DashboardState {
     pub previews: Arc<Previews>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
     http: reqwest::Client,
 }
 
 impl DashboardState {
-    pub fn new(previews: Arc<Previews>, config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(previews: Arc<Previews>, config: Arc<Config>, metrics: Arc<Metrics>, auth: Arc<Auth>) -> Arc<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_millis(1500)).build().expect("HTTP client builds");
-        Arc::new(DashboardState { previews, config, metrics, http })
+        Arc::new(DashboardState { previews, config, metrics, auth, http })
     }
 }
 
@@ -45,28 +48,24 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; \
                    script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
 
+/// The page, its assets and its configuration are open (the page must load to ask
+/// for a token); every route that shows the plant's data needs an operator token.
 pub fn router(state: Arc<DashboardState>) -> Router {
+    let operator = Gate::new(state.auth.clone(), Some(Scope::Operator));
+    let data = Router::new()
+        .route("/v1/dashboard/stations", get(stations))
+        .route("/v1/dashboard/stream", get(stream))
+        .route("/v1/dashboard/metrics/{source}", get(metrics_source))
+        .route("/v1/stations/{station}/latest.jpg", get(latest_jpeg))
+        .route_layer(middleware::from_fn_with_state(operator, access::check));
     Router::new()
         .route("/", get(index))
         .route("/dashboard", get(index))
         .route("/dashboard/", get(index))
         .route("/dashboard/{file}", get(asset))
         .route("/v1/dashboard/config", get(page_config))
-        .route("/v1/dashboard/stations", get(stations))
-        .route("/v1/dashboard/stream", get(stream))
-        .route("/v1/dashboard/metrics/{source}", get(metrics_source))
-        .route("/v1/stations/{station}/latest.jpg", get(latest_jpeg))
-        .layer(middleware::from_fn_with_state(state.clone(), operator_access))
+        .merge(data)
         .with_state(state)
-}
-
-/// The hook for operator access. No authentication is configured yet, so every
-/// (read-only) request passes. When the configuration gains operator tokens (the
-/// reliability issue), check them here: `Authorization: Bearer <token>` on HTTP
-/// requests, `?token=<token>` on the WebSocket (browsers cannot set its headers);
-/// the page already sends both when a token is stored in the browser.
-pub async fn operator_access(State(_state): State<Arc<DashboardState>>, request: Request, next: Next) -> Response {
-    next.run(request).await
 }
 
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
@@ -101,12 +100,15 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     }
 }
 
-/// What the page needs to know of the configuration.
+/// What the page needs to know of the configuration (open: it tells the page
+/// whether to ask for a token; the other roles' addresses are left out when
+/// authentication is on).
 async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
     let c = &s.config;
     let mut sources = vec![json!({"name": "this process", "url": "/metrics"})];
     for (i, url) in c.dashboard_metrics_urls.iter().enumerate() {
-        sources.push(json!({"name": visionq_contract::config::redact_url(url), "url": format!("/v1/dashboard/metrics/{i}")}));
+        let name = if s.auth.enabled() { format!("role {}", i + 1) } else { visionq_contract::config::redact_url(url) };
+        sources.push(json!({"name": name, "url": format!("/v1/dashboard/metrics/{i}")}));
     }
     Json(json!({
         "accept_threshold": as_shown(c.accept_threshold),
@@ -115,7 +117,7 @@ async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
         "preview_interval_ms": c.dashboard_preview_interval_ms,
         "mode": if c.amqp_url.is_some() { "distributed" } else { "embedded" },
         "metrics_sources": sources,
-        "auth": {"required": false},
+        "auth": {"required": s.auth.enabled()},
         "version": env!("CARGO_PKG_VERSION"),
     }))
     .into_response()

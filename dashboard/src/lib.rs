@@ -7,7 +7,8 @@
 //! frame previews behind the live view: [`PreviewTap`] samples frames where ingest
 //! publishes them and [`Previews`] keeps the latest one per station, bounded, in the
 //! results role. Everything here is read-only: the dashboard never changes the
-//! pipeline.
+//! pipeline. It also owns the read side's access check ([`access`]), which the
+//! results role's history API shares.
 //!
 //! # Where the frames on the dashboard come from
 //!
@@ -42,6 +43,7 @@
 //! already sends `Authorization: Bearer <token>` when one is stored in the browser,
 //! and `?token=` on its WebSocket).
 
+pub mod access;
 pub mod assets;
 pub mod http;
 pub mod store;

@@ -14,12 +14,14 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
 use visionq_contract::config::valid_station_id;
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{telemetry, Config, FrameMeta, FrameResult, Metrics, Timings};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
 
 use crate::jpeg::{self, HeaderError};
+use crate::limits::RateLimiter;
 use crate::waiters::Waiters;
 
 pub struct IngestState {
@@ -27,6 +29,9 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
     pub waiters: Arc<Waiters>,
+    /// Who may post for which station (and run the self-test).
+    pub auth: Arc<Auth>,
+    pub limiter: RateLimiter,
     /// Turns true when the process stops taking frames: requests still held for a
     /// result are then answered `202 queued` (the frame is safe in the queue) instead
     /// of being cut when the process exits.
@@ -53,12 +58,42 @@ pub struct Refusal {
     code: &'static str,
     message: String,
     retry_after_s: Option<u64>,
+    /// `WWW-Authenticate` of a 401.
+    challenge: Option<&'static str>,
+    /// Refused before the body was read: the connection is closed after the answer
+    /// (what is left of the body must not be read as the next request, and a
+    /// client must not reuse it).
+    body_unread: bool,
 }
 
 impl Refusal {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Refusal { status, code, message: message.into(), retry_after_s: None }
+        Refusal { status, code, message: message.into(), retry_after_s: None, challenge: None, body_unread: false }
     }
+
+    fn before_body(mut self) -> Self {
+        self.body_unread = true;
+        self
+    }
+}
+
+impl From<Denied> for Refusal {
+    fn from(d: Denied) -> Self {
+        let status = StatusCode::from_u16(d.status()).expect("401 or 403");
+        let mut r = Refusal::new(status, d.code(), d.to_string());
+        r.challenge = d.challenge();
+        r
+    }
+}
+
+/// The request's bearer token, if it carries one.
+pub(crate) fn token(headers: &HeaderMap) -> Option<&str> {
+    auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+}
+
+/// The self-test runs a frame through the whole pipeline: admins only.
+pub(crate) fn check_admin(state: &IngestState, headers: &HeaderMap) -> Result<(), Refusal> {
+    state.auth.require(token(headers), Scope::Admin).map(drop).map_err(Refusal::from)
 }
 
 impl IntoResponse for Refusal {
@@ -66,6 +101,12 @@ impl IntoResponse for Refusal {
         let mut r = (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response();
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(c) = self.challenge {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        if self.body_unread {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r
     }
@@ -226,6 +267,31 @@ async fn post_frame(
     }
 }
 
+/// Everything decided before the body is read: the station id, who posts (an
+/// unauthenticated caller learns nothing, not even whether the station exists), the
+/// station being known, and its rate limit.
+fn check_caller(state: &IngestState, station: &str, headers: &HeaderMap) -> Result<Option<Arc<Principal>>, Refusal> {
+    let config = &state.config;
+    if !valid_station_id(station) {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad_station", "station id must be 1-64 of A-Z a-z 0-9 . _ -"));
+    }
+    let principal = state.auth.post_frame(token(headers), station)?;
+    if !config.station_known(station) {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_station", format!("station `{station}` is not configured")));
+    }
+    if let Err(wait) = state.limiter.check(config, station) {
+        let (fps, _) = config.rate_limit(station).unwrap_or_default();
+        let mut r = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("station `{station}` is over its rate limit of {fps} frames/s; retry later"),
+        );
+        r.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(r);
+    }
+    Ok(principal)
+}
+
 async fn accept(
     state: &IngestState,
     station: String,
@@ -235,12 +301,7 @@ async fn accept(
 ) -> Result<Response, Refusal> {
     let received_at = Utc::now();
     let config = &state.config;
-    if !valid_station_id(&station) {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad_station", "station id must be 1-64 of A-Z a-z 0-9 . _ -"));
-    }
-    if !config.station_known(&station) {
-        return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_station", format!("station `{station}` is not configured")));
-    }
+    let principal = check_caller(state, &station, &headers).map_err(Refusal::before_body)?;
     let (jpeg, captured_in_body) = read_jpeg(state, req).await?;
     let (width, height) = check_header(config, &jpeg)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
@@ -253,7 +314,7 @@ async fn accept(
         captured_at: captured_in_body.or(params.captured_at),
         received_at,
         published_at: Utc::now(),
-        deadline: match params.deadline_ms.unwrap_or(config.frame_deadline_ms) {
+        deadline: match params.deadline_ms.unwrap_or_else(|| config.deadline_ms(&station)) {
             0 => None,
             ms => Some(received_at + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)),
         },
@@ -266,6 +327,9 @@ async fn accept(
     publish_frame(state, &meta, jpeg, traceparent).await?;
     let mode = if wait.is_some() { "wait" } else { "async" };
     state.metrics.ingest_accepted_total.with_label_values(&[mode]).inc();
+    if let Some(p) = &principal {
+        tracing::trace!(frame_id = %frame_id, token = p.name, "frame posted");
+    }
 
     let queued = json!({"frame_id": frame_id, "status": "queued"});
     match (wait, waiting) {

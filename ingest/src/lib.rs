@@ -1,15 +1,18 @@
-//! Ingest: this crate owns the front door for frames. It validates what a station
+//! Ingest: this crate owns the front door for frames. It checks who posts (the
+//! station's bearer token) and how often (its rate limit), validates what a station
 //! posts (station identity, body encoding, JPEG header, size and pixel limits), gives
 //! the frame an id, publishes it and answers `202` only once the broker confirmed it
 //! — or holds the request until the frame's result arrives when the station asked to
 //! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
-//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`).
+//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`, admin only).
 
 mod api;
 pub mod jpeg;
+pub mod limits;
 pub mod selftest;
 mod waiters;
 
 pub use api::{router, IngestState};
+pub use limits::RateLimiter;
 pub use selftest::SELFTEST_STATION;
 pub use waiters::Waiters;

@@ -58,6 +58,9 @@ pub async fn selftest(
     Query(params): Query<SelftestParams>,
     headers: HeaderMap,
 ) -> Response {
+    if let Err(refusal) = crate::api::check_admin(&state, &headers) {
+        return refusal.into_response();
+    }
     let started = Instant::now();
     let wait = Duration::from_millis(
         params

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,7 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
+use axum::middleware;
+use visionq_contract::auth::Auth;
 use visionq_contract::{Config, FrameResult, Metrics};
+use visionq_dashboard::access::{self, Caller, Gate};
 use visionq_dashboard::{DashboardState, Previews};
 use visionq_queue::{QueueError, SharedBroker};
 
@@ -27,6 +31,7 @@ pub struct ResultsState {
     /// The dashboard's latest frame per station, fed from the same events.
     pub previews: Arc<Previews>,
     pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
 }
 
 impl ResultsState {
@@ -37,6 +42,7 @@ impl ResultsState {
         metrics: Arc<Metrics>,
         broker: &SharedBroker,
         config: Arc<Config>,
+        auth: Arc<Auth>,
     ) -> Result<Arc<Self>, QueueError> {
         let (live, _) = broadcast::channel(1024);
         let previews = Arc::new(Previews::new(&config, metrics.clone()));
@@ -53,18 +59,23 @@ impl ResultsState {
                 }
             }
         });
-        Ok(Arc::new(ResultsState { store, metrics, live, previews, config }))
+        Ok(Arc::new(ResultsState { store, metrics, live, previews, config, auth }))
     }
 }
 
-/// The read side and the dashboard (the page at `/`), served together.
+/// The read side and the dashboard (the page at `/`), served together. Any valid
+/// token passes the gate; operators (and admins) read everything, a station token
+/// its own station's frames, history, counts and stream.
 pub fn router(state: Arc<ResultsState>) -> Router {
-    let dashboard = DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone());
+    let dashboard =
+        DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone(), state.auth.clone());
+    let reader = Gate::new(state.auth.clone(), None);
     Router::new()
         .route("/v1/frames/{frame_id}", get(get_frame))
         .route("/v1/stations/{station}/results", get(station_results))
         .route("/v1/stations/{station}/counts", get(station_counts))
         .route("/v1/stream", get(stream))
+        .route_layer(middleware::from_fn_with_state(reader, access::check))
         .with_state(state)
         .merge(visionq_dashboard::router(dashboard))
 }
@@ -80,13 +91,20 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-async fn get_frame(State(s): State<Arc<ResultsState>>, Path(id): Path<String>) -> Response {
+async fn get_frame(
+    State(s): State<Arc<ResultsState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let Ok(id) = Uuid::parse_str(&id) else {
         return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a frame id"));
     };
+    let missing = || error(StatusCode::NOT_FOUND, format!("no result for frame {id} (yet)"));
     match s.store.get(id).await {
+        // Another station's frame reads as missing: a station learns nothing of others.
+        Ok(Some(r)) if !caller.may_read(&r.station) => missing(),
         Ok(Some(r)) => Json(r).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no result for frame {id} (yet)")),
+        Ok(None) => missing(),
         Err(e) => store_error(e),
     }
 }
@@ -108,9 +126,13 @@ const MAX_LIMIT: usize = 1000;
 /// page is full) is the `before` of the following page.
 async fn station_results(
     State(s): State<Arc<ResultsState>>,
+    Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
     Query(p): Query<HistoryParams>,
 ) -> Response {
+    if !caller.may_read(&station) {
+        return access::not_yours(&station);
+    }
     let before = match p.before.as_deref().map(|b| Cursor::decode(b).ok_or(b)).transpose() {
         Ok(c) => c,
         Err(b) => return error(StatusCode::BAD_REQUEST, format!("`before={b}` is not a cursor from `next`")),
@@ -148,9 +170,13 @@ const MAX_BUCKETS: i64 = 10_000;
 /// 1h), `since` (default: 24 h before `until`), `until` (default: now).
 async fn station_counts(
     State(s): State<Arc<ResultsState>>,
+    Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
     Query(p): Query<CountsParams>,
 ) -> Response {
+    if !caller.may_read(&station) {
+        return access::not_yours(&station);
+    }
     let interval = p.interval.as_deref().unwrap_or("1h");
     let Some(interval_s) = parse_interval(interval) else {
         return error(StatusCode::BAD_REQUEST, format!("`interval={interval}`: use a number of seconds, or 30s, 5m, 1h, 1d"));
@@ -178,7 +204,23 @@ struct StreamParams {
     station: Option<String>,
 }
 
-async fn stream(State(s): State<Arc<ResultsState>>, Query(p): Query<StreamParams>, ws: WebSocketUpgrade) -> Response {
+/// The live results (`?station=` for one station; all stations need an operator token).
+async fn stream(
+    State(s): State<Arc<ResultsState>>,
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<StreamParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    // Who may watch is decided before the upgrade is looked at.
+    match &p.station {
+        Some(station) if !caller.may_read(station) => return access::not_yours(station),
+        None if !caller.reads_all() => return access::not_yours("every station"),
+        _ => {}
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
     let rx = s.live.subscribe();
     let metrics = s.metrics.clone();
     ws.on_upgrade(move |socket| push(socket, rx, p.station, metrics))

@@ -14,7 +14,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use visionq_contract::auth::{Auth, Scope};
 use visionq_contract::config::redact_url;
+use visionq_dashboard::access::{self, Gate};
 use visionq_contract::topology::Topology;
 use visionq_contract::{Config, Metrics};
 use visionq_queue::amqp::{AmqpBroker, QueueLimits};
@@ -115,6 +117,16 @@ pub async fn serve(
     bound_to: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let addr: SocketAddr = match listen {
+        Some(a) => a,
+        None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
+    };
+    // Roles with an API check tokens; the others serve only health and metrics.
+    let auth = Arc::new(if roles.contains(&Role::Ingest) || roles.contains(&Role::Results) {
+        Auth::for_listener(config.tokens_file.as_deref(), addr)?
+    } else {
+        Auth::off()
+    });
     let metrics = Arc::new(Metrics::new());
     let broker = broker(&config).await?;
     let embedded = config.amqp_url.is_none();
@@ -131,7 +143,9 @@ pub async fn serve(
         let url = config.database_url();
         let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
         tracing::info!(store = redact_url(&url), "store ready");
-        let state = visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone()).await?;
+        let state =
+            visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone(), auth.clone())
+                .await?;
         app = app.merge(visionq_results::api::router(state));
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
@@ -175,6 +189,8 @@ pub async fn serve(
             metrics: metrics.clone(),
             config: config.clone(),
             waiters,
+            auth: auth.clone(),
+            limiter: Default::default(),
             stopping,
         });
         app = app.merge(visionq_ingest::router(state));
@@ -188,6 +204,8 @@ pub async fn serve(
         needs_model: roles.contains(&Role::Infer),
         metrics: metrics.clone(),
     });
+    // Health and metrics stay open (probes and Prometheus scrape them; they hold no
+    // frame or result); the effective configuration is for admins.
     app = app.merge(
         Router::new()
             .route("/livez", get(|| async { "ok\n" }))
@@ -195,10 +213,13 @@ pub async fn serve(
             .route("/metrics", get(metrics_text))
             .with_state(health),
     );
-    let addr: SocketAddr = match listen {
-        Some(a) => a,
-        None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
-    };
+    let admin = Gate::new(auth.clone(), Some(Scope::Admin));
+    let shown = Arc::new(config.redacted());
+    app = app.merge(
+        Router::new()
+            .route("/v1/config", get(move || std::future::ready(axum::Json(shown.as_ref().clone()))))
+            .route_layer(axum::middleware::from_fn_with_state(admin, access::check)),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "HTTP listening");

@@ -9,6 +9,7 @@ mod demo;
 mod detect;
 mod load;
 mod shutdown;
+mod token;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -61,6 +62,15 @@ enum Command {
     Model(ModelCommand),
     /// Print the effective configuration (secrets redacted) as TOML.
     Config,
+    /// API tokens for stations, operators and admins.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token: prints it once, and the entry (its hash) for the tokens file.
+    New(token::NewArgs),
 }
 
 #[derive(clap::Args)]
@@ -124,12 +134,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            let mut c = config;
-            c.amqp_url = c.amqp_url.map(|u| visionq_contract::config::redact_url(&u));
-            c.database_url = c.database_url.map(|u| visionq_contract::config::redact_url(&u));
-            print!("{}", toml::to_string(&c)?);
+            print!("{}", toml::to_string(&config.redacted())?);
             Ok(())
         }
+        Command::Token(TokenCommand::New(args)) => token::new(args),
         _ => unreachable!("role commands are handled above"),
     }
 }

@@ -49,6 +49,10 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(data: &Path, port: u16) -> Pipeline {
+        Self::start_with(data, port, &[]).await
+    }
+
+    async fn start_with(data: &Path, port: u16, env: &[(&str, String)]) -> Pipeline {
         let log = repo().join("target/test-logs").join(format!("{}.log", unique("dashboard")));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_visionq"))
@@ -61,6 +65,7 @@ impl Pipeline {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true)
             .spawn()
             .expect("visionq binary runs");
@@ -519,4 +524,57 @@ async fn frames_reach_the_dashboard_through_rabbitmq() {
     delete_topology(&prefix).await;
     let log = std::fs::read_to_string(ingest_log).unwrap();
     assert!(!log.contains("unreadable result event"), "previews are hidden from ingest's result waiters");
+}
+
+/// With tokens configured, the page asks for an operator token before it shows
+/// anything, refuses a wrong one, and with the right one shows frames (their pictures
+/// fetched with the token) as before.
+#[tokio::test]
+async fn operators_sign_in_with_a_token() {
+    let _serial = one_at_a_time().await;
+    let data = scratch("dashboard-auth");
+    let tokens = data.join("tokens.toml");
+    let station = new_token(&tokens, &["--scope", "station", "--station", "dock-1"]);
+    let operator = new_token(&tokens, &["--scope", "operator"]);
+    let pipeline = Pipeline::start_with(&data, 0, &[("VISIONQ_TOKENS_FILE", tokens.display().to_string())]).await;
+    let http = reqwest::Client::new();
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile")).await;
+    const LOGIN: &str = r#"
+        const f = document.getElementById('login');
+        return { shown: !f.hidden && f.getBoundingClientRect().height > 0,
+                 text: document.getElementById('login-text').textContent,
+                 conn: document.getElementById('conn').dataset.state,
+                 tiles: document.querySelectorAll('.tile').length };
+    "#;
+    const SIGN_IN: &str = "document.getElementById('login-token').value = arguments[0]; \
+                           document.getElementById('login').requestSubmit(); return true;";
+    browser.goto(&pipeline.url("/")).await;
+    let asked = browser.wait("the page asks for a token", Duration::from_secs(15), LOGIN, json!([]), |v| v["shown"] == true).await;
+    assert_ne!(asked["conn"], "live", "no live feed without a token: {asked}");
+
+    browser.js(SIGN_IN, json!(["vq_not-the-token"])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = browser
+        .wait("a wrong token is refused", Duration::from_secs(15), LOGIN, json!([]), |v| v["shown"] == true && v["text"].as_str().unwrap().contains("not valid"))
+        .await;
+    assert_ne!(refused["conn"], "live", "{refused}");
+
+    browser.js(SIGN_IN, json!([operator])).await;
+    browser
+        .wait("the right token opens the live feed", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live")
+        .await;
+    let url = pipeline.url("/v1/stations/dock-1/frames?wait_ms=20000");
+    let r = http.post(url).bearer_auth(&station).header("content-type", "image/jpeg").body(photo_bytes("dog.jpg")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let result: Value = r.json().await.unwrap();
+    let tile = browser
+        .wait("the frame appears with its picture", Duration::from_secs(15), TILE, json!(["dock-1"]), |t| {
+            t["imageLoaded"] == true && t["frameId"] == result["frame_id"]
+        })
+        .await;
+    assert_tile_matches(&tile, &result);
+    assert_eq!(browser.js(LOGIN, json!([])).await["shown"], false);
+    drop(browser);
+    pipeline.stop().await;
 }

@@ -152,3 +152,35 @@ pub fn classes(result: &serde_json::Value) -> Vec<String> {
     c.dedup();
     c
 }
+
+/// Runs `visionq token new ARGS`; returns the token and appends its entry to `file`.
+pub fn new_token(file: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
+        .args(["token", "new"])
+        .args(args)
+        .output()
+        .expect("visionq runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let entry: String =
+        String::from_utf8(out.stderr).unwrap().lines().filter(|l| !l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert!(entry.contains(&sha256_hex(&token)), "the entry holds the token's hash:\n{entry}");
+    assert!(!entry.contains(&token), "the entry never holds the token itself");
+    let mut all = std::fs::read_to_string(file).unwrap_or_default();
+    all.push_str(&entry);
+    std::fs::write(file, all).unwrap();
+    token
+}
+
+/// SHA-256 hex by the system's sha256sum, independent of the code under test.
+fn sha256_hex(token: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
