@@ -4,6 +4,7 @@
 //! broker restart. Every (re)connect declares the topology idempotently: quorum work
 //! queues with a length limit (`reject-publish`, so a full queue refuses the publish
 //! and ingest can answer 503), a delivery limit and a dead-letter exchange.
+//! `amqps://` URLs speak TLS (rustls, the system's roots plus an optional CA bundle).
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{mpsc, Mutex};
 use visionq_contract::topology::{Topology, ERROR_HEADER};
@@ -49,6 +51,8 @@ struct Link {
 
 struct Inner {
     url: String,
+    /// PEM CA bundle trusted for `amqps://` besides the system's roots.
+    tls_ca_pem: Option<String>,
     topology: Topology,
     limits: QueueLimits,
     link: Mutex<Option<Link>>,
@@ -65,9 +69,21 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 impl AmqpBroker {
     /// Connects and declares the topology; fails if the broker cannot be reached now.
     pub async fn connect(url: &str, topology: Topology, limits: QueueLimits) -> Result<Self, QueueError> {
+        Self::connect_tls(url, None, topology, limits).await
+    }
+
+    /// As [`connect`](Self::connect); an `amqps://` URL speaks TLS, verifying the
+    /// broker's certificate against the system's roots and `tls_ca_pem` (PEM).
+    pub async fn connect_tls(
+        url: &str,
+        tls_ca_pem: Option<String>,
+        topology: Topology,
+        limits: QueueLimits,
+    ) -> Result<Self, QueueError> {
         let broker = AmqpBroker {
             inner: std::sync::Arc::new(Inner {
                 url: url.to_string(),
+                tls_ca_pem,
                 topology,
                 limits,
                 link: Mutex::new(None),
@@ -102,9 +118,12 @@ impl Inner {
             tracing::warn!("broker connection lost; reconnecting");
         }
         *link = None;
+        let tls = OwnedTLSConfig { identity: None, cert_chain: self.tls_ca_pem.clone() };
+        let runtime = lapin::runtime::default_runtime().map_err(unavailable)?;
+        let properties = ConnectionProperties::default().with_connection_name("visionq".into());
         let connection = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            Connection::connect(&self.url, ConnectionProperties::default().with_connection_name("visionq".into())),
+            Connection::connect_with_config(&self.url, properties, tls, runtime),
         )
         .await
         .map_err(|_| QueueError::Unavailable("timed out connecting to the broker".into()))?

@@ -51,10 +51,14 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
         max_deliveries: config.max_deliveries,
     };
     let topology = Topology::new(config.queue_prefix.clone());
+    let tls_ca = match &config.amqp_tls_ca_file {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading the broker CA {}", path.display()))?),
+        None => None,
+    };
     // A pod may start before the broker: keep trying for a while.
     let mut attempt = 0;
     loop {
-        match AmqpBroker::connect(url, topology.clone(), limits.clone()).await {
+        match AmqpBroker::connect_tls(url, tls_ca.clone(), topology.clone(), limits.clone()).await {
             Ok(b) => return Ok(Arc::new(b)),
             Err(e) if attempt < 30 => {
                 attempt += 1;
@@ -220,18 +224,36 @@ pub async fn serve(
             .route("/v1/config", get(move || std::future::ready(axum::Json(shown.as_ref().clone()))))
             .route_layer(axum::middleware::from_fn_with_state(admin, access::check)),
     );
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))?,
+        ),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "HTTP listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%bound, scheme, "HTTP listening");
     match bound_to {
         Some(tx) => drop(tx.send(bound)),
-        None => println!("visionq listening on http://{bound}"),
+        None => println!("visionq listening on {scheme}://{bound}"),
     }
 
     let http_stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(http_stop.wait()).await
-    });
+    let http = match tls {
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(http_stop.wait()).await }),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
+            tokio::spawn(async move {
+                http_stop.wait().await;
+                handle.graceful_shutdown(Some(Duration::from_secs(2)));
+            });
+            tokio::spawn(async move { server.serve(app.into_make_service()).await })
+        }
+    };
     shutdown.wait().await;
     tracing::info!("shutting down: no new frames");
     let deadline = Duration::from_millis(config.shutdown_timeout_ms);
@@ -304,7 +326,10 @@ pub struct Local {
 }
 
 impl Local {
-    pub async fn start(config: Config, listen: SocketAddr) -> anyhow::Result<Local> {
+    pub async fn start(mut config: Config, listen: SocketAddr) -> anyhow::Result<Local> {
+        // The local commands talk plain HTTP, without tokens, to their own pipeline
+        // on loopback.
+        (config.tls_cert_file, config.tls_key_file, config.tokens_file) = (None, None, None);
         let (trigger, shutdown) = crate::shutdown::channel();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let roles = [Role::Ingest, Role::Preprocess, Role::Infer, Role::Results].into();
