@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// How long each request waits for its result.
     #[arg(long, default_value_t = 30_000)]
     wait_ms: u64,
+    /// Bearer token for a `--url` with authentication on: an admin token (it may
+    /// post for any station). Read from the environment, not the command line.
+    #[arg(long = "token-env", default_value = "VISIONQ_BENCH_TOKEN", value_name = "VAR")]
+    token_env: String,
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -49,7 +53,13 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         (None, Some(l)) => l.base.clone(),
         (None, None) => unreachable!("a local pipeline runs when no URL is given"),
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let (Some(_), Ok(token)) = (&args.url, std::env::var(&args.token_env)) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).default_headers(headers).build()?;
     let before = batch_buckets(&client.get(format!("{base}/metrics")).send().await?.text().await?);
     let load = Load {
         stations: args.stations,
