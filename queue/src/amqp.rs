@@ -56,6 +56,12 @@ struct Inner {
     topology: Topology,
     limits: QueueLimits,
     link: Mutex<Option<Link>>,
+    /// Held while a message is handed to the publishing channel. lapin numbers a
+    /// publish for its confirm before it queues the frames, so two tasks publishing
+    /// at once can reach the broker in the other order than they were numbered, and
+    /// each is then told the other's confirm: a frame nacked by a full queue was
+    /// answered 202, one stored was answered 503. One at a time keeps both in step.
+    publish_order: Mutex<()>,
 }
 
 pub struct AmqpBroker {
@@ -87,6 +93,7 @@ impl AmqpBroker {
                 topology,
                 limits,
                 link: Mutex::new(None),
+                publish_order: Mutex::new(()),
             }),
         };
         broker.inner.publish_channel().await?;
@@ -152,6 +159,7 @@ impl Inner {
         full: &'static str,
     ) -> Result<(), QueueError> {
         let ch = self.publish_channel().await?;
+        let order = self.publish_order.lock().await;
         let confirm = ch
             .basic_publish(
                 exchange.into(),
@@ -162,6 +170,7 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
+        drop(order);
         let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await
             .map_err(|_| QueueError::Unavailable("no publisher confirm in time".into()))?
@@ -364,7 +373,9 @@ impl Broker for AmqpBroker {
 
     async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
         let ch = self.inner.publish_channel().await?;
-        // Best effort: no confirm awaited; the store is the record.
+        // Best effort: no confirm awaited; the store is the record. It is numbered
+        // for a confirm all the same (the channel is in confirm mode): in order too.
+        let _order = self.inner.publish_order.lock().await;
         ch.basic_publish(
             self.inner.topology.events_exchange().into(),
             routing_key.into(),
