@@ -18,7 +18,7 @@ use visionq_contract::message::{elapsed_ms, ImageSize};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
 use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, Preprocessor};
-use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
 use crate::decode::Candidate;
 use crate::model::{InferError, Model};
@@ -231,7 +231,7 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
         }
         let shared = shared.clone();
         pending.spawn(async move {
-            let fate = match shared.broker.publish(WorkQueue::Results, out).await {
+            let fate = match publish_when_room(&*shared.broker, WorkQueue::Results, out).await {
                 Ok(()) => {
                     shared.metrics.stage_frames_total.with_label_values(&["infer", "ok"]).inc();
                     Fate::Ack

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
-use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
 use crate::{PreprocessError, Preprocessor};
 
@@ -65,7 +65,7 @@ pub async fn fail_frame(
         if let Some(tp) = input.1.header(TRACEPARENT_HEADER) {
             out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
         }
-        if let Err(e) = broker.publish(WorkQueue::Results, out).await {
+        if let Err(e) = publish_when_room(&**broker, WorkQueue::Results, out).await {
             tracing::warn!(error = %e, "cannot publish the error result; requeueing the frame");
             return Fate::Requeue;
         }
@@ -84,7 +84,7 @@ pub async fn expire_frame(broker: &SharedBroker, metrics: &Metrics, stage: &str,
     if let Some(tp) = input.header(TRACEPARENT_HEADER) {
         out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
     }
-    if let Err(e) = broker.publish(WorkQueue::Results, out).await {
+    if let Err(e) = publish_when_room(&**broker, WorkQueue::Results, out).await {
         tracing::warn!(error = %e, "cannot publish the expired result; requeueing the frame");
         return Fate::Requeue;
     }
@@ -131,7 +131,7 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
     .await
     .expect("preprocess task does not panic");
     let fate = match prepared {
-        Ok(tensor) => match broker.publish(WorkQueue::Tensors, tensor).await {
+        Ok(tensor) => match publish_when_room(&*broker, WorkQueue::Tensors, tensor).await {
             Ok(()) => {
                 tracing::debug!(
                     frame_id = frame_id.map(tracing::field::display),
@@ -143,9 +143,6 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot publish tensor; requeueing the frame");
-                if matches!(e, QueueError::Full(_)) {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
                 Fate::Requeue
             }
         },

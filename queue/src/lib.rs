@@ -136,6 +136,30 @@ impl Delivery {
     }
 }
 
+/// Publishes the next hop of a delivery in hand, waiting out a full queue instead of
+/// giving up. The delivery stays unsettled meanwhile, so the stage stops taking work,
+/// the queue before it fills up, and ingest answers 503: backpressure travels up the
+/// pipeline. Requeueing instead would count a delivery each time against the
+/// delivery limit, and a good message would be dead-lettered after a few tries.
+/// Any other failure (the broker unreachable) is returned at once.
+pub async fn publish_when_room(broker: &dyn Broker, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+    let mut backoff = std::time::Duration::from_millis(50);
+    let mut waited = false;
+    loop {
+        match broker.publish(queue, message.clone()).await {
+            Err(QueueError::Full(q)) => {
+                if !waited {
+                    tracing::warn!(queue = q, "next queue is full; holding the delivery until there is room");
+                    waited = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// On shutdown: waits for the work still in flight, up to `deadline`, logging what
 /// is left (unsettled deliveries go back to the queue when the consumer closes).
 pub async fn drain_in_flight(tasks: &mut tokio::task::JoinSet<()>, deadline: std::time::Duration, role: &str) {
