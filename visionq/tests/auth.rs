@@ -21,12 +21,6 @@ struct Tokens {
     admin: String,
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = repo().join("target/test-tmp").join(unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn tokens(dir: &Path) -> (PathBuf, Tokens) {
     let file = dir.join("tokens.toml");
     let t = Tokens {

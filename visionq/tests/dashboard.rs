@@ -30,12 +30,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ACCEPT: f64 = 0.85;
 const LOW: f64 = 0.65;
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = repo().join("target/test-tmp").join(unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -13,13 +13,6 @@ use serde_json::Value;
 
 const CONF: f64 = 0.25;
 
-/// A scratch folder under target/, one per test.
-fn scratch(tag: &str) -> PathBuf {
-    let d = repo().join("target/test-tmp").join(unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// `visionq ARGS` with the embedded defaults (no broker, SQLite in `data`).
 fn visionq(args: &[&str], data: &Path, extra_env: &[(&str, String)], isolated: bool) -> Output {
     let bin = env!("CARGO_BIN_EXE_visionq");

@@ -394,17 +394,6 @@ impl Drop for SharedTopology {
     }
 }
 
-/// Ready messages in a queue of the broker at `url` (passive declare).
-async fn depth(url: &str, queue: &str) -> u32 {
-    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(queue.into(), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
-        .await
-        .unwrap();
-    let _ = conn.close(200, "done".into()).await;
-    q.message_count()
-}
 
 /// Takes every ready message of `queue` without acking, counts those the broker
 /// marks as delivered before, then closes the channel so all of them go back.
@@ -596,7 +585,7 @@ async fn wait_drained(pg: &tokio_postgres::Client, amqp_url: &str, prefix: &str,
         let n: i64 = pg.query_one("SELECT count(DISTINCT frame_id) FROM frames WHERE frame_id = ANY($1)", &[&ids]).await.unwrap().get(0);
         let mut queued = 0;
         for q in ["frames", "tensors", "results"] {
-            queued += depth(amqp_url, &format!("{prefix}.{q}")).await;
+            queued += queue_len_at(amqp_url, &format!("{prefix}.{q}")).await;
         }
         if n as usize == ids.len() && queued == 0 {
             break;
@@ -778,7 +767,7 @@ async fn broker_stopped_and_restarted_mid_run_loses_nothing() {
     assert_eq!(a.no_answer, 0, "ingest stayed up: every request got an answer");
     // The workers reconnected by themselves: everything flowed, and all are ready.
     pipeline.all_ready(Duration::from_secs(15)).await;
-    assert_eq!(depth(&node.url(), &format!("{prefix}.dead")).await, 0, "nothing dead-lettered");
+    assert_eq!(queue_len_at(&node.url(), &format!("{prefix}.dead")).await, 0, "nothing dead-lettered");
     pipeline.stop().await;
 }
 
@@ -822,7 +811,7 @@ async fn each_role_sigkilled_mid_batch_and_restarted_loses_and_doubles_nothing()
             signal("-STOP", &pipeline.servers[role].child.id().unwrap().to_string());
             let until = Instant::now() + Duration::from_secs(2);
             loop {
-                ready_at_kill = depth(AMQP_URL, &format!("{prefix}.{q}")).await;
+                ready_at_kill = queue_len_at(AMQP_URL, &format!("{prefix}.{q}")).await;
                 if ready_at_kill >= 5 || Instant::now() > until {
                     break;
                 }
@@ -987,16 +976,6 @@ async fn burst_over_capacity_is_refused_with_retry_after_and_accepted_frames_com
     pipeline.all_ready(Duration::from_secs(15)).await;
     assert_eq!(queue_len(&format!("{prefix}.dead")).await, 0, "nothing dead-lettered");
     pipeline.stop().await;
-}
-
-/// dog.jpg up to the end of its frame header, then garbage: the header is valid, the data is not.
-fn corrupt_jpeg() -> Vec<u8> {
-    let dog = photo_bytes("dog.jpg");
-    let sof = dog.windows(2).position(|w| w == [0xFF, 0xC0]).expect("dog.jpg is baseline");
-    let sof_len = u16::from_be_bytes([dog[sof + 2], dog[sof + 3]]) as usize;
-    let mut broken = dog[..sof + 2 + sof_len].to_vec();
-    broken.extend(std::iter::repeat_n(0x5Au8, 2000));
-    broken
 }
 
 fn header_text(h: &lapin::types::FieldTable, name: &str) -> Option<String> {

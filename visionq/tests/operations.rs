@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,26 +17,9 @@ use tokio::sync::watch;
 
 const PHOTOS: &[&str] = &["dog.jpg", "horses.jpg", "person.jpg", "giraffe.jpg", "eagle.jpg"];
 
-/// A scratch data dir under target/ (embedded mode keeps its SQLite there).
-fn scratch(tag: &str) -> PathBuf {
-    let d = repo().join("target/test-tmp").join(unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Env for the embedded pipeline (in-process queues, SQLite under a scratch dir).
 fn embedded_env(tag: &str) -> Vec<(&'static str, String)> {
     vec![("VISIONQ_DATA_DIR", scratch(tag).display().to_string())]
-}
-
-/// dog.jpg up to the end of its frame header, then garbage: the header is valid, the data is not.
-fn corrupt_jpeg() -> Vec<u8> {
-    let dog = photo_bytes("dog.jpg");
-    let sof = dog.windows(2).position(|w| w == [0xFF, 0xC0]).expect("dog.jpg is baseline");
-    let sof_len = u16::from_be_bytes([dog[sof + 2], dog[sof + 3]]) as usize;
-    let mut broken = dog[..sof + 2 + sof_len].to_vec();
-    broken.extend(std::iter::repeat_n(0x5Au8, 2000));
-    broken
 }
 
 /// One parsed sample of the Prometheus text exposition.

@@ -36,12 +36,6 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = repo().join("target/test-tmp").join(unique(tag));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// `curl ARGS` → (exit code, HTTP status, body).
 async fn curl(args: &[&str]) -> (i32, u16, String) {
     let out = tokio::process::Command::new("curl")
@@ -89,7 +83,8 @@ async fn the_http_side_serves_https_when_given_a_certificate() {
 
 /// socat terminating TLS on a free port, forwarding to this machine's RabbitMQ.
 struct TlsFront {
-    child: tokio::process::Child,
+    /// Killed on drop.
+    _child: tokio::process::Child,
     port: u16,
 }
 
@@ -113,7 +108,7 @@ impl TlsFront {
             assert!(Instant::now() < deadline, "socat did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        TlsFront { child, port }
+        TlsFront { _child: child, port }
     }
 }
 

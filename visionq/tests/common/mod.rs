@@ -127,15 +127,38 @@ pub async fn delete_topology(prefix: &str) {
     }
 }
 
-/// Messages in a queue (passive declare).
+/// Messages in a queue of this machine's RabbitMQ (passive declare).
 pub async fn queue_len(name: &str) -> u32 {
-    let conn = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default()).await.unwrap();
+    queue_len_at(AMQP_URL, name).await
+}
+
+/// Ready messages in a queue of the broker at `url` (passive declare).
+pub async fn queue_len_at(url: &str, name: &str) -> u32 {
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(name.into(), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
         .await
         .unwrap();
+    let _ = conn.close(200, "done".into()).await;
     q.message_count()
+}
+
+/// A scratch directory under target/ (embedded mode keeps its SQLite there).
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = repo().join("target/test-tmp").join(unique(tag));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// dog.jpg up to the end of its frame header, then garbage: the header is valid, the data is not.
+pub fn corrupt_jpeg() -> Vec<u8> {
+    let dog = photo_bytes("dog.jpg");
+    let sof = dog.windows(2).position(|w| w == [0xFF, 0xC0]).expect("dog.jpg is baseline");
+    let sof_len = u16::from_be_bytes([dog[sof + 2], dog[sof + 3]]) as usize;
+    let mut broken = dog[..sof + 2 + sof_len].to_vec();
+    broken.extend(std::iter::repeat_n(0x5Au8, 2000));
+    broken
 }
 
 /// POSTs a JPEG; returns status and JSON body.
