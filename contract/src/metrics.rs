@@ -26,9 +26,11 @@ pub const STAGES: &[&str] = &[
 ];
 
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
-/// by configuration or by the model (`class`, `model`, `name`, `version`).
+/// by configuration, by the model (`class`, `model`, `name`, `version`) or by a cap
+/// (`station`: [`MAX_STATION_LABELS`]).
 pub const LABELS: &[&str] = &[
     "mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency",
+    "station",
 ];
 
 /// Histograms whose quantity has no unit (a count, a probability).
@@ -49,6 +51,11 @@ pub struct Metrics {
     pub ingest_accepted_total: IntCounterVec,
     /// Requests ingest refused, by `reason` (not_jpeg, bad_header, too_large, unknown_station, unavailable, …).
     pub ingest_rejected_total: IntCounterVec,
+    /// Frames ingest accepted, by `station` (the first [`MAX_STATION_LABELS`]
+    /// stations seen by this process; any later one counts as `other`), so an alert
+    /// can name the one station that went silent. Use [`Metrics::station_frame`].
+    station_frames_total: IntCounterVec,
+    station_labels: std::sync::Mutex<std::collections::HashSet<String>>,
     pub ingest_body_bytes: Histogram,
     /// Frames leaving a stage, by `stage` and `outcome` (ok, error, expired).
     pub stage_frames_total: IntCounterVec,
@@ -81,7 +88,24 @@ pub struct Metrics {
     pub selftest_runs_total: IntCounterVec,
 }
 
+/// Station label values one process gives at most (a bound on the series count:
+/// station ids come from the network).
+pub const MAX_STATION_LABELS: usize = 256;
+
 impl Metrics {
+    /// Counts a frame accepted for `station`.
+    pub fn station_frame(&self, station: &str) {
+        let label = {
+            let mut seen = self.station_labels.lock().expect("station labels lock");
+            if seen.contains(station) || (seen.len() < MAX_STATION_LABELS && seen.insert(station.to_string())) {
+                station
+            } else {
+                "other"
+            }
+        };
+        self.station_frames_total.with_label_values(&[label]).inc();
+    }
+
     pub fn new() -> Metrics {
         let registry = Registry::new();
         macro_rules! reg {
@@ -103,6 +127,11 @@ impl Metrics {
                 Opts::new("visionq_ingest_rejected_total", "Requests refused by ingest, by reason."),
                 &["reason"]
             )),
+            station_frames_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_station_frames_total", "Frames accepted by ingest, by station (`other` beyond the first 256)."),
+                &["station"]
+            )),
+            station_labels: Default::default(),
             ingest_body_bytes: reg!(Histogram::with_opts(hist(
                 "visionq_ingest_body_bytes",
                 "Size of accepted JPEG frames.",
@@ -330,6 +359,20 @@ mod tests {
         m.dependency_up.with_label_values(&["broker"]).set(1.0);
         m.selftest_runs_total.with_label_values(&["ok"]).inc();
         m
+    }
+
+    #[test]
+    fn station_labels_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..MAX_STATION_LABELS + 10 {
+            m.station_frame(&format!("cam-{i}"));
+        }
+        m.station_frame("cam-0");
+        let text = m.render();
+        assert!(text.contains("visionq_station_frames_total{station=\"cam-0\"} 2"), "{text}");
+        assert!(text.contains("visionq_station_frames_total{station=\"other\"} 10"));
+        let series = text.lines().filter(|l| l.starts_with("visionq_station_frames_total{")).count();
+        assert_eq!(series, MAX_STATION_LABELS + 1);
     }
 
     #[test]

@@ -327,6 +327,7 @@ async fn accept(
     publish_frame(state, &meta, jpeg, traceparent).await?;
     let mode = if wait.is_some() { "wait" } else { "async" };
     state.metrics.ingest_accepted_total.with_label_values(&[mode]).inc();
+    state.metrics.station_frame(&station);
     if let Some(p) = &principal {
         tracing::trace!(frame_id = %frame_id, token = p.name, "frame posted");
     }

@@ -86,6 +86,7 @@ async fn metrics_after_a_known_run_have_the_right_names_and_values() {
     let n = PHOTOS.len() as f64;
     // Frames in, out and failed, stage by stage.
     assert_eq!(must(&m, "visionq_ingest_accepted_total", &[("mode", "wait")]), n + 1.0);
+    assert_eq!(must(&m, "visionq_station_frames_total", &[("station", "line1-cam1")]), n + 1.0);
     assert_eq!(must(&m, "visionq_stage_frames_total", &[("stage", "preprocess"), ("outcome", "ok")]), n);
     assert_eq!(must(&m, "visionq_stage_frames_total", &[("stage", "preprocess"), ("outcome", "error")]), 1.0);
     assert_eq!(must(&m, "visionq_stage_frames_total", &[("stage", "infer"), ("outcome", "ok")]), n);
@@ -126,6 +127,12 @@ async fn metrics_after_a_known_run_have_the_right_names_and_values() {
     for dep in ["broker", "database", "model"] {
         assert_eq!(must(&m, "visionq_dependency_up", &[("dependency", dep)]), 1.0, "{dep}");
     }
+    // Frames are counted per station, so an alert can name the one that went quiet.
+    let (status, _) = post_jpeg(&client, &server.url("/v1/stations/line2-cam7/frames"), photo_bytes("dog.jpg")).await;
+    assert_eq!(status, 202);
+    let m = samples(&server.metrics().await);
+    assert_eq!(must(&m, "visionq_station_frames_total", &[("station", "line1-cam1")]), n + 1.0);
+    assert_eq!(must(&m, "visionq_station_frames_total", &[("station", "line2-cam7")]), 1.0);
     server.stop().await;
 }
 
