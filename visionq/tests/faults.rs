@@ -161,7 +161,17 @@ impl RabbitNode {
 
     /// Graceful stop: SIGTERM to the VM, then waits for the VM and its script to exit.
     async fn stop(&mut self) -> Instant {
-        signal("-TERM", &self.beam_pid());
+        self.end("-TERM").await
+    }
+
+    /// Hard kill: SIGKILL to the VM (a node lost with its machine or OOM-killed); what
+    /// it confirmed must be on disk.
+    async fn kill(&mut self) -> Instant {
+        self.end("-KILL").await
+    }
+
+    async fn end(&mut self, sig: &str) -> Instant {
+        signal(sig, &self.beam_pid());
         let mut script = self.script.take().expect("node running");
         let until = Instant::now() + Duration::from_secs(30);
         while script.try_wait().unwrap().is_none() {
@@ -715,8 +725,19 @@ fn backlog_done(rows: &HashMap<Uuid, Row>, sent: &[Sent], t: Instant, t_wall: Da
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_stopped_and_restarted_mid_run_loses_nothing() {
+    broker_outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_killed_and_restarted_mid_run_loses_nothing() {
+    broker_outage(true).await;
+}
+
+/// The broker goes away mid-run — stopped gracefully, or (`hard`) SIGKILLed — and
+/// comes back on its data directory.
+async fn broker_outage(hard: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let mut node = RabbitNode::start("fault_broker").await;
+    let mut node = RabbitNode::start(if hard { "fault_brokerkill" } else { "fault_broker" }).await;
     let db = TestDb::new("fault_broker").await;
     let prefix = unique("fbroker");
     let pipeline = Pipeline::start(&node.url(), &prefix, &db.url, &[]).await;
@@ -724,11 +745,11 @@ async fn broker_stopped_and_restarted_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     // A burst just before, so that frames are waiting in the queues when the broker
-    // goes away (a graceful stop, as in a rolling restart); it stays away ~4 s and
-    // comes back on the same data directory. No visionq process is touched.
+    // goes away (a graceful stop, as in a rolling restart, or a kill); it stays away
+    // ~4 s and comes back on the same data directory. No visionq process is touched.
     let burst = load.burst(4, Duration::from_secs(1), 15);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let down = node.stop().await;
+    let down = if hard { node.kill().await } else { node.stop().await };
     for b in burst {
         b.await.unwrap();
     }
@@ -763,7 +784,8 @@ async fn broker_stopped_and_restarted_mid_run_loses_nothing() {
         secs(flowing),
         secs(backlog)
     );
-    report("RabbitMQ stopped and restarted", &a, Some(extra_unconfirmed(&rows, &sent)), &recovery, 200);
+    let scenario = if hard { "RabbitMQ SIGKILLed and restarted" } else { "RabbitMQ stopped and restarted" };
+    report(scenario, &a, Some(extra_unconfirmed(&rows, &sent)), &recovery, 200);
     assert_eq!(a.no_answer, 0, "ingest stayed up: every request got an answer");
     // The workers reconnected by themselves: everything flowed, and all are ready.
     pipeline.all_ready(Duration::from_secs(15)).await;
