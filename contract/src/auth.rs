@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -142,15 +142,18 @@ struct Known {
     principal: Arc<Principal>,
 }
 
-/// The access check of one process: off, or a set of known tokens.
+/// The access check of one process: off, or a set of known tokens (swapped whole
+/// by [`Auth::reload`]).
 pub struct Auth {
-    known: Option<Vec<Known>>,
+    known: Option<RwLock<Arc<Vec<Known>>>>,
+    /// Where the tokens came from, for reloads.
+    file: Option<PathBuf>,
 }
 
 impl Auth {
     /// No authentication: every request passes.
     pub fn off() -> Auth {
-        Auth { known: None }
+        Auth { known: None, file: None }
     }
 
     /// The check for a process whose HTTP API listens on `listen`: the tokens file
@@ -172,34 +175,24 @@ impl Auth {
     }
 
     pub fn load(path: &Path) -> Result<Auth, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
-        let invalid = |message: String| AuthError::Invalid { path: path.into(), message };
-        let file: TokensFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let auth = Auth::from_entries(file.token).map_err(invalid)?;
-        tracing::info!(tokens = auth.known.as_ref().map_or(0, Vec::len), file = %path.display(), "authentication on");
-        Ok(auth)
+        let known = read_tokens(path)?;
+        tracing::info!(tokens = known.len(), file = %path.display(), "authentication on");
+        Ok(Auth { known: Some(RwLock::new(Arc::new(known))), file: Some(path.into()) })
+    }
+
+    /// Reads the tokens file again and swaps in its tokens: a rotation without a
+    /// restart (`visionq` does it on SIGHUP). A file that does not read or check
+    /// leaves the tokens as they were. Returns how many tokens are now known.
+    pub fn reload(&self) -> Result<usize, AuthError> {
+        let (Some(known), Some(path)) = (&self.known, &self.file) else { return Ok(0) };
+        let fresh = read_tokens(path)?;
+        let n = fresh.len();
+        *known.write().expect("tokens lock") = Arc::new(fresh);
+        Ok(n)
     }
 
     pub fn from_entries(entries: Vec<TokenEntry>) -> Result<Auth, String> {
-        if entries.is_empty() {
-            return Err("holds no [[token]] entry; with no token nobody could call the API".into());
-        }
-        let mut known: Vec<Known> = Vec::with_capacity(entries.len());
-        for e in entries {
-            let hash = parse_hash(&e.sha256).ok_or_else(|| format!("token `{}`: sha256 must be 64 hex digits", e.name))?;
-            if e.scope == Scope::Station && e.stations.is_empty() {
-                return Err(format!("station token `{}` names no station (stations = [\"…\"])", e.name));
-            }
-            if let Some(bad) = e.stations.iter().find(|s| !valid_station_id(s)) {
-                return Err(format!("token `{}`: station id `{bad}` is not valid", e.name));
-            }
-            if known.iter().any(|k| k.hash == hash) {
-                return Err(format!("token `{}`: the same token appears twice", e.name));
-            }
-            let principal = Arc::new(Principal { name: e.name, scope: e.scope, stations: e.stations });
-            known.push(Known { hash, principal });
-        }
-        Ok(Auth { known: Some(known) })
+        Ok(Auth { known: Some(RwLock::new(Arc::new(known_tokens(entries)?))), file: None })
     }
 
     pub fn enabled(&self) -> bool {
@@ -211,9 +204,10 @@ impl Auth {
         let Some(known) = &self.known else { return Ok(None) };
         let token = token.filter(|t| !t.is_empty()).ok_or(Denied::Missing)?;
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let known = known.read().expect("tokens lock").clone();
         // Every entry is compared, in constant time, whatever matched first.
         let mut found = None;
-        for k in known {
+        for k in known.iter() {
             if bool::from(k.hash.ct_eq(&presented)) {
                 found = Some(k.principal.clone());
             }
@@ -243,6 +237,35 @@ impl Auth {
             _ => Ok(who),
         }
     }
+}
+
+fn read_tokens(path: &Path) -> Result<Vec<Known>, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
+    let invalid = |message: String| AuthError::Invalid { path: path.into(), message };
+    let file: TokensFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    known_tokens(file.token).map_err(invalid)
+}
+
+fn known_tokens(entries: Vec<TokenEntry>) -> Result<Vec<Known>, String> {
+    if entries.is_empty() {
+        return Err("holds no [[token]] entry; with no token nobody could call the API".into());
+    }
+    let mut known: Vec<Known> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let hash = parse_hash(&e.sha256).ok_or_else(|| format!("token `{}`: sha256 must be 64 hex digits", e.name))?;
+        if e.scope == Scope::Station && e.stations.is_empty() {
+            return Err(format!("station token `{}` names no station (stations = [\"…\"])", e.name));
+        }
+        if let Some(bad) = e.stations.iter().find(|s| !valid_station_id(s)) {
+            return Err(format!("token `{}`: station id `{bad}` is not valid", e.name));
+        }
+        if known.iter().any(|k| k.hash == hash) {
+            return Err(format!("token `{}`: the same token appears twice", e.name));
+        }
+        let principal = Arc::new(Principal { name: e.name, scope: e.scope, stations: e.stations });
+        known.push(Known { hash, principal });
+    }
+    Ok(known)
 }
 
 /// The token in `Authorization: Bearer <token>` (case-insensitive scheme).
@@ -369,6 +392,24 @@ mod tests {
         assert!(check(&format!("[[token]]\nname = \"a\"\nscope = \"root\"\nsha256 = \"{h}\"\n")).unwrap().contains("scope"));
         let twice = format!("[[token]]\nname = \"a\"\nscope = \"operator\"\nsha256 = \"{h}\"\n[[token]]\nname = \"b\"\nscope = \"admin\"\nsha256 = \"{h}\"\n");
         assert!(check(&twice).unwrap().contains("twice"));
+    }
+
+    #[test]
+    fn reload_swaps_tokens_and_keeps_them_when_the_file_is_bad() {
+        let dir = std::env::temp_dir().join(format!("visionq-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens.toml");
+        let entry = |t: &str| format!("[[token]]\nname = \"ops\"\nscope = \"operator\"\nsha256 = \"{}\"\n", token_hash(t));
+        std::fs::write(&file, entry("old")).unwrap();
+        let auth = Auth::load(&file).unwrap();
+        assert!(auth.authenticate(Some("old")).is_ok());
+        std::fs::write(&file, entry("new")).unwrap();
+        assert_eq!(auth.reload().unwrap(), 1);
+        assert_eq!(auth.authenticate(Some("old")).unwrap_err(), Denied::Invalid);
+        assert!(auth.authenticate(Some("new")).is_ok());
+        std::fs::write(&file, "not toml [").unwrap();
+        assert!(auth.reload().is_err());
+        assert!(auth.authenticate(Some("new")).is_ok(), "a bad file keeps the tokens that were");
     }
 
     #[test]

@@ -70,6 +70,23 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     }
 }
 
+/// SIGHUP reads the tokens file again (rotation without a restart); a file that
+/// does not check keeps the tokens in use.
+fn reload_tokens_on_sighup(auth: Arc<Auth>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: token changes need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: tokens file not reloaded; the tokens in use stay"),
+            }
+        }
+    });
+}
+
 /// What `/readyz` checks.
 pub struct Health {
     broker: SharedBroker,
@@ -131,6 +148,9 @@ pub async fn serve(
     } else {
         Auth::off()
     });
+    if auth.enabled() {
+        reload_tokens_on_sighup(auth.clone());
+    }
     let metrics = Arc::new(Metrics::new());
     let broker = broker(&config).await?;
     let embedded = config.amqp_url.is_none();

@@ -241,3 +241,47 @@ async fn auth_cannot_be_off_on_a_network_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn tokens_rotate_on_sighup_without_a_restart() {
+    let dir = scratch("rotate");
+    let file = dir.join("tokens.toml");
+    let old = new_token(&file, &["--scope", "station", "--station", "cam"]);
+    let server = Server::start(
+        &["run"],
+        &[("VISIONQ_TOKENS_FILE", file.display().to_string()), ("VISIONQ_DATA_DIR", dir.display().to_string())],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let url = server.url("/v1/stations/cam/frames");
+    let dog = photo_bytes("dog.jpg");
+    assert_eq!(post(&c, &url, Some(&old), dog.clone()).await.status(), 202);
+
+    // The new file holds only a new token; SIGHUP swaps it in.
+    let next = dir.join("next.toml");
+    let new = new_token(&next, &["--scope", "station", "--station", "cam"]);
+    std::fs::rename(&next, &file).unwrap();
+    let hup = |s: &Server| {
+        let pid = s.child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    hup(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while post(&c, &url, Some(&old), dog.clone()).await.status() != 401 {
+        assert!(std::time::Instant::now() < deadline, "the old token still works after SIGHUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post(&c, &url, Some(&new), dog.clone()).await.status(), 202);
+
+    // A broken file is refused and the tokens in use stay.
+    std::fs::write(&file, "[[token]]\nname = \"x\"\n").unwrap();
+    hup(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&server.log).unwrap().contains("not reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no log line about the refused file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post(&c, &url, Some(&new), dog.clone()).await.status(), 202);
+    assert_eq!(post(&c, &url, Some(&old), dog).await.status(), 401);
+    server.stop().await;
+}
