@@ -19,6 +19,8 @@
 # Both runtime images run as UID/GID 10001 with nothing to write outside /tmp, so
 # they work with a read-only root filesystem. Port 8080 serves /livez, /readyz,
 # /metrics and the role's API; pass `--listen 0.0.0.0:8080` or VISIONQ_LISTEN.
+# On 0.0.0.0 the roles with an API (run, ingest, results) start only with a tokens
+# file (VISIONQ_TOKENS_FILE, mounted; docs/SECURITY.md).
 
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
