@@ -279,12 +279,12 @@ fn check_caller(state: &IngestState, station: &str, headers: &HeaderMap) -> Resu
     if !config.station_known(station) {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_station", format!("station `{station}` is not configured")));
     }
-    if let Err(wait) = state.limiter.check(config, station) {
-        let (fps, _) = config.rate_limit(station).unwrap_or_default();
+    let Some(limit) = config.rate_limit(station) else { return Ok(principal) };
+    if let Err(wait) = state.limiter.take(station, limit) {
         let mut r = Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("station `{station}` is over its rate limit of {fps} frames/s; retry later"),
+            format!("station `{station}` is over its rate limit of {} frames/s; retry later", limit.0),
         );
         r.retry_after_s = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
         return Err(r);
