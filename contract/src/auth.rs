@@ -38,12 +38,26 @@ impl Scope {
         }
     }
 
+    const ALL: [Scope; 3] = [Scope::Station, Scope::Operator, Scope::Admin];
+
     fn with_article(self) -> &'static str {
         match self {
             Scope::Station => "a station",
             Scope::Operator => "an operator",
             Scope::Admin => "an admin",
         }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    /// A scope by its name, as the tokens file writes it.
+    fn from_str(text: &str) -> Result<Scope, String> {
+        Scope::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| format!("`{text}`: the scopes are station, operator and admin"))
     }
 }
 
@@ -410,6 +424,17 @@ mod tests {
         std::fs::write(&file, "not toml [").unwrap();
         assert!(auth.reload().is_err());
         assert!(auth.authenticate(Some("new")).is_ok(), "a bad file keeps the tokens that were");
+    }
+
+    #[test]
+    fn scopes_parse_by_the_names_the_file_uses() {
+        for scope in Scope::ALL {
+            let in_file: TokenEntry =
+                toml::from_str(&format!("name = \"n\"\nscope = \"{}\"\nsha256 = \"\"\n", scope.name())).unwrap();
+            assert_eq!(in_file.scope, scope);
+            assert_eq!(scope.name().parse::<Scope>(), Ok(scope));
+        }
+        assert!("root".parse::<Scope>().unwrap_err().contains("station, operator and admin"));
     }
 
     #[test]

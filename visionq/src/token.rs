@@ -6,7 +6,7 @@ use visionq_contract::config::valid_station_id;
 #[derive(clap::Args)]
 pub struct NewArgs {
     /// station (posts frames for --station), operator (read-only) or admin.
-    #[arg(long, value_parser = parse_scope)]
+    #[arg(long)]
     scope: Scope,
     /// A station the token may post for (repeat for several; station scope only).
     #[arg(long = "station")]
@@ -14,15 +14,6 @@ pub struct NewArgs {
     /// The entry's name in logs; defaults to the first station, or the scope.
     #[arg(long)]
     name: Option<String>,
-}
-
-fn parse_scope(s: &str) -> Result<Scope, String> {
-    match s {
-        "station" => Ok(Scope::Station),
-        "operator" => Ok(Scope::Operator),
-        "admin" => Ok(Scope::Admin),
-        _ => Err(format!("`{s}`: the scopes are station, operator and admin")),
-    }
 }
 
 /// Prints the token on stdout (give it to its holder; it is not stored anywhere) and
