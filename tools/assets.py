@@ -594,6 +594,17 @@ def ensure_u8_models(cache: Path, py: Path) -> None:
             raise AssetError(f"adding the u8 input to {src} failed:\n" + tail(r.stdout))
         os.replace(str(b) + ".tmp", b)
         say("derived", str(b.relative_to(cache)), "uint8 NHWC input")
+    # YOLOv3-tiny with the score and class computed on the device (a 14x smaller output).
+    a = cache / YOLO_ONNX
+    b = a.with_name(a.stem + "-u8-scored.onnx")
+    if b.is_file() and b.stat().st_mtime >= a.stat().st_mtime:
+        say("cached", str(b.relative_to(cache)))
+        return
+    r = run([str(py), str(TOOLS / "u8_input.py"), "--scored", str(a), str(b) + ".tmp"])
+    if r.returncode != 0:
+        raise AssetError(f"adding the u8 input and scored output to {YOLO_ONNX} failed:\n" + tail(r.stdout))
+    os.replace(str(b) + ".tmp", b)
+    say("derived", str(b.relative_to(cache)), "uint8 NHWC input, [N, boxes, 6] output")
 
 
 def ensure_720p_photos(cache: Path, py: Path) -> None:

@@ -29,6 +29,23 @@ pub enum InferInput {
     Frames,
 }
 
+/// The batch sizes a forward pass is run at. A GPU session re-plans its kernels
+/// (cuDNN) whenever its input shape changes, which costs far more than a pass, so on
+/// CUDA a pass never changes a session's shape: each bucket size gets its own session
+/// and a short batch is padded up to the next bucket.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchShapes {
+    /// `buckets` on CUDA, `exact` on the CPU.
+    Auto,
+    /// A pass is as large as its batch, on one session (the CPU: padding costs compute).
+    Exact,
+    /// Powers of two up to `max_batch_size` (and the max itself), one session each.
+    Buckets,
+    /// Every pass padded to `max_batch_size`: one session, one shape.
+    Max,
+}
+
 /// What one station may override (`[station.<id>]` in the config file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -86,6 +103,15 @@ pub struct Config {
     pub pinned_output: bool,
     /// ONNX Runtime intra-op threads; 0 lets it choose.
     pub infer_threads: usize,
+    /// Which input shapes the device sees (see [`BatchShapes`]); `auto`: `buckets` on
+    /// CUDA, `exact` on the CPU.
+    pub batch_shapes: BatchShapes,
+    /// Inference streams: sessions of the model run by as many threads, so passes
+    /// overlap on the device (each stream holds its own sessions and buffers).
+    pub infer_streams: usize,
+    /// On CUDA: how cuDNN picks each convolution's algorithm, `exhaustive` (benchmark
+    /// them all, once per input shape), `heuristic` or `default`.
+    pub cudnn_conv_algo_search: String,
 
     /// Stations allowed to post; empty accepts any well-formed station id.
     #[serde(deserialize_with = "string_or_list")]
@@ -189,6 +215,9 @@ impl Default for Config {
             pinned_input: true,
             pinned_output: false,
             infer_threads: 0,
+            batch_shapes: BatchShapes::Auto,
+            infer_streams: 1,
+            cudnn_conv_algo_search: "exhaustive".into(),
             stations: Vec::new(),
             max_body_bytes: 8 * 1024 * 1024,
             max_pixels: 40_000_000,
@@ -293,6 +322,9 @@ impl Config {
         if self.dashboard_max_stations == 0 {
             return bad("dashboard_max_stations must be at least 1");
         }
+        if !matches!(self.cudnn_conv_algo_search.as_str(), "exhaustive" | "heuristic" | "default") {
+            return bad("cudnn_conv_algo_search must be `exhaustive`, `heuristic` or `default`");
+        }
         if !matches!(self.execution_provider.as_str(), "cpu" | "cuda") {
             return bad("execution_provider must be `cpu` or `cuda`");
         }
@@ -349,6 +381,25 @@ impl Config {
         self.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}", self.data_dir.join("visionq.db").display())
         })
+    }
+
+    /// The batch sizes passes run at, ascending; empty means any size (`exact`).
+    pub fn batch_buckets(&self, max_batch: usize) -> Vec<usize> {
+        let max = max_batch.max(1);
+        let policy = match self.batch_shapes {
+            BatchShapes::Auto if self.execution_provider == "cuda" => BatchShapes::Buckets,
+            BatchShapes::Auto => BatchShapes::Exact,
+            other => other,
+        };
+        match policy {
+            BatchShapes::Exact | BatchShapes::Auto => Vec::new(),
+            BatchShapes::Max => vec![max],
+            BatchShapes::Buckets => {
+                let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| Some(n * 2)).take_while(|n| *n < max).collect();
+                sizes.push(max);
+                sizes
+            }
+        }
     }
 
     pub fn model_path(&self) -> PathBuf {
@@ -535,4 +586,22 @@ mod tests {
         assert_eq!(redact_url("Server=tcp:h,1433;User Id=sa;Password=s3cret;Encrypt=true"), "Server=tcp:h,1433;User Id=sa;Password=***;Encrypt=true");
         assert_eq!(redact_url("jdbc:sqlserver://h:1433;user=sa;password=s3cret"), "jdbc:sqlserver://h:1433;user=sa;password=***");
     }
+    #[test]
+    fn batch_buckets_keep_cuda_sessions_at_fixed_shapes() {
+        let mut c = Config::default();
+        assert!(c.batch_buckets(8).is_empty(), "CPU: a pass is its batch");
+        c.execution_provider = "cuda".into();
+        assert_eq!(c.batch_buckets(8), [1, 2, 4, 8]);
+        assert_eq!(c.batch_buckets(12), [1, 2, 4, 8, 12]);
+        assert_eq!(c.batch_buckets(1), [1]);
+        c.batch_shapes = BatchShapes::Max;
+        assert_eq!(c.batch_buckets(16), [16]);
+        c.batch_shapes = BatchShapes::Exact;
+        assert!(c.batch_buckets(16).is_empty());
+        let c = Config::load_from(None, [("VISIONQ_BATCH_SHAPES".to_string(), "max".to_string())]).unwrap();
+        assert_eq!(c.batch_shapes, BatchShapes::Max);
+        let e = Config::load_from(None, [("VISIONQ_CUDNN_CONV_ALGO_SEARCH".to_string(), "fast".to_string())]).unwrap_err();
+        assert!(e.to_string().contains("cudnn_conv_algo_search"), "{e}");
+    }
+
 }

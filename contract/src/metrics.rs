@@ -86,6 +86,10 @@ pub struct Metrics {
     pub dependency_up: GaugeVec,
     /// Synthetic self-test runs (`POST /v1/selftest`), by `outcome` (ok, error, timeout, refused).
     pub selftest_runs_total: IntCounterVec,
+    /// On CUDA: the share of the last sample period in which the GPU ran a kernel (NVML), 0–1.
+    pub gpu_utilization_ratio: Gauge,
+    /// On CUDA: device memory in use, all processes (NVML).
+    pub gpu_memory_used_bytes: Gauge,
 }
 
 /// Station label values one process gives at most (a bound on the series count:
@@ -193,6 +197,14 @@ impl Metrics {
             dashboard_preview_store_bytes: reg!(Gauge::with_opts(Opts::new(
                 "visionq_dashboard_preview_store_bytes",
                 "Bytes of preview JPEGs held for the dashboard."
+            ))),
+            gpu_utilization_ratio: reg!(Gauge::with_opts(Opts::new(
+                "visionq_gpu_utilization_ratio",
+                "Share of the last NVML sample period in which the GPU ran a kernel (CUDA only)."
+            ))),
+            gpu_memory_used_bytes: reg!(Gauge::with_opts(Opts::new(
+                "visionq_gpu_memory_used_bytes",
+                "GPU memory in use, all processes (CUDA only)."
             ))),
             dependency_up: reg!(GaugeVec::new(
                 Opts::new("visionq_dependency_up", "1 while a dependency (broker, database, model) is usable."),
@@ -358,6 +370,8 @@ mod tests {
         m.dashboard_preview_store_bytes.set(1.0);
         m.dependency_up.with_label_values(&["broker"]).set(1.0);
         m.selftest_runs_total.with_label_values(&["ok"]).inc();
+        m.gpu_utilization_ratio.set(0.5);
+        m.gpu_memory_used_bytes.set(1e9);
         m
     }
 
@@ -381,7 +395,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 18, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 20, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

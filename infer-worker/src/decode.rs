@@ -10,6 +10,10 @@ pub enum Layout {
     Yolov8,
     /// `[K, 6]`: x1, y1, x2, y2, score, class, already suppressed (YOLOv10).
     Yolov10,
+    /// `[boxes, 6]`: cx, cy, w, h, score, class, not suppressed: a YOLOv3/v5 output
+    /// whose score (objectness × best class) and class were computed in the graph
+    /// (`tools/u8_input.py --scored`), so far fewer bytes leave the device.
+    Scored,
 }
 
 impl Layout {
@@ -18,6 +22,7 @@ impl Layout {
             "yolov3" | "yolov5" | "v5" => Some(Layout::Yolov5),
             "yolov8" | "yolov11" | "v8" => Some(Layout::Yolov8),
             "yolov10" | "v10" | "end2end" => Some(Layout::Yolov10),
+            "scored" => Some(Layout::Scored),
             _ => None,
         }
     }
@@ -40,6 +45,7 @@ impl Layout {
             Layout::Yolov5 => "yolov5",
             Layout::Yolov8 => "yolov8",
             Layout::Yolov10 => "yolov10",
+            Layout::Scored => "scored",
         }
     }
 }
@@ -85,6 +91,17 @@ pub fn candidates(layout: Layout, out: &[f32], a: usize, b: usize, conf: f32) ->
                 if score >= conf {
                     let v = |k: usize| out[k * anchors + i];
                     found.push(Candidate { class_id, score, bbox: corners(v(0), v(1), v(2), v(3)) });
+                }
+            }
+        }
+        Layout::Scored => {
+            for row in out.chunks_exact(b) {
+                if row[4] >= conf {
+                    found.push(Candidate {
+                        class_id: row[5].max(0.0) as u32,
+                        score: row[4],
+                        bbox: corners(row[0], row[1], row[2], row[3]),
+                    });
                 }
             }
         }
@@ -186,6 +203,29 @@ mod tests {
         assert_eq!(c[0].class_id, 1);
         assert!((c[0].score - 0.72).abs() < 1e-6);
         assert_eq!(c[0].bbox, [90.0, 45.0, 110.0, 55.0]);
+    }
+
+    #[test]
+    fn scored_rows_give_the_same_candidates_as_the_yolov5_rows_they_came_from() {
+        let raw = [
+            100.0, 50.0, 20.0, 10.0, 0.9, 0.1, 0.8, //
+            10.0, 10.0, 4.0, 4.0, 0.2, 0.9, 0.1, //
+            60.0, 30.0, 8.0, 6.0, 0.5, 0.7, 0.7,
+        ];
+        // What the graph suffix computes: cx, cy, w, h, objectness x best class, first best class.
+        let scored: Vec<f32> = raw
+            .chunks_exact(7)
+            .flat_map(|r| {
+                let (class_id, cls) = best(r[5..].iter().copied());
+                [r[0], r[1], r[2], r[3], r[4] * cls, class_id as f32]
+            })
+            .collect();
+        assert_eq!(Layout::parse("scored"), Some(Layout::Scored));
+        let a = candidates(Layout::Yolov5, &raw, 3, 7, 0.25);
+        let b = candidates(Layout::Scored, &scored, 3, 6, 0.25);
+        assert_eq!(a, b);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[1].class_id, 0, "ties go to the first class, as ONNX ArgMax does");
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! publishes the results. It consumes preprocessed tensors, or raw frames that it
 //! preprocesses on its own threads ("inline").
 
+mod batcher;
 pub mod decode;
+pub mod gpu;
 pub mod model;
 mod provider;
 mod role;
+mod runner;
 
-pub use model::{Assembler, BatchDim, InferError, InputFormat, Model, PassDone};
+pub use model::{bucket_for, Assembler, BatchDim, InferError, InputFormat, Model, PassDone};
 pub use role::{run, to_detections};

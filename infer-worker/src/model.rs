@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
@@ -62,7 +62,13 @@ pub enum BatchDim {
 }
 
 pub struct Model {
-    session: Session,
+    /// One session per batch bucket (`buckets[i]` runs on `sessions[i]`), or one
+    /// session for every size when `buckets` is empty: a CUDA session re-plans its
+    /// convolutions on every change of input shape, so on CUDA no session ever
+    /// sees two shapes.
+    sessions: Vec<Session>,
+    /// Batch sizes a pass runs at, ascending; empty: any (the pass is the batch).
+    buckets: Arc<[usize]>,
     input_name: String,
     output_name: String,
     pub input_format: InputFormat,
@@ -105,21 +111,38 @@ pub enum InputFormat {
 }
 
 /// What filling a batch buffer needs to know of the model's input.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct InputShape {
     format: InputFormat,
     width: usize,
     height: usize,
     batch: BatchDim,
+    /// Batch buckets of a dynamic-batch model (empty: none).
+    buckets: Arc<[usize]>,
 }
 
 impl InputShape {
-    /// Batch size of one forward pass over `images` images.
+    /// Batch size of one forward pass over `images` images: the model's fixed
+    /// batch, the smallest bucket that holds them, or the images themselves.
     fn pass_size(&self, images: usize) -> usize {
         match self.batch {
             BatchDim::Fixed(n) => n,
-            BatchDim::Dynamic => images,
+            BatchDim::Dynamic => bucket_for(&self.buckets, images),
         }
+    }
+}
+
+/// Which session runs a pass of `n` (the one session when there are no buckets).
+fn session_index(buckets: &[usize], n: usize) -> usize {
+    buckets.iter().position(|b| *b == n).unwrap_or(0)
+}
+
+/// The smallest bucket holding `images` (the largest when none does), or `images`
+/// when there are no buckets.
+pub fn bucket_for(buckets: &[usize], images: usize) -> usize {
+    match buckets.iter().find(|b| **b >= images) {
+        Some(b) => *b,
+        None => buckets.last().copied().unwrap_or(images),
     }
 }
 
@@ -154,12 +177,15 @@ impl Model {
         }
         let env = environment(&config.ort_dylib_path())?;
         let load = |e: ort::Error| InferError::Load { path: path.clone(), message: e.to_string() };
-        let mut builder = Session::builder(env).map_err(load)?;
-        if config.infer_threads > 0 {
-            builder = builder.with_intra_threads(config.infer_threads).map_err(|e| load(e.into()))?;
-        }
-        builder = crate::provider::configure(builder, config)?;
-        let session = builder.commit_from_file(&path).map_err(load)?;
+        let open = || -> Result<Session, InferError> {
+            let mut builder = Session::builder(env).map_err(load)?;
+            if config.infer_threads > 0 {
+                builder = builder.with_intra_threads(config.infer_threads).map_err(|e| load(e.into()))?;
+            }
+            builder = crate::provider::configure(builder, config)?;
+            builder.commit_from_file(&path).map_err(load)
+        };
+        let session = open()?;
 
         let input = session.inputs().first().ok_or_else(|| InferError::Unsupported("no input".into()))?;
         let in_dims = dims(input.dtype()).unwrap_or_default();
@@ -175,6 +201,10 @@ impl Model {
             return Err(InferError::Unsupported(format!("input shape {in_dims:?} has no fixed H and W")));
         }
         let batch = if n > 0 { BatchDim::Fixed(n as usize) } else { BatchDim::Dynamic };
+        let buckets: Arc<[usize]> = match batch {
+            BatchDim::Fixed(_) => Arc::from(Vec::new()),
+            BatchDim::Dynamic => Arc::from(config.batch_buckets(config.max_batch_size)),
+        };
         let input_name = input.name().to_string();
 
         let output = session.outputs().first().ok_or_else(|| InferError::Unsupported("no output".into()))?;
@@ -219,13 +249,19 @@ impl Model {
         };
         let input_alloc = pinned(config.pinned_input, MemoryType::CPUInput)?;
         let output_alloc = pinned(config.pinned_output, MemoryType::CPUOutput)?;
+        // One more session per further bucket: each keeps one input shape for good.
+        let mut sessions = vec![session];
+        for _ in 1..buckets.len() {
+            sessions.push(open()?);
+        }
         tracing::info!(
             model = %path.display(), name = info.name, version = info.version, layout = layout.name(),
             input = ?in_dims, input_format = ?input_format, output = ?out, classes = names.len(),
-            provider = config.execution_provider, "model loaded"
+            provider = config.execution_provider, batch_buckets = ?buckets, "model loaded"
         );
         Ok(Model {
-            session,
+            sessions,
+            buckets,
             input_name,
             output_name,
             input_format,
@@ -245,12 +281,19 @@ impl Model {
         })
     }
 
-    /// Largest batch one forward pass takes (`preferred` for dynamic models).
+    /// Largest batch one forward pass takes (`preferred` for dynamic models, at most
+    /// the largest bucket).
     pub fn max_batch(&self, preferred: usize) -> usize {
-        match self.batch {
-            BatchDim::Dynamic => preferred,
-            BatchDim::Fixed(n) => n,
+        match (self.batch, self.buckets.last()) {
+            (BatchDim::Dynamic, Some(largest)) => preferred.min(*largest),
+            (BatchDim::Dynamic, None) => preferred,
+            (BatchDim::Fixed(n), _) => n,
         }
+    }
+
+    /// The batch sizes passes run at (empty: any size).
+    pub fn buckets(&self) -> &[usize] {
+        &self.buckets
     }
 
     pub fn class_name(&self, id: u32) -> String {
@@ -281,6 +324,7 @@ impl Model {
         let blank = vec![114u8; self.tensor_len()];
         let sizes: Vec<usize> = match self.batch {
             BatchDim::Fixed(n) => vec![n],
+            BatchDim::Dynamic if !self.buckets.is_empty() => self.buckets.to_vec(),
             BatchDim::Dynamic => (1..=max_batch.max(1)).collect(),
         };
         for n in sizes {
@@ -299,8 +343,11 @@ impl Model {
             width: self.input_width as usize,
             height: self.input_height as usize,
             batch: self.batch,
+            buckets: self.buckets.clone(),
         }
     }
+
+
 
     /// Batch size of one forward pass over `images` images.
     pub fn pass_size(&self, images: usize) -> usize {
@@ -332,7 +379,7 @@ impl Model {
         };
         let (a, b) = self.out_dims;
         let mut output = Tensor::<f32>::new(&self.output_alloc, [n, a, b]).map_err(run)?;
-        let mut binding = self.session.create_binding().map_err(run)?;
+        let mut binding = self.sessions[session_index(&self.buckets, n)].create_binding().map_err(run)?;
         binding.bind_output(self.output_name.as_str(), &mut output).map_err(run)?;
         Ok(Slot { input, output, binding })
     }
@@ -350,8 +397,9 @@ impl Model {
     /// One forward pass over the batch of size `n` assembled in `set`; `decode` gets
     /// the output (`[n, a, b]`, host memory) and its per-image dimensions.
     pub fn execute_in<R>(&mut self, set: usize, n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+        let session = &mut self.sessions[session_index(&self.buckets, n)];
         let slot = self.slots[set].get_mut(&n).ok_or_else(|| InferError::Run(format!("no batch of {n} assembled")))?;
-        pass(&mut self.session, &self.input_name, slot)?;
+        pass(session, &self.input_name, slot)?;
         read_output(slot, self.out_dims, n, decode)
     }
 
@@ -392,7 +440,7 @@ impl Model {
             let m = meanwhile(&mut assembler, &PassDone::already());
             return (Err(InferError::Run(format!("no batch of {n} assembled"))), 0.0, m);
         };
-        let session = &mut self.session;
+        let session = &mut self.sessions[session_index(&self.buckets, n)];
         let input_name = self.input_name.as_str();
         let done = PassDone { flag: AtomicBool::new(false), notify: tokio::sync::Notify::new() };
         // The pass stays on this (long-lived) thread: ONNX Runtime's CUDA provider keeps
@@ -498,6 +546,9 @@ impl Assembler<'_> {
     /// Fails when that buffer was never made.
     pub fn assemble(&mut self, tensors: &[&[u8]]) -> Result<usize, InferError> {
         let n = self.shape.pass_size(tensors.len());
+        if tensors.len() > n {
+            return Err(InferError::Run(format!("{} images do not fit a pass of {n}", tensors.len())));
+        }
         let run = |e: ort::Error| InferError::Run(e.to_string());
         let slot = self.slots.get_mut(&n).ok_or_else(|| InferError::Run(format!("no buffer for a batch of {n}")))?;
         match self.shape.format {

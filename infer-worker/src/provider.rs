@@ -15,7 +15,17 @@ pub fn configure(builder: SessionBuilder, config: &Config) -> Result<SessionBuil
 
 #[cfg(feature = "cuda")]
 fn cuda(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
-    let ep = ort::ep::CUDA::default().with_device_id(config.cuda_device_id).build().error_on_failure();
+    use ort::ep::cuda::ConvAlgorithmSearch;
+    let search = match config.cudnn_conv_algo_search.as_str() {
+        "heuristic" => ConvAlgorithmSearch::Heuristic,
+        "default" => ConvAlgorithmSearch::Default,
+        _ => ConvAlgorithmSearch::Exhaustive,
+    };
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(config.cuda_device_id)
+        .with_conv_algorithm_search(search)
+        .build()
+        .error_on_failure();
     builder.with_execution_providers([ep]).map_err(|e| InferError::CudaUnavailable(e.to_string()))
 }
 

@@ -20,34 +20,11 @@ use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, Model
 use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, Preprocessor};
 use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
+use crate::batcher::batcher;
 use crate::decode::Candidate;
 use crate::model::{InferError, Model};
+use crate::runner::{run_batches, run_stream, Batch, Done, Item};
 
-struct Item {
-    delivery: Delivery,
-    meta: TensorMeta,
-    tensor: Bytes,
-    ready_at: Instant,
-}
-
-struct Batch {
-    items: Vec<Item>,
-    started_at: Instant,
-}
-
-impl Batch {
-    /// The items' u8 tensors, in order.
-    fn tensors(&self) -> Vec<&[u8]> {
-        self.items.iter().map(|i| &i.tensor[..]).collect()
-    }
-}
-
-struct Done {
-    items: Vec<Item>,
-    outcome: Result<Vec<Vec<Candidate>>, InferError>,
-    inference_seconds: f64,
-    batch_wait_seconds: Vec<f64>,
-}
 
 /// Boxes from model-input pixels to the original image (pixels and 0–1).
 pub fn to_detections(
@@ -248,133 +225,6 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
     shared.metrics.in_flight.with_label_values(&["infer"]).sub(n as i64);
 }
 
-/// Gathers items into batches: up to `max` or `wait` after the first, whichever first.
-async fn batcher(mut items: mpsc::Receiver<Item>, batches: mpsc::Sender<Batch>, max: usize, wait: Duration) {
-    while let Some(first) = items.recv().await {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, items.recv()).await {
-                Ok(Some(item)) => batch.push(item),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if batches.send(Batch { items: batch, started_at: Instant::now() }).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The inference thread: runs each batch's forward pass while, on a helper thread,
-/// the previous batch's output is decoded and the next batch assembled into the other
-/// buffer set — so the device waits on neither.
-fn run_batches(
-    mut model: Model,
-    mut batches: mpsc::Receiver<Batch>,
-    done: mpsc::Sender<Done>,
-    m: Arc<Metrics>,
-    rt: tokio::runtime::Handle,
-) {
-    let mut set = 0;
-    // A batch already assembled into `set`: pass size, assembly seconds.
-    let mut ready: Option<(Batch, usize, f64)> = None;
-    // The batch whose pass ran last, in the other set, not decoded yet: pass size,
-    // pass seconds, pass outcome. Decoded during the next pass.
-    let mut pending: Option<(Batch, usize, f64, Result<(), InferError>)> = None;
-    loop {
-        let (batch, n, assemble_s) = match ready.take() {
-            Some(r) => r,
-            None => {
-                let Some(batch) = batches.blocking_recv() else { break };
-                let t0 = Instant::now();
-                let views = batch.tensors();
-                match model.assemble_in(set, &views) {
-                    Ok(n) => (batch, n, t0.elapsed().as_secs_f64()),
-                    Err(e) => {
-                        if done.blocking_send(finished(batch, Err(e), 0.0, &m)).is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        m.observe_stage("assemble", assemble_s);
-        let previous = pending.take();
-        let (passed, pass_s, (decoded, next)) = model.run_overlapped(set, n, |assembler, pass_done| {
-            // While the device runs: decode the previous pass, then take the next batch
-            // if it comes before this pass ends.
-            let decoded = previous.map(|(b, pn, ps, r)| {
-                let out = r.and_then(|()| assembler.decode(pn, b.items.len()));
-                (b, out, ps)
-            });
-            let next = rt.block_on(async {
-                tokio::select! {
-                    biased;
-                    _ = pass_done.notified() => None,
-                    b = batches.recv() => b,
-                }
-            });
-            let next = next.map(|next| {
-                let t0 = Instant::now();
-                let views = next.tensors();
-                let assembled = assembler.assemble(&views);
-                (next, assembled, t0.elapsed().as_secs_f64())
-            });
-            (decoded, next)
-        });
-        tracing::info!(
-            batch = batch.items.len(),
-            pass_ms = (pass_s * 1e4).round() / 10.0,
-            assemble_ms = (assemble_s * 1e4).round() / 10.0,
-            "batch done"
-        );
-        if let Some((b, out, ps)) = decoded {
-            if done.blocking_send(finished(b, out, ps, &m)).is_err() {
-                break;
-            }
-        }
-        match next {
-            Some((next, Ok(next_n), secs)) => {
-                // This pass is decoded during the next one.
-                pending = Some((batch, n, pass_s, passed));
-                set ^= 1;
-                ready = Some((next, next_n, secs));
-            }
-            other => {
-                // No next batch in the other set: decode this pass now.
-                let outcome = passed.and_then(|()| model.decode_in(set, n, batch.items.len()));
-                if done.blocking_send(finished(batch, outcome, pass_s, &m)).is_err() {
-                    break;
-                }
-                // A batch came but had no buffer there yet: make one and use it.
-                if let Some((next, Err(_), _)) = other {
-                    let t0 = Instant::now();
-                    let views = next.tensors();
-                    match model.assemble_in(set ^ 1, &views) {
-                        Ok(next_n) => {
-                            set ^= 1;
-                            ready = Some((next, next_n, t0.elapsed().as_secs_f64()));
-                        }
-                        Err(e) => {
-                            if done.blocking_send(finished(next, Err(e), 0.0, &m)).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A batch whose pass is over (or never happened), for the publisher; counted in
-/// flight until the publisher has settled it.
-fn finished(batch: Batch, outcome: Result<Vec<Vec<Candidate>>, InferError>, secs: f64, m: &Metrics) -> Done {
-    m.in_flight.with_label_values(&["infer"]).add(batch.items.len() as i64);
-    let batch_wait_seconds = batch.items.iter().map(|i| (batch.started_at - i.ready_at).as_secs_f64()).collect();
-    Done { items: batch.items, outcome, inference_seconds: secs, batch_wait_seconds }
-}
 
 /// Consumes until `shutdown`, then finishes the batches in flight.
 pub async fn run(
@@ -392,6 +242,9 @@ pub async fn run(
         InferInput::Frames => WorkQueue::Frames,
     };
     metrics.model_info.with_label_values(&[&model.info.name, &model.info.version]).set(1.0);
+    let _gpu = (config.execution_provider == "cuda")
+        .then(|| crate::gpu::export(metrics.clone(), config.cuda_device_id.max(0) as u32, Duration::from_secs(1)))
+        .flatten();
     let shared = Arc::new(Shared {
         broker: broker.clone(),
         metrics: metrics.clone(),
@@ -406,27 +259,71 @@ pub async fn run(
     let mut deliveries = broker.consume(source, prefetch).await?;
     tracing::info!(queue = source.label(), max_batch = batch_limit, wait_ms = config.max_batch_wait_ms, "infer-worker consuming");
 
+    // More streams: more sessions of the same model, each on its own thread.
+    let streams = config.infer_streams.max(1);
+    let mut models = vec![model];
+    for _ in 1..streams {
+        let c = config.clone();
+        let extra = tokio::task::spawn_blocking(move || {
+            let mut m = Model::load(&c)?;
+            m.warm_up(if c.execution_provider == "cuda" { c.max_batch_size } else { 1 })?;
+            Ok::<_, InferError>(m)
+        })
+        .await
+        .expect("model loading does not panic");
+        match extra {
+            Ok(m) => models.push(m),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load another inference stream; running with fewer");
+                break;
+            }
+        }
+    }
+    let streams = models.len();
+
     let (item_tx, item_rx) = mpsc::channel::<Item>(batch_limit * 2);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
-    let (done_tx, mut done_rx) = mpsc::channel::<Done>(1);
-    let batcher = tokio::spawn(batcher(item_rx, batch_tx, batch_limit, Duration::from_millis(config.max_batch_wait_ms)));
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(streams);
+    let (running_tx, running_rx) = tokio::sync::watch::channel(0usize);
+    let wait = Duration::from_millis(config.max_batch_wait_ms);
+    let batcher = tokio::spawn(batcher(item_rx, batch_tx, batch_limit, wait, streams, running_rx));
 
-    let m = metrics.clone();
-    let runner = std::thread::Builder::new()
-        .name("visionq-infer".into())
-        .spawn({
-            let rt = tokio::runtime::Handle::current();
-            move || run_batches(model, batch_rx, done_tx, m, rt)
-        })
-        .expect("spawning the inference thread");
+    let rt = tokio::runtime::Handle::current();
+    let mut runners = Vec::new();
+    if streams == 1 {
+        let (m, rt, model) = (metrics.clone(), rt.clone(), models.pop().expect("one model"));
+        let spawn = std::thread::Builder::new().name("visionq-infer".into());
+        runners.push(spawn.spawn(move || run_batches(model, batch_rx, done_tx, m, rt, running_tx)).expect("spawning the inference thread"));
+    } else {
+        let shared_batches = Arc::new(tokio::sync::Mutex::new(batch_rx));
+        for (i, model) in models.into_iter().enumerate() {
+            let (m, rt, b, d, r) = (metrics.clone(), rt.clone(), shared_batches.clone(), done_tx.clone(), running_tx.clone());
+            let spawn = std::thread::Builder::new().name(format!("visionq-infer-{i}"));
+            runners.push(spawn.spawn(move || run_stream(model, b, d, m, rt, r)).expect("spawning an inference thread"));
+        }
+        drop(done_tx);
+    }
+    // Batches are published concurrently (a few at a time), so a slow publish never
+    // holds the device back.
     let sh = shared.clone();
     let publisher = tokio::spawn(async move {
+        let mut publishing = JoinSet::new();
         while let Some(done) = done_rx.recv().await {
-            publish(sh.clone(), done, names.clone()).await;
+            while publishing.len() >= 4 {
+                publishing.join_next().await;
+            }
+            publishing.spawn(publish(sh.clone(), done, names.clone()));
         }
+        while publishing.join_next().await.is_some() {}
     });
 
-    let feed_slots = Arc::new(Semaphore::new(config.preprocess_concurrency.max(1)));
+    // Tensors need no work to become batch items; frames are preprocessed here, at
+    // most `preprocess_concurrency` at a time.
+    let feed_limit = match config.infer_input {
+        InferInput::Tensors => prefetch as usize,
+        InferInput::Frames => config.preprocess_concurrency,
+    };
+    let feed_slots = Arc::new(Semaphore::new(feed_limit.max(1)));
     let mut feeders = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -451,7 +348,7 @@ pub async fn run(
         while feeders.join_next().await.is_some() {}
         drop(item_tx);
         let _ = batcher.await;
-        let _ = tokio::task::spawn_blocking(move || runner.join()).await;
+        let _ = tokio::task::spawn_blocking(move || runners.into_iter().for_each(|r| drop(r.join()))).await;
         let _ = publisher.await;
     };
     if tokio::time::timeout(deadline, drain).await.is_err() {

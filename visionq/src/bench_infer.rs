@@ -84,20 +84,27 @@ fn ms(v: &[f64], p: f64) -> f64 {
 
 /// Section 1. Returns (batch, frames/s) pairs.
 fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> anyhow::Result<Vec<(usize, f64)>> {
-    let mut model = Model::load(config)?;
-    let inputs = tensors(config, photos, model.input_width, model.input_height)?;
+    let probe = Model::load(config)?;
+    let inputs = tensors(config, photos, probe.input_width, probe.input_height)?;
     println!(
-        "\n1. raw ONNX Runtime session ({} provider, {:?} input, {:?} batch): pre-assembled batches, {} s each",
-        config.execution_provider, model.input_format, model.batch, args.seconds
+        "\n1. raw ONNX Runtime session ({} provider, {:?} input, {:?} batch): pre-assembled batches, {} s each, one session per batch size",
+        config.execution_provider, probe.input_format, probe.batch, args.seconds
     );
+    let fixed = probe.batch;
+    drop(probe);
     println!("   batch  frames/s   batch ms p50   p95  |  assemble ms  decode+NMS ms");
     let mut ceiling = Vec::new();
     for &b in &args.raw_batches {
-        if let BatchDim::Fixed(n) = model.batch {
+        if let BatchDim::Fixed(n) = fixed {
             if b != n {
                 continue;
             }
         }
+        // The session alone at this one shape.
+        let mut c = config.clone();
+        c.max_batch_size = b;
+        c.batch_shapes = visionq_contract::config::BatchShapes::Max;
+        let mut model = Model::load(&c)?;
         let views: Vec<&[u8]> = (0..b).map(|i| &inputs[i % inputs.len()].1[..]).collect();
         // Assembly alone: the copy into the batch buffer.
         let mut assemble = Vec::new();

@@ -4,10 +4,12 @@
 mod assets;
 mod bench;
 mod bench_infer;
+mod bench_matrix;
 mod compose;
 mod demo;
 mod detect;
 mod load;
+mod proc_stat;
 mod shutdown;
 mod token;
 
@@ -57,6 +59,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Inference benchmark: raw ONNX Runtime ceiling, the infer-worker per max batch, end to end.
     BenchInfer(bench_infer::InferBenchArgs),
+    /// End-to-end matrix (preprocess concurrency × tensors/inline × max batch), one
+    /// `visionq run` child per row: results/s, latency, pass under load, CPU, GPU.
+    BenchMatrix(bench_matrix::MatrixArgs),
     /// Model and runtime set-up.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -117,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(config, args).await,
         Command::Demo(args) => demo::run(config, args).await,
         Command::BenchInfer(args) => bench_infer::run(config, args).await,
+        Command::BenchMatrix(args) => bench_matrix::run(config, args).await,
         Command::Detect(args) => {
             if !detect::run(config, args).await? {
                 std::process::exit(1);

@@ -1,0 +1,351 @@
+//! `visionq bench-matrix`: the end-to-end pipeline over a matrix of configurations
+//! (preprocess concurrency × tensors/inline × max batch), one `visionq run` child
+//! process per row, so that a cliff in any ordinary configuration shows at once.
+//! Each row prints results/s, latency, the forward pass under load beside the same
+//! pass in isolation, the server's CPU in cores (and its busiest threads), and the
+//! GPU's utilisation read through NVML; the end checks the "no cliff" lines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use visionq_contract::config::InferInput;
+use visionq_contract::Config;
+use visionq_infer_worker::gpu::GpuProbe;
+use visionq_infer_worker::Model;
+
+use crate::load::{drive, load_photos, Load, Tally};
+use crate::proc_stat::{cpu_seconds, thread_cpu_seconds};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MatrixArgs {
+    /// `preprocess_concurrency` values.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16")]
+    concurrency: Vec<usize>,
+    /// `infer_input` values: tensors (separate preprocess tasks), frames (inline).
+    #[arg(long, value_delimiter = ',', default_value = "tensors,frames")]
+    inputs: Vec<String>,
+    /// `max_batch_size` values.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    max_batch: Vec<usize>,
+    /// Simulated stations.
+    #[arg(long, default_value_t = 32)]
+    stations: usize,
+    /// Frames/s per station (offered load = stations × rate).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of load per row.
+    #[arg(long, default_value_t = 6.0)]
+    seconds: f64,
+    /// Seconds a row may take after the load to answer what it accepted.
+    #[arg(long, default_value_t = 4.0)]
+    drain_seconds: f64,
+    /// JPEG frames (default: the cached 1280x720 photos).
+    #[arg(long)]
+    photos: Option<PathBuf>,
+    /// Extra `KEY=VALUE` environment for every child (e.g. VISIONQ_BATCH_SHAPES=exact).
+    #[arg(long = "env", value_delimiter = ',')]
+    envs: Vec<String>,
+}
+
+/// One row's configuration and what it measured.
+#[derive(Debug, Clone)]
+struct Row {
+    concurrency: usize,
+    input: String,
+    max_batch: usize,
+    results_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    pass_ms: f64,
+    mean_batch: f64,
+    server_cores: f64,
+    client_cores: f64,
+    gpu_util_median: Option<f64>,
+    top_threads: String,
+}
+
+/// A `visionq run` child serving on a free port.
+struct Child {
+    process: tokio::process::Child,
+    base: String,
+}
+
+async fn start_child(envs: &[(String, String)], data_dir: &Path) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["run", "--listen", "127.0.0.1:0"])
+        .env("VISIONQ_DATA_DIR", data_dir)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut process = cmd.spawn().context("starting `visionq run`")?;
+    let mut lines = BufReader::new(process.stdout.take().context("child stdout")?).lines();
+    let base = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = line.strip_prefix("visionq listening on ") {
+                return Ok(addr.trim().to_string());
+            }
+        }
+        bail!("`visionq run` exited before listening")
+    })
+    .await
+    .context("`visionq run` did not start in 180 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Child { process, base })
+}
+
+/// Sum and count of a histogram series (`name` plus one `label="value"`, or none).
+fn histogram(metrics: &str, name: &str, label: Option<&str>) -> (f64, f64) {
+    let pick = |suffix: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_{suffix}")))
+            .filter(|l| label.is_none_or(|lab| l.contains(lab)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (pick("sum"), pick("count"))
+}
+
+async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    Ok(client.get(format!("{base}/metrics")).send().await?.text().await?)
+}
+
+/// Samples GPU utilisation until `stop` is set; returns the samples (0–1).
+fn sample_gpu(probe: Option<Arc<GpuProbe>>, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<f64>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        while let Some(p) = probe.as_ref() {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if let Ok(r) = p.read() {
+                v.push(r.utilization);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        v
+    })
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+async fn run_row(args: &MatrixArgs, photos: Arc<Vec<(String, Bytes)>>, gpu: Option<Arc<GpuProbe>>, row: (usize, &str, usize)) -> anyhow::Result<Row> {
+    let (concurrency, input, max_batch) = row;
+    let data = tempdir(&format!("vq-matrix-{concurrency}-{input}-{max_batch}"))?;
+    let mut envs: Vec<(String, String)> = vec![
+        ("VISIONQ_PREPROCESS_CONCURRENCY".into(), concurrency.to_string()),
+        ("VISIONQ_INFER_INPUT".into(), input.to_string()),
+        ("VISIONQ_MAX_BATCH_SIZE".into(), max_batch.to_string()),
+    ];
+    for kv in &args.envs {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--env {kv}: not KEY=VALUE"))?;
+        envs.push((k.into(), v.into()));
+    }
+    let mut child = start_child(&envs, &data).await?;
+    let pid = child.process.id().context("child pid")?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    let before = scrape(&client, &child.base).await?;
+    let (server0, threads0, client0) = (cpu_seconds(pid)?, thread_cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_gpu(gpu, stop.clone());
+    let load = Load {
+        stations: args.stations,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.seconds),
+        station_prefix: "matrix".into(),
+        wait_ms: 30_000,
+    };
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(args.seconds + args.drain_seconds);
+    let _ = tokio::time::timeout(limit, drive(client.clone(), &child.base, photos, &load, tally.clone())).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (server1, threads1, client1) = (cpu_seconds(pid)?, thread_cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut gpu_samples = sampler.join().unwrap_or_default();
+    let after = scrape(&client, &child.base).await?;
+    let _ = child.process.start_kill();
+    let _ = child.process.wait().await;
+    let _ = std::fs::remove_dir_all(&data);
+
+    let t = tally.lock().expect("tally lock").clone();
+    let [p50, _, p99, _] = t.percentiles();
+    let delta = |name, label| {
+        let (s0, c0) = histogram(&before, name, label);
+        let (s1, c1) = histogram(&after, name, label);
+        (s1 - s0, c1 - c0)
+    };
+    let (pass_sum, passes) = delta("visionq_stage_duration_seconds", Some("stage=\"inference\""));
+    let (frames, batches) = delta("visionq_infer_batch_size", None);
+    Ok(Row {
+        concurrency,
+        input: input.into(),
+        max_batch,
+        results_per_s: t.ok() as f64 / elapsed,
+        p50_ms: p50,
+        p99_ms: p99,
+        // The inference stage is observed once per batch.
+        pass_ms: if passes > 0.0 { pass_sum / passes * 1e3 } else { f64::NAN },
+        mean_batch: if batches > 0.0 { frames / batches } else { f64::NAN },
+        server_cores: (server1 - server0) / elapsed,
+        client_cores: (client1 - client0) / elapsed,
+        gpu_util_median: median(&mut gpu_samples),
+        top_threads: busiest(&threads0, &threads1, elapsed),
+    })
+}
+
+/// The busiest thread groups (by name) in cores, e.g. `visionq-infer 0.95`.
+fn busiest(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64) -> String {
+    let mut groups: Vec<(String, f64)> =
+        after.iter().map(|(name, s)| (name.clone(), (s - before.get(name).copied().unwrap_or(0.0)) / secs)).collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups.iter().take(4).map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The isolated pass (ms, median of 50) at each batch size, on this process's own session.
+fn isolated_passes(config: &Config, sizes: &[usize]) -> anyhow::Result<BTreeMap<usize, f64>> {
+    let mut out = BTreeMap::new();
+    for &b in sizes {
+        let mut c = config.clone();
+        c.max_batch_size = b;
+        let mut model = Model::load(&c)?;
+        let b = model.max_batch(b);
+        model.warm_up(b)?;
+        let blank = vec![114u8; model.tensor_len()];
+        let n = model.assemble(&vec![&blank[..]; b])?;
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let t0 = Instant::now();
+            model.execute(n, |d, _| std::hint::black_box(d[0]))?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        out.insert(b, median(&mut times).unwrap_or(f64::NAN));
+    }
+    Ok(out)
+}
+
+pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
+    let dir = args.photos.clone().unwrap_or_else(|| config.cache_dir.join("photos-720p"));
+    let photos = Arc::new(load_photos(&dir)?);
+    for i in &args.inputs {
+        if serde_json::from_value::<InferInput>(serde_json::Value::String(i.clone())).is_err() {
+            bail!("--inputs: `{i}` is neither tensors nor frames");
+        }
+    }
+    let gpu = (config.execution_provider == "cuda")
+        .then(|| GpuProbe::open(config.cuda_device_id.max(0) as u32).map(Arc::new))
+        .transpose()
+        .unwrap_or_else(|reason| {
+            println!("GPU utilisation not read: {reason}");
+            None
+        });
+    let c = config.clone();
+    let sizes = args.max_batch.clone();
+    let isolated = tokio::task::spawn_blocking(move || isolated_passes(&c, &sizes)).await??;
+    println!(
+        "visionq bench-matrix: model {}, provider {}, batch shapes {:?}, {} stations x {} frames/s ({} offered) for {} s a row, photos {}",
+        config.model_path().display(),
+        config.execution_provider,
+        config.batch_shapes,
+        args.stations,
+        args.rate,
+        args.stations as f64 * args.rate,
+        args.seconds,
+        dir.display()
+    );
+    println!("isolated pass ms by max batch: {isolated:?}; extra env: {:?}", args.envs);
+    println!(
+        "{:>4} {:>8} {:>5} | {:>9} {:>8} {:>8} | {:>8} {:>8} {:>6} | {:>6} {:>6} {:>5} | busiest threads (cores)",
+        "conc", "input", "batch", "results/s", "p50 ms", "p99 ms", "pass ms", "isolated", "batch", "server", "client", "gpu%"
+    );
+    let mut rows = Vec::new();
+    for &b in &args.max_batch {
+        for input in &args.inputs {
+            for &c in &args.concurrency {
+                let r = run_row(&args, photos.clone(), gpu.clone(), (c, input, b)).await?;
+                let iso = isolated.range(..=b).next_back().map(|(_, v)| *v).unwrap_or(f64::NAN);
+                println!(
+                    "{:>4} {:>8} {:>5} | {:>9.1} {:>8.1} {:>8.1} | {:>8.2} {:>8.2} {:>6.2} | {:>6.2} {:>6.2} {:>5} | {}",
+                    r.concurrency,
+                    r.input,
+                    r.max_batch,
+                    r.results_per_s,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.pass_ms,
+                    iso,
+                    r.mean_batch,
+                    r.server_cores,
+                    r.client_cores,
+                    r.gpu_util_median.map_or("-".into(), |u| format!("{:.0}", u * 100.0)),
+                    r.top_threads
+                );
+                rows.push(r);
+            }
+        }
+    }
+    checks(&rows);
+    Ok(())
+}
+
+/// The lines a cliff would cross, checked over the rows that ran.
+fn checks(rows: &[Row]) {
+    let find = |c: usize, i: &str, b: usize| rows.iter().find(|r| r.concurrency == c && r.input == i && r.max_batch == b);
+    let top = rows.iter().map(|r| r.concurrency).max().unwrap_or(0);
+    println!("checks:");
+    let mut failed = 0;
+    let mut check = |ok: bool, what: String| {
+        failed += usize::from(!ok);
+        println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+    };
+    for r in rows {
+        if let Some(full) = find(top, &r.input, r.max_batch).filter(|_| r.concurrency < top) {
+            let need = 0.8 * r.concurrency as f64 / top as f64 * full.results_per_s;
+            check(
+                r.results_per_s >= need,
+                format!("{} batch {} concurrency {}: {:.0}/s >= 0.8 x {}/{} of {:.0}/s", r.input, r.max_batch, r.concurrency, r.results_per_s, r.concurrency, top, full.results_per_s),
+            );
+        }
+        if r.input == "frames" {
+            if let Some(t) = find(r.concurrency, "tensors", r.max_batch) {
+                check(
+                    r.results_per_s >= 0.9 * t.results_per_s,
+                    format!("inline vs tensors, batch {} concurrency {}: {:.0}/s >= 0.9 x {:.0}/s", r.max_batch, r.concurrency, r.results_per_s, t.results_per_s),
+                );
+            }
+        }
+        if r.max_batch == 16 {
+            if let Some(e) = find(r.concurrency, &r.input, 8) {
+                check(
+                    r.results_per_s >= e.results_per_s,
+                    format!("{} concurrency {}: max batch 16 {:.0}/s >= max batch 8 {:.0}/s", r.input, r.concurrency, r.results_per_s, e.results_per_s),
+                );
+            }
+        }
+    }
+    println!("  {failed} check(s) failed");
+}
