@@ -103,6 +103,10 @@ pub struct Config {
     pub pinned_output: bool,
     /// ONNX Runtime intra-op threads; 0 lets it choose.
     pub infer_threads: usize,
+    /// Whether ONNX Runtime's idle intra-op threads spin waiting for work (its
+    /// default) instead of sleeping: spinning saves a wake-up per pass but burns
+    /// cores that decoding could use on a small machine.
+    pub infer_spinning: bool,
     /// Which input shapes the device sees (see [`BatchShapes`]); `auto`: `buckets` on
     /// CUDA, `exact` on the CPU.
     pub batch_shapes: BatchShapes,
@@ -150,6 +154,10 @@ pub struct Config {
     pub model_layout: Option<String>,
 
     pub results_batch_size: usize,
+    /// How long the results consumer waits for more results before writing a batch;
+    /// 0 writes what is there at once (batches still grow under load, since results
+    /// arriving during a write are taken together), so a waiting station is answered
+    /// without a timer's delay.
     pub results_batch_wait_ms: u64,
     /// Results older than this many days (by `received_at`) are deleted; 0 keeps all.
     pub retention_days: u32,
@@ -215,6 +223,7 @@ impl Default for Config {
             pinned_input: true,
             pinned_output: false,
             infer_threads: 0,
+            infer_spinning: true,
             batch_shapes: BatchShapes::Auto,
             infer_streams: 1,
             cudnn_conv_algo_search: "exhaustive".into(),
@@ -238,7 +247,7 @@ impl Default for Config {
             max_detections: 300,
             model_layout: None,
             results_batch_size: 64,
-            results_batch_wait_ms: 10,
+            results_batch_wait_ms: 0,
             retention_days: 0,
             retention_chunk: 5_000,
             retention_interval_s: 3_600,

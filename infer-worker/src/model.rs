@@ -182,6 +182,9 @@ impl Model {
             if config.infer_threads > 0 {
                 builder = builder.with_intra_threads(config.infer_threads).map_err(|e| load(e.into()))?;
             }
+            if !config.infer_spinning {
+                builder = builder.with_intra_op_spinning(false).map_err(|e| load(e.into()))?;
+            }
             builder = crate::provider::configure(builder, config)?;
             builder.commit_from_file(&path).map_err(load)
         };

@@ -17,7 +17,7 @@ use visionq_contract::config::InferInput;
 use visionq_contract::message::{elapsed_ms, ImageSize};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
-use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, Preprocessor};
+use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, PreprocessPool, Preprocessor};
 use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
 use crate::batcher::batcher;
@@ -57,6 +57,8 @@ struct Shared {
     info: ModelInfo,
     tensor_len: usize,
     input_size: (u32, u32),
+    /// Inline preprocessing's threads (frames input only).
+    pool: Option<Arc<PreprocessPool>>,
 }
 
 /// Why a tensor message cannot be used, if it cannot.
@@ -93,18 +95,12 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
         }),
         InferInput::Frames => {
             let env = d.envelope.clone();
-            let (w, h) = shared.input_size;
-            let max_pixels = shared.config.max_pixels;
             let metrics = shared.metrics.clone();
-            tokio::task::spawn_blocking(move || {
+            let pool = shared.pool.clone().expect("inline preprocessing has its pool");
+            pool.run(move |pre| {
                 let mut frame = frame_from_envelope(&env).map_err(|e| (None, e))?;
                 metrics.observe_stage("queue_wait_frames", elapsed_ms(frame.published_at, Utc::now()) / 1e3);
-                let p = INLINE.with(|cell| {
-                    let mut slot = cell.borrow_mut();
-                    let pre = slot.get_or_insert_with(|| Preprocessor::new(w, h, max_pixels));
-                    pre.prepare(&env.body)
-                });
-                let p = p.map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
+                let p = pre.prepare(&env.body).map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
                 metrics.observe_stage("decode", p.decode_seconds);
                 metrics.observe_stage("resize", p.resize_seconds);
                 frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);
@@ -113,7 +109,6 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
                 Ok((meta, Bytes::from(p.tensor)))
             })
             .await
-            .expect("preprocess does not panic")
         }
     };
     match prepared {
@@ -137,9 +132,6 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
     }
 }
 
-thread_local! {
-    static INLINE: std::cell::RefCell<Option<Preprocessor>> = const { std::cell::RefCell::new(None) };
-}
 
 /// Publishes one batch's results, then settles its inputs.
 async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
@@ -252,6 +244,14 @@ pub async fn run(
         info: model.info.clone(),
         tensor_len: model.tensor_len(),
         input_size: (model.input_width, model.input_height),
+        pool: match config.infer_input {
+            InferInput::Tensors => None,
+            InferInput::Frames => {
+                let (w, h, max_pixels) = (model.input_width, model.input_height, config.max_pixels);
+                let pool = PreprocessPool::new(config.preprocess_concurrency, move || Preprocessor::new(w, h, max_pixels));
+                Some(Arc::new(pool.expect("spawning the preprocessing threads")))
+            }
+        },
     });
     let names = Arc::new(model.names.clone());
     // Enough prefetch to fill the batch being gathered, the one running and the one publishing.

@@ -6,7 +6,9 @@
 //! error result plus a dead letter.
 
 mod image;
+mod pool;
 mod role;
 
 pub use image::{letterbox_geometry, Preprocessed, PreprocessError, Preprocessor, PAD_VALUE};
+pub use pool::PreprocessPool;
 pub use role::{expire_frame, fail_frame, frame_from_envelope, run, FrameError};

@@ -13,7 +13,7 @@ use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
 use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
-use crate::{PreprocessError, Preprocessor};
+use crate::{PreprocessError, PreprocessPool, Preprocessor};
 
 /// Why a frame message cannot be turned into a tensor.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ fn failure_label(e: &FrameError) -> &'static str {
     }
 }
 
-async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>, d: Delivery) {
+async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
     metrics.in_flight.with_label_values(&["preprocess"]).inc();
     // A live frame already past its deadline is not decoded at all.
     if let Ok(frame) = frame_from_envelope(&d.envelope) {
@@ -119,17 +119,7 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
     });
     let env = d.envelope.clone();
     let m = metrics.clone();
-    let size = config.input_size;
-    let max_pixels = config.max_pixels;
-    let prepared = tokio::task::spawn_blocking(move || {
-        PREPROCESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let pre = slot.get_or_insert_with(|| Preprocessor::new(size, size, max_pixels));
-            prepare(pre, &env, &m)
-        })
-    })
-    .await
-    .expect("preprocess task does not panic");
+    let prepared = pool.run(move |pre| prepare(pre, &env, &m)).await;
     let fate = match prepared {
         Ok(tensor) => match publish_when_room(&*broker, WorkQueue::Tensors, tensor).await {
             Ok(()) => {
@@ -152,9 +142,6 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, config: Arc<Config>
     metrics.in_flight.with_label_values(&["preprocess"]).dec();
 }
 
-thread_local! {
-    static PREPROCESSOR: std::cell::RefCell<Option<Preprocessor>> = const { std::cell::RefCell::new(None) };
-}
 
 /// Consumes frames until `shutdown`, then finishes what is in flight.
 pub async fn run(
@@ -166,6 +153,11 @@ pub async fn run(
     let concurrency = config.preprocess_concurrency;
     let mut deliveries = broker.consume(WorkQueue::Frames, (concurrency * 2).min(u16::MAX as usize) as u16).await?;
     let slots = Arc::new(Semaphore::new(concurrency));
+    let (size, max_pixels) = (config.input_size, config.max_pixels);
+    let pool = Arc::new(
+        PreprocessPool::new(concurrency, move || Preprocessor::new(size, size, max_pixels))
+            .expect("spawning the preprocessing threads"),
+    );
     let mut tasks = JoinSet::new();
     tracing::info!(concurrency, input_size = config.input_size, "preprocess consuming frames");
     tokio::pin!(shutdown);
@@ -179,9 +171,9 @@ pub async fn run(
             d = deliveries.next() => match d { Some(d) => d, None => break },
         };
         while tasks.try_join_next().is_some() {}
-        let (b, m, c) = (broker.clone(), metrics.clone(), config.clone());
+        let (b, m, p) = (broker.clone(), metrics.clone(), pool.clone());
         tasks.spawn(async move {
-            handle(b, m, c, delivery).await;
+            handle(b, m, p, delivery).await;
             drop(permit);
         });
     }

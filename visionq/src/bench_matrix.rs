@@ -211,10 +211,15 @@ async fn run_row(args: &MatrixArgs, photos: Arc<Vec<(String, Bytes)>>, gpu: Opti
     })
 }
 
-/// The busiest thread groups (by name) in cores, e.g. `visionq-infer 0.95`.
+/// The busiest thread groups (by name, numbered threads of a pool together) in
+/// cores, e.g. `visionq-pre 7.9, tokio-rt-worker 2.1, visionq-infer 0.95`.
 fn busiest(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64) -> String {
-    let mut groups: Vec<(String, f64)> =
-        after.iter().map(|(name, s)| (name.clone(), (s - before.get(name).copied().unwrap_or(0.0)) / secs)).collect();
+    let group = |name: &str| name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-').to_string();
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, s) in after {
+        *sums.entry(group(name)).or_default() += s - before.get(name).copied().unwrap_or(0.0);
+    }
+    let mut groups: Vec<(String, f64)> = sums.into_iter().map(|(n, s)| (n, s / secs)).collect();
     groups.sort_by(|a, b| b.1.total_cmp(&a.1));
     groups.iter().take(4).map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
 }
