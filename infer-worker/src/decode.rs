@@ -94,25 +94,15 @@ pub fn candidates(layout: Layout, out: &[f32], a: usize, b: usize, conf: f32) ->
                 }
             }
         }
-        Layout::Scored => {
+        // Rows of box, score, class: centre and size (scored) or corners (YOLOv10).
+        Layout::Scored | Layout::Yolov10 => {
             for row in out.chunks_exact(b) {
                 if row[4] >= conf {
-                    found.push(Candidate {
-                        class_id: row[5].max(0.0) as u32,
-                        score: row[4],
-                        bbox: corners(row[0], row[1], row[2], row[3]),
-                    });
-                }
-            }
-        }
-        Layout::Yolov10 => {
-            for row in out.chunks_exact(b) {
-                if row[4] >= conf {
-                    found.push(Candidate {
-                        class_id: row[5].max(0.0) as u32,
-                        score: row[4],
-                        bbox: [row[0], row[1], row[2], row[3]],
-                    });
+                    let bbox = match layout {
+                        Layout::Scored => corners(row[0], row[1], row[2], row[3]),
+                        _ => [row[0], row[1], row[2], row[3]],
+                    };
+                    found.push(Candidate { class_id: row[5].max(0.0) as u32, score: row[4], bbox });
                 }
             }
         }
