@@ -2,7 +2,8 @@
 //! on and nothing else: the messages that travel between ingest, preprocess,
 //! infer-worker and results (and the result object stations receive), the names of
 //! the broker topology, the configuration every role reads, who may call what
-//! (tokens and scopes), and the telemetry
+//! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
+//! and the telemetry
 //! (metric names, defined once, and log set-up). It does no I/O beyond reading the
 //! config file.
 
@@ -10,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod message;
 pub mod metrics;
+pub mod params;
 pub mod telemetry;
 pub mod topology;
 

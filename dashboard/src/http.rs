@@ -5,18 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{Auth, Scope};
+use visionq_contract::params::{ParamError, Params};
 use visionq_contract::{Config, Metrics};
 
 use crate::access::{self, Gate};
@@ -68,6 +69,26 @@ pub fn router(state: Arc<DashboardState>) -> Router {
         .with_state(state)
 }
 
+/// A refusal in the shape every visionq route gives: `{error, code}`.
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
+}
+
+fn bad_param(e: ParamError) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": e.message, "code": e.code, "param": e.param}))).into_response()
+}
+
+/// The query of a dashboard data route, which the access check reads `token` from.
+fn params(raw: Option<&str>) -> Params {
+    let mut p = Params::parse(raw);
+    p.allow("token");
+    p
+}
+
+fn no_params(raw: Option<String>) -> Result<(), Response> {
+    params(raw.as_deref()).finish().map_err(bad_param)
+}
+
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     let etag = assets::etag();
     if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
@@ -96,7 +117,7 @@ async fn index(headers: HeaderMap) -> Response {
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match assets::get(&file) {
         Some(a) => serve(a, &headers),
-        None => (StatusCode::NOT_FOUND, "no such dashboard file\n").into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{file}`")),
     }
 }
 
@@ -139,8 +160,18 @@ async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
     Json(feed_message("snapshot", &s.previews, &mut Cursor::default())).into_response()
 }
 
-async fn stream(State(s): State<Arc<DashboardState>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| feed(socket, s))
+async fn stream(
+    State(s): State<Arc<DashboardState>>,
+    RawQuery(raw): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(r) = no_params(raw) {
+        return r;
+    }
+    match ws {
+        Ok(ws) => ws.on_upgrade(move |socket| feed(socket, s)),
+        Err(e) => refuse(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text())),
+    }
 }
 
 /// The live feed: a snapshot, then every [`TICK`] the stations that changed
@@ -179,37 +210,37 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
     s.metrics.websocket_clients.dec();
 }
 
-#[derive(Deserialize)]
-struct FrameParams {
-    frame_id: Option<Uuid>,
-}
-
 /// The latest frame shown for a station (`?frame_id=` asks for that one frame:
 /// 404 once a newer one replaced it, so boxes are never drawn on another frame).
 async fn latest_jpeg(
     State(s): State<Arc<DashboardState>>,
     Path(station): Path<String>,
-    Query(p): Query<FrameParams>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
-    match s.previews.latest_jpeg(&station, p.frame_id) {
+    let mut p = params(raw.as_deref());
+    let frame_id = match p.get::<Uuid>("frame_id").and_then(|id| p.finish().map(|()| id)) {
+        Ok(id) => id,
+        Err(e) => return bad_param(e),
+    };
+    match s.previews.latest_jpeg(&station, frame_id) {
         Some((id, jpeg)) => {
             // A frame id names immutable bytes; the bare URL always means "the latest".
-            let cache = if p.frame_id.is_some() { "private, max-age=300, immutable" } else { "no-store" };
+            let cache = if frame_id.is_some() { "private, max-age=300, immutable" } else { "no-store" };
             let id = HeaderValue::from_str(&id.to_string()).expect("uuid is a valid header");
             let mut r = ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, cache)], jpeg).into_response();
             r.headers_mut().insert("x-visionq-frame-id", id);
             r
         }
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no frame of `{station}` to show (yet)")})))
-            .into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "not_found", format!("no frame of `{station}` to show (yet)")),
     }
 }
 
 /// Another role's `/metrics`, fetched by this process (`dashboard_metrics_urls`), so
 /// the pipeline view can read every role while the page only talks to its origin.
-async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<usize>) -> Response {
-    let Some(url) = s.config.dashboard_metrics_urls.get(source) else {
-        return (StatusCode::NOT_FOUND, "no such metrics source\n").into_response();
+async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<String>) -> Response {
+    let Some(url) = source.parse::<usize>().ok().and_then(|i| s.config.dashboard_metrics_urls.get(i)) else {
+        let n = s.config.dashboard_metrics_urls.len();
+        return refuse(StatusCode::NOT_FOUND, "not_found", format!("no metrics source `{source}`: there are {n}, numbered from 0"));
     };
     let fetched = async {
         let r = s.http.get(url).send().await?.error_for_status()?;
@@ -219,7 +250,7 @@ async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => {
             let shown = visionq_contract::config::redact_url(url);
-            (StatusCode::BAD_GATEWAY, format!("cannot read {shown}: {}\n", e.without_url())).into_response()
+            refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot read {shown}: {}", e.without_url()))
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
 use visionq_contract::config::valid_station_id;
+use visionq_contract::params::{ParamError, Params};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{telemetry, Config, FrameMeta, FrameResult, Metrics, Timings};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
@@ -60,6 +61,8 @@ pub struct Refusal {
     retry_after_s: Option<u64>,
     /// `WWW-Authenticate` of a 401.
     challenge: Option<&'static str>,
+    /// The parameter or field refused, when one is.
+    param: Option<String>,
     /// Refused before the body was read: the connection is closed after the answer
     /// (what is left of the body must not be read as the next request, and a
     /// client must not reuse it).
@@ -68,12 +71,23 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Refusal { status, code, message: message.into(), retry_after_s: None, challenge: None, body_unread: false }
+        Refusal { status, code, message: message.into(), retry_after_s: None, challenge: None, param: None, body_unread: false }
+    }
+
+    fn param(mut self, name: &str) -> Self {
+        self.param = Some(name.to_string());
+        self
     }
 
     fn before_body(mut self) -> Self {
         self.body_unread = true;
         self
+    }
+}
+
+impl From<ParamError> for Refusal {
+    fn from(e: ParamError) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, e.code, e.message).param(&e.param)
     }
 }
 
@@ -98,7 +112,11 @@ pub(crate) fn check_admin(state: &IngestState, headers: &HeaderMap) -> Result<()
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response();
+        let body = match &self.param {
+            Some(p) => json!({"error": self.message, "code": self.code, "param": p}),
+            None => json!({"error": self.message, "code": self.code}),
+        };
+        let mut r = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -112,7 +130,8 @@ impl IntoResponse for Refusal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `?wait_ms=`, `?captured_at=`, `?deadline_ms=`; anything else is refused.
+#[derive(Debug)]
 pub struct FrameParams {
     wait_ms: Option<u64>,
     captured_at: Option<DateTime<Utc>>,
@@ -120,10 +139,20 @@ pub struct FrameParams {
     deadline_ms: Option<u64>,
 }
 
+impl FrameParams {
+    fn parse(query: Option<&str>) -> Result<FrameParams, ParamError> {
+        let mut p = Params::parse(query);
+        let params = FrameParams { wait_ms: p.get("wait_ms")?, captured_at: p.get("captured_at")?, deadline_ms: p.get("deadline_ms")? };
+        p.finish()?;
+        Ok(params)
+    }
+}
+
+/// `captured_at` is read as text so that a bad one is refused by its name.
 #[derive(Deserialize)]
 struct JsonFrame {
     image: String,
-    captured_at: Option<DateTime<Utc>>,
+    captured_at: Option<String>,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -196,7 +225,7 @@ async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<D
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_base64", format!("`image` is not valid base64: {e}")))?;
-            (Bytes::from(bytes), frame.captured_at)
+            (Bytes::from(bytes), frame.captured_at.as_deref().map(parse_time).transpose()?)
         }
         "image/jpeg" | "image/jpg" | "image/pjpeg" | "application/octet-stream" | ""
         | "application/x-www-form-urlencoded" => {
@@ -228,7 +257,10 @@ fn unsupported(mime: &str) -> Refusal {
 fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_captured_at", format!("captured_at is not RFC 3339: {e}")))
+        .map_err(|e| {
+            let message = format!("`captured_at` is not an RFC 3339 time such as 2026-11-22T10:00:00Z: {e}");
+            Refusal::new(StatusCode::BAD_REQUEST, "bad_captured_at", message).param("captured_at")
+        })
 }
 
 fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
@@ -253,11 +285,11 @@ fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
 async fn post_frame(
     State(state): State<Arc<IngestState>>,
     Path(station): Path<String>,
-    Query(params): Query<FrameParams>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     req: Request,
 ) -> Response {
-    match accept(&state, station, params, headers, req).await {
+    match accept(&state, station, query.as_deref(), headers, req).await {
         Ok(r) => r,
         Err(refusal) => {
             state.metrics.ingest_rejected_total.with_label_values(&[refusal.code]).inc();
@@ -295,13 +327,14 @@ fn check_caller(state: &IngestState, station: &str, headers: &HeaderMap) -> Resu
 async fn accept(
     state: &IngestState,
     station: String,
-    params: FrameParams,
+    query: Option<&str>,
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, Refusal> {
     let received_at = Utc::now();
     let config = &state.config;
     let principal = check_caller(state, &station, &headers).map_err(Refusal::before_body)?;
+    let params = FrameParams::parse(query).map_err(|e| Refusal::from(e).before_body())?;
     let (jpeg, captured_in_body) = read_jpeg(state, req).await?;
     let (width, height) = check_header(config, &jpeg)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));

@@ -7,14 +7,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+use visionq_contract::params::Params;
 use visionq_contract::topology::TRACEPARENT_HEADER;
 use visionq_contract::{FrameMeta, ResultStatus, Timings};
 
@@ -48,26 +48,21 @@ pub fn test_jpeg() -> &'static [u8] {
     })
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SelftestParams {
-    wait_ms: Option<u64>,
-}
-
 pub async fn selftest(
     State(state): State<Arc<IngestState>>,
-    Query(params): Query<SelftestParams>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
     if let Err(refusal) = crate::api::check_admin(&state, &headers) {
         return refusal.into_response();
     }
+    let mut params = Params::parse(query.as_deref());
+    let wait_ms = match params.get::<u64>("wait_ms").and_then(|w| params.finish().map(|()| w)) {
+        Ok(w) => w,
+        Err(e) => return crate::api::Refusal::from(e).into_response(),
+    };
     let started = Instant::now();
-    let wait = Duration::from_millis(
-        params
-            .wait_ms
-            .unwrap_or(DEFAULT_WAIT_MS)
-            .min(state.config.max_wait_ms),
-    );
+    let wait = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(state.config.max_wait_ms));
     let now = Utc::now();
     let meta = FrameMeta {
         frame_id: Uuid::now_v7(),

@@ -4,19 +4,21 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 use axum::middleware;
 use visionq_contract::auth::Auth;
+use visionq_contract::config::valid_station_id;
+use visionq_contract::params::{ParamError, Params};
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_dashboard::access::{self, Caller, Gate};
 use visionq_dashboard::{DashboardState, Previews};
@@ -32,6 +34,9 @@ pub struct ResultsState {
     pub previews: Arc<Previews>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
+    /// The class names of the model this process runs, when it runs one: `?class=`
+    /// naming another is refused. None (a results role on its own): not checked.
+    pub classes: Option<Vec<String>>,
 }
 
 impl ResultsState {
@@ -43,6 +48,7 @@ impl ResultsState {
         broker: &SharedBroker,
         config: Arc<Config>,
         auth: Arc<Auth>,
+        classes: Option<Vec<String>>,
     ) -> Result<Arc<Self>, QueueError> {
         let (live, _) = broadcast::channel(1024);
         let previews = Arc::new(Previews::new(&config, metrics.clone()));
@@ -59,7 +65,7 @@ impl ResultsState {
                 }
             }
         });
-        Ok(Arc::new(ResultsState { store, metrics, live, previews, config, auth }))
+        Ok(Arc::new(ResultsState { store, metrics, live, previews, config, auth, classes }))
     }
 }
 
@@ -80,14 +86,35 @@ pub fn router(state: Arc<ResultsState>) -> Router {
         .merge(visionq_dashboard::router(dashboard))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
+}
+
+/// A refused parameter: `{error, code, param}`.
+fn bad_param(e: ParamError) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": e.message, "code": e.code, "param": e.param}))).into_response()
+}
+
+fn bad_value(param: &'static str, message: impl Into<String>) -> Response {
+    bad_param(ParamError { param: param.into(), code: "bad_parameter", message: message.into() })
+}
+
+/// The query of a route behind the gate (which reads `?token=` itself).
+fn query(raw: Option<String>) -> Params {
+    let mut p = Params::parse(raw.as_deref());
+    p.allow("token");
+    p
+}
+
+fn bad_station(station: &str) -> Option<Response> {
+    let message = format!("`{station}` is not a station id: use 1-64 of A-Z a-z 0-9 . _ -");
+    (!valid_station_id(station)).then(|| error(StatusCode::BAD_REQUEST, "bad_station", message))
 }
 
 fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        StoreError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
     }
 }
 
@@ -95,11 +122,15 @@ async fn get_frame(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    if let Err(e) = query(raw).finish() {
+        return bad_param(e);
+    }
     let Ok(id) = Uuid::parse_str(&id) else {
-        return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a frame id"));
+        return error(StatusCode::BAD_REQUEST, "bad_frame_id", format!("`{id}` is not a frame id (a UUID)"));
     };
-    let missing = || error(StatusCode::NOT_FOUND, format!("no result for frame {id} (yet)"));
+    let missing = || error(StatusCode::NOT_FOUND, "not_found", format!("no result for frame {id} (yet)"));
     match s.store.get(id).await {
         // Another station's frame reads as missing: a station learns nothing of others.
         Ok(Some(r)) if !caller.may_read(&r.station) => missing(),
@@ -109,7 +140,6 @@ async fn get_frame(
     }
 }
 
-#[derive(Deserialize)]
 struct HistoryParams {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
@@ -120,7 +150,42 @@ struct HistoryParams {
     limit: Option<usize>,
 }
 
+impl HistoryParams {
+    fn parse(raw: Option<String>) -> Result<Self, ParamError> {
+        let mut p = query(raw);
+        let params = HistoryParams {
+            since: p.get("since")?,
+            until: p.get("until")?,
+            class: p.get("class")?,
+            min_score: p.get_in("min_score", 0.0, 1.0)?,
+            before: p.get("before")?,
+            limit: p.get_in("limit", 1, MAX_LIMIT)?,
+        };
+        p.finish()?;
+        Ok(params)
+    }
+}
+
 const MAX_LIMIT: usize = 1000;
+
+/// One page of history. Serialised from the results themselves (not through
+/// `json!`, which widens f32 scores to f64), so scores read as in every reply.
+#[derive(Serialize)]
+struct Page<'a> {
+    station: &'a str,
+    results: &'a [FrameResult],
+    next: Option<String>,
+}
+
+/// Refuses a class the model does not have (when this process knows the model's classes).
+fn unknown_class(classes: Option<&[String]>, class: Option<&str>) -> Option<Response> {
+    let (classes, class) = (classes?, class?);
+    if classes.iter().any(|c| c == class) {
+        return None;
+    }
+    let shown: Vec<&str> = classes.iter().take(100).map(String::as_str).collect();
+    Some(bad_value("class", format!("`class={class}` is not a class of the model; its classes are: {}", shown.join(", "))))
+}
 
 /// A station's results, newest first, one page at a time: `next` (present when the
 /// page is full) is the `before` of the following page.
@@ -128,14 +193,24 @@ async fn station_results(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
-    Query(p): Query<HistoryParams>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    if let Some(r) = bad_station(&station) {
+        return r;
+    }
     if !caller.may_read(&station) {
         return access::not_yours(&station);
     }
+    let p = match HistoryParams::parse(raw) {
+        Ok(p) => p,
+        Err(e) => return bad_param(e),
+    };
+    if let Some(r) = unknown_class(s.classes.as_deref(), p.class.as_deref()) {
+        return r;
+    }
     let before = match p.before.as_deref().map(|b| Cursor::decode(b).ok_or(b)).transpose() {
         Ok(c) => c,
-        Err(b) => return error(StatusCode::BAD_REQUEST, format!("`before={b}` is not a cursor from `next`")),
+        Err(b) => return bad_value("before", format!("`before={b}` is not a cursor from `next`")),
     };
     let q = HistoryQuery {
         station,
@@ -149,18 +224,31 @@ async fn station_results(
     match s.store.history(&q).await {
         Ok(results) => {
             let next = (results.len() == q.limit).then(|| results.last().map(|r| Cursor::of(r).encode())).flatten();
-            Json(json!({"station": q.station, "results": results, "next": next})).into_response()
+            Json(Page { station: &q.station, results: &results, next }).into_response()
         }
         Err(e) => store_error(e),
     }
 }
 
-#[derive(Deserialize)]
 struct CountsParams {
     interval: Option<String>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     min_score: Option<f32>,
+}
+
+impl CountsParams {
+    fn parse(raw: Option<String>) -> Result<Self, ParamError> {
+        let mut p = query(raw);
+        let params = CountsParams {
+            interval: p.get("interval")?,
+            since: p.get("since")?,
+            until: p.get("until")?,
+            min_score: p.get_in("min_score", 0.0, 1.0)?,
+        };
+        p.finish()?;
+        Ok(params)
+    }
 }
 
 /// Most buckets one counts request may span.
@@ -172,22 +260,29 @@ async fn station_counts(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
-    Query(p): Query<CountsParams>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
+    if let Some(r) = bad_station(&station) {
+        return r;
+    }
     if !caller.may_read(&station) {
         return access::not_yours(&station);
     }
+    let p = match CountsParams::parse(raw) {
+        Ok(p) => p,
+        Err(e) => return bad_param(e),
+    };
     let interval = p.interval.as_deref().unwrap_or("1h");
     let Some(interval_s) = parse_interval(interval) else {
-        return error(StatusCode::BAD_REQUEST, format!("`interval={interval}`: use a number of seconds, or 30s, 5m, 1h, 1d"));
+        return bad_value("interval", format!("`interval={interval}`: use a number of seconds, or 30s, 5m, 1h, 1d"));
     };
     let until = p.until.unwrap_or_else(Utc::now);
     let since = p.since.unwrap_or(until - chrono::Duration::hours(24));
     if since >= until {
-        return error(StatusCode::BAD_REQUEST, "`since` must be before `until`");
+        return bad_value("since", "`since` must be before `until`");
     }
     if (until - since).num_seconds() / interval_s > MAX_BUCKETS {
-        return error(StatusCode::BAD_REQUEST, format!("more than {MAX_BUCKETS} intervals: widen `interval` or narrow the range"));
+        return bad_value("interval", format!("more than {MAX_BUCKETS} intervals: widen `interval` or narrow the range"));
     }
     let q = CountsQuery { station, interval_s, since, until, min_score: p.min_score };
     match s.store.counts(&q).await {
@@ -199,31 +294,34 @@ async fn station_counts(
     }
 }
 
-#[derive(Deserialize)]
-struct StreamParams {
-    station: Option<String>,
-}
-
 /// The live results (`?station=` for one station; all stations need an operator token).
 async fn stream(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
-    Query(p): Query<StreamParams>,
+    RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let mut p = query(raw);
+    let station = match p.get::<String>("station").and_then(|st| p.finish().map(|()| st)) {
+        Ok(st) => st,
+        Err(e) => return bad_param(e),
+    };
+    if let Some(r) = station.as_deref().and_then(bad_station) {
+        return r;
+    }
     // Who may watch is decided before the upgrade is looked at.
-    match &p.station {
+    match &station {
         Some(station) if !caller.may_read(station) => return access::not_yours(station),
         None if !caller.reads_all() => return access::not_yours("every station"),
         _ => {}
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(e) => return e.into_response(),
+        Err(e) => return error(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text())),
     };
     let rx = s.live.subscribe();
     let metrics = s.metrics.clone();
-    ws.on_upgrade(move |socket| push(socket, rx, p.station, metrics))
+    ws.on_upgrade(move |socket| push(socket, rx, station, metrics))
 }
 
 async fn push(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<FrameResult>>, station: Option<String>, metrics: Arc<Metrics>) {

@@ -163,25 +163,8 @@ pub async fn serve(
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let mut store = None;
 
-    if roles.contains(&Role::Results) {
-        let url = config.database_url();
-        let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
-        tracing::info!(store = redact_url(&url), "store ready");
-        let state =
-            visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone(), auth.clone())
-                .await?;
-        app = app.merge(visionq_results::api::router(state));
-        let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
-        let s2 = s.clone();
-        tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
-        let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());
-        tasks.spawn(async move {
-            visionq_results::retention::run(s3, c, stop.wait()).await;
-            Ok(())
-        });
-        store = Some(s);
-    }
-    if roles.contains(&Role::Infer) {
+    // The model loads first: the results role learns its class names from it.
+    let model = if roles.contains(&Role::Infer) {
         let c = config.clone();
         let model = tokio::task::spawn_blocking(move || {
             let mut model = visionq_infer_worker::Model::load(&c)?;
@@ -195,6 +178,31 @@ pub async fn serve(
         })
         .await??;
         model_ready.store(true, Ordering::Relaxed);
+        Some(model)
+    } else {
+        None
+    };
+    let classes = model.as_ref().map(|m| m.names.clone());
+
+    if roles.contains(&Role::Results) {
+        let url = config.database_url();
+        let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
+        tracing::info!(store = redact_url(&url), "store ready");
+        let state =
+            visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone(), auth.clone(), classes)
+                .await?;
+        app = app.merge(visionq_results::api::router(state));
+        let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
+        let s2 = s.clone();
+        tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+        let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());
+        tasks.spawn(async move {
+            visionq_results::retention::run(s3, c, stop.wait()).await;
+            Ok(())
+        });
+        store = Some(s);
+    }
+    if let Some(model) = model {
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         tasks.spawn(async move { visionq_infer_worker::run(b, m, c, model, stop.wait()).await.map_err(anyhow::Error::from) });
     }
@@ -237,13 +245,6 @@ pub async fn serve(
             .route("/metrics", get(metrics_text))
             .with_state(health),
     );
-    let admin = Gate::new(auth.clone(), Some(Scope::Admin));
-    let shown = Arc::new(config.redacted());
-    app = app.merge(
-        Router::new()
-            .route("/v1/config", get(move || std::future::ready(axum::Json(shown.as_ref().clone()))))
-            .route_layer(axum::middleware::from_fn_with_state(admin, access::check)),
-    );
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -254,6 +255,18 @@ pub async fn serve(
     };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let bound = listener.local_addr()?;
+    // The configuration as in effect: the address actually listened on (`--listen`,
+    // or the port the system chose for `:0`), not the configured default.
+    let admin = Gate::new(auth.clone(), Some(Scope::Admin));
+    let mut shown = config.redacted();
+    shown.listen = bound.to_string();
+    let shown = Arc::new(shown);
+    app = app.merge(
+        Router::new()
+            .route("/v1/config", get(move || std::future::ready(axum::Json(shown.as_ref().clone()))))
+            .route_layer(axum::middleware::from_fn_with_state(admin, access::check)),
+    );
+    let app = crate::fallback::install(app, &roles);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%bound, scheme, "HTTP listening");
     match bound_to {

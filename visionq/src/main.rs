@@ -7,6 +7,7 @@ mod bench_infer;
 mod bench_matrix;
 mod compose;
 mod demo;
+mod fallback;
 mod detect;
 mod load;
 mod proc_stat;
