@@ -140,9 +140,13 @@ pub struct Config {
     /// `rate_limit_burst`.
     pub station: BTreeMap<String, StationSettings>,
 
-    /// Side of the square model input, used by preprocess workers (infer-workers
-    /// read it from the model and refuse tensors of another size).
+    /// Side of the square model input, used by preprocess workers. A process that
+    /// loads the model takes the model's own when this is left unset, and refuses to
+    /// start when it is set to another; infer-workers refuse tensors of another size.
     pub input_size: u32,
+    /// Whether `input_size` was set (file or environment) rather than defaulted.
+    #[serde(skip)]
+    pub input_size_set: bool,
     pub preprocess_concurrency: usize,
     pub infer_input: InferInput,
     pub max_batch_size: usize,
@@ -238,6 +242,7 @@ impl Default for Config {
             rate_limit_burst: 0,
             station: BTreeMap::new(),
             input_size: 416,
+            input_size_set: false,
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
             max_batch_size: 8,
@@ -279,6 +284,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let mut input_size_set = false;
         let mut table = match toml::Table::try_from(Config::default()) {
             Ok(t) => t,
             Err(e) => return Err(ConfigError::Invalid(e.to_string())),
@@ -295,6 +301,7 @@ impl Config {
                         path.display()
                     )));
                 }
+                input_size_set |= k == "input_size";
                 table.insert(k, v);
             }
         }
@@ -302,6 +309,7 @@ impl Config {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
             let key = key.to_ascii_lowercase();
             if table.contains_key(&key) || OPTIONAL_KEYS.contains(&key.as_str()) {
+                input_size_set |= key == "input_size";
                 table.insert(key, env_value(&value));
             }
         }
@@ -310,8 +318,28 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
         config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
         config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
+        config.input_size_set = input_size_set;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Takes the input side of the model this process loaded (`width`×`height`) where
+    /// `input_size` was left unset; refuses one set to a size the model does not take.
+    /// (A model with a non-square input is left alone: only inline preprocessing,
+    /// which letterboxes to the model's own shape, can feed it.)
+    pub fn adopt_model_input(&mut self, model: &Path, width: u32, height: u32) -> Result<(), ConfigError> {
+        if width != height || width == self.input_size {
+            return Ok(());
+        }
+        if self.input_size_set {
+            return Err(ConfigError::Invalid(format!(
+                "input_size is {} but the model {} takes {width}x{height}: set input_size to {width}, or leave it unset to take the model's",
+                self.input_size,
+                model.display()
+            )));
+        }
+        self.input_size = width;
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -455,6 +483,11 @@ fn secret(direct: Option<String>, file: Option<&Path>) -> Result<Option<String>,
     }
 }
 
+/// The station id the self-test (`POST /v1/selftest`) posts as. Reserved: no camera
+/// may post as it, so its stored results are the self-test's and nothing else's;
+/// the dashboard and the all-stations stream leave it out.
+pub const SELFTEST_STATION: &str = "selftest";
+
 /// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.
 pub fn valid_station_id(s: &str) -> bool {
     !s.is_empty()
@@ -586,6 +619,22 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/db-url"), "{e}");
         let e = Config::load_from(None, env(&[("VISIONQ_TLS_CERT_FILE", "/x.pem")])).unwrap_err();
         assert!(e.to_string().contains("tls_key_file"), "{e}");
+    }
+
+    #[test]
+    fn the_input_size_comes_from_the_model_unless_set_to_agree() {
+        let model = Path::new("fall-detection-yolov8.onnx");
+        let mut c = Config::load_from(None, env(&[])).unwrap();
+        c.adopt_model_input(model, 640, 640).unwrap();
+        assert_eq!(c.input_size, 640, "unset: the model's");
+        let mut c = Config::load_from(None, env(&[("VISIONQ_INPUT_SIZE", "640")])).unwrap();
+        c.adopt_model_input(model, 640, 640).unwrap();
+        let mut c = Config::load_from(None, env(&[("VISIONQ_INPUT_SIZE", "416")])).unwrap();
+        let e = c.adopt_model_input(model, 640, 640).unwrap_err().to_string();
+        assert!(e.contains("input_size is 416") && e.contains("640x640") && e.contains("fall-detection"), "{e}");
+        let mut c = Config::load_from(None, env(&[])).unwrap();
+        c.adopt_model_input(model, 640, 480).unwrap();
+        assert_eq!(c.input_size, 416, "a non-square model changes nothing");
     }
 
     #[test]

@@ -67,6 +67,18 @@ function confClass(score) {
   return 'conf-low';
 }
 
+// A score as its label shows it: two decimals, or as many more as it takes for the
+// label not to read as the other side of a threshold (0.8488 reads "0.849", not
+// "0.85", when 0.85 is the accept threshold), so label and colour always agree.
+function scoreText(score) {
+  const { accept_threshold: accept, low_threshold: low } = state.config;
+  for (let digits = 2; digits <= 6; digits++) {
+    const shown = Number(score.toFixed(digits));
+    if ((shown >= accept) === (score >= accept) && (shown >= low) === (score >= low)) return score.toFixed(digits);
+  }
+  return String(score);
+}
+
 function renderLegend() {
   const c = state.config;
   const legend = $('legend');
@@ -137,7 +149,7 @@ function paintFrame(frame, result, picture) {
     if (x1 > 0.6) b.classList.add('label-right');
     b.dataset.class = d.class_name;
     b.dataset.score = String(d.score);
-    const label = el('span', 'label', `${d.class_name} ${d.score.toFixed(2)}`);
+    const label = el('span', 'label', `${d.class_name} ${scoreText(d.score)}`);
     b.title = label.textContent;
     b.append(label);
     boxes.append(b);
@@ -499,7 +511,7 @@ function renderHistory(results) {
     tr.append(el('td', `status-${r.status}`, r.status === 'ok' ? 'ok' : `${r.status}${r.error ? `: ${r.error}` : ''}`));
     const objects = el('td');
     if (!r.detections.length) objects.append(el('span', 'muted', 'none'));
-    for (const d of r.detections) objects.append(el('span', `chip ${confClass(d.score)}`, `${d.class_name} ${d.score.toFixed(2)}`));
+    for (const d of r.detections) objects.append(el('span', `chip ${confClass(d.score)}`, `${d.class_name} ${scoreText(d.score)}`));
     tr.append(objects);
     const latency = Date.parse(r.completed_at) - Date.parse(r.received_at);
     tr.append(el('td', 'num', `${latency} ms`));

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
+use visionq_contract::config::SELFTEST_STATION;
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::META_HEADER;
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ResultStatus};
@@ -124,7 +125,11 @@ impl Previews {
     }
 
     /// A sampled frame: shown at once if its result is here, else kept until it is.
+    /// The self-test's frames are not a station's: they are not shown.
     pub fn preview(&self, meta: &FrameMeta, jpeg: Bytes) {
+        if meta.station == SELFTEST_STATION {
+            return;
+        }
         self.metrics.dashboard_previews_total.with_label_values(&["stored"]).inc();
         let mut inner = self.inner.lock().expect("previews lock");
         let version = self.touch(&mut inner, &meta.station, meta.received_at);
@@ -146,6 +151,9 @@ impl Previews {
 
     /// A completed result: counts it, and shows its frame if that was previewed.
     pub fn result(&self, r: &Arc<FrameResult>) {
+        if r.station == SELFTEST_STATION {
+            return;
+        }
         let mut inner = self.inner.lock().expect("previews lock");
         let version = self.touch(&mut inner, &r.station, r.received_at);
         let st = inner.stations.get_mut(&r.station).expect("touched");

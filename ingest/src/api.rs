@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
-use visionq_contract::config::valid_station_id;
+use visionq_contract::config::{valid_station_id, SELFTEST_STATION};
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{telemetry, Config, FrameMeta, FrameResult, Metrics, Timings};
@@ -70,7 +70,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Refusal { status, code, message: message.into(), retry_after_s: None, challenge: None, param: None, body_unread: false }
     }
 
@@ -308,6 +308,10 @@ fn check_caller(state: &IngestState, station: &str, headers: &HeaderMap) -> Resu
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad_station", "station id must be 1-64 of A-Z a-z 0-9 . _ -"));
     }
     let principal = state.auth.post_frame(token(headers), station)?;
+    if station == SELFTEST_STATION {
+        let message = format!("station id `{SELFTEST_STATION}` is reserved for the self-test (POST /v1/selftest)");
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "reserved_station", message));
+    }
     if !config.station_known(station) {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_station", format!("station `{station}` is not configured")));
     }

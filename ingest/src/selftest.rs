@@ -20,8 +20,8 @@ use visionq_contract::{FrameMeta, ResultStatus, Timings};
 
 use crate::api::{IngestState, Waited, publish_frame, wait_result};
 
-/// The station the self-test posts as (its results are stored like any other).
-pub const SELFTEST_STATION: &str = "selftest";
+/// The station the self-test posts as (reserved: see the contract).
+pub use visionq_contract::config::SELFTEST_STATION;
 const SIDE: u16 = 64;
 const DEFAULT_WAIT_MS: u64 = 10_000;
 
@@ -55,6 +55,13 @@ pub async fn selftest(
 ) -> Response {
     if let Err(refusal) = crate::api::check_admin(&state, &headers) {
         return refusal.into_response();
+    }
+    // An allow-list is kept by the self-test too: it runs only where it is listed.
+    if !state.config.station_known(SELFTEST_STATION) {
+        let message = format!(
+            "the self-test posts as station `{SELFTEST_STATION}`, which `stations` (VISIONQ_STATIONS) does not list: add it to run the self-test"
+        );
+        return crate::api::Refusal::new(StatusCode::NOT_FOUND, "unknown_station", message).into_response();
     }
     let mut params = Params::parse(query.as_deref());
     let wait_ms = match params.get::<u64>("wait_ms").and_then(|w| params.finish().map(|()| w)) {

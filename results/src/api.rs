@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 use axum::middleware;
 use visionq_contract::auth::Auth;
-use visionq_contract::config::valid_station_id;
+use visionq_contract::config::{valid_station_id, SELFTEST_STATION};
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_dashboard::access::{self, Caller, Gate};
@@ -330,7 +330,12 @@ async fn push(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<FrameResult
         tokio::select! {
             r = rx.recv() => match r {
                 Ok(r) => {
-                    if station.as_ref().is_some_and(|s| *s != r.station) {
+                    // One station's stream, or all stations' (the self-test's only when asked for).
+                    let wanted = match &station {
+                        Some(s) => *s == r.station,
+                        None => r.station != SELFTEST_STATION,
+                    };
+                    if !wanted {
                         continue;
                     }
                     let text = serde_json::to_string(&*r).expect("result serialises");

@@ -137,6 +137,15 @@ pub async fn serve(
     shutdown: Shutdown,
     bound_to: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    // The model loads first: its input size is the preprocessing's unless configured.
+    let model = match roles.contains(&Role::Infer) {
+        true => Some(load_model(config.clone()).await?),
+        false => None,
+    };
+    if let Some(m) = &model {
+        config.adopt_model_input(&config.model_path(), m.input_width, m.input_height)?;
+    }
     let config = Arc::new(config);
     let addr: SocketAddr = match listen {
         Some(a) => a,
@@ -159,30 +168,12 @@ pub async fn serve(
     let (role_stop_tx, role_stop) = crate::shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
     let mut app = Router::new();
-    let model_ready = Arc::new(AtomicBool::new(false));
+    let model_ready = Arc::new(AtomicBool::new(model.is_some()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let mut store = None;
 
-    // The model loads first: the results role learns its class names from it.
-    let model = if roles.contains(&Role::Infer) {
-        let c = config.clone();
-        let model = tokio::task::spawn_blocking(move || {
-            let mut model = visionq_infer_worker::Model::load(&c)?;
-            // On CUDA every batch size gets its kernels chosen before the first frame;
-            // on the CPU one small pass checks the model runs at all.
-            let sizes = if c.execution_provider == "cuda" { c.max_batch_size } else { 1 };
-            let t0 = std::time::Instant::now();
-            model.warm_up(sizes)?;
-            tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
-            Ok::<_, visionq_infer_worker::InferError>(model)
-        })
-        .await??;
-        model_ready.store(true, Ordering::Relaxed);
-        Some(model)
-    } else {
-        None
-    };
-    let classes = model.as_ref().map(|m| m.names.clone());
+    // The results role checks `?class=` against the model's class names.
+    let classes = model.as_ref().map(|m| m.names.clone()).filter(|names| !names.is_empty());
 
     if roles.contains(&Role::Results) {
         let url = config.database_url();
@@ -312,6 +303,21 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn load_model(config: Config) -> anyhow::Result<visionq_infer_worker::Model> {
+    let model = tokio::task::spawn_blocking(move || {
+        let mut model = visionq_infer_worker::Model::load(&config)?;
+        // On CUDA every batch size gets its kernels chosen before the first frame;
+        // on the CPU one small pass checks the model runs at all.
+        let sizes = if config.execution_provider == "cuda" { config.max_batch_size } else { 1 };
+        let t0 = std::time::Instant::now();
+        model.warm_up(sizes)?;
+        tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
+        Ok::<_, visionq_infer_worker::InferError>(model)
+    })
+    .await??;
+    Ok(model)
 }
 
 async fn drain_embedded(broker: &SharedBroker, deadline: Duration) {

@@ -262,6 +262,15 @@ fn expected_conf(score: f64) -> &'static str {
     }
 }
 
+/// A score as its label shows it: two decimals, more where two would read as the
+/// other side of a threshold (the eagle's bird at 0.8488 is "0.849", not an orange "0.85").
+fn expected_label(score: f64) -> String {
+    (2..=6)
+        .map(|digits| format!("{score:.digits$}"))
+        .find(|text| expected_conf(text.parse().unwrap()) == expected_conf(score))
+        .unwrap_or_else(|| score.to_string())
+}
+
 /// The tile shows exactly the result's detections: same count, classes, scores,
 /// labels, colours and places.
 fn assert_tile_matches(tile: &Value, result: &Value) {
@@ -275,7 +284,7 @@ fn assert_tile_matches(tile: &Value, result: &Value) {
             .iter()
             .find(|b| b["class"] == class && (b["score"].as_f64().unwrap() - score).abs() < 1e-9)
             .unwrap_or_else(|| panic!("no box for {class} {score} in {tile}"));
-        assert_eq!(b["label"], format!("{class} {score:.2}"), "label shows class and score");
+        assert_eq!(b["label"], format!("{class} {}", expected_label(score)), "label shows class and score");
         assert_eq!(b["conf"], expected_conf(score), "colour of {class} {score}");
         let x1 = d["box"][0].as_f64().unwrap() * 100.0;
         let y1 = d["box"][1].as_f64().unwrap() * 100.0;
@@ -569,6 +578,53 @@ async fn operators_sign_in_with_a_token() {
         .await;
     assert_tile_matches(&tile, &result);
     assert_eq!(browser.js(LOGIN, json!([])).await["shown"], false);
+    drop(browser);
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_labels_agree_with_their_colour_and_refusal_reasons_show_whole() {
+    let _serial = one_at_a_time().await;
+    let pipeline = Pipeline::start(&scratch("dashboard-labels"), 0).await;
+    let http = reqwest::Client::new();
+    // A refusal with a long reason, for the pipeline view's error list.
+    let url = pipeline.url("/v1/stations/cam-a/frames");
+    let r = http.post(url).header("content-type", "text/plain").body("not a picture").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    let code = r.json::<Value>().await.unwrap()["code"].as_str().unwrap().to_string();
+    assert!(code.len() > 12, "a reason long enough to be cut: {code}");
+
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile-labels")).await;
+    browser.goto(&pipeline.url("/")).await;
+    browser.wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live").await;
+
+    // Scores next to a threshold: the label never reads as the other side of it.
+    let scores = [0.8488, 0.8449, 0.85, 0.8512, 0.6499, 0.65, 0.3];
+    let shown = browser
+        .js("return arguments[0].map((s) => ({ label: scoreText(s), conf: confClass(s) }))", json!([scores]))
+        .await;
+    for (score, v) in scores.iter().zip(shown.as_array().unwrap()) {
+        let label: f64 = v["label"].as_str().unwrap().parse().unwrap();
+        assert_eq!(v["conf"], expected_conf(*score), "colour of {score}");
+        assert_eq!(expected_conf(label), expected_conf(*score), "{score} is labelled {label}, which reads as another colour");
+    }
+    assert_eq!(shown[0]["label"], "0.849", "0.8488 is not labelled 0.85 below the accept threshold");
+    assert_eq!(shown[6]["label"], "0.30", "two decimals where they do not mislead");
+
+    // The pipeline view names the refusal whole.
+    browser.js("location.hash = '#pipeline'", json!([])).await;
+    let reasons = browser
+        .wait(
+            "the refusal reason shows",
+            Duration::from_secs(10),
+            "return [...document.querySelectorAll('#errors .bar .k')].map((k) => ({ text: k.textContent, clipped: k.scrollWidth > k.clientWidth + 1 }))",
+            json!([]),
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let reason = reasons.as_array().unwrap().iter().find(|r| r["text"] == format!("refused: {code}")).unwrap_or_else(|| panic!("{reasons}"));
+    assert_eq!(reason["clipped"], false, "the reason is not cut: {reason}");
     drop(browser);
     pipeline.stop().await;
 }
