@@ -245,9 +245,7 @@ impl Auth {
     pub fn require(&self, token: Option<&str>, scope: Scope) -> Result<Option<Arc<Principal>>, Denied> {
         let who = self.authenticate(token)?;
         match &who {
-            Some(p) if p.scope < scope => {
-                Err(Denied::Forbidden(format!("this needs {} token", scope.with_article())))
-            }
+            Some(p) if p.scope < scope => Err(Denied::Forbidden(format!("this needs {} token", scope.with_article()))),
             _ => Ok(who),
         }
     }
@@ -402,9 +400,13 @@ mod tests {
         assert_eq!(check(&format!("[[token]]\nname = \"a\"\nscope = \"operator\"\nsha256 = \"{h}\"\n")), None);
         assert!(check("").unwrap().contains("no [[token]]"));
         assert!(check("[[token]]\nname = \"a\"\nscope = \"operator\"\nsha256 = \"12\"\n").unwrap().contains("64 hex"));
-        assert!(check(&format!("[[token]]\nname = \"a\"\nscope = \"station\"\nsha256 = \"{h}\"\n")).unwrap().contains("names no station"));
+        assert!(
+            check(&format!("[[token]]\nname = \"a\"\nscope = \"station\"\nsha256 = \"{h}\"\n")).unwrap().contains("names no station")
+        );
         assert!(check(&format!("[[token]]\nname = \"a\"\nscope = \"root\"\nsha256 = \"{h}\"\n")).unwrap().contains("scope"));
-        let twice = format!("[[token]]\nname = \"a\"\nscope = \"operator\"\nsha256 = \"{h}\"\n[[token]]\nname = \"b\"\nscope = \"admin\"\nsha256 = \"{h}\"\n");
+        let twice = format!(
+            "[[token]]\nname = \"a\"\nscope = \"operator\"\nsha256 = \"{h}\"\n[[token]]\nname = \"b\"\nscope = \"admin\"\nsha256 = \"{h}\"\n"
+        );
         assert!(check(&twice).unwrap().contains("twice"));
     }
 
@@ -429,8 +431,7 @@ mod tests {
     #[test]
     fn scopes_parse_by_the_names_the_file_uses() {
         for scope in Scope::ALL {
-            let in_file: TokenEntry =
-                toml::from_str(&format!("name = \"n\"\nscope = \"{}\"\nsha256 = \"\"\n", scope.name())).unwrap();
+            let in_file: TokenEntry = toml::from_str(&format!("name = \"n\"\nscope = \"{}\"\nsha256 = \"\"\n", scope.name())).unwrap();
             assert_eq!(in_file.scope, scope);
             assert_eq!(scope.name().parse::<Scope>(), Ok(scope));
         }

@@ -280,26 +280,18 @@ impl Config {
         Self::load_from(file, std::env::vars())
     }
 
-    pub fn load_from(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut input_size_set = false;
         let mut table = match toml::Table::try_from(Config::default()) {
             Ok(t) => t,
             Err(e) => return Err(ConfigError::Invalid(e.to_string())),
         };
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            let from_file: toml::Table = toml::from_str(&text)
-                .map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let from_file: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
             for (k, v) in from_file {
                 if !table.contains_key(&k) && !OPTIONAL_KEYS.contains(&k.as_str()) {
-                    return Err(ConfigError::Invalid(format!(
-                        "unknown key `{k}` in {}",
-                        path.display()
-                    )));
+                    return Err(ConfigError::Invalid(format!("unknown key `{k}` in {}", path.display())));
                 }
                 input_size_set |= k == "input_size";
                 table.insert(k, v);
@@ -313,9 +305,7 @@ impl Config {
                 table.insert(key, env_value(&value));
             }
         }
-        let mut config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
         config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
         config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
         config.input_size_set = input_size_set;
@@ -365,7 +355,7 @@ impl Config {
         if !matches!(self.execution_provider.as_str(), "cpu" | "cuda") {
             return bad("execution_provider must be `cpu` or `cuda`");
         }
-        if self.input_size < 32 || self.input_size % 32 != 0 {
+        if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
             return bad("input_size must be a positive multiple of 32");
         }
         if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
@@ -415,9 +405,7 @@ impl Config {
 
     /// The database URL, with the embedded default filled in.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("visionq.db").display())
-        })
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("visionq.db").display()))
     }
 
     /// The batch sizes passes run at, ascending; empty means any size (`exact`).
@@ -490,9 +478,7 @@ pub const SELFTEST_STATION: &str = "selftest";
 
 /// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.
 pub fn valid_station_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// An environment value as TOML: integers, floats and booleans by their look, else a string.
@@ -559,11 +545,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         std::fs::write(&file, "max_batch_size = 4\nmax_batch_wait_ms = 9\nstations = [\"a\", \"b\"]\n").unwrap();
-        let c = Config::load_from(
-            Some(&file),
-            env(&[("VISIONQ_MAX_BATCH_SIZE", "2"), ("VISIONQ_AMQP_URL", "amqp://x"), ("OTHER", "1")]),
-        )
-        .unwrap();
+        let c =
+            Config::load_from(Some(&file), env(&[("VISIONQ_MAX_BATCH_SIZE", "2"), ("VISIONQ_AMQP_URL", "amqp://x"), ("OTHER", "1")]))
+                .unwrap();
         assert_eq!(c.max_batch_size, 2);
         assert_eq!(c.max_batch_wait_ms, 9);
         assert_eq!(c.stations, vec!["a", "b"]);
@@ -641,7 +625,10 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact_url("Server=tcp:h,1433;User Id=sa;Password=s3cret;Encrypt=true"), "Server=tcp:h,1433;User Id=sa;Password=***;Encrypt=true");
+        assert_eq!(
+            redact_url("Server=tcp:h,1433;User Id=sa;Password=s3cret;Encrypt=true"),
+            "Server=tcp:h,1433;User Id=sa;Password=***;Encrypt=true"
+        );
         assert_eq!(redact_url("jdbc:sqlserver://h:1433;user=sa;password=s3cret"), "jdbc:sqlserver://h:1433;user=sa;password=***");
     }
     #[test]
@@ -661,5 +648,4 @@ mod tests {
         let e = Config::load_from(None, [("VISIONQ_CUDNN_CONV_ALGO_SEARCH".to_string(), "fast".to_string())]).unwrap_err();
         assert!(e.to_string().contains("cudnn_conv_algo_search"), "{e}");
     }
-
 }

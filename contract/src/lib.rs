@@ -16,7 +16,5 @@ pub mod telemetry;
 pub mod topology;
 
 pub use config::{Config, ConfigError};
-pub use message::{
-    Detection, FrameMeta, FrameResult, Letterbox, ModelInfo, ResultStatus, TensorMeta, Timings,
-};
+pub use message::{Detection, FrameMeta, FrameResult, Letterbox, ModelInfo, ResultStatus, TensorMeta, Timings};
 pub use metrics::Metrics;

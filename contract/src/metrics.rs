@@ -3,8 +3,7 @@
 //! (never a frame id; classes are bounded by the model, stages and reasons by code).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The values of the `stage` label (durations, frames out, work in flight): bounded by code.
@@ -28,10 +27,8 @@ pub const STAGES: &[&str] = &[
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
 /// by configuration, by the model (`class`, `model`, `name`, `version`) or by a cap
 /// (`station`: [`MAX_STATION_LABELS`]).
-pub const LABELS: &[&str] = &[
-    "mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency",
-    "station",
-];
+pub const LABELS: &[&str] =
+    &["mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency", "station"];
 
 /// Histograms whose quantity has no unit (a count, a probability).
 const UNITLESS_HISTOGRAMS: &[&str] = &["visionq_infer_batch_size", "visionq_detection_score"];
@@ -40,9 +37,8 @@ const UNITLESS_HISTOGRAMS: &[&str] = &["visionq_infer_batch_size", "visionq_dete
 const MAX_SERIES_PER_FAMILY: usize = 1_000;
 
 /// Stage durations, 1 ms .. 30 s.
-const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 12.0, 16.0, 32.0];
 
 pub struct Metrics {
@@ -119,9 +115,7 @@ impl Metrics {
                 m
             }};
         }
-        let hist = |name: &str, help: &str, buckets: &[f64]| {
-            HistogramOpts::new(name, help).buckets(buckets.to_vec())
-        };
+        let hist = |name: &str, help: &str, buckets: &[f64]| HistogramOpts::new(name, help).buckets(buckets.to_vec());
         Metrics {
             ingest_accepted_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_ingest_accepted_total", "Frames accepted by ingest after the broker confirmed them."),
@@ -149,19 +143,9 @@ impl Metrics {
                 hist("visionq_stage_duration_seconds", "Time spent per stage.", DURATION_BUCKETS),
                 &["stage"]
             )),
-            batch_size: reg!(Histogram::with_opts(hist(
-                "visionq_infer_batch_size",
-                "Frames per forward pass.",
-                BATCH_BUCKETS
-            ))),
-            in_flight: reg!(IntGaugeVec::new(
-                Opts::new("visionq_in_flight", "Work held by a stage right now."),
-                &["stage"]
-            )),
-            queue_depth: reg!(IntGaugeVec::new(
-                Opts::new("visionq_queue_depth", "Messages ready in a pipeline queue."),
-                &["queue"]
-            )),
+            batch_size: reg!(Histogram::with_opts(hist("visionq_infer_batch_size", "Frames per forward pass.", BATCH_BUCKETS))),
+            in_flight: reg!(IntGaugeVec::new(Opts::new("visionq_in_flight", "Work held by a stage right now."), &["stage"])),
+            queue_depth: reg!(IntGaugeVec::new(Opts::new("visionq_queue_depth", "Messages ready in a pipeline queue."), &["queue"])),
             dead_lettered_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_dead_lettered_total", "Messages dead-lettered, by queue and reason."),
                 &["queue", "reason"]
@@ -186,10 +170,7 @@ impl Metrics {
                 Opts::new("visionq_results_persisted_total", "Results written to the store, by status."),
                 &["status"]
             )),
-            websocket_clients: reg!(Gauge::with_opts(Opts::new(
-                "visionq_websocket_clients",
-                "WebSocket subscribers connected."
-            ))),
+            websocket_clients: reg!(Gauge::with_opts(Opts::new("visionq_websocket_clients", "WebSocket subscribers connected."))),
             dashboard_previews_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_dashboard_previews_total", "Frame previews for the dashboard, by outcome."),
                 &["outcome"]
@@ -227,9 +208,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 

@@ -18,8 +18,13 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     match parts.as_slice() {
         [version, trace, span, flags]
-            if hex(version, 2) && *version != "ff" && hex(trace, 32) && hex(span, 16) && hex(flags, 2)
-                && trace.bytes().any(|b| b != b'0') && span.bytes().any(|b| b != b'0') =>
+            if hex(version, 2)
+                && *version != "ff"
+                && hex(trace, 32)
+                && hex(span, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0')
+                && span.bytes().any(|b| b != b'0') =>
         {
             Some(trace)
         }
@@ -42,7 +47,12 @@ mod tests {
     fn traceparent_is_parsed_and_made() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        for bad in ["", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
             assert_eq!(trace_id(bad), None, "{bad}");
         }
         let id = uuid::Uuid::now_v7();

@@ -9,11 +9,8 @@ pub struct Asset {
     pub body: &'static str,
 }
 
-pub const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_str!("../assets/index.html"),
-};
+pub const INDEX: Asset =
+    Asset { name: "index.html", content_type: "text/html; charset=utf-8", body: include_str!("../assets/index.html") };
 
 const FILES: &[Asset] = &[
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/app.js") },

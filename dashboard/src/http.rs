@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -85,8 +85,9 @@ fn params(raw: Option<&str>) -> Params {
     p
 }
 
-fn no_params(raw: Option<String>) -> Result<(), Response> {
-    params(raw.as_deref()).finish().map_err(bad_param)
+/// The refusal of a query with any parameter but `token`, if it has one.
+fn any_params(raw: Option<String>) -> Option<Response> {
+    params(raw.as_deref()).finish().err().map(bad_param)
 }
 
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
@@ -165,7 +166,7 @@ async fn stream(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(r) = no_params(raw) {
+    if let Some(r) = any_params(raw) {
         return r;
     }
     match ws {
@@ -200,8 +201,8 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
                 },
             }
             message = feed_message("update", &s.previews, &mut cursor);
-            let quiet = message["stations"].as_array().is_some_and(Vec::is_empty)
-                && message["removed"].as_array().is_some_and(Vec::is_empty);
+            let quiet =
+                message["stations"].as_array().is_some_and(Vec::is_empty) && message["removed"].as_array().is_some_and(Vec::is_empty);
             if !quiet || last_sent.elapsed() >= HEARTBEAT {
                 break;
             }
@@ -212,11 +213,7 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
 
 /// The latest frame shown for a station (`?frame_id=` asks for that one frame:
 /// 404 once a newer one replaced it, so boxes are never drawn on another frame).
-async fn latest_jpeg(
-    State(s): State<Arc<DashboardState>>,
-    Path(station): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn latest_jpeg(State(s): State<Arc<DashboardState>>, Path(station): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let mut p = params(raw.as_deref());
     let frame_id = match p.get::<Uuid>("frame_id").and_then(|id| p.finish().map(|()| id)) {
         Ok(id) => id,

@@ -38,10 +38,13 @@
 //!
 //! # Access
 //!
-//! No authentication is configured yet. [`http::operator_access`] is the one place
-//! where an operator token will be checked once the configuration has one (the page
-//! already sends `Authorization: Bearer <token>` when one is stored in the browser,
-//! and `?token=` on its WebSocket).
+//! With tokens configured (`tokens_file`), every route that shows the plant's data
+//! needs an operator (or admin) token, checked by [`access::check`] as a route
+//! layer; the page, its assets and its configuration stay open so that the page can
+//! load and ask for a token. The page sends the token it keeps in the browser as
+//! `Authorization: Bearer <token>`, and as `?token=` where a browser cannot set
+//! headers (the WebSocket, `<img>`). Without tokens (allowed on a loopback listener
+//! only) every route is open. docs/SECURITY.md has the scopes.
 
 pub mod access;
 pub mod assets;
@@ -49,6 +52,6 @@ pub mod http;
 pub mod store;
 pub mod tap;
 
-pub use http::{router, DashboardState};
+pub use http::{DashboardState, router};
 pub use store::Previews;
-pub use tap::{is_preview, PreviewTap};
+pub use tap::{PreviewTap, is_preview};

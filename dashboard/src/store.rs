@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 use visionq_contract::config::SELFTEST_STATION;
 use visionq_contract::message::elapsed_ms;
@@ -220,11 +220,7 @@ impl Previews {
                 .map(|(k, _)| k.clone());
             let Some(name) = victim else { break };
             let st = inner.stations.get_mut(&name).expect("present");
-            let freed = if let Some(p) = st.pending.pop_front() {
-                p.jpeg.len()
-            } else {
-                st.shown.take().map_or(0, |s| s.jpeg.len())
-            };
+            let freed = if let Some(p) = st.pending.pop_front() { p.jpeg.len() } else { st.shown.take().map_or(0, |s| s.jpeg.len()) };
             inner.bytes -= freed;
         }
         self.metrics.dashboard_preview_store_bytes.set(inner.bytes as f64);
@@ -285,8 +281,7 @@ impl Previews {
                 "preview": preview,
             }));
         }
-        let removed: Vec<String> =
-            inner.removed.iter().filter(|(v, _)| *v > cursor.version).map(|(_, n)| n.clone()).collect();
+        let removed: Vec<String> = inner.removed.iter().filter(|(v, _)| *v > cursor.version).map(|(_, n)| n.clone()).collect();
         for name in &removed {
             cursor.previews.remove(name);
         }
@@ -307,8 +302,8 @@ impl Previews {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use visionq_contract::message::ImageSize;
     use visionq_contract::ModelInfo;
+    use visionq_contract::message::ImageSize;
 
     fn meta(station: &str, secs: i64) -> FrameMeta {
         let t = DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();

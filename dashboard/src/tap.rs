@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
-use visionq_contract::topology::{preview_routing_key, EVENT_KIND_HEADER, META_HEADER, PREVIEW_EVENT};
+use visionq_contract::topology::{EVENT_KIND_HEADER, META_HEADER, PREVIEW_EVENT, preview_routing_key};
 use visionq_contract::{Config, FrameMeta, Metrics};
 use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBroker, WorkQueue};
 
@@ -78,9 +78,7 @@ impl PreviewTap {
             return None;
         }
         // `Envelope` clones share the body (`Bytes`): no copy of the JPEG.
-        let event = Envelope::new(frame.body.clone())
-            .with_header(META_HEADER, raw)
-            .with_header(EVENT_KIND_HEADER, PREVIEW_EVENT);
+        let event = Envelope::new(frame.body.clone()).with_header(META_HEADER, raw).with_header(EVENT_KIND_HEADER, PREVIEW_EVENT);
         let now = Instant::now();
         let mut t = self.throttle.lock().expect("preview tap lock");
         match t.last_sent.get(&meta.station).copied() {
@@ -198,11 +196,7 @@ mod tests {
 
     fn tap(interval_ms: u64) -> (SharedBroker, SharedBroker, Arc<Metrics>) {
         let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 100, 3));
-        let config = Config {
-            dashboard_preview_interval_ms: interval_ms,
-            dashboard_preview_max_bytes: 8,
-            ..Config::default()
-        };
+        let config = Config { dashboard_preview_interval_ms: interval_ms, dashboard_preview_max_bytes: 8, ..Config::default() };
         let metrics = Arc::new(Metrics::new());
         (inner.clone(), PreviewTap::wrap(inner, &config, metrics.clone()), metrics)
     }

@@ -19,7 +19,7 @@ use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
 use visionq_contract::{Config, ModelInfo};
 
-use crate::decode::{candidates, nms, parse_names, Candidate, Layout};
+use crate::decode::{Candidate, Layout, candidates, nms, parse_names};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
@@ -45,11 +45,7 @@ fn environment(dylib: &Path) -> Result<&'static ort::environment::Environment, I
         if !dylib.exists() {
             return Err("file not found".to_string());
         }
-        ort::init_from(dylib)
-            .map_err(|e| e.to_string())?
-            .with_name("visionq")
-            .build()
-            .map_err(|e| e.to_string())
+        ort::init_from(dylib).map_err(|e| e.to_string())?.with_name("visionq").build().map_err(|e| e.to_string())
     });
     env.as_ref().map_err(|message| InferError::Runtime { path: dylib.into(), message: message.clone() })
 }
@@ -350,8 +346,6 @@ impl Model {
         }
     }
 
-
-
     /// Batch size of one forward pass over `images` images.
     pub fn pass_size(&self, images: usize) -> usize {
         self.input_shape().pass_size(images)
@@ -499,7 +493,12 @@ fn pass(session: &mut Session, input_name: &str, slot: &mut Slot) -> Result<(), 
     Ok(())
 }
 
-fn read_output<R>(slot: &Slot, (a, b): (usize, usize), n: usize, decode: impl FnOnce(&[f32], (usize, usize)) -> R) -> Result<R, InferError> {
+fn read_output<R>(
+    slot: &Slot,
+    (a, b): (usize, usize),
+    n: usize,
+    decode: impl FnOnce(&[f32], (usize, usize)) -> R,
+) -> Result<R, InferError> {
     let (shape, data) = slot.output.try_extract_tensor::<f32>().map_err(|e| InferError::Run(e.to_string()))?;
     if shape.len() != 3 || shape[1] as usize != a || shape[2] as usize != b || data.len() != n * a * b {
         return Err(InferError::Run(format!("unexpected output shape {shape:?}")));
@@ -571,9 +570,7 @@ impl Assembler<'_> {
 
 impl InputFormat {
     fn unsupported(ty: Option<TensorElementType>, dims: &[i64]) -> InferError {
-        InferError::Unsupported(format!(
-            "input {ty:?} {dims:?} is neither float32 [N, 3, H, W] nor uint8 [N, H, W, 3]"
-        ))
+        InferError::Unsupported(format!("input {ty:?} {dims:?} is neither float32 [N, 3, H, W] nor uint8 [N, H, W, 3]"))
     }
 }
 

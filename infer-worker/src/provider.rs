@@ -21,11 +21,8 @@ fn cuda(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, Infe
         "default" => ConvAlgorithmSearch::Default,
         _ => ConvAlgorithmSearch::Exhaustive,
     };
-    let ep = ort::ep::CUDA::default()
-        .with_device_id(config.cuda_device_id)
-        .with_conv_algorithm_search(search)
-        .build()
-        .error_on_failure();
+    let ep =
+        ort::ep::CUDA::default().with_device_id(config.cuda_device_id).with_conv_algorithm_search(search).build().error_on_failure();
     builder.with_execution_providers([ep]).map_err(|e| InferError::CudaUnavailable(e.to_string()))
 }
 

@@ -11,20 +11,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use visionq_contract::config::InferInput;
-use visionq_contract::message::{elapsed_ms, ImageSize};
+use visionq_contract::message::{ImageSize, elapsed_ms};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
-use visionq_preprocess::{expire_frame, fail_frame, frame_from_envelope, FrameError, PreprocessPool, Preprocessor};
-use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+use visionq_preprocess::{FrameError, PreprocessPool, Preprocessor, expire_frame, fail_frame, frame_from_envelope};
+use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
 
 use crate::batcher::batcher;
 use crate::decode::Candidate;
 use crate::model::{InferError, Model};
-use crate::runner::{run_batches, run_stream, Batch, Done, Item};
-
+use crate::runner::{Batch, Done, Item, run_batches, run_stream};
 
 /// Boxes from model-input pixels to the original image (pixels and 0–1).
 pub fn to_detections(
@@ -69,13 +68,20 @@ fn tensor_item(shared: &Shared, d: &Delivery) -> Result<TensorMeta, FrameError> 
     if (lb.input_width, lb.input_height) != shared.input_size || d.envelope.body.len() != shared.tensor_len {
         return Err(FrameError::Meta(format!(
             "tensor is {}x{} ({} bytes) but the model takes {}x{}; set input_size to match the model",
-            lb.input_width, lb.input_height, d.envelope.body.len(), shared.input_size.0, shared.input_size.1
+            lb.input_width,
+            lb.input_height,
+            d.envelope.body.len(),
+            shared.input_size.0,
+            shared.input_size.1
         )));
     }
     Ok(meta)
 }
 
 /// Turns one delivery into a batch item, or settles it as failed.
+// The inline path's error carries the frame's metadata to its error result; it is
+// made once per failed frame, so its size does not matter.
+#[allow(clippy::result_large_err)]
 async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
     // A live frame already past its deadline is not run: it is reported expired.
     let frame = match shared.config.infer_input {
@@ -131,7 +137,6 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
         }
     }
 }
-
 
 /// Publishes one batch's results, then settles its inputs.
 async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
@@ -217,7 +222,6 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
     shared.metrics.in_flight.with_label_values(&["infer"]).sub(n as i64);
 }
 
-
 /// Consumes until `shutdown`, then finishes the batches in flight.
 pub async fn run(
     broker: SharedBroker,
@@ -293,7 +297,9 @@ pub async fn run(
     if streams == 1 {
         let (m, rt, model) = (metrics.clone(), rt.clone(), models.pop().expect("one model"));
         let spawn = std::thread::Builder::new().name("visionq-infer".into());
-        runners.push(spawn.spawn(move || run_batches(model, batch_rx, done_tx, m, rt, running_tx)).expect("spawning the inference thread"));
+        runners.push(
+            spawn.spawn(move || run_batches(model, batch_rx, done_tx, m, rt, running_tx)).expect("spawning the inference thread"),
+        );
     } else {
         let shared_batches = Arc::new(tokio::sync::Mutex::new(batch_rx));
         for (i, model) in models.into_iter().enumerate() {

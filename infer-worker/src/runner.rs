@@ -121,10 +121,10 @@ pub(crate) fn run_batches(
             assemble_ms = (assemble_s * 1e4).round() / 10.0,
             "batch done"
         );
-        if let Some((b, out, ps)) = decoded {
-            if done.blocking_send(finished(b, out, ps, &m)).is_err() {
-                break;
-            }
+        if let Some((b, out, ps)) = decoded
+            && done.blocking_send(finished(b, out, ps, &m)).is_err()
+        {
+            break;
         }
         match next {
             Some((next, Ok(next_n), secs)) => {

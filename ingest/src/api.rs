@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
-use visionq_contract::config::{valid_station_id, SELFTEST_STATION};
+use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
-use visionq_contract::{telemetry, Config, FrameMeta, FrameResult, Metrics, Timings};
+use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, Timings, telemetry};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
 
 use crate::jpeg::{self, HeaderError};
@@ -142,7 +142,8 @@ pub struct FrameParams {
 impl FrameParams {
     fn parse(query: Option<&str>) -> Result<FrameParams, ParamError> {
         let mut p = Params::parse(query);
-        let params = FrameParams { wait_ms: p.get("wait_ms")?, captured_at: p.get("captured_at")?, deadline_ms: p.get("deadline_ms")? };
+        let params =
+            FrameParams { wait_ms: p.get("wait_ms")?, captured_at: p.get("captured_at")?, deadline_ms: p.get("deadline_ms")? };
         p.finish()?;
         Ok(params)
     }
@@ -182,19 +183,14 @@ fn body_error(e: impl std::fmt::Display, limit: usize) -> Refusal {
 /// Extracts the JPEG (and an optional capture time) from any of the accepted encodings.
 async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<DateTime<Utc>>), Refusal> {
     let limit = state.config.max_body_bytes;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
     let transport_limit = limit / 3 * 4 + 64 * 1024;
     let (jpeg, captured_at) = match mime.as_str() {
         "multipart/form-data" => {
-            let mut form = Multipart::from_request(req, &()).await.map_err(|e| {
-                Refusal::new(StatusCode::BAD_REQUEST, "bad_multipart", format!("cannot read multipart body: {e}"))
-            })?;
+            let mut form = Multipart::from_request(req, &())
+                .await
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_multipart", format!("cannot read multipart body: {e}")))?;
             let (mut image, mut captured) = (None, None);
             while let Some(field) = form.next_field().await.map_err(|e| body_error(e, limit))? {
                 let name = field.name().unwrap_or("").to_string();
@@ -207,9 +203,8 @@ async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<D
                     image = Some(field.bytes().await.map_err(|e| body_error(e, limit))?);
                 }
             }
-            let image = image.ok_or_else(|| {
-                Refusal::new(StatusCode::BAD_REQUEST, "no_image", "multipart body has no `image` part")
-            })?;
+            let image =
+                image.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no_image", "multipart body has no `image` part"))?;
             (image, captured)
         }
         "application/json" => {
@@ -227,8 +222,7 @@ async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<D
                 .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_base64", format!("`image` is not valid base64: {e}")))?;
             (Bytes::from(bytes), frame.captured_at.as_deref().map(parse_time).transpose()?)
         }
-        "image/jpeg" | "image/jpg" | "image/pjpeg" | "application/octet-stream" | ""
-        | "application/x-www-form-urlencoded" => {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" | "application/octet-stream" | "" | "application/x-www-form-urlencoded" => {
             let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
             if mime == "application/x-www-form-urlencoded" && !body.starts_with(&[0xFF, 0xD8, 0xFF]) {
                 return Err(unsupported(&mime));
@@ -250,17 +244,17 @@ fn unsupported(mime: &str) -> Refusal {
     Refusal::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
-        format!("Content-Type `{mime}` is not accepted: send image/jpeg, multipart/form-data with an `image` part, or application/json {{\"image\": \"<base64 JPEG>\"}}"),
+        format!(
+            "Content-Type `{mime}` is not accepted: send image/jpeg, multipart/form-data with an `image` part, or application/json {{\"image\": \"<base64 JPEG>\"}}"
+        ),
     )
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            let message = format!("`captured_at` is not an RFC 3339 time such as 2026-11-22T10:00:00Z: {e}");
-            Refusal::new(StatusCode::BAD_REQUEST, "bad_captured_at", message).param("captured_at")
-        })
+    DateTime::parse_from_rfc3339(s.trim()).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        let message = format!("`captured_at` is not an RFC 3339 time such as 2026-11-22T10:00:00Z: {e}");
+        Refusal::new(StatusCode::BAD_REQUEST, "bad_captured_at", message).param("captured_at")
+    })
 }
 
 fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
@@ -273,10 +267,7 @@ fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
         return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_pixels",
-            format!(
-                "image is {w}x{h}; the limits are {} pixels and {} per side",
-                config.max_pixels, config.max_dimension
-            ),
+            format!("image is {w}x{h}; the limits are {} pixels and {} per side", config.max_pixels, config.max_dimension),
         ));
     }
     Ok((w, h))
@@ -428,11 +419,7 @@ pub(crate) async fn publish_frame(
 
 /// Holds a request until its frame's result arrives, up to `wait` or until the
 /// process stops (counted in flight meanwhile).
-pub(crate) async fn wait_result(
-    state: &IngestState,
-    wait: Duration,
-    rx: &mut tokio::sync::oneshot::Receiver<FrameResult>,
-) -> Waited {
+pub(crate) async fn wait_result(state: &IngestState, wait: Duration, rx: &mut tokio::sync::oneshot::Receiver<FrameResult>) -> Waited {
     let gauge = state.metrics.in_flight.with_label_values(&["ingest_wait"]);
     gauge.inc();
     let mut stopping = state.stopping.clone();

@@ -12,7 +12,7 @@ pub mod limits;
 pub mod selftest;
 mod waiters;
 
-pub use api::{router, IngestState};
+pub use api::{IngestState, router};
 pub use limits::RateLimiter;
 pub use selftest::SELFTEST_STATION;
 pub use waiters::Waiters;

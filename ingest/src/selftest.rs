@@ -33,11 +33,7 @@ pub fn test_jpeg() -> &'static [u8] {
         let mut rgb = Vec::with_capacity((side * side * 3) as usize);
         for y in 0..side {
             for x in 0..side {
-                rgb.extend([
-                    (x * 255 / side) as u8,
-                    (y * 255 / side) as u8,
-                    ((x + y) * 127 / side) as u8,
-                ]);
+                rgb.extend([(x * 255 / side) as u8, (y * 255 / side) as u8, ((x + y) * 127 / side) as u8]);
             }
         }
         let mut out = Vec::new();
@@ -48,11 +44,7 @@ pub fn test_jpeg() -> &'static [u8] {
     })
 }
 
-pub async fn selftest(
-    State(state): State<Arc<IngestState>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
     if let Err(refusal) = crate::api::check_admin(&state, &headers) {
         return refusal.into_response();
     }
@@ -83,20 +75,10 @@ pub async fn selftest(
         timings_ms: Timings::new(),
     };
     let frame_id = meta.frame_id;
-    let count = |outcome: &str| {
-        state
-            .metrics
-            .selftest_runs_total
-            .with_label_values(&[outcome])
-            .inc()
-    };
+    let count = |outcome: &str| state.metrics.selftest_runs_total.with_label_values(&[outcome]).inc();
     let mut waiting = state.waiters.wait_for(frame_id);
-    let traceparent = headers
-        .get(TRACEPARENT_HEADER)
-        .and_then(|v| v.to_str().ok());
-    if let Err(refusal) =
-        publish_frame(&state, &meta, Bytes::from_static(test_jpeg()), traceparent).await
-    {
+    let traceparent = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
+    if let Err(refusal) = publish_frame(&state, &meta, Bytes::from_static(test_jpeg()), traceparent).await {
         count("refused");
         tracing::warn!(code = refusal.code(), "self-test frame not accepted");
         return refusal.into_response();
@@ -126,11 +108,7 @@ pub async fn selftest(
         "stages_ms": result.timings_ms,
         "result": result,
     });
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
     (status, Json(body)).into_response()
 }
 

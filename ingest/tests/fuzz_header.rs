@@ -4,7 +4,7 @@
 //! segment declares, so the pixel limits are applied to what the decoder will see.
 
 use proptest::prelude::*;
-use visionq_ingest::jpeg::{dimensions, HeaderError};
+use visionq_ingest::jpeg::{HeaderError, dimensions};
 
 #[path = "../../preprocess/tests/support/fuzz.rs"]
 mod fuzz;
@@ -14,7 +14,6 @@ use fuzz::{cases, photo};
 fn the_real_photo_reads_its_size() {
     assert_eq!(dimensions(&photo()), Ok((768, 576)));
 }
-
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(4096)))]

@@ -2,10 +2,10 @@
 
 use fast_image_resize as fr;
 use visionq_contract::Letterbox;
+use zune_jpeg::JpegDecoder;
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
 
 /// Grey of the letterbox bars, as the YOLO family was trained with.
 pub const PAD_VALUE: u8 = 114;
@@ -69,10 +69,7 @@ impl Preprocessor {
     /// Decodes a JPEG to RGB, refusing more than `max_pixels` before allocating.
     pub fn decode(&self, jpeg: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
         let side = self.max_pixels.min(u16::MAX as u64) as usize;
-        let options = DecoderOptions::default()
-            .jpeg_set_out_colorspace(ColorSpace::RGB)
-            .set_max_width(side)
-            .set_max_height(side);
+        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(side).set_max_height(side);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
         decoder.decode_headers().map_err(|e| PreprocessError::Decode(e.to_string()))?;
         let info = decoder.info().ok_or_else(|| PreprocessError::Decode("no image header".into()))?;
@@ -82,10 +79,7 @@ impl Preprocessor {
         }
         let pixels = decoder.decode().map_err(|e| PreprocessError::Decode(e.to_string()))?;
         if pixels.len() != w * h * 3 {
-            return Err(PreprocessError::Decode(format!(
-                "decoder returned {} bytes for a {w}x{h} RGB image",
-                pixels.len()
-            )));
+            return Err(PreprocessError::Decode(format!("decoder returned {} bytes for a {w}x{h} RGB image", pixels.len())));
         }
         Ok((pixels, w as u32, h as u32))
     }
@@ -112,11 +106,8 @@ impl Preprocessor {
         let src = fr::images::Image::from_vec_u8(width, height, rgb, fr::PixelType::U8x3)
             .map_err(|e| PreprocessError::Resize(e.to_string()))?;
         let mut scaled = fr::images::Image::new(lb.scaled_width, lb.scaled_height, fr::PixelType::U8x3);
-        let options = fr::ResizeOptions::new()
-            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-        self.resizer
-            .resize(&src, &mut scaled, &options)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
+        let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+        self.resizer.resize(&src, &mut scaled, &options).map_err(|e| PreprocessError::Resize(e.to_string()))?;
         let row = self.input_width as usize * 3;
         let mut canvas = vec![PAD_VALUE; row * self.input_height as usize];
         let scaled_row = lb.scaled_width as usize * 3;

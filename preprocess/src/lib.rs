@@ -9,6 +9,6 @@ mod image;
 mod pool;
 mod role;
 
-pub use image::{letterbox_geometry, Preprocessed, PreprocessError, Preprocessor, PAD_VALUE};
+pub use image::{PAD_VALUE, PreprocessError, Preprocessed, Preprocessor, letterbox_geometry};
 pub use pool::PreprocessPool;
-pub use role::{expire_frame, fail_frame, frame_from_envelope, run, FrameError};
+pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};

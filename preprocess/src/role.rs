@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
-use visionq_queue::{publish_when_room, Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
+use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
 
 use crate::{PreprocessError, PreprocessPool, Preprocessor};
 
@@ -30,7 +30,10 @@ pub fn frame_from_envelope(e: &Envelope) -> Result<FrameMeta, FrameError> {
     serde_json::from_str(raw).map_err(|err| FrameError::Meta(err.to_string()))
 }
 
-/// Preprocesses one frame on a blocking thread; returns the tensor message.
+/// Preprocesses one frame on a blocking thread; returns the tensor message. The
+/// error carries the frame's metadata to its error result (made once per failed
+/// frame, so its size does not matter).
+#[allow(clippy::result_large_err)]
 fn prepare(pre: &mut Preprocessor, e: &Envelope, metrics: &Metrics) -> Result<Envelope, (Option<FrameMeta>, FrameError)> {
     let mut frame = frame_from_envelope(e).map_err(|err| (None, err))?;
     let p = pre.prepare(&e.body).map_err(|err| (Some(frame.clone()), err.into()))?;
@@ -78,7 +81,14 @@ pub async fn fail_frame(
 /// A frame past its deadline: its `expired` result is published (the station learns
 /// it was not run) and the frame message is acked. Requeued if the result cannot be
 /// published.
-pub async fn expire_frame(broker: &SharedBroker, metrics: &Metrics, stage: &str, input: &Envelope, frame: &FrameMeta, late_ms: f64) -> Fate {
+pub async fn expire_frame(
+    broker: &SharedBroker,
+    metrics: &Metrics,
+    stage: &str,
+    input: &Envelope,
+    frame: &FrameMeta,
+    late_ms: f64,
+) -> Fate {
     let result = FrameResult::expired(frame, ModelInfo::default(), late_ms);
     let mut out = Envelope::new(serde_json::to_vec(&result).expect("result serialises"));
     if let Some(tp) = input.header(TRACEPARENT_HEADER) {
@@ -102,16 +112,17 @@ fn failure_label(e: &FrameError) -> &'static str {
     }
 }
 
+#[allow(clippy::result_large_err)] // prepare()'s error, moved once per failed frame
 async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
     metrics.in_flight.with_label_values(&["preprocess"]).inc();
     // A live frame already past its deadline is not decoded at all.
-    if let Ok(frame) = frame_from_envelope(&d.envelope) {
-        if let Some(late_ms) = frame.late_ms(Utc::now()) {
-            let fate = expire_frame(&broker, &metrics, "preprocess", &d.envelope, &frame, late_ms).await;
-            d.settle(fate).await;
-            metrics.in_flight.with_label_values(&["preprocess"]).dec();
-            return;
-        }
+    if let Ok(frame) = frame_from_envelope(&d.envelope)
+        && let Some(late_ms) = frame.late_ms(Utc::now())
+    {
+        let fate = expire_frame(&broker, &metrics, "preprocess", &d.envelope, &frame, late_ms).await;
+        d.settle(fate).await;
+        metrics.in_flight.with_label_values(&["preprocess"]).dec();
+        return;
     }
     let frame_id = frame_from_envelope(&d.envelope).ok().map(|f| {
         metrics.observe_stage("queue_wait_frames", elapsed_ms(f.published_at, Utc::now()) / 1e3);
@@ -141,7 +152,6 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<Preproces
     d.settle(fate).await;
     metrics.in_flight.with_label_values(&["preprocess"]).dec();
 }
-
 
 /// Consumes frames until `shutdown`, then finishes what is in flight.
 pub async fn run(

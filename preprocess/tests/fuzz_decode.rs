@@ -29,7 +29,6 @@ fn check(pre: &mut Preprocessor, bytes: &[u8]) {
     }
 }
 
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::tcp::OwnedTLSConfig;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{mpsc, Mutex};
-use visionq_contract::topology::{Topology, ERROR_HEADER};
+use tokio::sync::{Mutex, mpsc};
+use visionq_contract::topology::{ERROR_HEADER, Topology};
 
 use crate::{Broker, Deliveries, Delivery, Envelope, Events, QueueError, Settle, WorkQueue};
 
@@ -128,13 +128,10 @@ impl Inner {
         let tls = OwnedTLSConfig { identity: None, cert_chain: self.tls_ca_pem.clone() };
         let runtime = lapin::runtime::default_runtime().map_err(unavailable)?;
         let properties = ConnectionProperties::default().with_connection_name("visionq".into());
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect_with_config(&self.url, properties, tls, runtime),
-        )
-        .await
-        .map_err(|_| QueueError::Unavailable("timed out connecting to the broker".into()))?
-        .map_err(unavailable)?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_with_config(&self.url, properties, tls, runtime))
+            .await
+            .map_err(|_| QueueError::Unavailable("timed out connecting to the broker".into()))?
+            .map_err(unavailable)?;
         let publish = connection.create_channel().await.map_err(unavailable)?;
         publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
         declare_topology(&publish, &self.topology, &self.limits).await?;
@@ -180,10 +177,7 @@ impl Inner {
             return Err(QueueError::Full(full));
         }
         if let Some(returned) = confirmation.take_message() {
-            return Err(QueueError::Unavailable(format!(
-                "message unroutable: {}",
-                returned.reply_text
-            )));
+            return Err(QueueError::Unavailable(format!("message unroutable: {}", returned.reply_text)));
         }
         Ok(())
     }
@@ -218,9 +212,7 @@ fn envelope(properties: &BasicProperties, body: Vec<u8>) -> (Envelope, Option<u3
 
 async fn declare_topology(ch: &Channel, t: &Topology, limits: &QueueLimits) -> Result<(), QueueError> {
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    let declare_exchange = |name: String, kind: ExchangeKind| {
-        ch.exchange_declare(name.into(), kind, durable, FieldTable::default())
-    };
+    let declare_exchange = |name: String, kind: ExchangeKind| ch.exchange_declare(name.into(), kind, durable, FieldTable::default());
     declare_exchange(t.work_exchange(), ExchangeKind::Direct).await.map_err(unavailable)?;
     declare_exchange(t.dead_letter_exchange(), ExchangeKind::Fanout).await.map_err(unavailable)?;
     declare_exchange(t.events_exchange(), ExchangeKind::Topic).await.map_err(unavailable)?;
@@ -281,9 +273,7 @@ impl Settle for AmqpSettle {
         let mut copy = envelope.clone();
         copy.headers.insert(ERROR_HEADER.into(), reason.to_string());
         copy.headers.insert("x-visionq-queue".into(), self.inner.topology.queue(self.queue));
-        self.inner
-            .publish_confirmed(self.inner.topology.dead_letter_exchange(), String::new(), &copy, "dead")
-            .await?;
+        self.inner.publish_confirmed(self.inner.topology.dead_letter_exchange(), String::new(), &copy, "dead").await?;
         self.ack().await
     }
 }

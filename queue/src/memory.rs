@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
 use crate::{Broker, Deliveries, Delivery, Envelope, Events, QueueError, Settle, WorkQueue};
 
@@ -191,13 +191,7 @@ impl Broker for MemoryBroker {
                 q.unsettled.fetch_add(1, Ordering::Relaxed);
                 let envelope = item.envelope.clone();
                 let (redelivered, count) = (item.deliveries > 1, item.deliveries);
-                let settle = MemSettle {
-                    queue: q.clone(),
-                    dead,
-                    max_deliveries,
-                    item: Mutex::new(Some(item)),
-                    _permit: permit,
-                };
+                let settle = MemSettle { queue: q.clone(), dead, max_deliveries, item: Mutex::new(Some(item)), _permit: permit };
                 Some((Delivery::new(envelope, redelivered, count, Box::new(settle)), ()))
             }
         });

@@ -6,6 +6,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,16 +16,15 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
-use axum::middleware;
 use visionq_contract::auth::Auth;
-use visionq_contract::config::{valid_station_id, SELFTEST_STATION};
+use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_dashboard::access::{self, Caller, Gate};
 use visionq_dashboard::{DashboardState, Previews};
 use visionq_queue::{QueueError, SharedBroker};
 
-use crate::store::{parse_interval, CountsQuery, Cursor, HistoryQuery, SharedStore, StoreError};
+use crate::store::{CountsQuery, Cursor, HistoryQuery, SharedStore, StoreError, parse_interval};
 
 pub struct ResultsState {
     pub store: SharedStore,
@@ -73,8 +73,7 @@ impl ResultsState {
 /// token passes the gate; operators (and admins) read everything, a station token
 /// its own station's frames, history, counts and stream.
 pub fn router(state: Arc<ResultsState>) -> Router {
-    let dashboard =
-        DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone(), state.auth.clone());
+    let dashboard = DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone(), state.auth.clone());
     let reader = Gate::new(state.auth.clone(), None);
     Router::new()
         .route("/v1/frames/{frame_id}", get(get_frame))

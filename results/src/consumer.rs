@@ -14,7 +14,13 @@ use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueu
 
 use crate::store::SharedStore;
 
-async fn persist(store: &SharedStore, metrics: &Metrics, batch: Vec<(Delivery, FrameResult)>, broker: &SharedBroker, stop: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+async fn persist(
+    store: &SharedStore,
+    metrics: &Metrics,
+    batch: Vec<(Delivery, FrameResult)>,
+    broker: &SharedBroker,
+    stop: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
     let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
     let mut backoff = Duration::from_millis(100);
     let write_s;

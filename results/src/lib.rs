@@ -16,4 +16,4 @@ pub mod sqlite;
 pub mod store;
 
 pub use consumer::run;
-pub use store::{open_store, ClassCount, CountsQuery, Cursor, HistoryQuery, ResultStore, SharedStore, StoreError};
+pub use store::{ClassCount, CountsQuery, Cursor, HistoryQuery, ResultStore, SharedStore, StoreError, open_store};

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{bucket_start, distinct, keep_detection, ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError};
+use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, distinct, keep_detection};
 
 pub type TdsClient = Client<Compat<TcpStream>>;
 pub type TdsPool = Pool<TdsManager>;
@@ -33,8 +33,19 @@ pub type TdsPool = Pool<TdsManager>;
 pub const MAX_PARAMS: usize = 2000;
 /// Columns written per frame and per detection.
 pub const FRAME_COLUMNS: [&str; 13] = [
-    "frame_id", "station", "status", "error", "width", "height", "model_name", "model_version", "timings_ms",
-    "detection_count", "captured_at", "received_at", "completed_at",
+    "frame_id",
+    "station",
+    "status",
+    "error",
+    "width",
+    "height",
+    "model_name",
+    "model_version",
+    "timings_ms",
+    "detection_count",
+    "captured_at",
+    "received_at",
+    "completed_at",
 ];
 pub const DETECTION_COLUMNS: [&str; 13] =
     ["frame_id", "idx", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "x1_px", "y1_px", "x2_px", "y2_px"];
@@ -192,9 +203,8 @@ pub fn parse_config(url: &str) -> Result<Config, StoreError> {
             "hostname_in_certificate" => config.hostname_in_certificate(v),
             "application_name" | "app" => config.application_name(v),
             "instance" => config.instance_name(v),
-            "connect_timeout_s" => config.handshake_timeout(Some(Duration::from_secs(
-                v.parse().map_err(|_| bad_url(format!("connect_timeout_s=`{v}`")))?,
-            ))),
+            "connect_timeout_s" => config
+                .handshake_timeout(Some(Duration::from_secs(v.parse().map_err(|_| bad_url(format!("connect_timeout_s=`{v}`")))?))),
             other => return Err(bad_url(format!("unknown parameter `{other}`"))),
         }
     }
@@ -375,11 +385,14 @@ impl MssqlStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await.map_err(pool_err)?;
         let result = async {
-            run(&mut conn, "SET XACT_ABORT ON; BEGIN TRANSACTION;
+            run(
+                &mut conn,
+                "SET XACT_ABORT ON; BEGIN TRANSACTION;
                  EXEC sp_getapplock @Resource = 'visionq_migrations', @LockMode = 'Exclusive', @LockOwner = 'Transaction';
                  IF OBJECT_ID(N'visionq_migrations', N'U') IS NULL
                      CREATE TABLE visionq_migrations (version INT NOT NULL PRIMARY KEY,
-                                                      applied_at DATETIME2 NOT NULL DEFAULT SYSUTCDATETIME());")
+                                                      applied_at DATETIME2 NOT NULL DEFAULT SYSUTCDATETIME());",
+            )
             .await?;
             let applied: Vec<i32> = conn
                 .simple_query("SELECT version FROM visionq_migrations")
@@ -478,11 +491,7 @@ fn detection_of(r: &Row) -> Result<(Uuid, Detection), tiberius::error::Error> {
 }
 
 /// Reads the frames a query selects, with their detections (filtered for history).
-async fn load(
-    conn: &mut TdsClient,
-    frames: Query<'_>,
-    hq: Option<&HistoryQuery>,
-) -> Result<Vec<FrameResult>, tiberius::error::Error> {
+async fn load(conn: &mut TdsClient, frames: Query<'_>, hq: Option<&HistoryQuery>) -> Result<Vec<FrameResult>, tiberius::error::Error> {
     let rows = frames.query(conn).await?.into_first_result().await?;
     let mut out = rows.iter().map(frame_of).collect::<Result<Vec<_>, _>>()?;
     if out.is_empty() {

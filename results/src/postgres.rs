@@ -11,13 +11,13 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{bucket_start, distinct, keep_detection, ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError};
+use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, distinct, keep_detection};
 
 /// Versioned migrations, applied in order, each once.
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (
-    1,
-    "CREATE TABLE frames (
+        1,
+        "CREATE TABLE frames (
         frame_id uuid PRIMARY KEY,
         station text NOT NULL,
         status text NOT NULL,
@@ -109,7 +109,12 @@ impl PgStore {
         tx.commit().await.map_err(query_err)
     }
 
-    async fn load(&self, client: &deadpool_postgres::Client, rows: Vec<tokio_postgres::Row>, q: Option<&HistoryQuery>) -> Result<Vec<FrameResult>, StoreError> {
+    async fn load(
+        &self,
+        client: &deadpool_postgres::Client,
+        rows: Vec<tokio_postgres::Row>,
+        q: Option<&HistoryQuery>,
+    ) -> Result<Vec<FrameResult>, StoreError> {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.get("frame_id")).collect();
         let dets = client
             .query(
@@ -154,7 +159,8 @@ impl PgStore {
     }
 }
 
-const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+const FRAME_COLUMNS: &str =
+    "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
 
 #[async_trait::async_trait]
 impl ResultStore for PgStore {
@@ -189,8 +195,21 @@ impl ResultStore for PgStore {
                                       $12::timestamptz[], $13::timestamptz[])
                  ON CONFLICT (frame_id) DO NOTHING
                  RETURNING frame_id",
-                &[&ids, &stations, &statuses, &errors, &widths, &heights, &model_names, &model_versions, &timings,
-                  &counts, &captured, &received, &completed],
+                &[
+                    &ids,
+                    &stations,
+                    &statuses,
+                    &errors,
+                    &widths,
+                    &heights,
+                    &model_names,
+                    &model_versions,
+                    &timings,
+                    &counts,
+                    &captured,
+                    &received,
+                    &completed,
+                ],
             )
             .await
             .map_err(query_err)?;
@@ -232,8 +251,10 @@ impl ResultStore for PgStore {
                  SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::float4[], $6::float4[],
                                       $7::float4[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
                                       $12::float4[], $13::float4[])",
-                &[&d_frame, &d_idx, &d_class, &d_name, &d_score, &d_box[0], &d_box[1], &d_box[2], &d_box[3],
-                  &d_box[4], &d_box[5], &d_box[6], &d_box[7]],
+                &[
+                    &d_frame, &d_idx, &d_class, &d_name, &d_score, &d_box[0], &d_box[1], &d_box[2], &d_box[3], &d_box[4], &d_box[5],
+                    &d_box[6], &d_box[7],
+                ],
             )
             .await
             .map_err(query_err)?;
@@ -244,10 +265,8 @@ impl ResultStore for PgStore {
 
     async fn get(&self, frame_id: Uuid) -> Result<Option<FrameResult>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let rows = client
-            .query(&format!("SELECT {FRAME_COLUMNS} FROM frames WHERE frame_id = $1"), &[&frame_id])
-            .await
-            .map_err(query_err)?;
+        let rows =
+            client.query(&format!("SELECT {FRAME_COLUMNS} FROM frames WHERE frame_id = $1"), &[&frame_id]).await.map_err(query_err)?;
         Ok(self.load(&client, rows, None).await?.pop())
     }
 
@@ -266,8 +285,17 @@ impl ResultStore for PgStore {
                        AND ($8::timestamptz IS NULL OR (received_at, frame_id) < ($8, $9::uuid))
                      ORDER BY received_at DESC, frame_id DESC LIMIT $7"
                 ),
-                &[&q.station, &q.since, &q.until, &filter_detections, &q.class, &q.min_score, &(q.limit as i64),
-                  &q.before.map(|c| c.received_at), &q.before.map(|c| c.frame_id)],
+                &[
+                    &q.station,
+                    &q.since,
+                    &q.until,
+                    &filter_detections,
+                    &q.class,
+                    &q.min_score,
+                    &(q.limit as i64),
+                    &q.before.map(|c| c.received_at),
+                    &q.before.map(|c| c.frame_id),
+                ],
             )
             .await
             .map_err(query_err)?;

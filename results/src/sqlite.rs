@@ -6,17 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{bucket_start, keep_detection, ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError};
+use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, keep_detection};
 
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (
-    1,
-    "CREATE TABLE frames (
+        1,
+        "CREATE TABLE frames (
         frame_id TEXT PRIMARY KEY,
         station TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -84,8 +84,10 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
             }
             let mut conn = Connection::open(&p).map_err(|e| StoreError::Unavailable(format!("{}: {e}", p.display())))?;
-            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                .map_err(q)?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(q)?;
             migrate(&mut conn)?;
             Ok(conn)
         })
@@ -99,9 +101,7 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("sqlite lock")))
-            .await
-            .expect("sqlite task does not panic")
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("sqlite lock"))).await.expect("sqlite task does not panic")
     }
 
     pub fn file(&self) -> &Path {
@@ -126,9 +126,15 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(q)
 }
 
-const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+const FRAME_COLUMNS: &str =
+    "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
 
-fn load(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql], hq: Option<&HistoryQuery>) -> Result<Vec<FrameResult>, StoreError> {
+fn load(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    hq: Option<&HistoryQuery>,
+) -> Result<Vec<FrameResult>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(q)?;
     let mut frames = Vec::new();
     let mut rows = stmt.query(args).map_err(q)?;

@@ -106,7 +106,8 @@ fn rand_suffix() -> u32 {
 }
 
 fn url(port: u16, password: &str, extra: &str) -> String {
-    let pw: String = password.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+    let pw: String =
+        password.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
     format!("mssql://visionq:{pw}@127.0.0.1:{port}/master?encrypt=required{extra}")
 }
 
@@ -120,7 +121,8 @@ async fn tiberius_pool_tls_and_parameterised_queries_against_a_tds_server() {
     let (mut c1, mut c2) = tokio::try_join!(pool.get(), pool.get()).expect("two pooled connections");
     assert_eq!(pool.status().size, 2);
 
-    let mut q = Query::new("SELECT frame_id, class_name, score FROM detections WHERE class_name = @P1 AND score >= @P2 ORDER BY score DESC");
+    let mut q =
+        Query::new("SELECT frame_id, class_name, score FROM detections WHERE class_name = @P1 AND score >= @P2 ORDER BY score DESC");
     q.bind("dog");
     q.bind(0.5f64);
     let rows = q.query(&mut c1).await.unwrap().into_first_result().await.unwrap();
@@ -167,10 +169,11 @@ async fn pool_get_error(url: &str) -> String {
 /// into results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stores_read_statements_run_on_a_tds_server() {
-    use visionq_results::mssql::{detections_of_sql, history_sql, COUNTS_SQL};
+    use visionq_results::mssql::{COUNTS_SQL, detections_of_sql, history_sql};
     type Time = chrono::DateTime<chrono::Utc>;
     let b = start_bridge().await;
-    let pool = pool(parse_config(&url(b.port, PASSWORD, "&trust_server_certificate=true")).unwrap(), 1, Duration::from_secs(20)).unwrap();
+    let pool =
+        pool(parse_config(&url(b.port, PASSWORD, "&trust_server_certificate=true")).unwrap(), 1, Duration::from_secs(20)).unwrap();
     let mut c = pool.get().await.unwrap();
     let id = |r: &tiberius::Row| r.try_get::<&str, _>("frame_id").unwrap().unwrap()[32..].to_string();
 
@@ -206,9 +209,13 @@ async fn the_stores_read_statements_run_on_a_tds_server() {
     q.bind("2026-01-02 00:00:00");
     q.bind(None::<f32>);
     let rows = rows_of(&mut c, q).await.unwrap();
-    let int = |r: &tiberius::Row, c: &str| r.try_get::<i64, _>(c).ok().flatten().or_else(|| r.try_get::<i32, _>(c).unwrap().map(i64::from)).unwrap();
-    let got: Vec<(i64, String, i64)> =
-        rows.iter().map(|r| (int(r, "bucket"), r.try_get::<&str, _>("class_name").unwrap().unwrap().to_string(), int(r, "n"))).collect();
+    let int = |r: &tiberius::Row, c: &str| {
+        r.try_get::<i64, _>(c).ok().flatten().or_else(|| r.try_get::<i32, _>(c).unwrap().map(i64::from)).unwrap()
+    };
+    let got: Vec<(i64, String, i64)> = rows
+        .iter()
+        .map(|r| (int(r, "bucket"), r.try_get::<&str, _>("class_name").unwrap().unwrap().to_string(), int(r, "n")))
+        .collect();
     // 2026-01-01T00:00:00Z is hour 490896 since the epoch.
     assert_eq!(got, vec![(490_896, "cat".into(), 1), (490_896, "dog".into(), 1)]);
 }

@@ -73,7 +73,13 @@ fn result(i: usize) -> FrameResult {
         image: ImageSize { width: 640, height: 480 },
         model: ModelInfo { name: "yolov3-tiny".into(), version: "test".into() },
         detections: (0..(i % 3))
-            .map(|k| Detection { class_id: k as u32, class_name: format!("c{k}"), score: 0.5, bbox: [0.0, 0.0, 0.5, 0.5], box_px: [0.0, 0.0, 320.0, 240.0] })
+            .map(|k| Detection {
+                class_id: k as u32,
+                class_name: format!("c{k}"),
+                score: 0.5,
+                bbox: [0.0, 0.0, 0.5, 0.5],
+                box_px: [0.0, 0.0, 320.0, 240.0],
+            })
             .collect(),
         timings_ms: Timings::new(),
         captured_at: None,

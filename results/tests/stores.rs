@@ -16,13 +16,7 @@ use visionq_results::retention::prune_before;
 use visionq_results::{CountsQuery, Cursor, HistoryQuery, SharedStore};
 
 fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
-    Detection {
-        class_id,
-        class_name: class_name.into(),
-        score,
-        bbox: [0.125, 0.25, 0.5, 0.75],
-        box_px: [80.0, 90.0, 320.0, 270.0],
-    }
+    Detection { class_id, class_name: class_name.into(), score, bbox: [0.125, 0.25, 0.5, 0.75], box_px: [80.0, 90.0, 320.0, 270.0] }
 }
 
 /// A result received at `t`, with microsecond timestamps (every dialect keeps those).
@@ -115,7 +109,9 @@ async fn history_filters(store: SharedStore, station: String) {
     store.write_batch(&[result(&format!("{station}-other"), at(30), vec![det(16, "dog", 0.99)])]).await.unwrap();
 
     let ids = |v: &[FrameResult]| v.iter().map(|r| r.frame_id).collect::<Vec<_>>();
-    let expect = |pick: &dyn Fn(usize) -> bool| ids(&frames.iter().enumerate().rev().filter(|(i, _)| pick(*i)).map(|(_, r)| r.clone()).collect::<Vec<_>>());
+    let expect = |pick: &dyn Fn(usize) -> bool| {
+        ids(&frames.iter().enumerate().rev().filter(|(i, _)| pick(*i)).map(|(_, r)| r.clone()).collect::<Vec<_>>())
+    };
 
     let all = store.history(&history(&station, 100)).await.unwrap();
     assert_eq!(ids(&all), expect(&|_| true), "newest first, only this station");
@@ -201,8 +197,13 @@ async fn counts(store: SharedStore, station: String) {
         "per class per hour, in bucket order"
     );
     let q = CountsQuery { min_score: Some(0.5), interval_s: 4 * hour, ..q };
-    let got: Vec<(i64, String, u64)> =
-        store.counts(&q).await.unwrap().into_iter().map(|c| (c.bucket.timestamp() - at(0).timestamp(), c.class_name, c.count)).collect();
+    let got: Vec<(i64, String, u64)> = store
+        .counts(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.bucket.timestamp() - at(0).timestamp(), c.class_name, c.count))
+        .collect();
     assert_eq!(got, vec![(0, "cat".into(), 2), (0, "dog".into(), 4)], "min_score and a wider interval");
 }
 
@@ -210,7 +211,8 @@ async fn retention(store: SharedStore, station: String) {
     // Old frames in 2001 (no other test writes there), recent ones now.
     let old_t = |i: i64| Utc.with_ymd_and_hms(2001, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(i);
     let old: Vec<FrameResult> = (0..30).map(|i| result(&station, old_t(i), vec![det(16, "dog", 0.9)])).collect();
-    let recent: Vec<FrameResult> = (0..5).map(|i| result(&station, Utc::now().trunc_subsecs(6) - Duration::seconds(i), vec![det(16, "dog", 0.9)])).collect();
+    let recent: Vec<FrameResult> =
+        (0..5).map(|i| result(&station, Utc::now().trunc_subsecs(6) - Duration::seconds(i), vec![det(16, "dog", 0.9)])).collect();
     store.write_batch(&old).await.unwrap();
     store.write_batch(&recent).await.unwrap();
     let cutoff = Utc.with_ymd_and_hms(2001, 6, 1, 0, 0, 0).unwrap();

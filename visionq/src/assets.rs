@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use visionq_contract::Config;
 
 /// The set-up script: `VISIONQ_ASSETS_SCRIPT`, else `tools/assets.py` of the source tree

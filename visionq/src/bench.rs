@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use visionq_contract::Config;
 
 use crate::compose::Local;
-use crate::load::{batch_buckets, batch_distribution, drive, load_photos, Load, Tally};
+use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -43,7 +43,13 @@ pub struct BenchArgs {
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let photos = Arc::new(load_photos(&args.photos.clone().unwrap_or_else(|| config.cache_dir.join("photos")))?);
-    let mode = if args.url.is_some() { "remote" } else if config.amqp_url.is_some() { "in-process roles over RabbitMQ" } else { "embedded" };
+    let mode = if args.url.is_some() {
+        "remote"
+    } else if config.amqp_url.is_some() {
+        "in-process roles over RabbitMQ"
+    } else {
+        "embedded"
+    };
     let local = match &args.url {
         Some(_) => None,
         None => Some(Local::start(config.clone(), "127.0.0.1:0".parse()?).await?),
@@ -70,7 +76,11 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
     println!(
         "visionq bench: {} stations x {} frames/s x {} s, {} photos, max batch {}, against {base} ({mode})",
-        args.stations, args.rate, args.duration, photos.len(), config.max_batch_size
+        args.stations,
+        args.rate,
+        args.duration,
+        photos.len(),
+        config.max_batch_size
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();

@@ -23,7 +23,7 @@ use visionq_queue::memory::MemoryBroker;
 use visionq_queue::{Envelope, SharedBroker, WorkQueue};
 
 use crate::compose::Local;
-use crate::load::{batch_buckets, batch_distribution, drive, load_photos, percentile, Load, Tally};
+use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos, percentile};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InferBenchArgs {
@@ -95,10 +95,10 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
     println!("   batch  frames/s   batch ms p50   p95  |  assemble ms  decode+NMS ms");
     let mut ceiling = Vec::new();
     for &b in &args.raw_batches {
-        if let BatchDim::Fixed(n) = fixed {
-            if b != n {
-                continue;
-            }
+        if let BatchDim::Fixed(n) = fixed
+            && b != n
+        {
+            continue;
         }
         // The session alone at this one shape.
         let mut c = config.clone();
@@ -172,7 +172,8 @@ async fn worker(config: &Config, frames: usize, max_batch: usize, inputs: &[(Ten
     let mut results = shared.consume(WorkQueue::Results, 1024).await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let start = Instant::now();
-    let role = tokio::spawn(visionq_infer_worker::run(shared.clone(), Arc::new(Metrics::new()), Arc::new(config), model, shutdown.wait()));
+    let role =
+        tokio::spawn(visionq_infer_worker::run(shared.clone(), Arc::new(Metrics::new()), Arc::new(config), model, shutdown.wait()));
     let (mut inference, mut sizes) = (Vec::new(), Vec::new());
     for _ in 0..frames {
         let d = results.next().await.context("results stream ended")?;

@@ -11,15 +11,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use visionq_contract::config::InferInput;
 use visionq_contract::Config;
-use visionq_infer_worker::gpu::GpuProbe;
+use visionq_contract::config::InferInput;
 use visionq_infer_worker::Model;
+use visionq_infer_worker::gpu::GpuProbe;
 
-use crate::load::{drive, load_photos, Load, Tally};
+use crate::load::{Load, Tally, drive, load_photos};
 use crate::proc_stat::{cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -146,7 +146,12 @@ fn median(v: &mut [f64]) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-async fn run_row(args: &MatrixArgs, photos: Arc<Vec<(String, Bytes)>>, gpu: Option<Arc<GpuProbe>>, row: (usize, &str, usize)) -> anyhow::Result<Row> {
+async fn run_row(
+    args: &MatrixArgs,
+    photos: Arc<Vec<(String, Bytes)>>,
+    gpu: Option<Arc<GpuProbe>>,
+    row: (usize, &str, usize),
+) -> anyhow::Result<Row> {
     let (concurrency, input, max_batch) = row;
     let data = tempdir(&format!("vq-matrix-{concurrency}-{input}-{max_batch}"))?;
     let mut envs: Vec<(String, String)> = vec![
@@ -332,24 +337,33 @@ fn checks(rows: &[Row]) {
             let need = 0.8 * r.concurrency as f64 / top as f64 * full.results_per_s;
             check(
                 r.results_per_s >= need,
-                format!("{} batch {} concurrency {}: {:.0}/s >= 0.8 x {}/{} of {:.0}/s", r.input, r.max_batch, r.concurrency, r.results_per_s, r.concurrency, top, full.results_per_s),
+                format!(
+                    "{} batch {} concurrency {}: {:.0}/s >= 0.8 x {}/{} of {:.0}/s",
+                    r.input, r.max_batch, r.concurrency, r.results_per_s, r.concurrency, top, full.results_per_s
+                ),
             );
         }
-        if r.input == "frames" {
-            if let Some(t) = find(r.concurrency, "tensors", r.max_batch) {
-                check(
-                    r.results_per_s >= 0.9 * t.results_per_s,
-                    format!("inline vs tensors, batch {} concurrency {}: {:.0}/s >= 0.9 x {:.0}/s", r.max_batch, r.concurrency, r.results_per_s, t.results_per_s),
-                );
-            }
+        if r.input == "frames"
+            && let Some(t) = find(r.concurrency, "tensors", r.max_batch)
+        {
+            check(
+                r.results_per_s >= 0.9 * t.results_per_s,
+                format!(
+                    "inline vs tensors, batch {} concurrency {}: {:.0}/s >= 0.9 x {:.0}/s",
+                    r.max_batch, r.concurrency, r.results_per_s, t.results_per_s
+                ),
+            );
         }
-        if r.max_batch == 16 {
-            if let Some(e) = find(r.concurrency, &r.input, 8) {
-                check(
-                    r.results_per_s >= e.results_per_s,
-                    format!("{} concurrency {}: max batch 16 {:.0}/s >= max batch 8 {:.0}/s", r.input, r.concurrency, r.results_per_s, e.results_per_s),
-                );
-            }
+        if r.max_batch == 16
+            && let Some(e) = find(r.concurrency, &r.input, 8)
+        {
+            check(
+                r.results_per_s >= e.results_per_s,
+                format!(
+                    "{} concurrency {}: max batch 16 {:.0}/s >= max batch 8 {:.0}/s",
+                    r.input, r.concurrency, r.results_per_s, e.results_per_s
+                ),
+            );
         }
     }
     println!("  {failed} check(s) failed");

@@ -4,21 +4,21 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 use visionq_contract::auth::{Auth, Scope};
 use visionq_contract::config::redact_url;
-use visionq_dashboard::access::{self, Gate};
 use visionq_contract::topology::Topology;
 use visionq_contract::{Config, Metrics};
+use visionq_dashboard::access::{self, Gate};
 use visionq_queue::amqp::{AmqpBroker, QueueLimits};
 use visionq_queue::memory::MemoryBroker;
 use visionq_queue::{SharedBroker, WorkQueue};

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use visionq_contract::config::redact_url;
 use visionq_contract::Config;
+use visionq_contract::config::redact_url;
 
 use crate::compose::Local;
-use crate::load::{batch_buckets, batch_distribution, drive, load_photos, Load, Tally};
+use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

@@ -8,11 +8,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
-use visionq_contract::config::redact_url;
+use serde_json::{Value, json};
 use visionq_contract::Config;
+use visionq_contract::config::redact_url;
 
 use crate::compose::Local;
 use crate::load::percentile;
@@ -42,18 +42,14 @@ pub struct DetectArgs {
 /// The files to process: explicit files as given, folders walked for JPEGs.
 pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .collect::<Result<_, _>>()?;
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.path());
         for e in entries {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out)?;
-            } else if matches!(
-                p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(),
-                Some("jpg" | "jpeg")
-            ) {
+            } else if matches!(p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jpg" | "jpeg")) {
                 out.push(p);
             }
         }
@@ -108,9 +104,7 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
     let mut out: Box<dyn Write> = if args.output == "-" {
         Box::new(std::io::stdout().lock())
     } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output))?,
-        ))
+        Box::new(std::io::BufWriter::new(std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output))?))
     };
 
     let bar = indicatif::ProgressBar::with_draw_target(Some(files.len() as u64), indicatif::ProgressDrawTarget::stderr());
@@ -155,7 +149,7 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
         out.write_all(b"\n")?;
         bar.inc(1);
         bar.set_message(format!("{} failed", failures.len()));
-        if plain_progress && (done % 50 == 0 || done == files.len()) {
+        if plain_progress && (done.is_multiple_of(50) || done == files.len()) {
             eprintln!("progress: {done}/{} images, {} failed", files.len(), failures.len());
         }
     }
@@ -187,4 +181,3 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
     }
     Ok(failures.is_empty())
 }
-

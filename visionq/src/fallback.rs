@@ -54,10 +54,7 @@ pub fn install(app: Router, roles: &BTreeSet<Role>) -> Router {
                     );
                     refuse(StatusCode::NOT_FOUND, json!({"error": message, "code": "wrong_role", "served_by": name(role)}))
                 }
-                _ => refuse(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("no route `{method} {path}`"), "code": "not_found"}),
-                ),
+                _ => refuse(StatusCode::NOT_FOUND, json!({"error": format!("no route `{method} {path}`"), "code": "not_found"})),
             }
         }
     };

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::Bytes;
 
 /// What the simulated stations do.
@@ -152,10 +152,8 @@ pub fn batch_buckets(metrics: &str) -> BTreeMap<String, f64> {
 
 /// Forward passes between two metric snapshots, and "bucket:count" pairs.
 pub fn batch_distribution(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, String) {
-    let mut sorted: Vec<(f64, String)> = after
-        .keys()
-        .filter_map(|k| Some((if k == "+Inf" { f64::INFINITY } else { k.parse().ok()? }, k.clone())))
-        .collect();
+    let mut sorted: Vec<(f64, String)> =
+        after.keys().filter_map(|k| Some((if k == "+Inf" { f64::INFINITY } else { k.parse().ok()? }, k.clone()))).collect();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut prev, mut passes, mut dist) = (0.0, 0.0, Vec::new());
     for (_, le) in &sorted {

@@ -1,6 +1,6 @@
 //! `visionq token new`: a fresh token and its tokens-file entry.
 
-use visionq_contract::auth::{new_token, token_hash, Scope, TokenEntry};
+use visionq_contract::auth::{Scope, TokenEntry, new_token, token_hash};
 use visionq_contract::config::valid_station_id;
 
 #[derive(clap::Args)]

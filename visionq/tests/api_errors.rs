@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// GETs or POSTs `url`; returns status, content type and JSON body (Null if not JSON).
 async fn call(req: reqwest::RequestBuilder) -> (u16, String, Value) {

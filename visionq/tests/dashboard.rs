@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -93,10 +93,7 @@ struct Driver {
 impl Driver {
     async fn start() -> Driver {
         for bin in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                Path::new(bin).exists(),
-                "{bin} is missing: `apt-get install chromium chromium-driver` (scripts/test does it)"
-            );
+            assert!(Path::new(bin).exists(), "{bin} is missing: `apt-get install chromium chromium-driver` (scripts/test does it)");
         }
         let port = free_port();
         let log = repo().join("target/test-logs").join(format!("{}.log", unique("chromedriver")));
@@ -111,12 +108,11 @@ impl Driver {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["value"]["ready"] == true {
-                        break;
-                    }
-                }
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
             }
             assert!(Instant::now() < deadline, "chromedriver did not come up; see {}", log.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -209,7 +205,6 @@ impl Browser {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::write(to, png).unwrap();
     }
-
 }
 
 impl Drop for Browser {
@@ -393,9 +388,13 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     // A click on a tile opens the station's recent history.
     browser.js(&format!("document.querySelector('.tile[data-station=\"{station}\"]').click()"), json!([])).await;
     let history = browser
-        .wait("the station's history opens", Duration::from_secs(5), "return [...document.querySelectorAll('#history tr')].slice(1).map((r) => r.textContent)", json!([]), |v| {
-            v.as_array().is_some_and(|rows| rows.len() == 2)
-        })
+        .wait(
+            "the station's history opens",
+            Duration::from_secs(5),
+            "return [...document.querySelectorAll('#history tr')].slice(1).map((r) => r.textContent)",
+            json!([]),
+            |v| v.as_array().is_some_and(|rows| rows.len() == 2),
+        )
         .await;
     assert!(history[0].as_str().unwrap().contains("horse"), "newest first: {history}");
     assert!(history[1].as_str().unwrap().contains("dog"), "{history}");
@@ -424,7 +423,8 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     browser.set_window(1920, 1080).await;
     let names = ["dog.jpg", "horses.jpg", "person.jpg", "giraffe.jpg", "bus.jpg", "zidane.jpg", "eagle.jpg", "scream.jpg"];
     let posts = (0..42).map(|i| {
-        let (http, url) = (http.clone(), pipeline.url(&format!("/v1/stations/line{}-cam{:02}/frames?wait_ms=30000", 4 + i / 10, i % 10)));
+        let (http, url) =
+            (http.clone(), pipeline.url(&format!("/v1/stations/line{}-cam{:02}/frames?wait_ms=30000", 4 + i / 10, i % 10)));
         async move { post_jpeg(&http, &url, photo_bytes(names[i % names.len()])).await }
     });
     for (status, r) in futures_util::future::join_all(posts).await {
@@ -449,9 +449,8 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     // The service stops: the banner says the live connection is lost.
     pipeline.stop().await;
     let stopped = Instant::now();
-    let banner = browser
-        .wait("the disconnect banner appears", Duration::from_secs(10), BANNER, json!([]), |v| v["shown"] == true)
-        .await;
+    let banner =
+        browser.wait("the disconnect banner appears", Duration::from_secs(10), BANNER, json!([]), |v| v["shown"] == true).await;
     let banner_latency = stopped.elapsed();
     assert!(banner["text"].as_str().unwrap().contains("connection lost"), "{banner}");
     assert_eq!(banner["conn"], "down");
@@ -466,7 +465,9 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     let bus = post_and_wait(&http, &pipeline, station, "bus.jpg").await;
     let bus_id = bus["frame_id"].as_str().unwrap().to_string();
     let tile = browser
-        .wait("frames flow again", Duration::from_secs(3), TILE, json!([station]), |v| v["frameId"] == bus_id.as_str() && v["imageLoaded"] == true)
+        .wait("frames flow again", Duration::from_secs(3), TILE, json!([station]), |v| {
+            v["frameId"] == bus_id.as_str() && v["imageLoaded"] == true
+        })
         .await;
     assert_tile_matches(&tile, &bus);
 
@@ -496,9 +497,7 @@ async fn frames_reach_the_dashboard_through_rabbitmq() {
     let driver = Driver::start().await;
     let browser = driver.browser(&scratch("chromium-profile")).await;
     browser.goto(&results.url("/")).await;
-    browser
-        .wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live")
-        .await;
+    browser.wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live").await;
 
     let station = "dock-cam7";
     let jpeg = photo_bytes("person.jpg");
@@ -559,16 +558,17 @@ async fn operators_sign_in_with_a_token() {
     browser.js(SIGN_IN, json!(["vq_not-the-token"])).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = browser
-        .wait("a wrong token is refused", Duration::from_secs(15), LOGIN, json!([]), |v| v["shown"] == true && v["text"].as_str().unwrap().contains("not valid"))
+        .wait("a wrong token is refused", Duration::from_secs(15), LOGIN, json!([]), |v| {
+            v["shown"] == true && v["text"].as_str().unwrap().contains("not valid")
+        })
         .await;
     assert_ne!(refused["conn"], "live", "{refused}");
 
     browser.js(SIGN_IN, json!([operator])).await;
-    browser
-        .wait("the right token opens the live feed", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live")
-        .await;
+    browser.wait("the right token opens the live feed", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live").await;
     let url = pipeline.url("/v1/stations/dock-1/frames?wait_ms=20000");
-    let r = http.post(url).bearer_auth(&station).header("content-type", "image/jpeg").body(photo_bytes("dog.jpg")).send().await.unwrap();
+    let r =
+        http.post(url).bearer_auth(&station).header("content-type", "image/jpeg").body(photo_bytes("dog.jpg")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let result: Value = r.json().await.unwrap();
     let tile = browser
@@ -601,9 +601,7 @@ async fn score_labels_agree_with_their_colour_and_refusal_reasons_show_whole() {
 
     // Scores next to a threshold: the label never reads as the other side of it.
     let scores = [0.8488, 0.8449, 0.85, 0.8512, 0.6499, 0.65, 0.3];
-    let shown = browser
-        .js("return arguments[0].map((s) => ({ label: scoreText(s), conf: confClass(s) }))", json!([scores]))
-        .await;
+    let shown = browser.js("return arguments[0].map((s) => ({ label: scoreText(s), conf: confClass(s) }))", json!([scores])).await;
     for (score, v) in scores.iter().zip(shown.as_array().unwrap()) {
         let label: f64 = v["label"].as_str().unwrap().parse().unwrap();
         assert_eq!(v["conf"], expected_conf(*score), "colour of {score}");
@@ -623,7 +621,8 @@ async fn score_labels_agree_with_their_colour_and_refusal_reasons_show_whole() {
             |v| v.as_array().is_some_and(|a| !a.is_empty()),
         )
         .await;
-    let reason = reasons.as_array().unwrap().iter().find(|r| r["text"] == format!("refused: {code}")).unwrap_or_else(|| panic!("{reasons}"));
+    let reason =
+        reasons.as_array().unwrap().iter().find(|r| r["text"] == format!("refused: {code}")).unwrap_or_else(|| panic!("{reasons}"));
     assert_eq!(reason["clipped"], false, "the reason is not cut: {reason}");
     drop(browser);
     pipeline.stop().await;

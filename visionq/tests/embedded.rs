@@ -97,12 +97,8 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
     let broken = tmp.join("broken.jpg");
     std::fs::write(&broken, b"this is not a JPEG").unwrap();
     let out = tmp.join("results.jsonl");
-    let run = visionq(
-        &["detect", photos_dir().to_str().unwrap(), broken.to_str().unwrap(), "-o", out.to_str().unwrap()],
-        &tmp,
-        &[],
-        true,
-    );
+    let run =
+        visionq(&["detect", photos_dir().to_str().unwrap(), broken.to_str().unwrap(), "-o", out.to_str().unwrap()], &tmp, &[], true);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "one image failed, so the exit code says so: {stderr}");
     assert!(stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("HTTP 415"), "{stderr}");
@@ -151,7 +147,11 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
         let v = &ours[name];
         let id = v["frame_id"].as_str().unwrap();
         let (status, n): (String, i64) = db
-            .query_row("SELECT status, (SELECT count(*) FROM detections d WHERE d.frame_id = f.frame_id) FROM frames f WHERE frame_id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT status, (SELECT count(*) FROM detections d WHERE d.frame_id = f.frame_id) FROM frames f WHERE frame_id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!(status, "ok");
         assert_eq!(n as usize, v["detections"].as_array().unwrap().len(), "{name}");
@@ -183,12 +183,9 @@ async fn embedded_and_rabbitmq_modes_give_identical_detections() {
     };
     let prefix = unique("modes");
     let embedded = detections(scratch("embedded"), vec![]).await.unwrap();
-    let amqp = detections(
-        scratch("amqp"),
-        vec![("VISIONQ_AMQP_URL", AMQP_URL.to_string()), ("VISIONQ_QUEUE_PREFIX", prefix.clone())],
-    )
-    .await
-    .unwrap();
+    let amqp = detections(scratch("amqp"), vec![("VISIONQ_AMQP_URL", AMQP_URL.to_string()), ("VISIONQ_QUEUE_PREFIX", prefix.clone())])
+        .await
+        .unwrap();
     delete_topology(&prefix).await;
     assert_eq!(embedded.len(), 9);
     assert!(embedded.values().map(Vec::len).sum::<usize>() >= 20);
@@ -198,12 +195,7 @@ async fn embedded_and_rabbitmq_modes_give_identical_detections() {
 #[test]
 fn demo_runs_with_no_service_and_records_every_frame() {
     let tmp = scratch("demo");
-    let run = visionq(
-        &["demo", "--listen", "127.0.0.1:0", "--stations", "2", "--rate", "2", "--duration", "3"],
-        &tmp,
-        &[],
-        true,
-    );
+    let run = visionq(&["demo", "--listen", "127.0.0.1:0", "--stations", "2", "--rate", "2", "--duration", "3"], &tmp, &[], true);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("dashboard and API at http://127.0.0.1:"), "{stdout}");
@@ -270,7 +262,12 @@ fn asking_for_cuda_where_it_cannot_run_fails_loudly() {
     // This test binary is the CPU build on a machine without a GPU: CUDA must be
     // refused with the reason, never replaced by the CPU in silence.
     let tmp = scratch("cuda");
-    let run = visionq(&["detect", photo("dog.jpg").to_str().unwrap(), "-o", "-"], &tmp, &[("VISIONQ_EXECUTION_PROVIDER", "cuda".into())], false);
+    let run = visionq(
+        &["detect", photo("dog.jpg").to_str().unwrap(), "-o", "-"],
+        &tmp,
+        &[("VISIONQ_EXECUTION_PROVIDER", "cuda".into())],
+        false,
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "CUDA asked for, none available: must not succeed: {stderr}");
     assert!(stderr.contains("CUDA execution provider was asked for but is not usable"), "{stderr}");

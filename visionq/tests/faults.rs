@@ -20,8 +20,8 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,7 +148,13 @@ impl RabbitNode {
                 self.script = None;
                 panic!("RabbitMQ node {} exited ({status}) before listening; see {}", self.name, d.display());
             }
-            assert!(Instant::now() < until, "RabbitMQ node {} did not listen on {} in time; see {}", self.name, self.port, d.display());
+            assert!(
+                Instant::now() < until,
+                "RabbitMQ node {} did not listen on {} in time; see {}",
+                self.name,
+                self.port,
+                d.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Instant::now()
@@ -243,7 +249,13 @@ impl PgCluster {
 
     fn run(&self, what: &str, mut c: std::process::Command) {
         let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(out.status.success(), "{what} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     async fn start(tag: &str) -> PgCluster {
@@ -404,7 +416,6 @@ impl Drop for SharedTopology {
     }
 }
 
-
 /// Takes every ready message of `queue` without acking, counts those the broker
 /// marks as delivered before, then closes the channel so all of them go back.
 async fn count_redelivered(url: &str, queue: &str) -> (usize, usize) {
@@ -416,7 +427,12 @@ async fn count_redelivered(url: &str, queue: &str) -> (usize, usize) {
         let counted = m.delivery.properties.headers().as_ref().is_some_and(|h| {
             h.inner().iter().any(|(k, v)| {
                 k.as_str() == "x-delivery-count"
-                    && !matches!(v, lapin::types::AMQPValue::LongLongInt(0) | lapin::types::AMQPValue::LongInt(0) | lapin::types::AMQPValue::LongUInt(0))
+                    && !matches!(
+                        v,
+                        lapin::types::AMQPValue::LongLongInt(0)
+                            | lapin::types::AMQPValue::LongInt(0)
+                            | lapin::types::AMQPValue::LongUInt(0)
+                    )
             })
         });
         if m.delivery.redelivered || counted {
@@ -468,7 +484,9 @@ async fn post(client: &reqwest::Client, target: &Mutex<String>, station: &str, q
             let retry_after = r.headers().contains_key("retry-after");
             let v: Value = r.json().await.unwrap_or(Value::Null);
             let frame = match status {
-                200 | 202 | 504 => Some(Uuid::parse_str(v["frame_id"].as_str().unwrap_or_else(|| panic!("{status} without frame_id: {v}"))).unwrap()),
+                200 | 202 | 504 => {
+                    Some(Uuid::parse_str(v["frame_id"].as_str().unwrap_or_else(|| panic!("{status} without frame_id: {v}"))).unwrap())
+                }
                 _ => None,
             };
             (status, frame, retry_after)
@@ -477,6 +495,9 @@ async fn post(client: &reqwest::Client, target: &Mutex<String>, station: &str, q
     };
     Sent { sent, done: Instant::now(), status, frame, retry_after }
 }
+
+/// What each posting task takes of a [`Load`]: client, photos, target URL, log, stop flag.
+type Parts = (reqwest::Client, Arc<Vec<Bytes>>, Arc<Mutex<String>>, Arc<Mutex<Vec<Sent>>>, Arc<AtomicBool>);
 
 impl Load {
     /// `STATIONS` stations at `FPS` each: even ones take a 202, odd ones wait for the
@@ -511,7 +532,7 @@ impl Load {
         load
     }
 
-    fn parts(&self) -> (reqwest::Client, Arc<Vec<Bytes>>, Arc<Mutex<String>>, Arc<Mutex<Vec<Sent>>>, Arc<AtomicBool>) {
+    fn parts(&self) -> Parts {
         (self.client.clone(), self.photos.clone(), self.target.clone(), self.log.clone(), self.stop.clone())
     }
 
@@ -577,10 +598,13 @@ async fn stored(pg: &tokio_postgres::Client) -> HashMap<Uuid, Row> {
     let mut by_id: HashMap<Uuid, Row> = HashMap::new();
     for r in rows {
         let id: Uuid = r.get(0);
-        by_id
-            .entry(id)
-            .and_modify(|row| row.copies += 1)
-            .or_insert(Row { copies: 1, status: r.get(1), detection_count: r.get(2), stored_at: r.get(3), detection_rows: r.get(4) });
+        by_id.entry(id).and_modify(|row| row.copies += 1).or_insert(Row {
+            copies: 1,
+            status: r.get(1),
+            detection_count: r.get(2),
+            stored_at: r.get(3),
+            detection_rows: r.get(4),
+        });
     }
     by_id
 }
@@ -592,7 +616,8 @@ async fn wait_drained(pg: &tokio_postgres::Client, amqp_url: &str, prefix: &str,
     let until = Instant::now() + within;
     let (mut last, mut moved) = (-1, Instant::now());
     loop {
-        let n: i64 = pg.query_one("SELECT count(DISTINCT frame_id) FROM frames WHERE frame_id = ANY($1)", &[&ids]).await.unwrap().get(0);
+        let n: i64 =
+            pg.query_one("SELECT count(DISTINCT frame_id) FROM frames WHERE frame_id = ANY($1)", &[&ids]).await.unwrap().get(0);
         let mut queued = 0;
         for q in ["frames", "tensors", "results"] {
             queued += queue_len_at(amqp_url, &format!("{prefix}.{q}")).await;
@@ -763,7 +788,11 @@ async fn broker_outage(hard: bool) {
     let during: Vec<&Sent> = sent.iter().filter(|s| s.sent >= down && s.done <= reopened).collect();
     assert!(during.iter().all(|s| s.frame.is_none()), "a frame was accepted while the broker was down");
     let refused_during = during.iter().filter(|s| s.status == 503 && s.retry_after).count();
-    assert!(refused_during > 0 && refused_during == during.len(), "every frame posted during the outage is refused with 503 + Retry-After: {:?}", during.iter().map(|s| s.status).collect::<Vec<_>>());
+    assert!(
+        refused_during > 0 && refused_during == during.len(),
+        "every frame posted during the outage is refused with 503 + Retry-After: {:?}",
+        during.iter().map(|s| s.status).collect::<Vec<_>>()
+    );
 
     let pg = db.client().await;
     wait_drained(&pg, &node.url(), &prefix, &sent, Duration::from_secs(90)).await;
@@ -774,7 +803,8 @@ async fn broker_outage(hard: bool) {
     let backlog = backlog_done(&rows, &sent, reopened, reopen_wall);
     // Frames accepted before the stop whose results came after the restart: they
     // waited in the durable queues (or in a worker's hands) across it.
-    let crossed = sent.iter().filter(|s| s.done < down).filter_map(|s| rows.get(&s.frame?)).filter(|r| r.stored_at > reopen_wall).count();
+    let crossed =
+        sent.iter().filter(|s| s.done < down).filter_map(|s| rows.get(&s.frame?)).filter(|r| r.stored_at > reopen_wall).count();
     assert!(crossed > 0, "some accepted frames were still queued when the broker stopped");
     let recovery = format!(
         "broker down {} (stop to port open); after the port reopened: first 202 {}, first result stored {} \

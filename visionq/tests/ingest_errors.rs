@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// SOI + SOF0 header declaring `w`×`h` (no image data).
 fn header_only(w: u16, h: u16) -> Vec<u8> {
@@ -60,7 +60,13 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
         ("only the SOI", "image/jpeg", vec![0xFF, 0xD8, 0xFF], 400, "bad_header"),
         ("truncated SOF", "image/jpeg", truncated_sof, 400, "bad_header"),
         ("first 40 bytes of a photo", "image/jpeg", dog[..40].to_vec(), 400, "bad_header"),
-        ("corrupt segment", "image/jpeg", [vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0x12, 0x34], vec![0; 10]].concat(), 400, "bad_header"),
+        (
+            "corrupt segment",
+            "image/jpeg",
+            [vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0, 0x12, 0x34], vec![0; 10]].concat(),
+            400,
+            "bad_header",
+        ),
         ("over the byte limit", "image/jpeg", padded.clone(), 413, "too_large"),
         ("decompression bomb", "image/jpeg", header_only(16000, 16000), 413, "too_many_pixels"),
         ("over the side limit", "image/jpeg", header_only(20000, 100), 413, "too_many_pixels"),
@@ -91,11 +97,18 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
     assert_eq!(s, 202, "{v}");
     accepted.push(v["frame_id"].as_str().unwrap().to_string());
     let data_url = format!("data:image/jpeg;base64,{b64}");
-    let (s, v, _) = post(&client, &url, "application/json", json!({ "image": data_url, "captured_at": "2026-11-22T10:00:00Z" }).to_string().into_bytes()).await;
+    let (s, v, _) = post(
+        &client,
+        &url,
+        "application/json",
+        json!({ "image": data_url, "captured_at": "2026-11-22T10:00:00Z" }).to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(s, 202, "{v}");
     let with_capture = v["frame_id"].as_str().unwrap().to_string();
     accepted.push(with_capture.clone());
-    let form = reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(dog.clone()).file_name("dog.jpg").mime_str("image/jpeg").unwrap());
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(dog.clone()).file_name("dog.jpg").mime_str("image/jpeg").unwrap());
     let r = client.post(&url).multipart(form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let v: Value = r.json().await.unwrap();

@@ -267,7 +267,8 @@ async fn sigterm_mid_load_loses_nothing_and_doubles_nothing() {
         stations.push(tokio::spawn(async move {
             let mut i = s;
             while !stop.load(Ordering::Relaxed) {
-                let r = client.post(&url).header("content-type", "image/jpeg").body(photo_bytes(PHOTOS[i % PHOTOS.len()])).send().await;
+                let r =
+                    client.post(&url).header("content-type", "image/jpeg").body(photo_bytes(PHOTOS[i % PHOTOS.len()])).send().await;
                 match r {
                     Ok(r) if [200, 202].contains(&r.status().as_u16()) => {
                         let v: Value = r.json().await.unwrap();
@@ -395,13 +396,21 @@ async fn trace_context_travels_in_the_frame_tensor_and_result_messages() {
     assert_eq!(traceparent_on(&ch, &format!("{prefix}.results")).await.as_deref(), Some(traceparent), "result message");
 
     // A frame posted without one gets a fresh trace context: its trace id is the frame id.
-    let r = client.post(ingest.url("/v1/stations/s1/frames")).header("content-type", "image/jpeg").body(photo_bytes("dog.jpg")).send().await.unwrap();
+    let r = client
+        .post(ingest.url("/v1/stations/s1/frames"))
+        .header("content-type", "image/jpeg")
+        .body(photo_bytes("dog.jpg"))
+        .send()
+        .await
+        .unwrap();
     let v: Value = r.json().await.unwrap();
     let id = uuid::Uuid::parse_str(v["frame_id"].as_str().unwrap()).unwrap();
     let until = Instant::now() + Duration::from_secs(60);
     'found: loop {
         // The results queue now holds both results: find the second one's.
-        while let Some(m) = ch.basic_get(format!("{prefix}.results").into(), lapin::options::BasicGetOptions { no_ack: false }).await.unwrap() {
+        while let Some(m) =
+            ch.basic_get(format!("{prefix}.results").into(), lapin::options::BasicGetOptions { no_ack: false }).await.unwrap()
+        {
             let result: Value = serde_json::from_slice(&m.delivery.data).unwrap();
             let tp = header(&m.delivery, "traceparent");
             m.delivery.acker.ack(Default::default()).await.unwrap();
@@ -435,7 +444,17 @@ async fn selftest_reports_each_stage_and_logs_are_json_lines() {
     assert_eq!(v["result"]["station"], "selftest");
     assert_eq!(v["result"]["image"]["width"], 64);
     let total = v["total_ms"].as_f64().unwrap();
-    for stage in ["queue_wait_frames", "decode", "resize", "queue_wait_tensors", "batch_wait", "inference", "postprocess", "queue_wait_results", "db_write"] {
+    for stage in [
+        "queue_wait_frames",
+        "decode",
+        "resize",
+        "queue_wait_tensors",
+        "batch_wait",
+        "inference",
+        "postprocess",
+        "queue_wait_results",
+        "db_write",
+    ] {
         let ms = v["stages_ms"][stage].as_f64().unwrap_or_else(|| panic!("{stage} in {v}"));
         assert!((0.0..=total).contains(&ms), "{stage}: {ms} ms of {total} ms");
     }

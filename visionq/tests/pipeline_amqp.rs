@@ -38,7 +38,7 @@ async fn photos_come_back_over_the_reply_the_websocket_and_the_database() {
 
     let mut replies: HashMap<String, Value> = HashMap::new();
     for (photo_name, expected) in EXPECTED {
-        let url = server.url(&format!("/v1/stations/line1-cam1/frames?wait_ms=30000"));
+        let url = server.url("/v1/stations/line1-cam1/frames?wait_ms=30000");
         let (status, r) = post_jpeg(&client, &url, photo_bytes(photo_name)).await;
         assert_eq!(status, 200, "{photo_name}: {r}");
         assert_eq!(r["status"], "ok", "{photo_name}: {r}");
@@ -52,9 +52,17 @@ async fn photos_come_back_over_the_reply_the_websocket_and_the_database() {
     }
 
     // dog.jpg: the dog lower left, the bicycle in the middle, a car or truck top right.
-    let dog = replies.values().find(|r| classes(r).contains(&"dog".to_string()) && classes(r).contains(&"bicycle".to_string())).unwrap();
+    let dog =
+        replies.values().find(|r| classes(r).contains(&"dog".to_string()) && classes(r).contains(&"bicycle".to_string())).unwrap();
     let find = |names: &[&str]| {
-        dog["detections"].as_array().unwrap().iter().filter(|d| names.contains(&d["class_name"].as_str().unwrap())).max_by(|a, b| a["score"].as_f64().partial_cmp(&b["score"].as_f64()).unwrap()).cloned().unwrap()
+        dog["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| names.contains(&d["class_name"].as_str().unwrap()))
+            .max_by(|a, b| a["score"].as_f64().partial_cmp(&b["score"].as_f64()).unwrap())
+            .cloned()
+            .unwrap()
     };
     let (dx, dy) = centre(&find(&["dog"]));
     assert!(dx < 0.45 && dy > 0.5, "dog centre ({dx:.2}, {dy:.2})");
@@ -94,7 +102,8 @@ async fn photos_come_back_over_the_reply_the_websocket_and_the_database() {
     assert_eq!(total as usize, EXPECTED.len());
 
     // History: newest first, filtered by class.
-    let h: Value = client.get(server.url("/v1/stations/line1-cam1/results?class=dog&limit=10")).send().await.unwrap().json().await.unwrap();
+    let h: Value =
+        client.get(server.url("/v1/stations/line1-cam1/results?class=dog&limit=10")).send().await.unwrap().json().await.unwrap();
     let hist = h["results"].as_array().unwrap();
     assert_eq!(hist.len(), 2, "dog.jpg and person.jpg have dogs");
     assert!(hist.iter().all(|r| r["detections"].as_array().unwrap().iter().all(|d| d["class_name"] == "dog")));

@@ -121,7 +121,9 @@ async fn history_pages_counts_and_retention_over_http() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["bucket"].as_str().unwrap().to_string(), c["class_name"].as_str().unwrap().to_string(), c["count"].as_u64().unwrap()))
+        .map(|c| {
+            (c["bucket"].as_str().unwrap().to_string(), c["class_name"].as_str().unwrap().to_string(), c["count"].as_u64().unwrap())
+        })
         .collect();
     let h = |k: i64| (hour0 + chrono::Duration::hours(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     // Frames every 400 s: 0..3600 holds 9 (dogs), 3600..7200 holds 9, 7200..10000 holds 7.

@@ -26,13 +26,26 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         c.current_dir(dir);
         c
     };
-    run(openssl().args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=visionq test CA"])
-        .args(["-keyout", &p("ca.key"), "-out", &p("ca.pem")]));
-    run(openssl().args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"])
-        .args(["-keyout", &p("server.key"), "-out", &p("server.csr")]));
+    run(openssl().args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=visionq test CA"]).args([
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]));
+    run(openssl().args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]));
     std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    run(openssl().args(["x509", "-req", "-days", "2", "-in", &p("server.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key")])
-        .args(["-CAcreateserial", "-extfile", &p("san.ext"), "-out", &p("server.pem")]));
+    run(openssl().args(["x509", "-req", "-days", "2", "-in", &p("server.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key")]).args([
+        "-CAcreateserial",
+        "-extfile",
+        &p("san.ext"),
+        "-out",
+        &p("server.pem"),
+    ]));
     (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
 
@@ -91,11 +104,8 @@ struct TlsFront {
 impl TlsFront {
     async fn start(cert: &Path, key: &Path) -> TlsFront {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let listen = format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-            cert.display(),
-            key.display()
-        );
+        let listen =
+            format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0", cert.display(), key.display());
         let child = tokio::process::Command::new("socat")
             .args([listen.as_str(), "TCP:127.0.0.1:5672"])
             .stdout(Stdio::null())

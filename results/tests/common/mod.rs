@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use visionq_results::{open_store, SharedStore};
+use visionq_results::{SharedStore, open_store};
 
 pub const MSSQL_ENV: &str = "VISIONQ_TEST_MSSQL_URL";
 

@@ -170,7 +170,8 @@ pub async fn post_jpeg(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u
 }
 
 pub fn classes(result: &serde_json::Value) -> Vec<String> {
-    let mut c: Vec<String> = result["detections"].as_array().unwrap().iter().map(|d| d["class_name"].as_str().unwrap().to_string()).collect();
+    let mut c: Vec<String> =
+        result["detections"].as_array().unwrap().iter().map(|d| d["class_name"].as_str().unwrap().to_string()).collect();
     c.sort();
     c.dedup();
     c
@@ -178,11 +179,8 @@ pub fn classes(result: &serde_json::Value) -> Vec<String> {
 
 /// Runs `visionq token new ARGS`; returns the token and appends its entry to `file`.
 pub fn new_token(file: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
-        .args(["token", "new"])
-        .args(args)
-        .output()
-        .expect("visionq runs");
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_visionq")).args(["token", "new"]).args(args).output().expect("visionq runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let entry: String =
@@ -198,11 +196,7 @@ pub fn new_token(file: &Path, args: &[&str]) -> String {
 /// SHA-256 hex by the system's sha256sum, independent of the code under test.
 fn sha256_hex(token: &str) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
