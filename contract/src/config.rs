@@ -387,6 +387,13 @@ impl Config {
         c
     }
 
+    /// The keys without a default that this configuration leaves unset (TOML has no
+    /// null, so `visionq config` prints them as comments, to list every key).
+    pub fn unset_keys(&self) -> Vec<&'static str> {
+        let shown = toml::Table::try_from(self).unwrap_or_default();
+        OPTIONAL_KEYS.iter().copied().filter(|k| !shown.contains_key(*k)).collect()
+    }
+
     /// The default deadline (ms, 0: none) of a frame of `station`.
     pub fn deadline_ms(&self, station: &str) -> u64 {
         self.station.get(station).and_then(|s| s.deadline_ms).unwrap_or(self.frame_deadline_ms)

@@ -141,7 +141,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config => {
-            print!("{}", toml::to_string(&config.redacted())?);
+            let shown = config.redacted();
+            // Every key: the unset ones (no default) as comments, since TOML has no null.
+            for key in shown.unset_keys() {
+                println!("# {key} = (unset)");
+            }
+            print!("{}", toml::to_string(&shown)?);
             Ok(())
         }
         Command::Token(TokenCommand::New(args)) => token::new(args),
