@@ -2,10 +2,8 @@
 
 use fast_image_resize as fr;
 use visionq_contract::Letterbox;
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::bytestream::ZCursor;
-use zune_jpeg::zune_core::colorspace::ColorSpace;
-use zune_jpeg::zune_core::options::DecoderOptions;
+
+use crate::decode::{Channels, JpegDecoder};
 
 /// Grey of the letterbox bars, as the YOLO family was trained with.
 pub const PAD_VALUE: u8 = 114;
@@ -55,33 +53,23 @@ pub struct Preprocessor {
     input_height: u32,
     max_pixels: u64,
     resizer: fr::Resizer,
+    jpeg: JpegDecoder,
 }
 
 impl Preprocessor {
     pub fn new(input_width: u32, input_height: u32, max_pixels: u64) -> Self {
-        Preprocessor { input_width, input_height, max_pixels, resizer: fr::Resizer::new() }
+        Preprocessor { input_width, input_height, max_pixels, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new() }
     }
 
     pub fn input_size(&self) -> (u32, u32) {
         (self.input_width, self.input_height)
     }
 
-    /// Decodes a JPEG to RGB, refusing more than `max_pixels` before allocating.
-    pub fn decode(&self, jpeg: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
-        let side = self.max_pixels.min(u16::MAX as u64) as usize;
-        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(side).set_max_height(side);
-        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(jpeg), options);
-        decoder.decode_headers().map_err(|e| PreprocessError::Decode(e.to_string()))?;
-        let info = decoder.info().ok_or_else(|| PreprocessError::Decode("no image header".into()))?;
-        let (w, h) = (info.width as usize, info.height as usize);
-        if (w as u64) * (h as u64) > self.max_pixels {
-            return Err(PreprocessError::TooLarge { width: w, height: h, max_pixels: self.max_pixels });
-        }
-        let pixels = decoder.decode().map_err(|e| PreprocessError::Decode(e.to_string()))?;
-        if pixels.len() != w * h * 3 {
-            return Err(PreprocessError::Decode(format!("decoder returned {} bytes for a {w}x{h} RGB image", pixels.len())));
-        }
-        Ok((pixels, w as u32, h as u32))
+    /// Decodes a JPEG to RGB, refusing more than `max_pixels` before allocating, and
+    /// any truncated or corrupt data.
+    pub fn decode(&mut self, jpeg: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
+        let d = self.jpeg.decode(jpeg, self.max_pixels, 1, Channels::Rgb)?;
+        Ok((d.pixels, d.width, d.height))
     }
 
     /// Decode, then letterbox into the model input.
@@ -148,7 +136,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error_not_a_panic() {
-        let p = Preprocessor::new(32, 32, 1 << 20);
+        let mut p = Preprocessor::new(32, 32, 1 << 20);
         for input in [&b""[..], b"\xff\xd8\xff", b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03", b"not a jpeg"] {
             assert!(matches!(p.decode(input), Err(PreprocessError::Decode(_))), "{input:?}");
         }

@@ -1,14 +1,17 @@
 //! Preprocessing: this crate owns turning a camera frame (JPEG) into the model's
-//! input — decode, letterbox, resize — as a u8 HWC RGB tensor plus the letterbox
-//! geometry that maps boxes back. It is a library first ([`Preprocessor`]), so the
+//! input — strict decode (cut-off or corrupt data is an error, never a grey image),
+//! letterbox, resize — as a u8 HWC RGB tensor plus the letterbox geometry that maps
+//! boxes back. It is a library first ([`Preprocessor`]), so the
 //! infer-worker can run it inline on its own threads, and a role second ([`run`]):
 //! consume frames, publish tensors, and turn frames that cannot be decoded into an
 //! error result plus a dead letter.
 
+mod decode;
 mod image;
 mod pool;
 mod role;
 
+pub use decode::{Channels, Decoded, JpegDecoder};
 pub use image::{PAD_VALUE, PreprocessError, Preprocessed, Preprocessor, letterbox_geometry};
 pub use pool::PreprocessPool;
 pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};
