@@ -13,7 +13,7 @@ when `python3 -m venv` cannot work, Debian's python3-venv.
 
 Layout of the cache:
 
-    venv/                                python with numpy, onnx, onnxruntime, Pillow
+    venv/                                python with numpy, onnx, onnxruntime, OpenCV, Pillow
     onnxruntime/libonnxruntime.so.1.31.1 for ort's load-dynamic (ORT_DYLIB_PATH)
     models/yolov3-tiny.onnx              converted by tools/darknet2onnx.py
     models/fall-detection-yolov8.onnx    YOLOv8 layout, fixed batch 1
@@ -55,6 +55,7 @@ VENV_REQUIREMENTS = (
     "numpy==2.4.6",
     "onnx==1.23.2",
     "onnxruntime==1.31.1",
+    "opencv-python-headless==4.14.0.94",
     "pillow==13.0.0",
     "protobuf==7.36.2",
     "ml_dtypes==0.6.0",

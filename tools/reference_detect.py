@@ -11,11 +11,16 @@ Prints one JSON array on stdout, one object per image, in argument order:
 Detections are sorted by score, highest first. It shares no code with the
 Rust pipeline but follows its conventions, so the two can be compared:
 
-* decode with Pillow (no EXIF rotation), RGB;
+* decode with OpenCV (``cv2.imdecode``, libjpeg-turbo for JPEG; the EXIF
+  orientation applied, as ``cv2.imread`` does, unless ``--ignore-orientation``),
+  BGR turned to RGB (``--bgr`` keeps BGR, for a model trained on BGR);
 * letterbox into the model's input W x H: ``scale = min(W/w, H/h)``, scaled
   size ``round(w*scale), round(h*scale)`` (half away from zero) clamped to
-  ``[1, W]`` / ``[1, H]``, ``pad_x = (W - sw) // 2``, ``pad_y = (H - sh) // 2``,
-  padding grey 114, bilinear resize (Pillow's, antialiased when shrinking);
+  ``[1, W]`` / ``[1, H]``, ``pad_x = (W - sw) // 2``, ``pad_y = (H - sh) // 2``
+  (as Ultralytics' ``round(dw - 0.1)``), padding grey 114, resized with
+  ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)`` (plain bilinear, no
+  antialiasing: what Darknet, OpenCV ``dnn`` and Ultralytics feed YOLO models);
+  ``--stretch`` resizes to W x H without bars instead;
 * float32 = u8 / 255, NCHW, batch 1;
 * decode by layout, read from the ONNX metadata ``layout`` or inferred from
   the output shape:
@@ -38,11 +43,12 @@ import argparse
 import ast
 import json
 import math
+import os
 import sys
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+import cv2
 
 PAD_VALUE = 114
 
@@ -73,8 +79,20 @@ def parse_names(raw: str | None) -> list[str] | None:
     return None
 
 
-def letterbox(img: Image.Image, in_w: int, in_h: int):
-    w, h = img.size
+def read_rgb(path: str, ignore_orientation: bool, bgr: bool) -> np.ndarray:
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0)
+    img = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+    if img is None:
+        raise SystemExit(f"OpenCV cannot decode {path}")
+    return img if bgr else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def letterbox(img: np.ndarray, in_w: int, in_h: int, stretch: bool = False):
+    """Returns the model input (u8 HWC), scale_x, scale_y, pad_x, pad_y."""
+    h, w = img.shape[:2]
+    if stretch:
+        resized = cv2.resize(img, (in_w, in_h), interpolation=cv2.INTER_LINEAR)
+        return resized, in_w / w, in_h / h, 0, 0
     f32 = np.float32
     # float32 arithmetic, as in the pipeline, so that .5 cases round the same way
     scale = min(f32(in_w) / f32(w), f32(in_h) / f32(h))
@@ -83,12 +101,15 @@ def letterbox(img: Image.Image, in_w: int, in_h: int):
     scale = float(scale)
     pad_x = (in_w - sw) // 2
     pad_y = (in_h - sh) // 2
-    resized = img.resize((sw, sh), Image.BILINEAR) if (sw, sh) != (w, h) else img
-    canvas = Image.new("RGB", (in_w, in_h), (PAD_VALUE, PAD_VALUE, PAD_VALUE))
-    canvas.paste(resized, (pad_x, pad_y))
-    arr = np.asarray(canvas, dtype=np.uint8)
-    tensor = (arr.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(tensor), scale, pad_x, pad_y
+    resized = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR) if (sw, sh) != (w, h) else img
+    canvas = np.full((in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[pad_y : pad_y + sh, pad_x : pad_x + sw] = resized
+    return canvas, scale, scale, pad_x, pad_y
+
+
+def to_tensor(hwc: np.ndarray) -> np.ndarray:
+    tensor = (hwc.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(tensor)
 
 
 def infer_layout(shape: list, meta_layout: str | None) -> str:
@@ -165,7 +186,7 @@ def decode(out: np.ndarray, layout: str, conf: float):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Reference YOLO detector (onnxruntime + Pillow + numpy).")
+    p = argparse.ArgumentParser(description="Reference YOLO detector (onnxruntime + OpenCV + numpy).")
     p.add_argument("model")
     p.add_argument("images", nargs="+")
     p.add_argument("--conf", type=float, default=0.25)
@@ -173,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-det", type=int, default=300)
     p.add_argument("--layout", default=None, help="override the layout (yolov5, yolov8, yolov10)")
     p.add_argument("--indent", type=int, default=None)
+    p.add_argument("--ignore-orientation", action="store_true", help="decode without applying EXIF orientation")
+    p.add_argument("--bgr", action="store_true", help="feed the model BGR instead of RGB")
+    p.add_argument("--stretch", action="store_true", help="resize to the input without letterbox bars")
+    p.add_argument("--dump-input", default=None, help="write each image's u8 HWC model input to DIR/NAME.rgb")
     args = p.parse_args(argv)
 
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -188,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for path in args.images:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-        width, height = img.size
-        tensor, scale, pad_x, pad_y = letterbox(img, in_w, in_h)
-        out = sess.run([out_info.name], {inp.name: tensor})[0][0]
+        img = read_rgb(path, args.ignore_orientation, args.bgr)
+        height, width = img.shape[:2]
+        hwc, scale_x, scale_y, pad_x, pad_y = letterbox(img, in_w, in_h, args.stretch)
+        if args.dump_input:
+            hwc.tofile(os.path.join(args.dump_input, os.path.basename(path) + ".rgb"))
+        out = sess.run([out_info.name], {inp.name: to_tensor(hwc)})[0][0]
         boxes, scores, classes = decode(out, layout, args.conf)
         if layout != "yolov10":
             keep = nms(boxes, scores, classes, args.iou, args.max_det)
@@ -202,10 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in keep:
             x1, y1, x2, y2 = boxes[i]
             mapped = [
-                min(max((x1 - pad_x) / scale, 0.0), float(width)),
-                min(max((y1 - pad_y) / scale, 0.0), float(height)),
-                min(max((x2 - pad_x) / scale, 0.0), float(width)),
-                min(max((y2 - pad_y) / scale, 0.0), float(height)),
+                min(max((x1 - pad_x) / scale_x, 0.0), float(width)),
+                min(max((y1 - pad_y) / scale_y, 0.0), float(height)),
+                min(max((x2 - pad_x) / scale_x, 0.0), float(width)),
+                min(max((y2 - pad_y) / scale_y, 0.0), float(height)),
             ]
             cid = int(classes[i])
             dets.append(

@@ -147,6 +147,18 @@ pub struct Config {
     /// Whether `input_size` was set (file or environment) rather than defaulted.
     #[serde(skip)]
     pub input_size_set: bool,
+    /// How the model was trained to see its input (README, "What the model sees"):
+    /// `linear` (OpenCV INTER_LINEAR) or `antialias` (Pillow's bilinear).
+    pub resize_filter: String,
+    /// `letterbox` (aspect kept, grey 114 bars) or `stretch` (whole input).
+    pub input_fit: String,
+    /// `rgb` or `bgr`.
+    pub channel_order: String,
+    /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
+    /// `off` or `auto`.
+    pub decode_scale: String,
+    /// `apply` the EXIF orientation before the letterbox, or `ignore` it.
+    pub exif_orientation: String,
     pub preprocess_concurrency: usize,
     pub infer_input: InferInput,
     pub max_batch_size: usize,
@@ -243,6 +255,11 @@ impl Default for Config {
             station: BTreeMap::new(),
             input_size: 416,
             input_size_set: false,
+            resize_filter: "linear".into(),
+            input_fit: "letterbox".into(),
+            channel_order: "rgb".into(),
+            decode_scale: "off".into(),
+            exif_orientation: "apply".into(),
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
             max_batch_size: 8,
@@ -357,6 +374,17 @@ impl Config {
         }
         if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
             return bad("input_size must be a positive multiple of 32");
+        }
+        for (key, value, allowed) in [
+            ("resize_filter", &self.resize_filter, &["linear", "antialias"][..]),
+            ("input_fit", &self.input_fit, &["letterbox", "stretch"]),
+            ("channel_order", &self.channel_order, &["rgb", "bgr"]),
+            ("decode_scale", &self.decode_scale, &["off", "auto"]),
+            ("exif_orientation", &self.exif_orientation, &["apply", "ignore"]),
+        ] {
+            if !allowed.contains(&value.as_str()) {
+                return Err(ConfigError::Invalid(format!("{key} must be one of {allowed:?}, not `{value}`")));
+            }
         }
         if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
             return bad("results_batch_size and preprocess_concurrency must be at least 1");

@@ -39,7 +39,11 @@ pub struct FrameMeta {
 pub struct Letterbox {
     pub input_width: u32,
     pub input_height: u32,
+    /// Input pixels per image pixel (horizontally, and vertically unless `scale_y`).
     pub scale: f32,
+    /// Vertical scale when it differs from `scale` (a stretched, not letterboxed, input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_y: Option<f32>,
     pub pad_x: u32,
     pub pad_y: u32,
     /// Size of the scaled image inside the canvas.
@@ -52,7 +56,8 @@ impl Letterbox {
     pub fn to_image(&self, b: [f32; 4], image_width: u32, image_height: u32) -> [f32; 4] {
         let (w, h) = (image_width as f32, image_height as f32);
         let x = |v: f32| ((v - self.pad_x as f32) / self.scale).clamp(0.0, w);
-        let y = |v: f32| ((v - self.pad_y as f32) / self.scale).clamp(0.0, h);
+        let sy = self.scale_y.unwrap_or(self.scale);
+        let y = |v: f32| ((v - self.pad_y as f32) / sy).clamp(0.0, h);
         [x(b[0]), y(b[1]), x(b[2]), y(b[3])]
     }
 }
@@ -185,6 +190,7 @@ mod tests {
             input_width: 416,
             input_height: 416,
             scale: 0.325,
+            scale_y: None,
             pad_x: 0,
             pad_y: 91,
             scaled_width: 416,

@@ -251,8 +251,9 @@ pub async fn run(
         pool: match config.infer_input {
             InferInput::Tensors => None,
             InferInput::Frames => {
-                let (w, h, max_pixels) = (model.input_width, model.input_height, config.max_pixels);
-                let pool = PreprocessPool::new(config.preprocess_concurrency, move || Preprocessor::new(w, h, max_pixels));
+                let (w, h) = (model.input_width, model.input_height);
+                let options = visionq_preprocess::PreprocessOptions::from_config(&config);
+                let pool = PreprocessPool::new(config.preprocess_concurrency, move || Preprocessor::with_options(w, h, options));
                 Some(Arc::new(pool.expect("spawning the preprocessing threads")))
             }
         },

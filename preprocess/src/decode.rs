@@ -18,6 +18,9 @@ pub struct Decoded {
     pub pixels: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// The image's own size (differs from `width`×`height` after a scaled decode).
+    pub source_width: u32,
+    pub source_height: u32,
 }
 
 /// Channel order asked of the decoder.
@@ -81,7 +84,7 @@ impl JpegDecoder {
         let mut pixels = vec![0u8; sw * sh * 3];
         let image = Image { pixels: &mut pixels[..], width: sw, pitch: sw * 3, height: sh, format };
         tj.decompress(jpeg, image).map_err(tj_error)?;
-        Ok(Decoded { pixels, width: sw as u32, height: sh as u32 })
+        Ok(Decoded { pixels, width: sw as u32, height: sh as u32, source_width: w as u32, source_height: h as u32 })
     }
 }
 

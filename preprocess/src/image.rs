@@ -1,12 +1,11 @@
 //! Decode and letterbox, on the calling thread.
 
 use fast_image_resize as fr;
-use visionq_contract::Letterbox;
+use visionq_contract::{Config, Letterbox};
 
 use crate::decode::{Channels, JpegDecoder};
-
-/// Grey of the letterbox bars, as the YOLO family was trained with.
-pub const PAD_VALUE: u8 = 114;
+use crate::letterbox::{fit_geometry, place};
+use crate::options::{ChannelOrder, DecodeScale, PreprocessOptions};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PreprocessError {
@@ -21,66 +20,91 @@ pub enum PreprocessError {
 /// A model-ready frame.
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
-    /// `input_height × input_width × 3`, RGB, row-major.
+    /// `input_height × input_width × 3`, row-major, RGB (BGR if the options say so).
     pub tensor: Vec<u8>,
     pub letterbox: Letterbox,
+    /// The image's size, whatever size it was decoded at.
     pub width: u32,
     pub height: u32,
     pub decode_seconds: f64,
     pub resize_seconds: f64,
 }
 
-/// Where a `width`×`height` image lands inside the model input, aspect kept, centred.
-pub fn letterbox_geometry(width: u32, height: u32, input_width: u32, input_height: u32) -> Letterbox {
-    let scale = (input_width as f32 / width as f32).min(input_height as f32 / height as f32);
-    let scaled_width = ((width as f32 * scale).round() as u32).clamp(1, input_width);
-    let scaled_height = ((height as f32 * scale).round() as u32).clamp(1, input_height);
-    Letterbox {
-        input_width,
-        input_height,
-        scale,
-        pad_x: (input_width - scaled_width) / 2,
-        pad_y: (input_height - scaled_height) / 2,
-        scaled_width,
-        scaled_height,
-    }
-}
-
-/// Decodes and letterboxes frames into a fixed model input. Keeps its resizer's
-/// buffers between calls: make one per thread.
+/// Decodes and letterboxes frames into a fixed model input. Keeps its decoder and
+/// resizer buffers between calls: make one per thread.
 pub struct Preprocessor {
     input_width: u32,
     input_height: u32,
-    max_pixels: u64,
+    options: PreprocessOptions,
     resizer: fr::Resizer,
     jpeg: JpegDecoder,
 }
 
 impl Preprocessor {
+    /// The default preprocessing (OpenCV-linear letterbox, RGB, full-size decode).
     pub fn new(input_width: u32, input_height: u32, max_pixels: u64) -> Self {
-        Preprocessor { input_width, input_height, max_pixels, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new() }
+        Self::with_options(input_width, input_height, PreprocessOptions { max_pixels, ..Default::default() })
+    }
+
+    pub fn with_options(input_width: u32, input_height: u32, options: PreprocessOptions) -> Self {
+        Preprocessor { input_width, input_height, options, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new() }
+    }
+
+    /// The preprocessing `config` asks for, into a `input_width`×`input_height` input.
+    pub fn from_config(config: &Config, input_width: u32, input_height: u32) -> Self {
+        Self::with_options(input_width, input_height, PreprocessOptions::from_config(config))
     }
 
     pub fn input_size(&self) -> (u32, u32) {
         (self.input_width, self.input_height)
     }
 
-    /// Decodes a JPEG to RGB, refusing more than `max_pixels` before allocating, and
-    /// any truncated or corrupt data.
+    pub fn options(&self) -> &PreprocessOptions {
+        &self.options
+    }
+
+    /// Decodes a JPEG to RGB at full size, refusing more than `max_pixels` before
+    /// allocating, and any truncated or corrupt data.
     pub fn decode(&mut self, jpeg: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
-        let d = self.jpeg.decode(jpeg, self.max_pixels, 1, Channels::Rgb)?;
+        let d = self.jpeg.decode(jpeg, self.options.max_pixels, 1, Channels::Rgb)?;
         Ok((d.pixels, d.width, d.height))
     }
 
+    /// The JPEG scale denominator (1, 2, 4 or 8) for a `width`×`height` image: with
+    /// `decode_scale = auto` the smallest decode that still covers the scaled image.
+    fn scale_for(&self, width: u32, height: u32) -> u8 {
+        if self.options.decode_scale == DecodeScale::Off {
+            return 1;
+        }
+        let lb = fit_geometry(self.options.input_fit, width, height, self.input_width, self.input_height);
+        let mut denom = 1u8;
+        for d in [2u8, 4, 8] {
+            let (w, h) = (width.div_ceil(d as u32), height.div_ceil(d as u32));
+            if w >= lb.scaled_width && h >= lb.scaled_height {
+                denom = d;
+            }
+        }
+        denom
+    }
+
     /// Decode, then letterbox into the model input.
-    pub fn prepare(&mut self, jpeg: &[u8]) -> Result<Preprocessed, PreprocessError> {
+    pub fn prepare(&mut self, bytes: &[u8]) -> Result<Preprocessed, PreprocessError> {
         let t0 = std::time::Instant::now();
-        let (rgb, width, height) = self.decode(jpeg)?;
+        let scale = match self.options.decode_scale {
+            DecodeScale::Off => 1,
+            DecodeScale::Auto => self.jpeg.dimensions(bytes).map(|(w, h)| self.scale_for(w, h)).unwrap_or(1),
+        };
+        let d = self.jpeg.decode(bytes, self.options.max_pixels, scale, Channels::Rgb)?;
+        let (width, height) = (d.source_width, d.source_height);
         let t1 = std::time::Instant::now();
-        let (tensor, letterbox) = self.letterbox(rgb, width, height)?;
+        let lb = fit_geometry(self.options.input_fit, width, height, self.input_width, self.input_height);
+        let mut tensor = place(&mut self.resizer, self.options.resize_filter, d.pixels, d.width, d.height, &lb)?;
+        if self.options.channel_order == ChannelOrder::Bgr {
+            tensor.chunks_exact_mut(3).for_each(|p| p.swap(0, 2));
+        }
         Ok(Preprocessed {
             tensor,
-            letterbox,
+            letterbox: lb,
             width,
             height,
             decode_seconds: (t1 - t0).as_secs_f64(),
@@ -88,21 +112,10 @@ impl Preprocessor {
         })
     }
 
-    /// Scales an RGB image into the model input with grey bars around it.
+    /// Scales an RGB image into the model input (grey bars around it, or stretched).
     pub fn letterbox(&mut self, rgb: Vec<u8>, width: u32, height: u32) -> Result<(Vec<u8>, Letterbox), PreprocessError> {
-        let lb = letterbox_geometry(width, height, self.input_width, self.input_height);
-        let src = fr::images::Image::from_vec_u8(width, height, rgb, fr::PixelType::U8x3)
-            .map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let mut scaled = fr::images::Image::new(lb.scaled_width, lb.scaled_height, fr::PixelType::U8x3);
-        let options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-        self.resizer.resize(&src, &mut scaled, &options).map_err(|e| PreprocessError::Resize(e.to_string()))?;
-        let row = self.input_width as usize * 3;
-        let mut canvas = vec![PAD_VALUE; row * self.input_height as usize];
-        let scaled_row = lb.scaled_width as usize * 3;
-        for (y, line) in scaled.buffer().chunks_exact(scaled_row).enumerate() {
-            let start = (y + lb.pad_y as usize) * row + lb.pad_x as usize * 3;
-            canvas[start..start + scaled_row].copy_from_slice(line);
-        }
+        let lb = fit_geometry(self.options.input_fit, width, height, self.input_width, self.input_height);
+        let canvas = place(&mut self.resizer, self.options.resize_filter, rgb, width, height, &lb)?;
         Ok((canvas, lb))
     }
 }
@@ -110,14 +123,7 @@ impl Preprocessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn geometry_keeps_the_aspect_and_centres() {
-        let lb = letterbox_geometry(1280, 720, 416, 416);
-        assert_eq!((lb.scaled_width, lb.scaled_height, lb.pad_x, lb.pad_y), (416, 234, 0, 91));
-        let lb = letterbox_geometry(100, 400, 416, 416);
-        assert_eq!((lb.scaled_width, lb.scaled_height, lb.pad_x, lb.pad_y), (104, 416, 156, 0));
-    }
+    use crate::PAD_VALUE;
 
     #[test]
     fn letterbox_pads_with_grey_and_keeps_the_image() {
@@ -139,6 +145,18 @@ mod tests {
         let mut p = Preprocessor::new(32, 32, 1 << 20);
         for input in [&b""[..], b"\xff\xd8\xff", b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03", b"not a jpeg"] {
             assert!(matches!(p.decode(input), Err(PreprocessError::Decode(_))), "{input:?}");
+            assert!(matches!(p.prepare(input), Err(PreprocessError::Decode(_))), "{input:?}");
         }
+    }
+
+    #[test]
+    fn auto_scale_keeps_the_decode_at_least_as_large_as_the_scaled_image() {
+        let options = PreprocessOptions { decode_scale: DecodeScale::Auto, ..Default::default() };
+        let p = Preprocessor::with_options(416, 416, options);
+        assert_eq!(p.scale_for(1280, 720), 2, "640x360 covers 416x234");
+        assert_eq!(p.scale_for(4000, 3000), 8, "500x375 covers 416x312");
+        assert_eq!(p.scale_for(640, 480), 1, "320x240 would not cover 416x312");
+        let off = Preprocessor::new(416, 416, 1 << 30);
+        assert_eq!(off.scale_for(4000, 3000), 1);
     }
 }

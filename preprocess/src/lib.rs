@@ -8,10 +8,14 @@
 
 mod decode;
 mod image;
+mod letterbox;
+mod options;
 mod pool;
 mod role;
 
 pub use decode::{Channels, Decoded, JpegDecoder};
-pub use image::{PAD_VALUE, PreprocessError, Preprocessed, Preprocessor, letterbox_geometry};
+pub use image::{PreprocessError, Preprocessed, Preprocessor};
+pub use letterbox::{PAD_VALUE, fit_geometry, letterbox_geometry};
+pub use options::{ChannelOrder, DecodeScale, InputFit, PreprocessOptions, ResizeFilter};
 pub use pool::PreprocessPool;
 pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};

@@ -13,7 +13,7 @@ use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ModelInfo, TensorMeta};
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
 
-use crate::{PreprocessError, PreprocessPool, Preprocessor};
+use crate::{PreprocessError, PreprocessOptions, PreprocessPool, Preprocessor};
 
 /// Why a frame message cannot be turned into a tensor.
 #[derive(Debug, thiserror::Error)]
@@ -163,9 +163,9 @@ pub async fn run(
     let concurrency = config.preprocess_concurrency;
     let mut deliveries = broker.consume(WorkQueue::Frames, (concurrency * 2).min(u16::MAX as usize) as u16).await?;
     let slots = Arc::new(Semaphore::new(concurrency));
-    let (size, max_pixels) = (config.input_size, config.max_pixels);
+    let (size, options) = (config.input_size, PreprocessOptions::from_config(&config));
     let pool = Arc::new(
-        PreprocessPool::new(concurrency, move || Preprocessor::new(size, size, max_pixels))
+        PreprocessPool::new(concurrency, move || Preprocessor::with_options(size, size, options))
             .expect("spawning the preprocessing threads"),
     );
     let mut tasks = JoinSet::new();

@@ -18,10 +18,7 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit_once(' '))
         .filter(|(head, _)| {
             let (n, rest) = head.split_once('{').unwrap_or((head, ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
         })
         .map(|(_, v)| v.parse::<f64>().unwrap())
         .sum()
@@ -46,56 +43,23 @@ async fn truncated_and_half_garbage_jpegs_are_errors_not_empty_results() {
         *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
     }
     let mut results: Vec<Value> = Vec::new();
-    for (what, body) in [
-        ("dog.jpg cut to 20 KB", truncated),
-        ("dog.jpg, second half garbage", half_garbage),
-    ] {
+    for (what, body) in [("dog.jpg cut to 20 KB", truncated), ("dog.jpg, second half garbage", half_garbage)] {
         let (status, r) = post_jpeg(&client, &url, body).await;
-        assert_eq!(
-            status, 200,
-            "{what}: accepted (its header is fine), then answered: {r}"
-        );
+        assert_eq!(status, 200, "{what}: accepted (its header is fine), then answered: {r}");
         assert_eq!(r["status"], "error", "{what}: {r}");
         let reason = r["error"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains("JPEG") && reason.len() > 20,
-            "{what}: the reason says what is wrong: {r}"
-        );
-        assert!(
-            r["detections"].as_array().is_none_or(|d| d.is_empty()),
-            "{r}"
-        );
+        assert!(reason.contains("JPEG") && reason.len() > 20, "{what}: the reason says what is wrong: {r}");
+        assert!(r["detections"].as_array().is_none_or(|d| d.is_empty()), "{r}");
         results.push(r);
     }
     // The same answer later from the history, and a dead letter each.
     for r in &results {
         let id = r["frame_id"].as_str().unwrap();
-        let stored: Value = client
-            .get(server.url(&format!("/v1/frames/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stored: Value = client.get(server.url(&format!("/v1/frames/{id}"))).send().await.unwrap().json().await.unwrap();
         assert_eq!(stored["status"], "error", "{stored}");
     }
     let text = server.metrics().await;
-    assert_eq!(
-        metric(
-            &text,
-            "visionq_dead_lettered_total",
-            &[("queue", "frames"), ("reason", "corrupt_image")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "visionq_stage_frames_total",
-            &[("stage", "preprocess"), ("outcome", "ok")]
-        ),
-        1.0
-    );
+    assert_eq!(metric(&text, "visionq_dead_lettered_total", &[("queue", "frames"), ("reason", "corrupt_image")]), 2.0);
+    assert_eq!(metric(&text, "visionq_stage_frames_total", &[("stage", "preprocess"), ("outcome", "ok")]), 1.0);
     server.stop().await;
 }

@@ -1,0 +1,100 @@
+//! How a frame is turned into the model's input: the choices a model trained with
+//! another preprocessing declares in config (`resize_filter`, `input_fit`,
+//! `channel_order`), and the CPU savers (`decode_scale`) and input policy
+//! (`exif_orientation`) of a deployment.
+
+use visionq_contract::Config;
+
+/// How the image is scaled into the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResizeFilter {
+    /// Plain bilinear interpolation, no antialiasing: OpenCV's
+    /// `cv2.resize(…, INTER_LINEAR)`, what Darknet, OpenCV `dnn` and Ultralytics
+    /// feed YOLO models.
+    #[default]
+    Linear,
+    /// Antialiased bilinear (a convolution whose support grows when shrinking, as
+    /// Pillow's `resize(…, BILINEAR)`), for models trained on Pillow pipelines.
+    Antialias,
+}
+
+/// Where the scaled image sits in the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputFit {
+    /// Aspect ratio kept, centred, grey 114 bars (the YOLO letterbox).
+    #[default]
+    Letterbox,
+    /// Resized to the whole input, aspect ratio not kept, no bars.
+    Stretch,
+}
+
+/// Channel order of the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+/// JPEG decode at a reduced size (libjpeg-turbo's DCT-domain scaling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecodeScale {
+    /// Full-size decode: pixel parity with OpenCV.
+    #[default]
+    Off,
+    /// The smallest of 1/2, 1/4, 1/8 whose decoded image still covers the scaled
+    /// image in the model input on both sides (1280×720 for a 416 input: 640×360).
+    Auto,
+}
+
+/// Preprocessing choices, from config (`PreprocessOptions::from_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreprocessOptions {
+    pub max_pixels: u64,
+    pub resize_filter: ResizeFilter,
+    pub input_fit: InputFit,
+    pub channel_order: ChannelOrder,
+    pub decode_scale: DecodeScale,
+    /// Rotate/flip by the EXIF Orientation tag (JPEG) before the letterbox.
+    pub apply_orientation: bool,
+}
+
+impl Default for PreprocessOptions {
+    fn default() -> Self {
+        PreprocessOptions {
+            max_pixels: 40_000_000,
+            resize_filter: ResizeFilter::default(),
+            input_fit: InputFit::default(),
+            channel_order: ChannelOrder::default(),
+            decode_scale: DecodeScale::default(),
+            apply_orientation: true,
+        }
+    }
+}
+
+impl PreprocessOptions {
+    /// The options a config asks for. Its values were checked by `Config::validate`;
+    /// an unknown value falls back to the default.
+    pub fn from_config(config: &Config) -> Self {
+        PreprocessOptions {
+            max_pixels: config.max_pixels,
+            resize_filter: match config.resize_filter.as_str() {
+                "antialias" => ResizeFilter::Antialias,
+                _ => ResizeFilter::Linear,
+            },
+            input_fit: match config.input_fit.as_str() {
+                "stretch" => InputFit::Stretch,
+                _ => InputFit::Letterbox,
+            },
+            channel_order: match config.channel_order.as_str() {
+                "bgr" => ChannelOrder::Bgr,
+                _ => ChannelOrder::Rgb,
+            },
+            decode_scale: match config.decode_scale.as_str() {
+                "auto" => DecodeScale::Auto,
+                _ => DecodeScale::Off,
+            },
+            apply_orientation: config.exif_orientation != "ignore",
+        }
+    }
+}
