@@ -157,8 +157,6 @@ pub struct Config {
     /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
     /// `off` or `auto`.
     pub decode_scale: String,
-    /// `apply` the EXIF orientation before the letterbox, or `ignore` it.
-    pub exif_orientation: String,
     pub preprocess_concurrency: usize,
     pub infer_input: InferInput,
     pub max_batch_size: usize,
@@ -259,7 +257,6 @@ impl Default for Config {
             input_fit: "letterbox".into(),
             channel_order: "rgb".into(),
             decode_scale: "off".into(),
-            exif_orientation: "apply".into(),
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
             max_batch_size: 8,
@@ -380,7 +377,6 @@ impl Config {
             ("input_fit", &self.input_fit, &["letterbox", "stretch"]),
             ("channel_order", &self.channel_order, &["rgb", "bgr"]),
             ("decode_scale", &self.decode_scale, &["off", "auto"]),
-            ("exif_orientation", &self.exif_orientation, &["apply", "ignore"]),
         ] {
             if !allowed.contains(&value.as_str()) {
                 return Err(ConfigError::Invalid(format!("{key} must be one of {allowed:?}, not `{value}`")));

@@ -1,7 +1,7 @@
 //! How a frame is turned into the model's input: the choices a model trained with
 //! another preprocessing declares in config (`resize_filter`, `input_fit`,
-//! `channel_order`), and the CPU savers (`decode_scale`) and input policy
-//! (`exif_orientation`) of a deployment.
+//! `channel_order`), and the CPU saver (`decode_scale`) of a deployment. EXIF
+//! orientation is not applied yet: a rotated phone photo is read as stored.
 
 use visionq_contract::Config;
 
@@ -55,8 +55,6 @@ pub struct PreprocessOptions {
     pub input_fit: InputFit,
     pub channel_order: ChannelOrder,
     pub decode_scale: DecodeScale,
-    /// Rotate/flip by the EXIF Orientation tag (JPEG) before the letterbox.
-    pub apply_orientation: bool,
 }
 
 impl Default for PreprocessOptions {
@@ -67,7 +65,6 @@ impl Default for PreprocessOptions {
             input_fit: InputFit::default(),
             channel_order: ChannelOrder::default(),
             decode_scale: DecodeScale::default(),
-            apply_orientation: true,
         }
     }
 }
@@ -94,7 +91,6 @@ impl PreprocessOptions {
                 "auto" => DecodeScale::Auto,
                 _ => DecodeScale::Off,
             },
-            apply_orientation: config.exif_orientation != "ignore",
         }
     }
 }
