@@ -46,6 +46,20 @@ pub enum BatchShapes {
     Max,
 }
 
+/// How the embedded mode keeps an accepted frame until its result is stored.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// In the frames journal (`<data_dir>/frames-journal.db`), fsynced before the
+    /// 202: the frame survives kill -9 and a power cut, and is done after a restart.
+    Durable,
+    /// In the journal, written but not fsynced per frame: survives kill -9, not a
+    /// power cut (for disks where an fsync is slow).
+    Process,
+    /// In memory only: a crash loses what was queued. For throwaway runs.
+    Memory,
+}
+
 /// What one station may override (`[station.<id>]` in the config file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -186,6 +200,8 @@ pub struct Config {
     pub results_max_length: u32,
     /// Deliveries of one message before it is dead-lettered as poison.
     pub max_deliveries: u32,
+    /// Embedded mode: `durable` (default), `process` or `memory` (see [`Durability`]).
+    pub durability: Durability,
 
     /// Score at or above which the dashboard shows a box as accepted (green).
     pub accept_threshold: f32,
@@ -274,6 +290,7 @@ impl Default for Config {
             tensors_max_length: 2_000,
             results_max_length: 100_000,
             max_deliveries: 5,
+            durability: Durability::Durable,
             accept_threshold: 0.85,
             dashboard_low_threshold: 0.65,
             dashboard_preview_interval_ms: 500,

@@ -3,9 +3,13 @@
 //! requeue, dead-letter with a reason), broadcast completed results, read queue
 //! depth — and its two implementations: RabbitMQ through lapin ([`amqp`]) and a
 //! bounded in-process queue with the same semantics for the embedded mode
-//! ([`memory`]). It knows nothing of frames or tensors: messages are bytes plus headers.
+//! ([`memory`]), which keeps the frames queue in a SQLite journal ([`journal`]) so
+//! that an accepted frame survives a crash. It knows nothing of frames or tensors:
+//! messages are bytes plus headers (the embedded composition says how to find a
+//! frame's id in them).
 
 pub mod amqp;
+pub mod journal;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -26,6 +30,9 @@ pub enum QueueError {
     /// Settling a delivery failed (its channel is gone; the broker will redeliver it).
     #[error("could not settle delivery: {0}")]
     Settle(String),
+    /// The embedded frames journal could not store or read a frame (a full disk).
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// A message: headers (small strings: metadata JSON, trace context) and a body.

@@ -3,6 +3,11 @@
 //! refused, deliveries are owned until settled, an unsettled delivery that is
 //! dropped goes back to the queue, a message delivered `max_deliveries` times is
 //! dead-lettered — and a broadcast channel for completed results.
+//!
+//! Durable ([`MemoryBroker::durable`]): frames are also written to a [`Journal`]
+//! before a publish returns, and a frame leaves the journal only when the result
+//! that completes it is acked on the results queue (persisted). Tensors and results
+//! stay in memory: after a crash the journal's frames are simply done again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
+use crate::journal::{Journal, Recovered};
 use crate::{Broker, Deliveries, Delivery, Envelope, Events, QueueError, Settle, WorkQueue};
 
 /// Dead letters kept for inspection; older ones are dropped (and logged when dead-lettered).
@@ -43,11 +49,33 @@ impl MemQueue {
 
 type DeadLetters = Arc<Mutex<VecDeque<(Envelope, String)>>>;
 
+/// Finds the key (the frame id) of a message: in a frame, and in a result.
+pub type KeyFn = Arc<dyn Fn(&Envelope) -> Option<String> + Send + Sync>;
+
+/// The journal with the two ways to find a frame's key.
+pub struct Durable {
+    pub journal: Journal,
+    /// The key of a message published to the frames queue.
+    pub frame_key: KeyFn,
+    /// The key of the frame a message on the results queue completes.
+    pub result_key: KeyFn,
+}
+
+impl Durable {
+    /// A result was persisted: its frame is done.
+    fn completed(&self, result: &Envelope) {
+        if let Some(key) = (self.result_key)(result) {
+            self.journal.remove(key);
+        }
+    }
+}
+
 pub struct MemoryBroker {
     queues: HashMap<WorkQueue, Arc<MemQueue>>,
     dead: DeadLetters,
     events: broadcast::Sender<Envelope>,
     max_deliveries: u32,
+    durable: Option<Arc<Durable>>,
 }
 
 impl MemoryBroker {
@@ -71,7 +99,28 @@ impl MemoryBroker {
             dead: Arc::new(Mutex::new(VecDeque::new())),
             events: broadcast::channel(4096).0,
             max_deliveries: max_deliveries.max(1),
+            durable: None,
         }
+    }
+
+    /// Journals frames in `durable` and queues what a previous run left there
+    /// (`recovered`, oldest first, marked as redelivered; above the length limit
+    /// if need be: they were accepted).
+    pub fn durable(limits: impl Fn(WorkQueue) -> usize, max_deliveries: u32, durable: Durable, recovered: Recovered) -> Self {
+        let mut b = Self::new(limits, max_deliveries);
+        let frames = b.queue(WorkQueue::Frames);
+        {
+            let mut ready = frames.ready.lock().expect("queue lock");
+            ready.extend(recovered.frames.into_iter().map(|(_, envelope)| Item { envelope, deliveries: 1 }));
+        }
+        frames.notify.notify_one();
+        b.durable = Some(Arc::new(durable));
+        b
+    }
+
+    /// Frames journaled and not yet completed (durable only).
+    pub fn journaled(&self) -> Option<u64> {
+        self.durable.as_ref().map(|d| d.journal.rows())
     }
 
     /// Dead-lettered messages with their reasons, oldest first.
@@ -97,6 +146,8 @@ struct MemSettle {
     queue: Arc<MemQueue>,
     dead: DeadLetters,
     max_deliveries: u32,
+    /// On the results queue of a durable broker: an ack completes a journaled frame.
+    completes: Option<Arc<Durable>>,
     /// The message while unsettled; taken by the first settlement.
     item: Mutex<Option<Item>>,
     _permit: OwnedSemaphorePermit,
@@ -124,7 +175,9 @@ impl MemSettle {
 #[async_trait::async_trait]
 impl Settle for MemSettle {
     async fn ack(&self) -> Result<(), QueueError> {
-        self.take();
+        if let (Some(item), Some(d)) = (self.take(), &self.completes) {
+            d.completed(&item.envelope);
+        }
         Ok(())
     }
 
@@ -156,12 +209,25 @@ impl Drop for MemSettle {
 impl Broker for MemoryBroker {
     async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
         let q = self.queue(queue);
-        {
-            let mut ready = q.ready.lock().expect("queue lock");
-            if ready.len() >= q.max_length {
-                return Err(QueueError::Full(q.name));
+        match &self.durable {
+            Some(d) if queue == WorkQueue::Frames => {
+                // The limit is checked before the write (a refused frame is never
+                // written), so concurrent publishes may pass it by a few.
+                if q.ready.lock().expect("queue lock").len() >= q.max_length {
+                    return Err(QueueError::Full(q.name));
+                }
+                let key = (d.frame_key)(&message)
+                    .ok_or_else(|| QueueError::Journal("a frame without an id cannot be journaled".into()))?;
+                d.journal.append(key, &message).await?;
+                q.ready.lock().expect("queue lock").push_back(Item { envelope: message, deliveries: 0 });
             }
-            ready.push_back(Item { envelope: message, deliveries: 0 });
+            _ => {
+                let mut ready = q.ready.lock().expect("queue lock");
+                if ready.len() >= q.max_length {
+                    return Err(QueueError::Full(q.name));
+                }
+                ready.push_back(Item { envelope: message, deliveries: 0 });
+            }
         }
         q.notify.notify_one();
         Ok(())
@@ -172,8 +238,9 @@ impl Broker for MemoryBroker {
         let permits = Arc::new(Semaphore::new(prefetch.max(1) as usize));
         let dead = self.dead.clone();
         let max_deliveries = self.max_deliveries;
+        let completes = self.durable.clone().filter(|_| queue == WorkQueue::Results);
         let stream = futures_util::stream::unfold((), move |()| {
-            let (q, permits, dead) = (q.clone(), permits.clone(), dead.clone());
+            let (q, permits, dead, completes) = (q.clone(), permits.clone(), dead.clone(), completes.clone());
             async move {
                 let permit = permits.acquire_owned().await.expect("semaphore never closed");
                 let mut item = loop {
@@ -191,7 +258,14 @@ impl Broker for MemoryBroker {
                 q.unsettled.fetch_add(1, Ordering::Relaxed);
                 let envelope = item.envelope.clone();
                 let (redelivered, count) = (item.deliveries > 1, item.deliveries);
-                let settle = MemSettle { queue: q.clone(), dead, max_deliveries, item: Mutex::new(Some(item)), _permit: permit };
+                let settle = MemSettle {
+                    queue: q.clone(),
+                    dead,
+                    max_deliveries,
+                    completes,
+                    item: Mutex::new(Some(item)),
+                    _permit: permit,
+                };
                 Some((Delivery::new(envelope, redelivered, count, Box::new(settle)), ()))
             }
         });

@@ -84,8 +84,10 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
             }
             let mut conn = Connection::open(&p).map_err(|e| StoreError::Unavailable(format!("{}: {e}", p.display())))?;
+            // FULL: a result is on disk once its batch commits (one fsync per batch), because
+            // the embedded frames journal lets the frame go at that moment.
             conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
             )
             .map_err(q)?;
             migrate(&mut conn)?;

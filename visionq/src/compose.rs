@@ -20,7 +20,6 @@ use visionq_contract::topology::Topology;
 use visionq_contract::{Config, Metrics};
 use visionq_dashboard::access::{self, Gate};
 use visionq_queue::amqp::{AmqpBroker, QueueLimits};
-use visionq_queue::memory::MemoryBroker;
 use visionq_queue::{SharedBroker, WorkQueue};
 use visionq_results::store::SharedStore;
 
@@ -36,13 +35,7 @@ pub enum Role {
 
 pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     let Some(url) = &config.amqp_url else {
-        let c = config.clone();
-        let limits = move |q: WorkQueue| match q {
-            WorkQueue::Frames => c.frames_max_length as usize,
-            WorkQueue::Tensors => c.tensors_max_length as usize,
-            WorkQueue::Results => c.results_max_length as usize,
-        };
-        return Ok(Arc::new(MemoryBroker::new(limits, config.max_deliveries)));
+        return crate::embedded::broker(config).await;
     };
     let limits = QueueLimits {
         frames_max_length: config.frames_max_length,

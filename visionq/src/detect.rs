@@ -96,7 +96,12 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
         Some(_) => None,
         None => {
             crate::assets::ensure(&config)?;
-            Some(Local::start(config.clone(), "127.0.0.1:0".parse()?).await?)
+            // Every request here waits for its result, so no frame is left accepted
+            // and unknown: no journal, and a `visionq run` on the same data dir
+            // keeps its own.
+            let mut local = config.clone();
+            local.durability = visionq_contract::config::Durability::Memory;
+            Some(Local::start(local, "127.0.0.1:0".parse()?).await?)
         }
     };
     let base = args.url.clone().or_else(|| local.as_ref().map(|l| l.base.clone())).expect("a base URL");

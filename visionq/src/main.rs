@@ -8,6 +8,7 @@ mod bench_matrix;
 mod compose;
 mod demo;
 mod detect;
+mod embedded;
 mod fallback;
 mod load;
 mod proc_stat;
