@@ -44,12 +44,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS frames (
 );";
 
 enum Op {
-    Append {
-        key: String,
-        headers: String,
-        body: Bytes,
-        done: tokio::sync::oneshot::Sender<Result<(), String>>,
-    },
+    Append { key: String, headers: String, body: Bytes, done: tokio::sync::oneshot::Sender<Result<(), String>> },
     Remove(String),
 }
 
@@ -81,8 +76,7 @@ impl Drop for Journal {
 fn db(path: &Path, e: rusqlite::Error) -> QueueError {
     let why = match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            "in use by another visionq process (each embedded process needs its own data_dir)"
-                .to_string()
+            "in use by another visionq process (each embedded process needs its own data_dir)".to_string()
         }
         _ => e.to_string(),
     };
@@ -92,14 +86,9 @@ fn db(path: &Path, e: rusqlite::Error) -> QueueError {
 impl Journal {
     /// Opens (or creates) the journal at `path`, takes its lock and reads back what
     /// a previous run left. Blocking: call it at startup.
-    pub fn open(
-        path: &Path,
-        sync: Sync,
-        max_replays: u32,
-    ) -> Result<(Journal, Recovered), QueueError> {
+    pub fn open(path: &Path, sync: Sync, max_replays: u32) -> Result<(Journal, Recovered), QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| QueueError::Journal(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| QueueError::Journal(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(|e| db(path, e))?;
         let synchronous = match sync {
@@ -111,11 +100,7 @@ impl Journal {
         ))
         .map_err(|e| db(path, e))?;
         let recovered = recover(&mut conn, max_replays).map_err(|e| db(path, e))?;
-        let rows: u64 = conn
-            .query_row("SELECT count(*) FROM frames WHERE dead IS NULL", [], |r| {
-                r.get(0)
-            })
-            .map_err(|e| db(path, e))?;
+        let rows: u64 = conn.query_row("SELECT count(*) FROM frames WHERE dead IS NULL", [], |r| r.get(0)).map_err(|e| db(path, e))?;
         let rows = Arc::new(AtomicU64::new(rows));
         let (tx, rx) = mpsc::channel();
         let r = rows.clone();
@@ -123,15 +108,7 @@ impl Journal {
             .name("vq-journal".into())
             .spawn(move || writer(conn, rx, r))
             .map_err(|e| QueueError::Journal(format!("cannot start the journal writer: {e}")))?;
-        Ok((
-            Journal {
-                tx: Some(tx),
-                writer: Some(writer),
-                path: path.to_path_buf(),
-                rows,
-            },
-            recovered,
-        ))
+        Ok((Journal { tx: Some(tx), writer: Some(writer), path: path.to_path_buf(), rows }, recovered))
     }
 
     /// Writes a frame under `key` and returns once it is committed (per [`Sync`]).
@@ -140,13 +117,7 @@ impl Journal {
         let (done, rx) = tokio::sync::oneshot::channel();
         let stopped = || QueueError::Journal("the frames journal writer stopped".into());
         let tx = self.tx.as_ref().ok_or_else(stopped)?;
-        tx.send(Op::Append {
-            key,
-            headers,
-            body: envelope.body.clone(),
-            done,
-        })
-        .map_err(|_| stopped())?;
+        tx.send(Op::Append { key, headers, body: envelope.body.clone(), done }).map_err(|_| stopped())?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(QueueError::Journal(format!("cannot store the frame: {e}"))),
@@ -176,10 +147,7 @@ impl Journal {
 fn recover(conn: &mut Connection, max_replays: u32) -> rusqlite::Result<Recovered> {
     // IMMEDIATE takes the write lock now: with locking_mode EXCLUSIVE it is kept.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
-        "UPDATE frames SET replays = replays + 1 WHERE dead IS NULL",
-        [],
-    )?;
+    tx.execute("UPDATE frames SET replays = replays + 1 WHERE dead IS NULL", [])?;
     let given_up = tx.execute(
         "UPDATE frames SET dead = 'replayed ' || replays || ' times without completing' WHERE dead IS NULL AND replays > ?1",
         [max_replays],
@@ -190,19 +158,12 @@ fn recover(conn: &mut Connection, max_replays: u32) -> rusqlite::Result<Recovere
     )?;
     let mut frames = Vec::new();
     {
-        let mut q =
-            tx.prepare("SELECT key, headers, body FROM frames WHERE dead IS NULL ORDER BY seq")?;
+        let mut q = tx.prepare("SELECT key, headers, body FROM frames WHERE dead IS NULL ORDER BY seq")?;
         let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
             let headers: String = r.get(1)?;
             let body: Vec<u8> = r.get(2)?;
-            frames.push((
-                r.get(0)?,
-                Envelope {
-                    headers: decode_headers(&headers),
-                    body: body.into(),
-                },
-            ));
+            frames.push((r.get(0)?, Envelope { headers: decode_headers(&headers), body: body.into() }));
         }
     }
     tx.commit()?;
@@ -216,18 +177,10 @@ fn encode_headers(h: &BTreeMap<String, String>) -> String {
 }
 
 fn decode_headers(s: &str) -> BTreeMap<String, String> {
-    s.split('\x1e')
-        .filter_map(|kv| kv.split_once('\x1f'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    s.split('\x1e').filter_map(|kv| kv.split_once('\x1f')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-type Append = (
-    String,
-    String,
-    Bytes,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-);
+type Append = (String, String, Bytes, tokio::sync::oneshot::Sender<Result<(), String>>);
 
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, rows: Arc<AtomicU64>) {
     // Removals that failed to commit (a full disk) are tried again with later groups.
@@ -253,12 +206,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, rows: Arc<AtomicU64>) {
         let mut next = first;
         while let Some(op) = next {
             match op {
-                Op::Append {
-                    key,
-                    headers,
-                    body,
-                    done,
-                } => {
+                Op::Append { key, headers, body, done } => {
                     bytes += body.len();
                     appends.push((key, headers, body, done));
                 }
@@ -280,18 +228,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, rows: Arc<AtomicU64>) {
             }
             Err(e) => {
                 let why = e.to_string();
-                tracing::warn!(
-                    error = why,
-                    frames = appends.len(),
-                    "frames journal: commit failed; frames refused"
-                );
+                tracing::warn!(error = why, frames = appends.len(), "frames journal: commit failed; frames refused");
                 // A full disk refuses new frames; completed ones may still be let go.
                 if !appends.is_empty() && !removes.is_empty() {
                     if let Ok(removed) = commit(&mut conn, &[], &removes) {
-                        rows.fetch_sub(
-                            removed.min(rows.load(Ordering::Relaxed)),
-                            Ordering::Relaxed,
-                        );
+                        rows.fetch_sub(removed.min(rows.load(Ordering::Relaxed)), Ordering::Relaxed);
                         removes.clear();
                     }
                 }
@@ -308,9 +249,7 @@ fn commit(conn: &mut Connection, appends: &[Append], removes: &[String]) -> rusq
     let tx = conn.transaction()?;
     let mut removed = 0;
     {
-        let mut ins = tx.prepare_cached(
-            "INSERT OR REPLACE INTO frames (key, headers, body) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut ins = tx.prepare_cached("INSERT OR REPLACE INTO frames (key, headers, body) VALUES (?1, ?2, ?3)")?;
         for (key, headers, body, _) in appends {
             ins.execute(params![key, headers, &body[..]])?;
         }

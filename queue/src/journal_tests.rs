@@ -17,9 +17,7 @@ fn temp(tag: &str) -> PathBuf {
 }
 
 fn frame(id: &str) -> Envelope {
-    Envelope::new(format!("jpeg of {id}").into_bytes())
-        .with_header("id", id)
-        .with_header("meta", "{\"a\":1}")
+    Envelope::new(format!("jpeg of {id}").into_bytes()).with_header("id", id).with_header("meta", "{\"a\":1}")
 }
 
 /// Frames are keyed by their `id` header; a result's body is the id it completes.
@@ -35,10 +33,7 @@ fn durable(path: &std::path::Path, max_replays: u32) -> (MemoryBroker, usize) {
 }
 
 async fn next(d: &mut Deliveries) -> Delivery {
-    tokio::time::timeout(Duration::from_secs(2), d.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(2), d.next()).await.expect("a delivery").unwrap()
 }
 
 #[tokio::test]
@@ -51,11 +46,7 @@ async fn appended_frames_come_back_in_order_and_removed_ones_do_not() {
             j.append(id.to_string(), &frame(id)).await.unwrap();
         }
         j.remove("b".into());
-        assert_eq!(
-            j.rows(),
-            3,
-            "append returns once committed; the removal is not waited for"
-        );
+        assert_eq!(j.rows(), 3, "append returns once committed; the removal is not waited for");
     }
     let (j, r) = Journal::open(&path, Sync::Full, 5).unwrap();
     let keys: Vec<&str> = r.frames.iter().map(|(k, _)| k.as_str()).collect();
@@ -68,13 +59,8 @@ async fn appended_frames_come_back_in_order_and_removed_ones_do_not() {
 async fn a_second_process_cannot_open_a_journal_in_use() {
     let path = temp("lock");
     let (_held, _) = Journal::open(&path, Sync::Normal, 5).unwrap();
-    let e = Journal::open(&path, Sync::Normal, 5)
-        .err()
-        .expect("refused");
-    assert!(
-        e.to_string().contains("in use by another visionq process"),
-        "{e}"
-    );
+    let e = Journal::open(&path, Sync::Normal, 5).err().expect("refused");
+    assert!(e.to_string().contains("in use by another visionq process"), "{e}");
 }
 
 #[tokio::test]
@@ -89,11 +75,7 @@ async fn a_frame_that_never_completes_is_given_up_after_max_replays() {
         assert_eq!((r.frames.len(), r.given_up), (1, 0), "replay {replay}");
     }
     let (j, r) = Journal::open(&path, Sync::Full, 2).unwrap();
-    assert_eq!(
-        (r.frames.len(), r.given_up, j.rows()),
-        (0, 1, 0),
-        "third restart: given up, kept as dead"
-    );
+    assert_eq!((r.frames.len(), r.given_up, j.rows()), (0, 1, 0), "third restart: given up, kept as dead");
 }
 
 #[tokio::test]
@@ -112,9 +94,7 @@ async fn a_frame_leaves_the_journal_only_when_its_result_is_acked() {
         for _ in 0..2 {
             let d = next(&mut frames).await;
             let id = d.envelope.header("id").unwrap().to_string();
-            b.publish(WorkQueue::Results, Envelope::new(id.into_bytes()))
-                .await
-                .unwrap();
+            b.publish(WorkQueue::Results, Envelope::new(id.into_bytes())).await.unwrap();
             d.ack().await.unwrap();
         }
         let r1 = next(&mut results).await;
@@ -143,10 +123,7 @@ async fn a_frame_without_a_key_is_refused_and_the_limit_is_kept() {
         result_key: Arc::new(|_: &Envelope| None),
     };
     let b = MemoryBroker::durable(|_| 1, 5, d, recovered);
-    let e = b
-        .publish(WorkQueue::Frames, Envelope::new("x"))
-        .await
-        .unwrap_err();
+    let e = b.publish(WorkQueue::Frames, Envelope::new("x")).await.unwrap_err();
     assert!(matches!(e, QueueError::Journal(_)), "{e}");
     b.publish(WorkQueue::Frames, frame("a")).await.unwrap();
     let e = b.publish(WorkQueue::Frames, frame("b")).await.unwrap_err();

@@ -216,8 +216,8 @@ impl Broker for MemoryBroker {
                 if q.ready.lock().expect("queue lock").len() >= q.max_length {
                     return Err(QueueError::Full(q.name));
                 }
-                let key = (d.frame_key)(&message)
-                    .ok_or_else(|| QueueError::Journal("a frame without an id cannot be journaled".into()))?;
+                let key =
+                    (d.frame_key)(&message).ok_or_else(|| QueueError::Journal("a frame without an id cannot be journaled".into()))?;
                 d.journal.append(key, &message).await?;
                 q.ready.lock().expect("queue lock").push_back(Item { envelope: message, deliveries: 0 });
             }
@@ -258,14 +258,8 @@ impl Broker for MemoryBroker {
                 q.unsettled.fetch_add(1, Ordering::Relaxed);
                 let envelope = item.envelope.clone();
                 let (redelivered, count) = (item.deliveries > 1, item.deliveries);
-                let settle = MemSettle {
-                    queue: q.clone(),
-                    dead,
-                    max_deliveries,
-                    completes,
-                    item: Mutex::new(Some(item)),
-                    _permit: permit,
-                };
+                let settle =
+                    MemSettle { queue: q.clone(), dead, max_deliveries, completes, item: Mutex::new(Some(item)), _permit: permit };
                 Some((Delivery::new(envelope, redelivered, count, Box::new(settle)), ()))
             }
         });

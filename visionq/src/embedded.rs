@@ -22,16 +22,12 @@ struct FrameId {
 
 /// The frame id in a frame (its metadata header).
 fn frame_key(e: &Envelope) -> Option<String> {
-    serde_json::from_str::<FrameId>(e.header(META_HEADER)?)
-        .ok()
-        .map(|m| m.frame_id)
+    serde_json::from_str::<FrameId>(e.header(META_HEADER)?).ok().map(|m| m.frame_id)
 }
 
 /// The frame id a result completes (its JSON body).
 fn result_key(e: &Envelope) -> Option<String> {
-    serde_json::from_slice::<FrameId>(&e.body)
-        .ok()
-        .map(|r| r.frame_id)
+    serde_json::from_slice::<FrameId>(&e.body).ok().map(|r| r.frame_id)
 }
 
 /// The in-process broker; with `durability` other than `memory`, frames are
@@ -53,12 +49,9 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     };
     let path = config.data_dir.join(JOURNAL_FILE);
     let (p, replays) = (path.clone(), config.max_deliveries);
-    let (journal, recovered) =
-        tokio::task::spawn_blocking(move || Journal::open(&p, sync, replays))
-            .await?
-            .with_context(
-                || "opening the frames journal (set durability = \"memory\" to run without one)",
-            )?;
+    let (journal, recovered) = tokio::task::spawn_blocking(move || Journal::open(&p, sync, replays))
+        .await?
+        .with_context(|| "opening the frames journal (set durability = \"memory\" to run without one)")?;
     let (again, given_up) = (recovered.frames.len(), recovered.given_up);
     if again > 0 || given_up > 0 {
         tracing::warn!(
@@ -69,15 +62,6 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
         );
     }
     tracing::info!(journal = %path.display(), durability = ?config.durability, "frames journal open");
-    let durable = Durable {
-        journal,
-        frame_key: Arc::new(frame_key),
-        result_key: Arc::new(result_key),
-    };
-    Ok(Arc::new(MemoryBroker::durable(
-        limits,
-        config.max_deliveries,
-        durable,
-        recovered,
-    )))
+    let durable = Durable { journal, frame_key: Arc::new(frame_key), result_key: Arc::new(result_key) };
+    Ok(Arc::new(MemoryBroker::durable(limits, config.max_deliveries, durable, recovered)))
 }

@@ -27,13 +27,7 @@ use common::*;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-const PHOTOS: &[&str] = &[
-    "zidane.jpg",
-    "person.jpg",
-    "horses.jpg",
-    "dog.jpg",
-    "eagle.jpg",
-];
+const PHOTOS: &[&str] = &["zidane.jpg", "person.jpg", "horses.jpg", "dog.jpg", "eagle.jpg"];
 /// Steady load: 4 stations at 4 fps, under what this 2-core machine infers.
 const STATIONS: usize = 4;
 const FPS: f64 = 4.0;
@@ -44,11 +38,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 
@@ -58,32 +48,21 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(tag: &str, mb: u32) -> Tmpfs {
-        assert!(
-            is_root(),
-            "the full-disk scenario mounts a tmpfs and needs root (CAP_SYS_ADMIN)"
-        );
+        assert!(is_root(), "the full-disk scenario mounts a tmpfs and needs root (CAP_SYS_ADMIN)");
         let dir = scratch(tag);
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "vq-full"])
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "mount tmpfs on {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "mount tmpfs on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
         Tmpfs(dir)
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 
@@ -116,12 +95,7 @@ impl Embedded {
         }
         let mut child = cmd.spawn().expect("visionq runs");
         let base = wait_listening(&mut child, &log).await;
-        Embedded {
-            child,
-            base,
-            log,
-            data: data.to_path_buf(),
-        }
+        Embedded { child, base, log, data: data.to_path_buf() }
     }
 
     /// SIGKILL: no drain, no goodbye.
@@ -133,24 +107,14 @@ impl Embedded {
 
     async fn stop(mut self) {
         let pid = self.child.id().unwrap().to_string();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("exits after SIGTERM")
-            .unwrap();
-        assert!(
-            status.success(),
-            "visionq exited with {status}; see {}",
-            self.log.display()
-        );
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("exits after SIGTERM").unwrap();
+        assert!(status.success(), "visionq exited with {status}; see {}", self.log.display());
     }
 
     fn db(&self) -> rusqlite::Connection {
         let path = self.data.join("visionq.db");
-        let c =
-            rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let c = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         c.busy_timeout(Duration::from_secs(5)).unwrap();
         c
     }
@@ -170,13 +134,7 @@ struct Sent {
     code: Option<String>,
 }
 
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    station: &str,
-    query: &str,
-    body: Bytes,
-) -> Sent {
+async fn post(client: &reqwest::Client, base: &str, station: &str, query: &str, body: Bytes) -> Sent {
     let r = client
         .post(format!("{base}/v1/stations/{station}/frames{query}"))
         .header("content-type", "image/jpeg")
@@ -188,28 +146,13 @@ async fn post(
             let status = r.status().as_u16();
             let retry_after = r.headers().contains_key("retry-after");
             let v: Value = r.json().await.unwrap_or(Value::Null);
-            let frame = matches!(status, 200 | 202 | 504).then(|| {
-                v["frame_id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{status} without frame_id: {v}"))
-                    .to_string()
-            });
-            (
-                status,
-                frame,
-                retry_after,
-                v["code"].as_str().map(String::from),
-            )
+            let frame = matches!(status, 200 | 202 | 504)
+                .then(|| v["frame_id"].as_str().unwrap_or_else(|| panic!("{status} without frame_id: {v}")).to_string());
+            (status, frame, retry_after, v["code"].as_str().map(String::from))
         }
         Err(_) => (0, None, false, None),
     };
-    Sent {
-        done: Instant::now(),
-        status,
-        frame,
-        retry_after,
-        code,
-    }
+    Sent { done: Instant::now(), status, frame, retry_after, code }
 }
 
 struct Load {
@@ -224,12 +167,8 @@ struct Load {
 impl Load {
     /// `STATIONS` stations at `FPS`: even ones take a 202, odd ones wait for the result.
     fn start(base: &str) -> Load {
-        let photos: Arc<Vec<Bytes>> =
-            Arc::new(PHOTOS.iter().map(|p| Bytes::from(photo_bytes(p))).collect());
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap();
+        let photos: Arc<Vec<Bytes>> = Arc::new(PHOTOS.iter().map(|p| Bytes::from(photo_bytes(p))).collect());
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
         let mut load = Load {
             target: Arc::new(Mutex::new(base.into())),
             log: Arc::default(),
@@ -239,13 +178,8 @@ impl Load {
             client,
         };
         for s in 0..STATIONS {
-            let (client, photos, target, log, stop) = (
-                load.client.clone(),
-                load.photos.clone(),
-                load.target.clone(),
-                load.log.clone(),
-                load.stop.clone(),
-            );
+            let (client, photos, target, log, stop) =
+                (load.client.clone(), load.photos.clone(), load.target.clone(), load.log.clone(), load.stop.clone());
             load.tasks.push(tokio::spawn(async move {
                 let query = if s % 2 == 1 { "?wait_ms=4000" } else { "" };
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS));
@@ -254,14 +188,7 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
                     let base = target.lock().unwrap().clone();
-                    let r = post(
-                        &client,
-                        &base,
-                        &format!("station-{s}"),
-                        query,
-                        photos[i % photos.len()].clone(),
-                    )
-                    .await;
+                    let r = post(&client, &base, &format!("station-{s}"), query, photos[i % photos.len()].clone()).await;
                     log.lock().unwrap().push(r);
                     i += 1;
                 }
@@ -275,24 +202,12 @@ impl Load {
         let until = Instant::now() + length;
         (0..clients)
             .map(|c| {
-                let (client, photos, target, log) = (
-                    self.client.clone(),
-                    self.photos.clone(),
-                    self.target.clone(),
-                    self.log.clone(),
-                );
+                let (client, photos, target, log) = (self.client.clone(), self.photos.clone(), self.target.clone(), self.log.clone());
                 tokio::spawn(async move {
                     let mut i = c;
                     while Instant::now() < until {
                         let base = target.lock().unwrap().clone();
-                        let r = post(
-                            &client,
-                            &base,
-                            &format!("burst-{c}"),
-                            "",
-                            photos[i % photos.len()].clone(),
-                        )
-                        .await;
+                        let r = post(&client, &base, &format!("burst-{c}"), "", photos[i % photos.len()].clone()).await;
                         let pause = r.frame.is_none();
                         log.lock().unwrap().push(r);
                         if pause {
@@ -344,9 +259,7 @@ fn stored(db: &rusqlite::Connection) -> (HashMap<String, Row>, Vec<String>) {
         let row = Row {
             status: r.get(1).unwrap(),
             detection_count: r.get(2).unwrap(),
-            stored_at: chrono::DateTime::parse_from_rfc3339(&stored_at)
-                .unwrap()
-                .into(),
+            stored_at: chrono::DateTime::parse_from_rfc3339(&stored_at).unwrap().into(),
             detection_rows: r.get(4).unwrap(),
         };
         if rows.insert(r.get::<_, String>(0).unwrap(), row).is_some() {
@@ -362,11 +275,7 @@ async fn wait_stored(server: &Embedded, sent: &[Sent], within: Duration) {
     let until = Instant::now() + within;
     loop {
         let (rows, _) = stored(&server.db());
-        let missing = sent
-            .iter()
-            .filter_map(|s| s.frame.as_ref())
-            .filter(|id| !rows.contains_key(*id))
-            .count();
+        let missing = sent.iter().filter_map(|s| s.frame.as_ref()).filter(|id| !rows.contains_key(*id)).count();
         if missing == 0 || Instant::now() > until {
             break;
         }
@@ -376,43 +285,18 @@ async fn wait_stored(server: &Embedded, sent: &[Sent], within: Duration) {
 }
 
 /// Checks every acceptance against the database and prints the scenario's line.
-fn account(
-    scenario: &str,
-    server: &Embedded,
-    sent: &[Sent],
-    recovery: &str,
-) -> HashMap<String, Row> {
+fn account(scenario: &str, server: &Embedded, sent: &[Sent], recovery: &str) -> HashMap<String, Row> {
     let (rows, twice) = stored(&server.db());
     let accepted: Vec<&String> = sent.iter().filter_map(|s| s.frame.as_ref()).collect();
-    let lost: Vec<&&String> = accepted
-        .iter()
-        .filter(|id| !rows.contains_key(**id))
-        .collect();
-    let torn: Vec<&&String> = accepted
-        .iter()
-        .filter(|id| {
-            rows.get(**id)
-                .is_some_and(|r| r.detection_rows != r.detection_count)
-        })
-        .collect();
-    let not_ok: Vec<(&&String, &str)> = accepted
-        .iter()
-        .filter_map(|id| {
-            rows.get(*id)
-                .filter(|r| r.status != "ok")
-                .map(|r| (id, r.status.as_str()))
-        })
-        .collect();
-    let refused: Vec<&Sent> = sent
-        .iter()
-        .filter(|s| matches!(s.status, 429 | 503))
-        .collect();
+    let lost: Vec<&&String> = accepted.iter().filter(|id| !rows.contains_key(**id)).collect();
+    let torn: Vec<&&String> =
+        accepted.iter().filter(|id| rows.get(**id).is_some_and(|r| r.detection_rows != r.detection_count)).collect();
+    let not_ok: Vec<(&&String, &str)> =
+        accepted.iter().filter_map(|id| rows.get(*id).filter(|r| r.status != "ok").map(|r| (id, r.status.as_str()))).collect();
+    let refused: Vec<&Sent> = sent.iter().filter(|s| matches!(s.status, 429 | 503)).collect();
     let no_answer = sent.iter().filter(|s| s.status == 0).count();
-    let unexpected: Vec<u16> = sent
-        .iter()
-        .filter(|s| !matches!(s.status, 0 | 200 | 202 | 429 | 503 | 504))
-        .map(|s| s.status)
-        .collect();
+    let unexpected: Vec<u16> =
+        sent.iter().filter(|s| !matches!(s.status, 0 | 200 | 202 | 429 | 503 | 504)).map(|s| s.status).collect();
     let unconfirmed = rows.len() - accepted.iter().filter(|id| rows.contains_key(**id)).count();
     eprintln!(
         "FAULTS | {scenario} | accepted {} | completed {} | lost {} | doubled {} | refused (503/429) {} | no answer {no_answer} | extra (unconfirmed) {unconfirmed} | recovery: {recovery}",
@@ -422,41 +306,19 @@ fn account(
         twice.len(),
         refused.len(),
     );
-    assert!(
-        lost.is_empty(),
-        "{scenario}: {} accepted frames lost: {lost:?}",
-        lost.len()
-    );
-    assert!(
-        twice.is_empty(),
-        "{scenario}: frames stored twice: {twice:?}"
-    );
-    assert!(
-        torn.is_empty(),
-        "{scenario}: frames whose detection rows do not match their count: {torn:?}"
-    );
-    assert!(
-        not_ok.is_empty(),
-        "{scenario}: results that are not `ok` (these are valid photos): {not_ok:?}"
-    );
-    assert!(
-        refused.iter().all(|s| s.retry_after),
-        "{scenario}: every 503/429 carries Retry-After"
-    );
-    assert!(
-        unexpected.is_empty(),
-        "{scenario}: unexpected statuses {unexpected:?}"
-    );
+    assert!(lost.is_empty(), "{scenario}: {} accepted frames lost: {lost:?}", lost.len());
+    assert!(twice.is_empty(), "{scenario}: frames stored twice: {twice:?}");
+    assert!(torn.is_empty(), "{scenario}: frames whose detection rows do not match their count: {torn:?}");
+    assert!(not_ok.is_empty(), "{scenario}: results that are not `ok` (these are valid photos): {not_ok:?}");
+    assert!(refused.iter().all(|s| s.retry_after), "{scenario}: every 503/429 carries Retry-After");
+    assert!(unexpected.is_empty(), "{scenario}: unexpected statuses {unexpected:?}");
     rows
 }
 
 /// Frames the journal still holds (the server stopped: its lock is released).
 fn journaled(data: &Path) -> i64 {
     let c = rusqlite::Connection::open(data.join("frames-journal.db")).unwrap();
-    c.query_row("SELECT count(*) FROM frames WHERE dead IS NULL", [], |r| {
-        r.get(0)
-    })
-    .unwrap()
+    c.query_row("SELECT count(*) FROM frames WHERE dead IS NULL", [], |r| r.get(0)).unwrap()
 }
 
 fn wall(t: Instant) -> chrono::DateTime<chrono::Utc> {
@@ -479,13 +341,7 @@ async fn embedded_sigkilled_under_load_and_restarted_loses_and_doubles_nothing()
         b.await.unwrap();
     }
     let killed = server.kill().await;
-    let queued_at_kill = load
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.frame.is_some())
-        .count();
+    let queued_at_kill = load.log.lock().unwrap().iter().filter(|s| s.frame.is_some()).count();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server = Embedded::start(&data, &[]).await;
     let restarted = Instant::now();
@@ -495,49 +351,23 @@ async fn embedded_sigkilled_under_load_and_restarted_loses_and_doubles_nothing()
     let sent = load.finish().await;
     wait_stored(&server, &sent, Duration::from_secs(120)).await;
 
-    let before_kill: Vec<&String> = sent
-        .iter()
-        .filter(|s| s.done < killed)
-        .filter_map(|s| s.frame.as_ref())
-        .collect();
-    let rows = account(
-        "embedded: SIGKILL under load, restart",
-        &server,
-        &sent,
-        "see below",
-    );
+    let before_kill: Vec<&String> = sent.iter().filter(|s| s.done < killed).filter_map(|s| s.frame.as_ref()).collect();
+    let rows = account("embedded: SIGKILL under load, restart", &server, &sent, "see below");
     // Frames answered 202 before the kill whose results were stored only after the
     // restart: the journal carried them across.
-    let crossed = before_kill
-        .iter()
-        .filter(|id| rows[**id].stored_at > restarted_wall)
-        .count();
-    let done_at = before_kill
-        .iter()
-        .map(|id| rows[*id].stored_at)
-        .max()
-        .unwrap();
+    let crossed = before_kill.iter().filter(|id| rows[**id].stored_at > restarted_wall).count();
+    let done_at = before_kill.iter().map(|id| rows[*id].stored_at).max().unwrap();
     eprintln!(
         "FAULTS | embedded kill | {} accepted before the kill ({queued_at_kill} by then), {crossed} of them completed after the restart; \
          the last of them stored {:.1} s after the restart",
         before_kill.len(),
         (done_at - restarted_wall).num_milliseconds() as f64 / 1e3
     );
-    assert!(
-        crossed > 0,
-        "some accepted frames were still queued when the process was killed"
-    );
-    let after = sent
-        .iter()
-        .filter(|s| s.done > restarted && s.frame.is_some())
-        .count();
+    assert!(crossed > 0, "some accepted frames were still queued when the process was killed");
+    let after = sent.iter().filter(|s| s.done > restarted && s.frame.is_some()).count();
     assert!(after > 0, "frames are accepted again after the restart");
     server.stop().await;
-    assert_eq!(
-        journaled(&data),
-        0,
-        "every completed frame left the journal"
-    );
+    assert_eq!(journaled(&data), 0, "every completed frame left the journal");
 }
 
 /// Writes zeros into `dir/filler` until the file system says it is full.
@@ -562,29 +392,13 @@ async fn embedded_on_a_full_disk_answers_503_with_retry_after_instead_of_accepti
     let _turn = ONE_AT_A_TIME.lock().await;
     let disk = Tmpfs::mount("efault-disk", 48);
     let server = Embedded::start(&disk.0, &[("VISIONQ_RETRY_AFTER_S", "3")]).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let dog = Bytes::from(photo_bytes("dog.jpg"));
     let mut sent = Vec::new();
     for _ in 0..8 {
-        sent.push(
-            post(
-                &client,
-                &server.base,
-                "disk-1",
-                "?wait_ms=20000",
-                dog.clone(),
-            )
-            .await,
-        );
+        sent.push(post(&client, &server.base, "disk-1", "?wait_ms=20000", dog.clone()).await);
     }
-    assert!(
-        sent.iter().all(|s| s.status == 200),
-        "{:?}",
-        sent.iter().map(|s| s.status).collect::<Vec<_>>()
-    );
+    assert!(sent.iter().all(|s| s.status == 200), "{:?}", sent.iter().map(|s| s.status).collect::<Vec<_>>());
 
     // The disk fills up (another process's log, say): frames keep coming.
     let filled = fill(&server.data);
@@ -592,17 +406,8 @@ async fn embedded_on_a_full_disk_answers_503_with_retry_after_instead_of_accepti
     tokio::time::sleep(Duration::from_secs(6)).await;
     let during = load.finish().await;
     let refused: Vec<&Sent> = during.iter().filter(|s| s.status == 503).collect();
-    assert!(
-        !refused.is_empty(),
-        "a full disk refuses frames: {:?}",
-        during.iter().map(|s| s.status).collect::<Vec<_>>()
-    );
-    assert!(
-        refused
-            .iter()
-            .all(|s| s.retry_after && s.code.as_deref() == Some("unavailable")),
-        "503 unavailable with Retry-After"
-    );
+    assert!(!refused.is_empty(), "a full disk refuses frames: {:?}", during.iter().map(|s| s.status).collect::<Vec<_>>());
+    assert!(refused.iter().all(|s| s.retry_after && s.code.as_deref() == Some("unavailable")), "503 unavailable with Retry-After");
     let accepted_full = during.iter().filter(|s| s.frame.is_some()).count();
     sent.extend(during.iter().cloned());
 
@@ -611,14 +416,7 @@ async fn embedded_on_a_full_disk_answers_503_with_retry_after_instead_of_accepti
     let freed = Instant::now();
     let mut first_200 = None;
     for _ in 0..8 {
-        let s = post(
-            &client,
-            &server.base,
-            "disk-2",
-            "?wait_ms=20000",
-            dog.clone(),
-        )
-        .await;
+        let s = post(&client, &server.base, "disk-2", "?wait_ms=20000", dog.clone()).await;
         if s.status == 200 && first_200.is_none() {
             first_200 = Some(s.done - freed);
         }
@@ -634,11 +432,6 @@ async fn embedded_on_a_full_disk_answers_503_with_retry_after_instead_of_accepti
         during.len(),
         first_200.as_secs_f64()
     );
-    account(
-        "embedded: disk full, then space back",
-        &server,
-        &sent,
-        &recovery,
-    );
+    account("embedded: disk full, then space back", &server, &sent, &recovery);
     server.stop().await;
 }
