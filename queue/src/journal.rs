@@ -230,11 +230,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, rows: Arc<AtomicU64>) {
                 let why = e.to_string();
                 tracing::warn!(error = why, frames = appends.len(), "frames journal: commit failed; frames refused");
                 // A full disk refuses new frames; completed ones may still be let go.
-                if !appends.is_empty() && !removes.is_empty() {
-                    if let Ok(removed) = commit(&mut conn, &[], &removes) {
-                        rows.fetch_sub(removed.min(rows.load(Ordering::Relaxed)), Ordering::Relaxed);
-                        removes.clear();
-                    }
+                if !appends.is_empty()
+                    && !removes.is_empty()
+                    && let Ok(removed) = commit(&mut conn, &[], &removes)
+                {
+                    rows.fetch_sub(removed.min(rows.load(Ordering::Relaxed)), Ordering::Relaxed);
+                    removes.clear();
                 }
                 for (_, _, _, done) in appends {
                     let _ = done.send(Err(why.clone()));
