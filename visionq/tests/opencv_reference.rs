@@ -49,19 +49,6 @@ fn name(path: &str) -> String {
     Path::new(path).file_name().unwrap().to_string_lossy().into_owned()
 }
 
-fn box_of(d: &Value) -> [f64; 4] {
-    let b: Vec<f64> = d["box_px"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    [b[0], b[1], b[2], b[3]]
-}
-
-fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
-    inter / (area(a) + area(b) - inter)
-}
-
 /// Every detection of `a` scoring at least `floor` has a partner in `b`: same class,
 /// IoU ≥ 0.9, score within `tol`. Returns (worst IoU, worst score difference, compared).
 fn partners(a: &[Value], b: &[Value], floor: f64, tol: f64, what: &str) -> (f64, f64, usize) {

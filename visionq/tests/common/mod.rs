@@ -201,3 +201,18 @@ fn sha256_hex(token: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
+
+/// A detection's box in image pixels.
+pub fn box_of(d: &serde_json::Value) -> [f64; 4] {
+    let b: Vec<f64> = d["box_px"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// Intersection over union of two `[x1, y1, x2, y2]` boxes.
+pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
