@@ -14,5 +14,5 @@ mod provider;
 mod role;
 mod runner;
 
-pub use model::{Assembler, BatchDim, InferError, InputFormat, Model, PassDone, bucket_for};
+pub use model::{Assembler, BatchDim, InferError, InputFormat, Model, PassDone};
 pub use role::{run, to_detections};

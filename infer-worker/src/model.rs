@@ -135,7 +135,7 @@ fn session_index(buckets: &[usize], n: usize) -> usize {
 
 /// The smallest bucket holding `images` (the largest when none does), or `images`
 /// when there are no buckets.
-pub fn bucket_for(buckets: &[usize], images: usize) -> usize {
+fn bucket_for(buckets: &[usize], images: usize) -> usize {
     match buckets.iter().find(|b| **b >= images) {
         Some(b) => *b,
         None => buckets.last().copied().unwrap_or(images),
@@ -280,6 +280,17 @@ impl Model {
         })
     }
 
+    /// Loads the model ready to serve: on CUDA every batch size gets its kernels chosen
+    /// before the first frame; on the CPU one small pass checks the model runs at all.
+    pub fn load_warmed(config: &Config) -> Result<Model, InferError> {
+        let mut model = Model::load(config)?;
+        let sizes = if config.execution_provider == "cuda" { config.max_batch_size } else { 1 };
+        let t0 = std::time::Instant::now();
+        model.warm_up(sizes)?;
+        tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
+        Ok(model)
+    }
+
     /// Largest batch one forward pass takes (`preferred` for dynamic models, at most
     /// the largest bucket).
     pub fn max_batch(&self, preferred: usize) -> usize {
@@ -288,11 +299,6 @@ impl Model {
             (BatchDim::Dynamic, None) => preferred,
             (BatchDim::Fixed(n), _) => n,
         }
-    }
-
-    /// The batch sizes passes run at (empty: any size).
-    pub fn buckets(&self) -> &[usize] {
-        &self.buckets
     }
 
     pub fn class_name(&self, id: u32) -> String {

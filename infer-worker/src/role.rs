@@ -22,7 +22,7 @@ use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueu
 
 use crate::batcher::batcher;
 use crate::decode::Candidate;
-use crate::model::{InferError, Model};
+use crate::model::Model;
 use crate::runner::{Batch, Done, Item, run_batches, run_stream};
 
 /// Boxes from model-input pixels to the original image (pixels and 0–1).
@@ -269,13 +269,7 @@ pub async fn run(
     let mut models = vec![model];
     for _ in 1..streams {
         let c = config.clone();
-        let extra = tokio::task::spawn_blocking(move || {
-            let mut m = Model::load(&c)?;
-            m.warm_up(if c.execution_provider == "cuda" { c.max_batch_size } else { 1 })?;
-            Ok::<_, InferError>(m)
-        })
-        .await
-        .expect("model loading does not panic");
+        let extra = tokio::task::spawn_blocking(move || Model::load_warmed(&c)).await.expect("model loading does not panic");
         match extra {
             Ok(m) => models.push(m),
             Err(e) => {

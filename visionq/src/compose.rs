@@ -299,17 +299,7 @@ pub async fn serve(
 }
 
 async fn load_model(config: Config) -> anyhow::Result<visionq_infer_worker::Model> {
-    let model = tokio::task::spawn_blocking(move || {
-        let mut model = visionq_infer_worker::Model::load(&config)?;
-        // On CUDA every batch size gets its kernels chosen before the first frame;
-        // on the CPU one small pass checks the model runs at all.
-        let sizes = if config.execution_provider == "cuda" { config.max_batch_size } else { 1 };
-        let t0 = std::time::Instant::now();
-        model.warm_up(sizes)?;
-        tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
-        Ok::<_, visionq_infer_worker::InferError>(model)
-    })
-    .await??;
+    let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load_warmed(&config)).await??;
     Ok(model)
 }
 
