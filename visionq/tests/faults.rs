@@ -1022,7 +1022,11 @@ async fn burst_over_capacity_is_refused_with_retry_after_and_accepted_frames_com
         in_burst.iter().filter(|s| s.frame.is_some()).count(),
         secs(backlog_done(&rows, &sent, burst_end, burst_end_wall))
     );
-    report("burst over capacity (frames, tensors max length 20)", &a, Some(extra_unconfirmed(&rows, &sent)), &recovery, 200);
+    // How many frames a burst gets in depends on how fast this machine infers (the
+    // queues hold 20 each; the rest is refused): the CI machine accepted 180 where
+    // this one accepts ~300. What the scenario checks is the accounting, so it asks
+    // only for enough accepted frames to mean it.
+    report("burst over capacity (frames, tensors max length 20)", &a, Some(extra_unconfirmed(&rows, &sent)), &recovery, 80);
     assert!(a.refused > 0, "a burst over capacity is refused in part");
     assert_eq!(a.no_answer, 0, "every request got an answer");
     pipeline.all_ready(Duration::from_secs(15)).await;
