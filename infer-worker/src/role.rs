@@ -105,7 +105,9 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
             let pool = shared.pool.clone().expect("inline preprocessing has its pool");
             pool.run(move |pre| {
                 let mut frame = frame_from_envelope(&env).map_err(|e| (None, e))?;
-                metrics.observe_stage("queue_wait_frames", elapsed_ms(frame.published_at, Utc::now()) / 1e3);
+                let waited_ms = elapsed_ms(frame.published_at, Utc::now());
+                metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
+                frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
                 let p = pre.prepare(&env.body).map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
                 metrics.observe_stage("decode", p.decode_seconds);
                 metrics.observe_stage("resize", p.resize_seconds);
@@ -118,10 +120,13 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
         }
     };
     match prepared {
-        Ok((meta, tensor)) => {
+        Ok((mut meta, tensor)) => {
             if shared.config.infer_input == InferInput::Tensors {
-                let waited = elapsed_ms(meta.preprocessed_at, Utc::now()) / 1e3;
-                shared.metrics.observe_stage("queue_wait_tensors", waited);
+                // From the tensor's publish to its arrival here (the batch wait is
+                // its own stage).
+                let waited_ms = elapsed_ms(meta.preprocessed_at, Utc::now());
+                shared.metrics.observe_stage("queue_wait_tensors", waited_ms / 1e3);
+                meta.frame.timings_ms.insert("queue_wait_tensors".into(), waited_ms);
             }
             let item = Item { delivery: d, meta, tensor, ready_at: Instant::now() };
             // The batcher only goes away on shutdown; the delivery then returns to the queue.
@@ -162,11 +167,9 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
         let t0 = Instant::now();
         let frame = &item.meta.frame;
         let detections = to_detections(&found, &item.meta.letterbox, frame.width, frame.height, class_name);
+        // Each stage is timed where it happens, so the stages do not overlap and
+        // add up to the frame's time in the pipeline.
         let mut timings = frame.timings_ms.clone();
-        if shared.config.infer_input == InferInput::Tensors {
-            timings.insert("queue_wait_tensors".into(), elapsed_ms(item.meta.preprocessed_at, Utc::now()));
-        }
-        timings.insert("queue_wait_frames".into(), elapsed_ms(frame.published_at, item.meta.preprocessed_at));
         timings.insert("batch_wait".into(), waited * 1e3);
         timings.insert("inference".into(), done.inference_seconds * 1e3);
         timings.insert("batch_size".into(), n as f64);

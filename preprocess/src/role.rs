@@ -36,6 +36,11 @@ pub fn frame_from_envelope(e: &Envelope) -> Result<FrameMeta, FrameError> {
 #[allow(clippy::result_large_err)]
 fn prepare(pre: &mut Preprocessor, e: &Envelope, metrics: &Metrics) -> Result<Envelope, (Option<FrameMeta>, FrameError)> {
     let mut frame = frame_from_envelope(e).map_err(|err| (None, err))?;
+    // From the publish to the start of the decode: the queue and the wait for a
+    // pool thread, nothing of the work itself.
+    let waited_ms = elapsed_ms(frame.published_at, Utc::now());
+    metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
+    frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
     let p = pre.prepare(&e.body).map_err(|err| (Some(frame.clone()), err.into()))?;
     metrics.observe_stage("decode", p.decode_seconds);
     metrics.observe_stage("resize", p.resize_seconds);
@@ -124,10 +129,7 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<Preproces
         metrics.in_flight.with_label_values(&["preprocess"]).dec();
         return;
     }
-    let frame_id = frame_from_envelope(&d.envelope).ok().map(|f| {
-        metrics.observe_stage("queue_wait_frames", elapsed_ms(f.published_at, Utc::now()) / 1e3);
-        f.frame_id
-    });
+    let frame_id = frame_from_envelope(&d.envelope).ok().map(|f| f.frame_id);
     let env = d.envelope.clone();
     let m = metrics.clone();
     let prepared = pool.run(move |pre| prepare(pre, &env, &m)).await;

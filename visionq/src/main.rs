@@ -4,6 +4,7 @@
 mod assets;
 mod bench;
 mod bench_infer;
+mod bench_latency;
 mod bench_matrix;
 mod compose;
 mod demo;
@@ -64,6 +65,9 @@ enum Command {
     /// End-to-end matrix (preprocess concurrency × tensors/inline × max batch), one
     /// `visionq run` child per row: results/s, latency, pass under load, CPU, GPU.
     BenchMatrix(bench_matrix::MatrixArgs),
+    /// The CPU path's latency targets in one run: isolated decode, pass and ceiling,
+    /// then idle, paced (9 x 1.67/s) and saturated latency and throughput beside them.
+    BenchLatency(bench_latency::LatencyBenchArgs),
     /// Model and runtime set-up.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(config, args).await,
         Command::BenchInfer(args) => bench_infer::run(config, args).await,
         Command::BenchMatrix(args) => bench_matrix::run(config, args).await,
+        Command::BenchLatency(args) => bench_latency::run(config, args).await,
         Command::Detect(args) => {
             if !detect::run(config, args).await? {
                 std::process::exit(1);

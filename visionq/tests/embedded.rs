@@ -260,3 +260,35 @@ fn asking_for_cuda_where_it_cannot_run_fails_loudly() {
     assert!(stderr.contains("CUDA execution provider was asked for but is not usable"), "{stderr}");
     assert!(run.stdout.is_empty(), "no results were produced on the CPU instead");
 }
+
+/// The stages in a result's `timings_ms` are timed where they happen and do not
+/// overlap: together they never exceed what the station waited for the answer, in
+/// either way of feeding the infer-worker. (They did: `queue_wait_tensors` was read
+/// after the pass and counted the batch wait and the inference a second time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_stages_do_not_overlap_and_add_up_to_at_most_the_wait() {
+    for input in ["tensors", "frames"] {
+        let data = scratch(&format!("stages-{input}"));
+        let env = [("VISIONQ_DATA_DIR", data.display().to_string()), ("VISIONQ_INFER_INPUT", input.to_string())];
+        let server = Server::start(&["run"], &env).await;
+        let client = reqwest::Client::new();
+        let url = server.url("/v1/stations/stages-1/frames?wait_ms=30000");
+        for i in 0..6 {
+            let t0 = std::time::Instant::now();
+            let (status, result) = post_jpeg(&client, &url, photo_bytes("dog.jpg")).await;
+            let waited_ms = t0.elapsed().as_secs_f64() * 1e3;
+            assert_eq!(status, 200, "{result}");
+            let t = result["timings_ms"].as_object().expect("timings_ms");
+            for stage in ["queue_wait_frames", "decode", "resize", "batch_wait", "inference", "postprocess"] {
+                let v = t.get(stage).and_then(Value::as_f64).unwrap_or_else(|| panic!("{input}: no {stage} in {t:?}"));
+                assert!(v >= 0.0, "{input}: {stage} = {v}");
+            }
+            assert_eq!(t.contains_key("queue_wait_tensors"), input == "tensors", "{input}: {t:?}");
+            let sum: f64 = t.iter().filter(|(k, _)| k.as_str() != "batch_size").filter_map(|(_, v)| v.as_f64()).sum();
+            if i > 0 {
+                assert!(sum <= waited_ms + 1.0, "{input}: stages add up to {sum:.1} ms, the station waited {waited_ms:.1} ms: {t:?}");
+            }
+        }
+        server.stop().await;
+    }
+}
