@@ -24,6 +24,7 @@ use visionq_preprocess::Preprocessor;
 
 use crate::compose::Local;
 use crate::load::{Load, Tally, drive, load_photos, percentile};
+use crate::proc_stat::{busiest, cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LatencyBenchArgs {
@@ -111,6 +112,26 @@ fn isolated(config: &Config, photos: &[(String, Bytes)], ceiling_seconds: f64) -
         i += 8;
     }
     Ok(Isolated { prepare: median(&prepare), pass1: median(&pass1), ceiling8: frames as f64 / start.elapsed().as_secs_f64() })
+}
+
+/// This process's CPU time (pipeline and load generator together: the load's own
+/// share is small, its tokio workers are shared) at the start of a phase.
+struct Cpu {
+    total: f64,
+    threads: BTreeMap<String, f64>,
+}
+
+impl Cpu {
+    fn read() -> anyhow::Result<Cpu> {
+        let me = std::process::id();
+        Ok(Cpu { total: cpu_seconds(me)?, threads: thread_cpu_seconds(me)? })
+    }
+
+    /// "CPU x.xx cores: busiest thread groups" over the `secs` since `self`.
+    fn since(&self, secs: f64) -> anyhow::Result<String> {
+        let now = Cpu::read()?;
+        Ok(format!("CPU {:.2} cores; threads: {}", (now.total - self.total) / secs, busiest(&self.threads, &now.threads, secs, 6)))
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -218,9 +239,11 @@ pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
         wait_ms: 30_000,
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
+    let cpu = Cpu::read()?;
     let start = Instant::now();
     drive(client.clone(), &local.base, photos.clone(), &load, tally.clone()).await;
     let paced_elapsed = start.elapsed().as_secs_f64();
+    let paced_cpu = cpu.since(paced_elapsed)?;
     let paced = tally.lock().expect("tally lock").clone();
     let [p50, _, p99, max] = paced.percentiles();
     println!("\n3. paced: {} stations x {} frames/s x {} s", args.stations, args.rate, args.paced_seconds);
@@ -229,11 +252,14 @@ pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
         paced.ok(),
         paced.sent()
     );
+    println!("   {paced_cpu}");
 
     // 4. Saturated.
+    let cpu = Cpu::read()?;
     let start = Instant::now();
     let sat = saturate(&client, &local.base, &photos, args.stations, Duration::from_secs_f64(args.saturated_seconds)).await;
     let sat_elapsed = start.elapsed().as_secs_f64();
+    let sat_cpu = cpu.since(sat_elapsed)?;
     let throughput = sat.ok() as f64 / sat_elapsed;
     let [s50, _, s99, _] = sat.percentiles();
     println!("\n4. saturated: {} stations back to back for {} s", args.stations, args.saturated_seconds);
@@ -242,6 +268,7 @@ pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
         sat.ok(),
         sat.transport_errors
     );
+    println!("   {sat_cpu}");
     local.stop().await?;
 
     let (idle_ratio, p99_ratio, sat_ratio) = (idle_p50 / budget, p99 / 1e3 / iso.pass1, throughput / iso.ceiling8);

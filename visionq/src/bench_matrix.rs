@@ -20,7 +20,7 @@ use visionq_infer_worker::Model;
 use visionq_infer_worker::gpu::GpuProbe;
 
 use crate::load::{Load, Tally, drive, load_photos};
-use crate::proc_stat::{cpu_seconds, thread_cpu_seconds};
+use crate::proc_stat::{busiest, cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MatrixArgs {
@@ -212,21 +212,8 @@ async fn run_row(
         server_cores: (server1 - server0) / elapsed,
         client_cores: (client1 - client0) / elapsed,
         gpu_util_median: median(&mut gpu_samples),
-        top_threads: busiest(&threads0, &threads1, elapsed),
+        top_threads: busiest(&threads0, &threads1, elapsed, 4),
     })
-}
-
-/// The busiest thread groups (by name, numbered threads of a pool together) in
-/// cores, e.g. `visionq-pre 7.9, tokio-rt-worker 2.1, visionq-infer 0.95`.
-fn busiest(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64) -> String {
-    let group = |name: &str| name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-').to_string();
-    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-    for (name, s) in after {
-        *sums.entry(group(name)).or_default() += s - before.get(name).copied().unwrap_or(0.0);
-    }
-    let mut groups: Vec<(String, f64)> = sums.into_iter().map(|(n, s)| (n, s / secs)).collect();
-    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
-    groups.iter().take(4).map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 fn tempdir(name: &str) -> anyhow::Result<PathBuf> {

@@ -86,7 +86,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs the stations against `base` until each has posted its frames and every
-/// request has its answer; `tally` fills in as answers arrive.
+/// request has its answer; `tally` fills in as answers arrive. The stations' ticks
+/// are spread evenly over one period.
 pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String, Bytes)>>, load: &Load, tally: Arc<Mutex<Tally>>) {
     let mut stations = tokio::task::JoinSet::new();
     let frames = (load.rate * load.duration.as_secs_f64()).round() as usize;
@@ -94,7 +95,11 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
     for s in 0..load.stations {
         let (client, photos, tally) = (client.clone(), photos.clone(), tally.clone());
         let url = format!("{base}/v1/stations/{}-{}/frames?wait_ms={}", load.station_prefix, s + 1, load.wait_ms);
+        // Independent cameras are not in phase: station s starts s/N of a period
+        // late, so N stations at R frames/s offer N×R evenly, not N frames at once.
+        let phase = period.mul_f64(s as f64 / load.stations as f64);
         stations.spawn(async move {
+            tokio::time::sleep(phase).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut requests = tokio::task::JoinSet::new();

@@ -38,6 +38,19 @@ pub fn thread_cpu_seconds(pid: u32) -> anyhow::Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// The `top` busiest thread groups between two readings (by name, the numbered
+/// threads of a pool together) in cores, e.g. `visionq-pre 7.9, tokio-rt-worker 2.1`.
+pub fn busiest(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64, top: usize) -> String {
+    let group = |name: &str| name.trim_end_matches(|c: char| c.is_ascii_digit()).trim_end_matches('-').to_string();
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for (name, s) in after {
+        *sums.entry(group(name)).or_default() += s - before.get(name).copied().unwrap_or(0.0);
+    }
+    let mut groups: Vec<(String, f64)> = sums.into_iter().map(|(n, s)| (n, s / secs)).collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups.iter().take(top).map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
