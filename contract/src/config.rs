@@ -115,7 +115,8 @@ pub struct Config {
     /// On CUDA: the output buffers pinned too. Off by default: ONNX Runtime 1.31
     /// refuses to copy a CUDA output into a bound pinned buffer (CopyTensorAsync).
     pub pinned_output: bool,
-    /// ONNX Runtime intra-op threads; 0 lets it choose.
+    /// ONNX Runtime intra-op threads; 0: the cores this process may use (its CPU
+    /// affinity and its container's CPU quota), not every core of the machine.
     pub infer_threads: usize,
     /// Whether ONNX Runtime's idle intra-op threads spin waiting for work (its
     /// default) instead of sleeping: spinning saves a wake-up per pass but burns
