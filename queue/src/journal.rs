@@ -73,6 +73,24 @@ impl Drop for Journal {
     }
 }
 
+fn stopped() -> QueueError {
+    QueueError::Journal("the frames journal writer stopped".into())
+}
+
+/// A frame handed to the journal's writer, not yet known to be committed.
+pub struct Pending(tokio::sync::oneshot::Receiver<Result<(), String>>);
+
+impl Pending {
+    /// Returns once the frame is committed, or why it could not be.
+    pub async fn committed(self) -> Result<(), QueueError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(QueueError::Journal(format!("cannot store the frame: {e}"))),
+            Err(_) => Err(stopped()),
+        }
+    }
+}
+
 fn db(path: &Path, e: rusqlite::Error) -> QueueError {
     let why = match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
@@ -113,16 +131,18 @@ impl Journal {
 
     /// Writes a frame under `key` and returns once it is committed (per [`Sync`]).
     pub async fn append(&self, key: String, envelope: &Envelope) -> Result<(), QueueError> {
+        self.submit(key, envelope)?.committed().await
+    }
+
+    /// Hands a frame to the writer and returns at once; [`Pending::committed`] says
+    /// when (and whether) it is on disk. Operations are committed in the order they
+    /// are submitted, so a later [`Journal::remove`] of the same key never overtakes it.
+    pub fn submit(&self, key: String, envelope: &Envelope) -> Result<Pending, QueueError> {
         let headers = encode_headers(&envelope.headers);
         let (done, rx) = tokio::sync::oneshot::channel();
-        let stopped = || QueueError::Journal("the frames journal writer stopped".into());
         let tx = self.tx.as_ref().ok_or_else(stopped)?;
         tx.send(Op::Append { key, headers, body: envelope.body.clone(), done }).map_err(|_| stopped())?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(QueueError::Journal(format!("cannot store the frame: {e}"))),
-            Err(_) => Err(stopped()),
-        }
+        Ok(Pending(rx))
     }
 
     /// Forgets the frame under `key` (its result is persisted). Committed with the

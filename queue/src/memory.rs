@@ -218,8 +218,20 @@ impl Broker for MemoryBroker {
                 }
                 let key =
                     (d.frame_key)(&message).ok_or_else(|| QueueError::Journal("a frame without an id cannot be journaled".into()))?;
-                d.journal.append(key, &message).await?;
+                // The frame is queued while its commit runs, so the work on it
+                // overlaps the fsync; the publish (and so the station's 202) still
+                // returns only once it is committed.
+                let pending = d.journal.submit(key.clone(), &message)?;
                 q.ready.lock().expect("queue lock").push_back(Item { envelope: message, deliveries: 0 });
+                q.notify.notify_one();
+                if let Err(e) = pending.committed().await {
+                    // Not kept, so not accepted: taken back unless a consumer already
+                    // has it (then its result is stored without a 202, as after a lost
+                    // broker confirm in RabbitMQ mode; never lost, never doubled).
+                    q.ready.lock().expect("queue lock").retain(|i| (d.frame_key)(&i.envelope).as_deref() != Some(key.as_str()));
+                    return Err(e);
+                }
+                return Ok(());
             }
             _ => {
                 let mut ready = q.ready.lock().expect("queue lock");
