@@ -16,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
 use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
+use visionq_contract::message::elapsed_ms;
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, Timings, telemetry};
@@ -334,6 +335,10 @@ async fn accept(
     let (width, height) = check_header(config, &jpeg)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
 
+    let published_at = Utc::now();
+    // The first stage: the request's body read and checked.
+    let mut timings = Timings::new();
+    timings.insert("receive".into(), elapsed_ms(received_at, published_at));
     let meta = FrameMeta {
         frame_id: Uuid::now_v7(),
         station: station.clone(),
@@ -341,12 +346,12 @@ async fn accept(
         height,
         captured_at: captured_in_body.or(params.captured_at),
         received_at,
-        published_at: Utc::now(),
+        published_at,
         deadline: match params.deadline_ms.unwrap_or_else(|| config.deadline_ms(&station)) {
             0 => None,
             ms => Some(received_at + chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)),
         },
-        timings_ms: Timings::new(),
+        timings_ms: timings,
     };
     let frame_id = meta.frame_id;
     let traceparent = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());

@@ -114,6 +114,36 @@ fn isolated(config: &Config, photos: &[(String, Bytes)], ceiling_seconds: f64) -
     Ok(Isolated { prepare: median(&prepare), pass1: median(&pass1), ceiling8: frames as f64 / start.elapsed().as_secs_f64() })
 }
 
+/// The `n` slowest frames of stations `PREFIX-1…N` by the server's own time
+/// (received → completed, from the history API), each with its stages: where the
+/// tail's time went.
+async fn tail(client: &reqwest::Client, base: &str, prefix: &str, stations: usize, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut frames: Vec<(f64, String)> = Vec::new();
+    for s in 1..=stations {
+        let url = format!("{base}/v1/stations/{prefix}-{s}/results?limit=1000");
+        let page: serde_json::Value = client.get(&url).send().await?.error_for_status()?.json().await?;
+        for r in page["results"].as_array().into_iter().flatten() {
+            let at = |k: &str| r[k].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            let (Some(received), Some(completed)) = (at("received_at"), at("completed_at")) else { continue };
+            let server_ms = (completed - received).num_microseconds().unwrap_or(0) as f64 / 1e3;
+            let mut stages: Vec<(String, f64)> = r["timings_ms"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .filter(|(k, v)| k.as_str() != "batch_size" && *v >= 0.05)
+                .collect();
+            stages.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let listed: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+            let batch = r["timings_ms"]["batch_size"].as_f64().unwrap_or(f64::NAN);
+            frames.push((server_ms, format!("received->completed {server_ms:.1} ms (batch of {batch}): {}", listed.join(", "))));
+        }
+    }
+    frames.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest = frames.into_iter().take(n).map(|(_, line)| line);
+    Ok(std::iter::once(format!("the {n} slowest, by the server's own time:")).chain(slowest).collect())
+}
+
 /// This process's CPU time (pipeline and load generator together: the load's own
 /// share is small, its tokio workers are shared) at the start of a phase.
 struct Cpu {
@@ -253,6 +283,9 @@ pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
         paced.sent()
     );
     println!("   {paced_cpu}");
+    for line in tail(&client, &local.base, "paced", args.stations, 3).await? {
+        println!("   {line}");
+    }
 
     // 4. Saturated.
     let cpu = Cpu::read()?;

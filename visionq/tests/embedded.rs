@@ -279,7 +279,7 @@ async fn result_stages_do_not_overlap_and_add_up_to_at_most_the_wait() {
             let waited_ms = t0.elapsed().as_secs_f64() * 1e3;
             assert_eq!(status, 200, "{result}");
             let t = result["timings_ms"].as_object().expect("timings_ms");
-            for stage in ["queue_wait_frames", "decode", "resize", "batch_wait", "inference", "postprocess"] {
+            for stage in ["receive", "queue_wait_frames", "decode", "resize", "batch_wait", "inference", "postprocess"] {
                 let v = t.get(stage).and_then(Value::as_f64).unwrap_or_else(|| panic!("{input}: no {stage} in {t:?}"));
                 assert!(v >= 0.0, "{input}: {stage} = {v}");
             }
