@@ -4,6 +4,7 @@
 mod assets;
 mod bench;
 mod bench_infer;
+mod bench_journal;
 mod bench_latency;
 mod bench_matrix;
 mod compose;
@@ -68,6 +69,8 @@ enum Command {
     /// The CPU path's latency targets in one run: isolated decode, pass and ceiling,
     /// then idle, paced (9 x 1.67/s) and saturated latency and throughput beside them.
     BenchLatency(bench_latency::LatencyBenchArgs),
+    /// The embedded frames journal alone: frames/s it commits on this disk, durable and process.
+    BenchJournal(bench_journal::JournalBenchArgs),
     /// Model and runtime set-up.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -130,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchInfer(args) => bench_infer::run(config, args).await,
         Command::BenchMatrix(args) => bench_matrix::run(config, args).await,
         Command::BenchLatency(args) => bench_latency::run(config, args).await,
+        Command::BenchJournal(args) => bench_journal::run(config, args).await,
         Command::Detect(args) => {
             if !detect::run(config, args).await? {
                 std::process::exit(1);
