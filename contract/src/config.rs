@@ -155,6 +155,20 @@ pub struct Config {
     /// `rate_limit_burst`.
     pub station: BTreeMap<String, StationSettings>,
 
+    /// Every role's HTTP listener (docs/OPERATIONS.md, "Slow clients and connection
+    /// limits"): a request's headers must arrive within this of its first byte (of
+    /// the accept, for a connection's first request), else the connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// A request's body must arrive within this of its headers; else `408
+    /// body_timeout` and the connection is closed.
+    pub http_body_timeout_ms: u64,
+    /// A kept-alive connection with no request for this long is closed, and so is
+    /// one whose client stopped reading a response for this long.
+    pub http_idle_timeout_ms: u64,
+    /// Connections one process holds open at most; beyond it a connection gets `503
+    /// too_many_connections` with `Retry-After` (HTTPS: is closed) at accept.
+    pub http_max_connections: usize,
+
     /// Side of the square model input, used by preprocess workers. A process that
     /// loads the model takes the model's own when this is left unset, and refuses to
     /// start when it is set to another; infer-workers refuse tensors of another size.
@@ -268,6 +282,10 @@ impl Default for Config {
             rate_limit_fps: 0.0,
             rate_limit_burst: 0,
             station: BTreeMap::new(),
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_idle_timeout_ms: 60_000,
+            http_max_connections: 1_024,
             input_size: 416,
             input_size_set: false,
             resize_filter: "linear".into(),
@@ -377,6 +395,12 @@ impl Config {
             || self.dashboard_low_threshold > self.accept_threshold
         {
             return bad("dashboard_low_threshold and accept_threshold must be within 0..1, low <= accept");
+        }
+        if self.http_header_timeout_ms == 0 || self.http_body_timeout_ms == 0 || self.http_idle_timeout_ms == 0 {
+            return bad("http_header_timeout_ms, http_body_timeout_ms and http_idle_timeout_ms must be at least 1");
+        }
+        if self.http_max_connections == 0 {
+            return bad("http_max_connections must be at least 1");
         }
         if self.dashboard_max_stations == 0 {
             return bad("dashboard_max_stations must be at least 1");

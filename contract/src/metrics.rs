@@ -3,7 +3,8 @@
 //! (never a frame id; classes are bounded by the model, stages and reasons by code).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The values of the `stage` label (durations, frames out, work in flight): bounded by code.
@@ -86,6 +87,19 @@ pub struct Metrics {
     pub gpu_utilization_ratio: Gauge,
     /// On CUDA: device memory in use, all processes (NVML).
     pub gpu_memory_used_bytes: Gauge,
+    /// HTTP connections open on this process's listener (each holds a file descriptor).
+    pub http_connections: IntGauge,
+    /// Connections refused at accept because `http_max_connections` were open.
+    pub http_connections_refused_total: IntCounter,
+    /// Connections the listener closed for a client too slow or silent, by `reason`
+    /// (header, body, idle, send).
+    pub http_slow_clients_total: IntCounterVec,
+    /// This process's resident memory, read from /proc at each scrape (Linux).
+    pub process_resident_memory_bytes: IntGauge,
+    /// This process's peak resident memory so far (VmHWM), read at each scrape (Linux).
+    pub process_peak_resident_memory_bytes: IntGauge,
+    /// File descriptors this process holds open, counted at each scrape (Linux).
+    pub process_open_fds: IntGauge,
 }
 
 /// Station label values one process gives at most (a bound on the series count:
@@ -195,7 +209,44 @@ impl Metrics {
                 Opts::new("visionq_selftest_runs_total", "Synthetic self-test runs, by outcome."),
                 &["outcome"]
             )),
+            http_connections: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_http_connections",
+                "HTTP connections open on this process's listener."
+            ))),
+            http_connections_refused_total: reg!(IntCounter::with_opts(Opts::new(
+                "visionq_http_connections_refused_total",
+                "Connections refused at accept: http_max_connections were open."
+            ))),
+            http_slow_clients_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_http_slow_clients_total", "Connections closed for a slow or silent client, by reason."),
+                &["reason"]
+            )),
+            process_resident_memory_bytes: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_process_resident_memory_bytes",
+                "Resident memory of this process (Linux, read at scrape)."
+            ))),
+            process_peak_resident_memory_bytes: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_process_peak_resident_memory_bytes",
+                "Peak resident memory of this process so far (VmHWM; Linux, read at scrape)."
+            ))),
+            process_open_fds: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_process_open_fds",
+                "Open file descriptors of this process (Linux, counted at scrape)."
+            ))),
             registry,
+        }
+    }
+
+    /// Reads this process's memory and open descriptors from /proc into their
+    /// gauges (left as they are where /proc is not Linux's).
+    pub fn sample_process(&self) {
+        if let Some((rss, peak)) = process_memory() {
+            self.process_resident_memory_bytes.set(rss as i64);
+            self.process_peak_resident_memory_bytes.set(peak as i64);
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            // The directory handle itself is one of the entries.
+            self.process_open_fds.set(fds.count().saturating_sub(1) as i64);
         }
     }
 
@@ -205,8 +256,9 @@ impl Metrics {
         self.stage_duration_seconds.with_label_values(&[stage]).observe(seconds);
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric (the process gauges sampled first).
     pub fn render(&self) -> String {
+        self.sample_process();
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
@@ -215,6 +267,20 @@ impl Metrics {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+}
+
+/// (VmRSS, VmHWM) in bytes from /proc/self/status.
+fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_memory(&status)
+}
+
+fn parse_status_memory(status: &str) -> Option<(u64, u64)> {
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
 }
 
 impl Default for Metrics {
@@ -351,7 +417,31 @@ mod tests {
         m.selftest_runs_total.with_label_values(&["ok"]).inc();
         m.gpu_utilization_ratio.set(0.5);
         m.gpu_memory_used_bytes.set(1e9);
+        m.http_connections.set(1);
+        m.http_connections_refused_total.inc();
+        m.http_slow_clients_total.with_label_values(&["header"]).inc();
         m
+    }
+
+    #[test]
+    fn the_process_gauges_read_proc() {
+        assert_eq!(parse_status_memory("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"), Some((1024 * 1024, 2048 * 1024)));
+        assert_eq!(parse_status_memory("Name:\tx\n"), None);
+        let m = Metrics::new();
+        let text = m.render();
+        let value = |text: &str, name: &str| -> i64 {
+            let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {text}"));
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let rss = value(&text, "visionq_process_resident_memory_bytes");
+        assert!(rss > 1024 * 1024, "a test process holds more than 1 MiB: {rss}");
+        assert!(value(&text, "visionq_process_peak_resident_memory_bytes") >= rss);
+        let fds = value(&text, "visionq_process_open_fds");
+        let held: Vec<_> = (0..20).map(|_| std::fs::File::open("/proc/self/status").unwrap()).collect();
+        let more = value(&m.render(), "visionq_process_open_fds");
+        // Other tests of this binary open and close files meanwhile: only a lower bound holds.
+        assert!(more >= fds + 20 - 10, "20 more files open: {fds} -> {more}");
+        drop(held);
     }
 
     #[test]
@@ -374,7 +464,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 20, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 26, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

@@ -172,7 +172,12 @@ fn too_large(limit: usize) -> Refusal {
     Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("frame is larger than the limit of {limit} bytes"))
 }
 
-fn body_error(e: impl std::fmt::Display, limit: usize) -> Refusal {
+fn body_error(e: impl std::error::Error + 'static, limit: usize) -> Refusal {
+    if let Some(t) = visionq_contract::http::body_timed_out(&e) {
+        // The listener closes the connection after this answer: what is left of the
+        // body must not be read as a next request.
+        return Refusal::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string()).before_body();
+    }
     let text = e.to_string();
     if text.contains("length limit") {
         too_large(limit)

@@ -258,19 +258,9 @@ pub async fn serve(
         None => println!("visionq listening on {scheme}://{bound}"),
     }
 
-    let http_stop = shutdown.clone();
-    let http = match tls {
-        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(http_stop.wait()).await }),
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle.clone());
-            tokio::spawn(async move {
-                http_stop.wait().await;
-                handle.graceful_shutdown(Some(Duration::from_secs(2)));
-            });
-            tokio::spawn(async move { server.serve(app.into_make_service()).await })
-        }
-    };
+    let limits = crate::listener::Limits::from_config(&config);
+    let tls = tls.map(|t| t.get_inner());
+    let http = tokio::spawn(crate::listener::serve(listener, app, tls, limits, metrics.clone(), shutdown.clone()));
     shutdown.wait().await;
     tracing::info!("shutting down: no new frames");
     let deadline = Duration::from_millis(config.shutdown_timeout_ms);

@@ -12,6 +12,7 @@ mod demo;
 mod detect;
 mod embedded;
 mod fallback;
+mod listener;
 mod load;
 mod proc_stat;
 mod shutdown;
