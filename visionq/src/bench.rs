@@ -26,6 +26,14 @@ pub struct BenchArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Soak: this many minutes of the load (instead of --duration), sampling the
+    /// server's memory, open descriptors, queue depths and p99 as it goes; exits
+    /// non-zero if one of them grows without bound (docs/RELIABILITY.md, "Soak").
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
+    /// Seconds between two soak samples.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    sample_every: f64,
     /// Folder of JPEG photos to post (default: the cached test photos).
     #[arg(long)]
     photos: Option<PathBuf>,
@@ -70,7 +78,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let load = Load {
         stations: args.stations,
         rate: args.rate,
-        duration: Duration::from_secs_f64(args.duration),
+        duration: Duration::from_secs_f64(args.soak.map_or(args.duration, |m| m * 60.0)),
         station_prefix: args.station_prefix.clone(),
         wait_ms: args.wait_ms,
     };
@@ -78,13 +86,23 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         "visionq bench: {} stations x {} frames/s x {} s, {} photos, max batch {}, against {base} ({mode})",
         args.stations,
         args.rate,
-        args.duration,
+        load.duration.as_secs_f64(),
         photos.len(),
         config.max_batch_size
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
-    drive(client.clone(), &base, photos, &load, tally.clone()).await;
+    let mut bounded = true;
+    match args.soak {
+        Some(_) => {
+            if args.sample_every.is_nan() || args.sample_every <= 0.0 {
+                anyhow::bail!("--sample-every must be a number of seconds above 0");
+            }
+            let every = Duration::from_secs_f64(args.sample_every);
+            bounded = crate::soak::run(client.clone(), &base, photos, &load, tally.clone(), every).await?;
+        }
+        None => drive(client.clone(), &base, photos, &load, tally.clone()).await,
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let after = batch_buckets(&client.get(format!("{base}/metrics")).send().await?.text().await?);
 
@@ -100,6 +118,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     println!("batches    {passes} forward passes, {:.2} frames per pass; size<=bucket:count {dist}", ok as f64 / passes.max(1.0));
     if let Some(l) = local {
         l.stop().await?;
+    }
+    if !bounded {
+        anyhow::bail!("soak failed: a sampled series grows without bound (see the verdict lines above)");
     }
     Ok(())
 }

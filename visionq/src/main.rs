@@ -16,6 +16,7 @@ mod listener;
 mod load;
 mod proc_stat;
 mod shutdown;
+mod soak;
 mod token;
 
 use std::collections::BTreeSet;
