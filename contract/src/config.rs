@@ -60,6 +60,18 @@ pub enum Durability {
     Memory,
 }
 
+/// Whether a JPEG's EXIF Orientation tag is applied before detection.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExifOrientation {
+    /// The image is turned as a viewer shows it (phones and browsers write the tag
+    /// instead of turning the pixels); boxes and the reported size are the turned image's.
+    #[default]
+    Apply,
+    /// The pixels as stored: for cameras whose tag is known to be wrong.
+    Ignore,
+}
+
 /// What one station may override (`[station.<id>]` in the config file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +82,8 @@ pub struct StationSettings {
     pub rate_limit_fps: Option<f64>,
     /// Frames it may post at once above the rate, instead of `rate_limit_burst`.
     pub rate_limit_burst: Option<u32>,
+    /// `apply` or `ignore` this station's EXIF orientation, instead of `exif_orientation`.
+    pub exif_orientation: Option<ExifOrientation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,8 +165,11 @@ pub struct Config {
     pub rate_limit_fps: f64,
     /// Frames a station may post at once above its rate (0: one second's worth).
     pub rate_limit_burst: u32,
+    /// `apply` (default) turns a JPEG by its EXIF Orientation tag before detection, so
+    /// boxes are in the image as a viewer shows it; `ignore` takes the pixels as stored.
+    pub exif_orientation: ExifOrientation,
     /// Per-station overrides: `[station.l1-cam1]` with `deadline_ms`, `rate_limit_fps`,
-    /// `rate_limit_burst`.
+    /// `rate_limit_burst`, `exif_orientation`.
     pub station: BTreeMap<String, StationSettings>,
 
     /// Every role's HTTP listener (docs/OPERATIONS.md, "Slow clients and connection
@@ -281,6 +298,7 @@ impl Default for Config {
             retry_after_s: 2,
             rate_limit_fps: 0.0,
             rate_limit_burst: 0,
+            exif_orientation: ExifOrientation::Apply,
             station: BTreeMap::new(),
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 30_000,
@@ -463,6 +481,11 @@ impl Config {
     /// The default deadline (ms, 0: none) of a frame of `station`.
     pub fn deadline_ms(&self, station: &str) -> u64 {
         self.station.get(station).and_then(|s| s.deadline_ms).unwrap_or(self.frame_deadline_ms)
+    }
+
+    /// Whether `station`'s frames are turned by their EXIF orientation.
+    pub fn exif_orientation(&self, station: &str) -> ExifOrientation {
+        self.station.get(station).and_then(|s| s.exif_orientation).unwrap_or(self.exif_orientation)
     }
 
     /// `station`'s rate limit as (frames/s, burst); None when it has none.
@@ -658,6 +681,13 @@ mod tests {
         assert_eq!(c.rate_limit("live-cam"), Some((30.0, 4)));
         assert_eq!(c.rate_limit("audit"), None);
         assert_eq!(c.rate_limit("other"), Some((5.0, 5)));
+        assert_eq!(c.exif_orientation("live-cam"), ExifOrientation::Apply, "applied by default");
+        std::fs::write(&file, "exif_orientation = \"ignore\"\n[station.phone]\nexif_orientation = \"apply\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.exif_orientation("phone"), c.exif_orientation("other")), (ExifOrientation::Apply, ExifOrientation::Ignore));
+        let c = Config::load_from(None, env(&[("VISIONQ_EXIF_ORIENTATION", "ignore")])).unwrap();
+        assert_eq!(c.exif_orientation("any"), ExifOrientation::Ignore);
+        assert!(Config::load_from(None, env(&[("VISIONQ_EXIF_ORIENTATION", "rotate")])).is_err());
         std::fs::write(&file, "[station.cam]\ndeadline_msec = 1\n").unwrap();
         assert!(Config::load_from(Some(&file), env(&[])).is_err(), "unknown per-station key is refused");
         std::fs::write(&file, "[station.\"bad id\"]\ndeadline_ms = 1\n").unwrap();

@@ -16,9 +16,15 @@ pub type Timings = BTreeMap<String, f64>;
 pub struct FrameMeta {
     pub frame_id: Uuid,
     pub station: String,
-    /// Size read from the JPEG header at ingest.
+    /// Size read from the image header at ingest, as the image is shown: after the
+    /// `orientation` turn (width and height swapped for orientations 5–8).
     pub width: u32,
     pub height: u32,
+    /// EXIF orientation (1–8) preprocessing applies to the decoded pixels before the
+    /// letterbox; 1 (absent) takes them as stored. Ingest sets it from a JPEG's EXIF
+    /// tag where the station applies it (`exif_orientation`).
+    #[serde(default = "upright", skip_serializing_if = "is_upright")]
+    pub orientation: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
@@ -140,6 +146,14 @@ pub struct FrameResult {
     pub completed_at: DateTime<Utc>,
 }
 
+fn upright() -> u8 {
+    1
+}
+
+fn is_upright(o: &u8) -> bool {
+    *o == 1
+}
+
 impl FrameMeta {
     /// Milliseconds past the deadline at `now`, if it has one and it has passed.
     pub fn late_ms(&self, now: DateTime<Utc>) -> Option<f64> {
@@ -210,6 +224,7 @@ mod tests {
             station: "s1".into(),
             width: 10,
             height: 20,
+            orientation: 1,
             captured_at: None,
             received_at: Utc::now(),
             published_at: Utc::now(),

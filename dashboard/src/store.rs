@@ -312,6 +312,7 @@ mod tests {
             station: station.into(),
             width: 4,
             height: 3,
+            orientation: 1,
             captured_at: None,
             received_at: t,
             published_at: t,

@@ -108,7 +108,7 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
                 let waited_ms = elapsed_ms(frame.published_at, Utc::now());
                 metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
                 frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
-                let p = pre.prepare(&env.body).map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
+                let p = pre.prepare_oriented(&env.body, frame.orientation).map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
                 metrics.observe_stage("decode", p.decode_seconds);
                 metrics.observe_stage("resize", p.resize_seconds);
                 frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
-use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
+use visionq_contract::config::{ExifOrientation, SELFTEST_STATION, valid_station_id};
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
@@ -263,11 +263,14 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
     })
 }
 
-fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
-    let (w, h) = jpeg::dimensions(jpeg).map_err(|e| match e {
+/// The frame's size as shown and the orientation preprocessing applies: the JPEG's
+/// EXIF orientation where `station` applies it (`exif_orientation`), else 1.
+fn check_header(config: &Config, station: &str, jpeg: &[u8]) -> Result<(u32, u32, u8), Refusal> {
+    let header = jpeg::header(jpeg).map_err(|e| match e {
         HeaderError::NotJpeg => Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_jpeg", e.to_string()),
         HeaderError::Truncated(_) | HeaderError::Corrupt(_) => Refusal::new(StatusCode::BAD_REQUEST, "bad_header", e.to_string()),
     })?;
+    let (w, h) = (header.width, header.height);
     let pixels = w as u64 * h as u64;
     if w > config.max_dimension || h > config.max_dimension || pixels > config.max_pixels {
         return Err(Refusal::new(
@@ -276,7 +279,12 @@ fn check_header(config: &Config, jpeg: &[u8]) -> Result<(u32, u32), Refusal> {
             format!("image is {w}x{h}; the limits are {} pixels and {} per side", config.max_pixels, config.max_dimension),
         ));
     }
-    Ok((w, h))
+    let orientation = match config.exif_orientation(station) {
+        ExifOrientation::Apply => header.orientation,
+        ExifOrientation::Ignore => 1,
+    };
+    // Orientations 5–8 turn the image a quarter: it is shown `h` wide.
+    Ok(if orientation >= 5 { (h, w, orientation) } else { (w, h, orientation) })
 }
 
 async fn post_frame(
@@ -337,7 +345,7 @@ async fn accept(
     let principal = check_caller(state, &station, &headers).map_err(Refusal::before_body)?;
     let params = FrameParams::parse(query).map_err(|e| Refusal::from(e).before_body())?;
     let (jpeg, captured_in_body) = read_jpeg(state, req).await?;
-    let (width, height) = check_header(config, &jpeg)?;
+    let (width, height, orientation) = check_header(config, &station, &jpeg)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
 
     let published_at = Utc::now();
@@ -349,6 +357,7 @@ async fn accept(
         station: station.clone(),
         width,
         height,
+        orientation,
         captured_at: captured_in_body.or(params.captured_at),
         received_at,
         published_at,

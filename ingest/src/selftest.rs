@@ -68,6 +68,7 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
         station: SELFTEST_STATION.to_string(),
         width: SIDE as u32,
         height: SIDE as u32,
+        orientation: 1,
         captured_at: None,
         received_at: now,
         published_at: now,

@@ -6,6 +6,7 @@ use visionq_contract::{Config, Letterbox};
 use crate::decode::{Channels, JpegDecoder};
 use crate::letterbox::{fit_geometry, place};
 use crate::options::{ChannelOrder, DecodeScale, PreprocessOptions};
+use crate::orient::{orient, swaps_sides};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PreprocessError {
@@ -87,18 +88,32 @@ impl Preprocessor {
         denom
     }
 
-    /// Decode, then letterbox into the model input.
+    /// Decode, then letterbox into the model input (the pixels as stored).
     pub fn prepare(&mut self, bytes: &[u8]) -> Result<Preprocessed, PreprocessError> {
+        self.prepare_oriented(bytes, 1)
+    }
+
+    /// Decode, turn by the EXIF `orientation` (1–8; 1 leaves the pixels as stored),
+    /// then letterbox into the model input: boxes come out in the turned image, and
+    /// `width`×`height` is its size.
+    pub fn prepare_oriented(&mut self, bytes: &[u8], orientation: u8) -> Result<Preprocessed, PreprocessError> {
         let t0 = std::time::Instant::now();
         let scale = match self.options.decode_scale {
             DecodeScale::Off => 1,
-            DecodeScale::Auto => self.jpeg.dimensions(bytes).map(|(w, h)| self.scale_for(w, h)).unwrap_or(1),
+            DecodeScale::Auto => self
+                .jpeg
+                .dimensions(bytes)
+                .map(|(w, h)| if swaps_sides(orientation) { (h, w) } else { (w, h) })
+                .map(|(w, h)| self.scale_for(w, h))
+                .unwrap_or(1),
         };
         let d = self.jpeg.decode(bytes, self.options.max_pixels, scale, Channels::Rgb)?;
-        let (width, height) = (d.source_width, d.source_height);
+        let (pixels, decoded_width, decoded_height) = orient(d.pixels, d.width, d.height, orientation);
+        let (width, height) =
+            if swaps_sides(orientation) { (d.source_height, d.source_width) } else { (d.source_width, d.source_height) };
         let t1 = std::time::Instant::now();
         let lb = fit_geometry(self.options.input_fit, width, height, self.input_width, self.input_height);
-        let mut tensor = place(&mut self.resizer, self.options.resize_filter, d.pixels, d.width, d.height, &lb)?;
+        let mut tensor = place(&mut self.resizer, self.options.resize_filter, pixels, decoded_width, decoded_height, &lb)?;
         if self.options.channel_order == ChannelOrder::Bgr {
             tensor.chunks_exact_mut(3).for_each(|p| p.swap(0, 2));
         }
@@ -147,6 +162,36 @@ mod tests {
             assert!(matches!(p.decode(input), Err(PreprocessError::Decode(_))), "{input:?}");
             assert!(matches!(p.prepare(input), Err(PreprocessError::Decode(_))), "{input:?}");
         }
+    }
+
+    #[test]
+    fn the_exif_orientation_turns_the_image_before_the_letterbox() {
+        // 64×32 stored: red left half, blue right half.
+        let rgb: Vec<u8> = (0..32).flat_map(|_| (0..64).flat_map(|x| if x < 32 { [220, 20, 20] } else { [20, 20, 220] })).collect();
+        let image = turbojpeg::Image { pixels: &rgb[..], width: 64, pitch: 64 * 3, height: 32, format: turbojpeg::PixelFormat::RGB };
+        let jpeg = turbojpeg::compress(image, 95, turbojpeg::Subsamp::None).unwrap();
+        let mut p = Preprocessor::new(416, 416, 1 << 20);
+        let px = |t: &[u8], x: usize, y: usize| <[u8; 3]>::try_from(&t[(y * 416 + x) * 3..][..3]).unwrap();
+        let red = |c: [u8; 3]| c[0] > 180 && c[2] < 60;
+        let blue = |c: [u8; 3]| c[2] > 180 && c[0] < 60;
+
+        let stored = p.prepare(&jpeg).unwrap();
+        assert_eq!((stored.width, stored.height), (64, 32));
+        assert!(red(px(&stored.tensor, 100, 208)) && blue(px(&stored.tensor, 316, 208)));
+
+        // 6: shown turned clockwise, so the stored left half is on top, 32×64.
+        let turned = p.prepare_oriented(&jpeg, 6).unwrap();
+        assert_eq!((turned.width, turned.height), (32, 64));
+        assert_eq!((turned.letterbox.scaled_width, turned.letterbox.scaled_height, turned.letterbox.pad_x), (208, 416, 104));
+        assert_eq!(px(&turned.tensor, 50, 208), [PAD_VALUE; 3], "bars left and right now");
+        assert!(red(px(&turned.tensor, 208, 100)) && blue(px(&turned.tensor, 208, 316)), "red above blue");
+        // 8: turned the other way, blue on top.
+        let turned = p.prepare_oriented(&jpeg, 8).unwrap();
+        assert!(blue(px(&turned.tensor, 208, 100)) && red(px(&turned.tensor, 208, 316)), "blue above red");
+        // 3: upside down, blue on the left.
+        let turned = p.prepare_oriented(&jpeg, 3).unwrap();
+        assert_eq!((turned.width, turned.height), (64, 32));
+        assert!(blue(px(&turned.tensor, 100, 208)) && red(px(&turned.tensor, 316, 208)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Preprocessing: this crate owns turning a camera frame (JPEG) into the model's
 //! input — strict decode (cut-off or corrupt data is an error, never a grey image),
-//! letterbox, resize — as a u8 HWC RGB tensor plus the letterbox geometry that maps
+//! the EXIF orientation turn ingest asked for, letterbox, resize — as a u8 HWC RGB tensor plus the letterbox geometry that maps
 //! boxes back. It is a library first ([`Preprocessor`]), so the
 //! infer-worker can run it inline on its own threads, and a role second ([`run`]):
 //! consume frames, publish tensors, and turn frames that cannot be decoded into an
@@ -10,6 +10,7 @@ mod decode;
 mod image;
 mod letterbox;
 mod options;
+mod orient;
 mod pool;
 mod role;
 
@@ -17,5 +18,6 @@ pub use decode::{Channels, Decoded, JpegDecoder};
 pub use image::{PreprocessError, Preprocessed, Preprocessor};
 pub use letterbox::{PAD_VALUE, fit_geometry, letterbox_geometry};
 pub use options::{ChannelOrder, DecodeScale, InputFit, PreprocessOptions, ResizeFilter};
+pub use orient::{orient, swaps_sides};
 pub use pool::PreprocessPool;
 pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};

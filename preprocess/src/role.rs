@@ -41,7 +41,7 @@ fn prepare(pre: &mut Preprocessor, e: &Envelope, metrics: &Metrics) -> Result<En
     let waited_ms = elapsed_ms(frame.published_at, Utc::now());
     metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
     frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
-    let p = pre.prepare(&e.body).map_err(|err| (Some(frame.clone()), err.into()))?;
+    let p = pre.prepare_oriented(&e.body, frame.orientation).map_err(|err| (Some(frame.clone()), err.into()))?;
     metrics.observe_stage("decode", p.decode_seconds);
     metrics.observe_stage("resize", p.resize_seconds);
     frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);

@@ -65,6 +65,7 @@ fn tensors(config: &Config, photos: &[(String, Bytes)], w: u32, h: u32) -> anyho
                 station: "bench".into(),
                 width: p.width,
                 height: p.height,
+                orientation: 1,
                 captured_at: None,
                 received_at: Utc::now(),
                 published_at: Utc::now(),
