@@ -173,7 +173,7 @@ mod tests {
         }
         // An XMP APP1 segment is not EXIF; out-of-range values, wrong types and a
         // truncated IFD read as upright, never as a refusal.
-        let xmp = [vec![0xFF, 0xE1, 0x00, 0x0C], b"http://ns\0\0".to_vec()].concat();
+        let xmp = [vec![0xFF, 0xE1, 0x00, 0x0D], b"http://ns\0\0".to_vec()].concat();
         assert_eq!(super::header(&with_segment(&xmp)).unwrap().orientation, 1);
         for entries in [[(0x0112, 3, 1, 9)], [(0x0112, 3, 1, 0)], [(0x0112, 4, 1, 6)], [(0x0112, 3, 2, 6)]] {
             assert_eq!(super::header(&with_segment(&exif(false, &entries))).unwrap().orientation, 1, "{entries:?}");
