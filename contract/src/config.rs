@@ -20,7 +20,7 @@ pub enum ConfigError {
 }
 
 /// Where inference input comes from.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InferInput {
     /// Preprocessed tensors from separate preprocess workers.
@@ -33,7 +33,7 @@ pub enum InferInput {
 /// (cuDNN) whenever its input shape changes, which costs far more than a pass, so on
 /// CUDA a pass never changes a session's shape: each bucket size gets its own session
 /// and a short batch is padded up to the next bucket.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchShapes {
     /// `buckets` on CUDA, `exact` on the CPU.
@@ -47,7 +47,7 @@ pub enum BatchShapes {
 }
 
 /// How the embedded mode keeps an accepted frame until its result is stored.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// In the frames journal (`<data_dir>/frames-journal.db`), fsynced before the
@@ -73,7 +73,7 @@ pub enum ExifOrientation {
 }
 
 /// What one station may override (`[station.<id>]` in the config file).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StationSettings {
     /// This station's default frame deadline (ms; 0: none), instead of `frame_deadline_ms`.
@@ -86,39 +86,49 @@ pub struct StationSettings {
     pub exif_orientation: Option<ExifOrientation>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Config {
     /// `amqp://…` or `amqps://…`; unset means the in-process queue (embedded mode).
     pub amqp_url: Option<String>,
     /// A file holding the AMQP URL (a mounted secret); read when `amqp_url` is unset.
+    #[schema(value_type = Option<String>)]
     pub amqp_url_file: Option<PathBuf>,
     /// PEM CA bundle that signs the broker's certificate, for `amqps://` (unset: the
     /// system's roots).
+    #[schema(value_type = Option<String>)]
     pub amqp_tls_ca_file: Option<PathBuf>,
     /// Prefix of every broker object (exchanges, queues).
     pub queue_prefix: String,
     /// `postgres://…`, `sqlite://PATH`; unset means `sqlite://<data_dir>/visionq.db`.
     pub database_url: Option<String>,
     /// A file holding the database URL (a mounted secret); read when `database_url` is unset.
+    #[schema(value_type = Option<String>)]
     pub database_url_file: Option<PathBuf>,
     /// HTTP listen address of ingest/results.
     pub listen: String,
     /// PEM certificate chain and private key: when both are set the HTTP side speaks
     /// HTTPS only.
+    #[schema(value_type = Option<String>)]
     pub tls_cert_file: Option<PathBuf>,
+    #[schema(value_type = Option<String>)]
     pub tls_key_file: Option<PathBuf>,
     /// TOML file of `[[token]]` entries (name, scope, stations, sha256); unset turns
     /// authentication off, which only a loopback listener may do. `visionq token new`
     /// makes entries.
+    #[schema(value_type = Option<String>)]
     pub tokens_file: Option<PathBuf>,
     /// Where fetched models, the runtime and photos are cached.
+    #[schema(value_type = String)]
     pub cache_dir: PathBuf,
     /// Where the embedded store keeps its file.
+    #[schema(value_type = String)]
     pub data_dir: PathBuf,
     /// ONNX model file; unset means the default model in the cache.
+    #[schema(value_type = Option<String>)]
     pub model: Option<PathBuf>,
     /// `libonnxruntime.so`; unset means `ORT_DYLIB_PATH`, then the cache.
+    #[schema(value_type = Option<String>)]
     pub ort_dylib_path: Option<PathBuf>,
     /// `cpu` or `cuda`.
     pub execution_provider: String,
@@ -203,6 +213,8 @@ pub struct Config {
     /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
     /// `off` or `auto`.
     pub decode_scale: String,
+    /// Frames decoded at once (default: one per CPU of the machine).
+    #[schema(default)] // the default depends on the machine: none in the OpenAPI document
     pub preprocess_concurrency: usize,
     pub infer_input: InferInput,
     pub max_batch_size: usize,

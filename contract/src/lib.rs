@@ -3,9 +3,10 @@
 //! infer-worker and results (and the result object stations receive), the names of
 //! the broker topology, the configuration every role reads, who may call what
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
-//! what the HTTP listener tells a handler about a slow body ([`http`]), and the
-//! telemetry (metric names, defined once, and log set-up). It does no I/O beyond
-//! reading the config file and this process's own figures in /proc.
+//! the one shape of its refusals ([`refusal`]), what the HTTP listener tells a
+//! handler about a slow body ([`http`]), and the telemetry (metric names, defined
+//! once, and log set-up). It does no I/O beyond reading the config file and this
+//! process's own figures in /proc.
 
 pub mod auth;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod message;
 pub mod metrics;
 pub mod params;
+pub mod refusal;
 pub mod telemetry;
 pub mod topology;
 

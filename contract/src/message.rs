@@ -77,7 +77,7 @@ pub struct TensorMeta {
     pub preprocessed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultStatus {
     Ok,
@@ -104,32 +104,34 @@ impl ResultStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ImageSize {
     pub width: u32,
     pub height: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Detection {
     pub class_id: u32,
     pub class_name: String,
     pub score: f32,
     /// `[x1, y1, x2, y2]` normalised to 0–1 by the image size.
     #[serde(rename = "box")]
+    #[schema(min_items = 4, max_items = 4)]
     pub bbox: [f32; 4],
     /// `[x1, y1, x2, y2]` in original-image pixels.
+    #[schema(min_items = 4, max_items = 4)]
     pub box_px: [f32; 4],
 }
 
 /// The result of one frame, as stations, operators and the database see it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FrameResult {
     pub frame_id: Uuid,
     pub station: String,
@@ -139,6 +141,8 @@ pub struct FrameResult {
     pub image: ImageSize,
     pub model: ModelInfo,
     pub detections: Vec<Detection>,
+    /// Milliseconds per stage (`decode`, `resize`, `batch_wait`, `inference`, …).
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub timings_ms: Timings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_at: Option<DateTime<Utc>>,

@@ -1,12 +1,18 @@
 //! Log set-up shared by every role: `tracing` to stderr, human-readable or JSON,
-//! filtered by `RUST_LOG` (default `info`); and the W3C trace context (`traceparent`)
-//! that travels with a frame from the HTTP request through every AMQP hop.
+//! filtered by `RUST_LOG` (default: the command's, `info` for the roles), in colour
+//! only when stderr is a terminal (and `NO_COLOR` is unset); and the W3C trace
+//! context (`traceparent`) that travels with a frame from the HTTP request through
+//! every AMQP hop.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
+pub fn init_logging(format: &str, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
     // A second init (tests, embedded roles) keeps the first subscriber.
     drop(result);

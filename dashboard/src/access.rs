@@ -13,8 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
+use visionq_contract::refusal::ErrorBody;
 
 /// What a set of routes needs: a scope, or (None) any valid token, leaving the
 /// per-station decision to the handler.
@@ -79,7 +79,7 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
 /// `WWW-Authenticate` challenge.
 pub fn denied(d: Denied) -> Response {
     let status = StatusCode::from_u16(d.status()).expect("401 or 403");
-    let mut r = (status, Json(json!({"error": d.to_string(), "code": d.code()}))).into_response();
+    let mut r = (status, Json(ErrorBody::new(d.code(), d.to_string()))).into_response();
     if let Some(c) = d.challenge() {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
     }

@@ -14,10 +14,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use serde_json::json;
+use serde::Serialize;
 use uuid::Uuid;
 use visionq_contract::auth::{Auth, Scope};
 use visionq_contract::params::{ParamError, Params};
+use visionq_contract::refusal::ErrorBody;
 use visionq_contract::{Config, Metrics};
 
 use crate::access::{self, Gate};
@@ -61,8 +62,8 @@ pub fn router(state: Arc<DashboardState>) -> Router {
         .route_layer(middleware::from_fn_with_state(operator, access::check));
     Router::new()
         .route("/", get(index))
-        .route("/dashboard", get(index))
-        .route("/dashboard/", get(index))
+        .route(crate::openapi::PAGE_ALIASES[0], get(index))
+        .route(crate::openapi::PAGE_ALIASES[1], get(index))
         .route("/dashboard/{file}", get(asset))
         .route("/v1/dashboard/config", get(page_config))
         .merge(data)
@@ -71,11 +72,11 @@ pub fn router(state: Arc<DashboardState>) -> Router {
 
 /// A refusal in the shape every visionq route gives: `{error, code}`.
 fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 fn bad_param(e: ParamError) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": e.message, "code": e.code, "param": e.param}))).into_response()
+    (StatusCode::BAD_REQUEST, Json(ErrorBody::from(e))).into_response()
 }
 
 /// The query of a dashboard data route, which the access check reads `token` from.
@@ -111,11 +112,30 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     r
 }
 
-async fn index(headers: HeaderMap) -> Response {
+/// The dashboard page (also at `/dashboard` and `/dashboard/`).
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 304, description = "Not modified (`ETag`)")),
+)]
+pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve(&assets::INDEX, &headers)
 }
 
-async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+/// One of the page's files (`app.js`, `app.css`, `icon.svg`).
+#[utoipa::path(
+    get,
+    path = "/dashboard/{file}",
+    tag = "dashboard",
+    params(("file" = String, Path, description = "The file's name")),
+    responses(
+        (status = 200, description = "The file", body = String),
+        (status = 304, description = "Not modified (`ETag`)"),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match assets::get(&file) {
         Some(a) => serve(a, &headers),
         None => refuse(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{file}`")),
@@ -125,24 +145,74 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
 /// What the page needs to know of the configuration (open: it tells the page
 /// whether to ask for a token; the other roles' addresses are left out when
 /// authentication is on).
-async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/config",
+    tag = "dashboard",
+    responses((status = 200, description = "What the page needs of the configuration", body = PageConfig)),
+)]
+pub(crate) async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
     let c = &s.config;
-    let mut sources = vec![json!({"name": "this process", "url": "/metrics"})];
+    let mut sources = vec![MetricsSource { name: "this process".into(), url: "/metrics".into() }];
     for (i, url) in c.dashboard_metrics_urls.iter().enumerate() {
         let name = if s.auth.enabled() { format!("role {}", i + 1) } else { visionq_contract::config::redact_url(url) };
-        sources.push(json!({"name": name, "url": format!("/v1/dashboard/metrics/{i}")}));
+        sources.push(MetricsSource { name, url: format!("/v1/dashboard/metrics/{i}") });
     }
-    Json(json!({
-        "accept_threshold": as_shown(c.accept_threshold),
-        "low_threshold": as_shown(c.dashboard_low_threshold),
-        "stale_after_ms": c.dashboard_stale_after_ms,
-        "preview_interval_ms": c.dashboard_preview_interval_ms,
-        "mode": if c.amqp_url.is_some() { "distributed" } else { "embedded" },
-        "metrics_sources": sources,
-        "auth": {"required": s.auth.enabled()},
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    Json(PageConfig {
+        accept_threshold: as_shown(c.accept_threshold),
+        low_threshold: as_shown(c.dashboard_low_threshold),
+        stale_after_ms: c.dashboard_stale_after_ms,
+        preview_interval_ms: c.dashboard_preview_interval_ms,
+        mode: if c.amqp_url.is_some() { "distributed" } else { "embedded" },
+        metrics_sources: sources,
+        auth: AuthRequired { required: s.auth.enabled() },
+        version: env!("CARGO_PKG_VERSION"),
+    })
     .into_response()
+}
+
+/// `GET /v1/dashboard/config`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PageConfig {
+    /// Scores at or above it are drawn as accepted (green).
+    accept_threshold: f64,
+    /// Scores below it are drawn dim (amber).
+    low_threshold: f64,
+    /// A station silent for longer is shown STALLED.
+    stale_after_ms: u64,
+    preview_interval_ms: u64,
+    /// `embedded` or `distributed`.
+    mode: &'static str,
+    /// Where the pipeline view reads metrics: this process, then the other roles (relayed).
+    metrics_sources: Vec<MetricsSource>,
+    auth: AuthRequired,
+    version: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct MetricsSource {
+    name: String,
+    url: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AuthRequired {
+    /// Whether the page must ask for a token.
+    required: bool,
+}
+
+/// A message of the live feed, and the answer of `GET /v1/dashboard/stations`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Feed {
+    /// `snapshot` (every station) or `update` (the stations that changed).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    now: chrono::DateTime<Utc>,
+    /// Per station: `station`, `frames`, `errors`, `detections`, `last_seen`, `age_ms`,
+    /// `latest` (the latest result in brief) and `preview` (the frame shown, its URL and result).
+    stations: Vec<serde_json::Value>,
+    /// Stations forgotten since the previous message.
+    removed: Vec<String>,
 }
 
 /// An f32 as the JSON of results writes it (shortest text: 0.85, not
@@ -151,17 +221,38 @@ fn as_shown(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
-fn feed_message(kind: &str, previews: &Previews, cursor: &mut Cursor) -> serde_json::Value {
+fn feed_message(kind: &'static str, previews: &Previews, cursor: &mut Cursor) -> Feed {
     let (stations, removed) = previews.changes(cursor);
-    json!({"type": kind, "now": Utc::now(), "stations": stations, "removed": removed})
+    Feed { kind, now: Utc::now(), stations, removed }
 }
 
 /// Every station as the live feed's first message describes it.
-async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/stations",
+    tag = "dashboard",
+    responses((status = 200, description = "Every station's tile", body = Feed), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Not an operator token", body = ErrorBody)),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
     Json(feed_message("snapshot", &s.previews, &mut Cursor::default())).into_response()
 }
 
-async fn stream(
+/// The page's live feed.
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/stream",
+    tag = "dashboard",
+    description = "A WebSocket: a `snapshot` message, then every 250 ms the stations that changed (`update`), at least every 2 s.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket; each message is a feed message", body = Feed),
+        (status = 400, description = "A query parameter, or not a WebSocket request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an operator token", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn stream(
     State(s): State<Arc<DashboardState>>,
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -201,8 +292,7 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
                 },
             }
             message = feed_message("update", &s.previews, &mut cursor);
-            let quiet =
-                message["stations"].as_array().is_some_and(Vec::is_empty) && message["removed"].as_array().is_some_and(Vec::is_empty);
+            let quiet = message.stations.is_empty() && message.removed.is_empty();
             if !quiet || last_sent.elapsed() >= HEARTBEAT {
                 break;
             }
@@ -213,7 +303,28 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
 
 /// The latest frame shown for a station (`?frame_id=` asks for that one frame:
 /// 404 once a newer one replaced it, so boxes are never drawn on another frame).
-async fn latest_jpeg(State(s): State<Arc<DashboardState>>, Path(station): Path<String>, RawQuery(raw): RawQuery) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/stations/{station}/latest.jpg",
+    tag = "dashboard",
+    params(
+        ("station" = String, Path, description = "Station id"),
+        ("frame_id" = Option<String>, Query, description = "That frame only (a UUID): 404 once a newer one replaced it"),
+    ),
+    responses(
+        (status = 200, description = "The JPEG (`x-visionq-frame-id` names its frame)", content_type = "image/jpeg", body = String),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 404, description = "No frame of this station to show (yet)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn latest_jpeg(
+    State(s): State<Arc<DashboardState>>,
+    Path(station): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let mut p = params(raw.as_deref());
     let frame_id = match p.get::<Uuid>("frame_id").and_then(|id| p.finish().map(|()| id)) {
         Ok(id) => id,
@@ -234,7 +345,21 @@ async fn latest_jpeg(State(s): State<Arc<DashboardState>>, Path(station): Path<S
 
 /// Another role's `/metrics`, fetched by this process (`dashboard_metrics_urls`), so
 /// the pipeline view can read every role while the page only talks to its origin.
-async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<String>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/v1/dashboard/metrics/{source}",
+    tag = "dashboard",
+    params(("source" = usize, Path, description = "Index into `dashboard_metrics_urls`, from 0")),
+    responses(
+        (status = 200, description = "That role's Prometheus metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 404, description = "No such source", body = ErrorBody),
+        (status = 502, description = "The source does not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<String>) -> Response {
     let Some(url) = source.parse::<usize>().ok().and_then(|i| s.config.dashboard_metrics_urls.get(i)) else {
         let n = s.config.dashboard_metrics_urls.len();
         return refuse(StatusCode::NOT_FOUND, "not_found", format!("no metrics source `{source}`: there are {n}, numbered from 0"));
@@ -254,6 +379,8 @@ async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -8,7 +8,8 @@
 //! publishes them and [`Previews`] keeps the latest one per station, bounded, in the
 //! results role. Everything here is read-only: the dashboard never changes the
 //! pipeline. It also owns the read side's access check ([`access`]), which the
-//! results role's history API shares.
+//! results role's history API shares. [`openapi`] describes its routes for the
+//! OpenAPI document.
 //!
 //! # Where the frames on the dashboard come from
 //!
@@ -49,6 +50,7 @@
 pub mod access;
 pub mod assets;
 pub mod http;
+pub mod openapi;
 pub mod store;
 pub mod tap;
 

@@ -12,12 +12,12 @@ use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
 use visionq_contract::config::{ExifOrientation, SELFTEST_STATION, valid_station_id};
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::params::{ParamError, Params};
+use visionq_contract::refusal::ErrorBody;
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, Timings, telemetry};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
@@ -113,10 +113,8 @@ pub(crate) fn check_admin(state: &IngestState, headers: &HeaderMap) -> Result<()
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let body = match &self.param {
-            Some(p) => json!({"error": self.message, "code": self.code, "param": p}),
-            None => json!({"error": self.message, "code": self.code}),
-        };
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.param = self.param;
         let mut r = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after_s {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -132,9 +130,13 @@ impl IntoResponse for Refusal {
 }
 
 /// `?wait_ms=`, `?captured_at=`, `?deadline_ms=`; anything else is refused.
-#[derive(Debug)]
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FrameParams {
+    /// Hold the request up to this many ms (at most `max_wait_ms`) and answer with
+    /// the result; without it the answer is `202 queued` at once.
     wait_ms: Option<u64>,
+    /// When the station captured the frame (RFC 3339); a body field of the same name wins.
     captured_at: Option<DateTime<Utc>>,
     /// Live frame: report it `expired` instead of running it after this many ms.
     deadline_ms: Option<u64>,
@@ -151,10 +153,48 @@ impl FrameParams {
 }
 
 /// `captured_at` is read as text so that a bad one is refused by its name.
-#[derive(Deserialize)]
-struct JsonFrame {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct JsonFrame {
+    /// The JPEG, base64 (a `data:image/jpeg;base64,` URL too).
     image: String,
+    /// When the station captured the frame (RFC 3339).
+    #[schema(format = DateTime)]
     captured_at: Option<String>,
+}
+
+/// A raw JPEG body.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // describes the body for the OpenAPI document; the handler reads the bytes
+pub(crate) struct JpegBody(Vec<u8>);
+
+/// A multipart upload (its image part is read as described in the README).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the form for the OpenAPI document; the handler reads it part by part
+pub(crate) struct FrameForm {
+    /// The JPEG.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// When the station captured the frame (RFC 3339).
+    #[schema(format = DateTime)]
+    captured_at: Option<String>,
+}
+
+/// A frame taken but not yet answered: `202` (queued), or `504` when `wait_ms`
+/// passed first (`error` says so; the frame still completes).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Queued {
+    pub frame_id: Uuid,
+    /// Always `queued`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Queued {
+    fn new(frame_id: Uuid) -> Self {
+        Queued { frame_id, status: "queued", error: None }
+    }
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -287,7 +327,36 @@ fn check_header(config: &Config, station: &str, jpeg: &[u8]) -> Result<(u32, u32
     Ok(if orientation >= 5 { (h, w, orientation) } else { (w, h, orientation) })
 }
 
-async fn post_frame(
+/// Posts a frame: raw JPEG, multipart with an `image` part, or JSON with base64.
+#[utoipa::path(
+    post,
+    path = "/v1/stations/{station}/frames",
+    tag = "ingest",
+    params(("station" = String, Path, description = "Station id: 1-64 of A-Z a-z 0-9 . _ -"), FrameParams),
+    request_body(
+        description = "The frame",
+        content(
+            (JpegBody = "image/jpeg"),
+            (FrameForm = "multipart/form-data"),
+            (JsonFrame = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the broker (or, embedded, the fsynced journal) holds the frame", body = Queued),
+        (status = 200, description = "The result (with `wait_ms`)", body = FrameResult),
+        (status = 504, description = "No result within `wait_ms`; the frame still completes", body = Queued),
+        (status = 400, description = "Bad parameter, body, header or station id", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another station's token", body = ErrorBody),
+        (status = 404, description = "Station not in the allow-list", body = ErrorBody),
+        (status = 413, description = "Too many bytes or pixels", body = ErrorBody),
+        (status = 415, description = "Not a JPEG or an unsupported content type", body = ErrorBody),
+        (status = 429, description = "Over the station's rate limit (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "The pipeline cannot take the frame now (`Retry-After`)", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn post_frame(
     State(state): State<Arc<IngestState>>,
     Path(station): Path<String>,
     RawQuery(query): RawQuery,
@@ -379,18 +448,17 @@ async fn accept(
         tracing::trace!(frame_id = %frame_id, token = p.name, "frame posted");
     }
 
-    let queued = json!({"frame_id": frame_id, "status": "queued"});
+    let queued = Queued::new(frame_id);
     match (wait, waiting) {
         (Some(wait), Some(mut waiting)) => match wait_result(state, wait, &mut waiting.rx).await {
             Waited::Result(result) => Ok((StatusCode::OK, Json(result)).into_response()),
             Waited::Stopping => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),
             Waited::TimedOut => {
-                let body = json!({
-                    "frame_id": frame_id,
-                    "status": "queued",
-                    "error": format!("no result within {} ms; the frame is still being processed (GET /v1/frames/{frame_id})", wait.as_millis()),
-                });
-                Ok((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response())
+                let error = format!(
+                    "no result within {} ms; the frame is still being processed (GET /v1/frames/{frame_id})",
+                    wait.as_millis()
+                );
+                Ok((StatusCode::GATEWAY_TIMEOUT, Json(Queued { error: Some(error), ..queued })).into_response())
             }
         },
         _ => Ok((StatusCode::ACCEPTED, Json(queued)).into_response()),

@@ -4,15 +4,17 @@
 //! the frame an id, publishes it and answers `202` only once the broker confirmed it
 //! — or holds the request until the frame's result arrives when the station asked to
 //! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
-//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`, admin only).
+//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`, admin only),
+//! and describes both routes for the OpenAPI document ([`openapi`]).
 
 mod api;
 pub mod jpeg;
 pub mod limits;
+pub mod openapi;
 pub mod selftest;
 mod waiters;
 
-pub use api::{IngestState, router};
+pub use api::{IngestState, Queued, router};
 pub use limits::RateLimiter;
 pub use selftest::SELFTEST_STATION;
 pub use waiters::Waiters;

@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
-use serde_json::json;
 use uuid::Uuid;
 use visionq_contract::params::Params;
+use visionq_contract::refusal::ErrorBody;
 use visionq_contract::topology::TRACEPARENT_HEADER;
-use visionq_contract::{FrameMeta, ResultStatus, Timings};
+use visionq_contract::{FrameMeta, FrameResult, ResultStatus, Timings};
 
 use crate::api::{IngestState, Waited, publish_frame, wait_result};
 
@@ -44,6 +44,43 @@ pub fn test_jpeg() -> &'static [u8] {
     })
 }
 
+/// What a self-test answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SelftestReport {
+    /// `ok`, `error` (the frame's result is an error) or `timeout`.
+    pub status: &'static str,
+    pub frame_id: Uuid,
+    /// From the request to the result.
+    pub total_ms: f64,
+    /// The result's per-stage milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, f64>>)]
+    pub stages_ms: Option<Timings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<FrameResult>>,
+    /// Why no result came (`timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Runs a synthetic frame through every stage and reports each stage's time.
+#[utoipa::path(
+    post,
+    path = "/v1/selftest",
+    tag = "ingest",
+    params(("wait_ms" = Option<u64>, Query, description = "How long to wait for the result (ms)")),
+    responses(
+        (status = 200, description = "The frame went through every stage", body = SelftestReport),
+        (status = 502, description = "The frame's result is an error", body = SelftestReport),
+        (status = 504, description = "No result in time: a role is missing or stuck", body = SelftestReport),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 404, description = "The self-test's station is not in the allow-list", body = ErrorBody),
+        (status = 503, description = "The pipeline cannot take the frame now", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
     if let Err(refusal) = crate::api::check_admin(&state, &headers) {
         return refusal.into_response();
@@ -88,12 +125,14 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
         Waited::Result(result) => result,
         Waited::TimedOut | Waited::Stopping => {
             count("timeout");
-            let body = json!({
-                "status": "timeout",
-                "frame_id": frame_id,
-                "total_ms": started.elapsed().as_secs_f64() * 1e3,
-                "error": format!("no result within {} ms: is every role running?", wait.as_millis()),
-            });
+            let body = SelftestReport {
+                status: "timeout",
+                frame_id,
+                total_ms: started.elapsed().as_secs_f64() * 1e3,
+                stages_ms: None,
+                result: None,
+                error: Some(format!("no result within {} ms: is every role running?", wait.as_millis())),
+            };
             return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
         }
     };
@@ -102,13 +141,14 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
     let ok = result.status == ResultStatus::Ok;
     count(if ok { "ok" } else { "error" });
     tracing::info!(%frame_id, ok, total_ms = total * 1e3, "self-test done");
-    let body = json!({
-        "status": if ok { "ok" } else { "error" },
-        "frame_id": frame_id,
-        "total_ms": total * 1e3,
-        "stages_ms": result.timings_ms,
-        "result": result,
-    });
+    let body = SelftestReport {
+        status: if ok { "ok" } else { "error" },
+        frame_id,
+        total_ms: total * 1e3,
+        stages_ms: Some(result.timings_ms.clone()),
+        result: Some(result),
+        error: None,
+    };
     let status = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
     (status, Json(body)).into_response()
 }

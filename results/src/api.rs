@@ -13,18 +13,18 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 use visionq_contract::auth::Auth;
 use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
 use visionq_contract::params::{ParamError, Params};
+use visionq_contract::refusal::ErrorBody;
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_dashboard::access::{self, Caller, Gate};
 use visionq_dashboard::{DashboardState, Previews};
 use visionq_queue::{QueueError, SharedBroker};
 
-use crate::store::{CountsQuery, Cursor, HistoryQuery, SharedStore, StoreError, parse_interval};
+use crate::store::{ClassCount, CountsQuery, Cursor, HistoryQuery, SharedStore, StationSummary, StoreError, parse_interval};
 
 pub struct ResultsState {
     pub store: SharedStore,
@@ -79,6 +79,7 @@ pub fn router(state: Arc<ResultsState>) -> Router {
         .route("/v1/frames/{frame_id}", get(get_frame))
         .route("/v1/stations/{station}/results", get(station_results))
         .route("/v1/stations/{station}/counts", get(station_counts))
+        .route("/v1/stations", get(stations))
         .route("/v1/stream", get(stream))
         .route_layer(middleware::from_fn_with_state(reader, access::check))
         .with_state(state)
@@ -86,12 +87,12 @@ pub fn router(state: Arc<ResultsState>) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into(), "code": code}))).into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 /// A refused parameter: `{error, code, param}`.
 fn bad_param(e: ParamError) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": e.message, "code": e.code, "param": e.param}))).into_response()
+    (StatusCode::BAD_REQUEST, Json(ErrorBody::from(e))).into_response()
 }
 
 fn bad_value(param: &'static str, message: impl Into<String>) -> Response {
@@ -117,7 +118,22 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-async fn get_frame(
+/// One frame's result.
+#[utoipa::path(
+    get,
+    path = "/v1/frames/{frame_id}",
+    tag = "results",
+    params(("frame_id" = String, Path, description = "The `frame_id` ingest answered with (a UUID)")),
+    responses(
+        (status = 200, description = "The result", body = FrameResult),
+        (status = 400, description = "Not a frame id, or a query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No result for this frame (yet), or another station's", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn get_frame(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -139,13 +155,22 @@ async fn get_frame(
     }
 }
 
-struct HistoryParams {
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryParams {
+    /// Frames received at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Frames received before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Only frames with a detection of this class, and only those detections.
     class: Option<String>,
+    /// Only frames with a detection scoring at least this (0–1), and only those detections.
+    #[param(minimum = 0.0, maximum = 1.0)]
     min_score: Option<f32>,
     /// The `next` of the previous page.
     before: Option<String>,
+    /// Results per page (1–1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -169,10 +194,12 @@ const MAX_LIMIT: usize = 1000;
 
 /// One page of history. Serialised from the results themselves (not through
 /// `json!`, which widens f32 scores to f64), so scores read as in every reply.
-#[derive(Serialize)]
-struct Page<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Page<'a> {
     station: &'a str,
+    /// Newest first.
     results: &'a [FrameResult],
+    /// Present when the page is full: the `before` of the next, older page.
     next: Option<String>,
 }
 
@@ -188,7 +215,21 @@ fn unknown_class(classes: Option<&[String]>, class: Option<&str>) -> Option<Resp
 
 /// A station's results, newest first, one page at a time: `next` (present when the
 /// page is full) is the `before` of the following page.
-async fn station_results(
+#[utoipa::path(
+    get,
+    path = "/v1/stations/{station}/results",
+    tag = "results",
+    params(("station" = String, Path, description = "Station id"), HistoryParams),
+    responses(
+        (status = 200, description = "A page of results", body = Page),
+        (status = 400, description = "A bad station id, parameter or cursor; a class the model does not have", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another station's token", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn station_results(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
@@ -229,11 +270,30 @@ async fn station_results(
     }
 }
 
-struct CountsParams {
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CountsParams {
+    /// Bucket width: seconds (`90`) or `30s`, `5m`, `1h`, `1d` (default `1h`; buckets
+    /// aligned to the Unix epoch, UTC).
     interval: Option<String>,
+    /// Start of the range, inclusive (default: 24 h before `until`).
     since: Option<DateTime<Utc>>,
+    /// End of the range, exclusive (default: now).
     until: Option<DateTime<Utc>>,
+    /// Only detections scoring at least this (0–1).
+    #[param(minimum = 0.0, maximum = 1.0)]
     min_score: Option<f32>,
+}
+
+/// Detections per class per bucket of a station.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Counts {
+    station: String,
+    interval_s: i64,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    /// By bucket, then class id; buckets without detections are left out.
+    counts: Vec<ClassCount>,
 }
 
 impl CountsParams {
@@ -255,7 +315,21 @@ const MAX_BUCKETS: i64 = 10_000;
 
 /// Detections per class per interval: `?interval=1h` (`s`, `m`, `h`, `d`; default
 /// 1h), `since` (default: 24 h before `until`), `until` (default: now).
-async fn station_counts(
+#[utoipa::path(
+    get,
+    path = "/v1/stations/{station}/counts",
+    tag = "results",
+    params(("station" = String, Path, description = "Station id"), CountsParams),
+    responses(
+        (status = 200, description = "Detections per class per interval", body = Counts),
+        (status = 400, description = "A bad station id or parameter; more than 10,000 intervals", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another station's token", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn station_counts(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     Path(station): Path<String>,
@@ -285,16 +359,28 @@ async fn station_counts(
     }
     let q = CountsQuery { station, interval_s, since, until, min_score: p.min_score };
     match s.store.counts(&q).await {
-        Ok(counts) => Json(json!({
-            "station": q.station, "interval_s": interval_s, "since": since, "until": until, "counts": counts,
-        }))
-        .into_response(),
+        Ok(counts) => Json(Counts { station: q.station, interval_s, since, until, counts }).into_response(),
         Err(e) => store_error(e),
     }
 }
 
 /// The live results (`?station=` for one station; all stations need an operator token).
-async fn stream(
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "results",
+    description = "A WebSocket: one result object (as `FrameResult`) per text message, for one station or (operators) all \
+                   but the self-test's.",
+    params(("station" = Option<String>, Query, description = "One station's results; omit for all stations (operator token)")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket; each message is a result", body = FrameResult),
+        (status = 400, description = "A bad station id or parameter, or not a WebSocket request", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Another station's, or all stations with a station token", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn stream(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
@@ -321,6 +407,44 @@ async fn stream(
     let rx = s.live.subscribe();
     let metrics = s.metrics.clone();
     ws.on_upgrade(move |socket| push(socket, rx, station, metrics))
+}
+
+/// The stations seen, with when their latest frame came, how many frames are stored
+/// and the latest one's status. A station token sees only its own station; the
+/// self-test's station is left out, as from the all-stations stream.
+#[utoipa::path(
+    get,
+    path = "/v1/stations",
+    tag = "results",
+    responses(
+        (status = 200, description = "Every station seen, by id", body = StationList),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The database does not answer", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn stations(
+    State(s): State<Arc<ResultsState>>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Err(e) = query(raw).finish() {
+        return bad_param(e);
+    }
+    match s.store.stations().await {
+        Ok(all) => {
+            let stations = all.into_iter().filter(|st| st.station != SELFTEST_STATION && caller.may_read(&st.station)).collect();
+            Json(StationList { stations }).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /v1/stations`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct StationList {
+    stations: Vec<StationSummary>,
 }
 
 async fn push(mut socket: WebSocket, mut rx: broadcast::Receiver<Arc<FrameResult>>, station: Option<String>, metrics: Arc<Metrics>) {

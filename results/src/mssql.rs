@@ -24,7 +24,9 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, distinct, keep_detection};
+use crate::store::{
+    ClassCount, CountsQuery, HistoryQuery, ResultStore, StationSummary, StoreError, bucket_start, distinct, keep_detection,
+};
 
 pub type TdsClient = Client<Compat<TcpStream>>;
 pub type TdsPool = Pool<TdsManager>;
@@ -351,6 +353,12 @@ pub fn detections_of_sql(frames: usize) -> String {
 
 /// @P1 station, @P2 interval (s), @P3 since, @P4 until, @P5 min score. Seconds since
 /// the epoch from days and seconds-of-day: `DATEDIFF(SECOND, …)` alone overflows in 2038.
+/// Every station seen, its frame count and latest frame's status.
+pub const STATIONS_SQL: &str = "SELECT s.station, s.last_seen_at,
+        (SELECT COUNT_BIG(*) FROM frames f WHERE f.station = s.station) AS n,
+        (SELECT TOP (1) f.status FROM frames f WHERE f.station = s.station ORDER BY f.received_at DESC, f.frame_id DESC) AS last_status
+     FROM stations s ORDER BY s.station";
+
 pub const COUNTS_SQL: &str = "SELECT bucket, class_id, class_name, COUNT_BIG(*) AS n FROM (
          SELECT (t - (((t % @P2) + @P2) % @P2)) / @P2 AS bucket, class_id, class_name FROM (
              SELECT CAST(DATEDIFF(DAY, '19700101', f.received_at) AS BIGINT) * 86400
@@ -632,6 +640,23 @@ impl ResultStore for MssqlStore {
                     class_id: r.try_get::<i32, _>("class_id")?.unwrap_or_default() as u32,
                     class_name: text(r, "class_name")?,
                     count: int(r, "n")? as u64,
+                })
+            })
+            .collect::<Result<_, tiberius::error::Error>>()
+            .map_err(query_err)
+    }
+
+    async fn stations(&self) -> Result<Vec<StationSummary>, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let rows = async { Query::new(STATIONS_SQL).query(&mut conn).await?.into_first_result().await }.await.map_err(query_err)?;
+        rows.iter()
+            .map(|r| {
+                let missing = || tiberius::error::Error::Conversion("last_seen_at is NULL".into());
+                Ok(StationSummary {
+                    station: text(r, "station")?,
+                    last_frame_at: naive_utc(r, "last_seen_at")?.ok_or_else(missing)?,
+                    frames: int(r, "n")? as u64,
+                    last_status: r.try_get::<&str, _>("last_status")?.and_then(ResultStatus::parse),
                 })
             })
             .collect::<Result<_, tiberius::error::Error>>()

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, distinct, keep_detection};
+use crate::store::{
+    ClassCount, CountsQuery, HistoryQuery, ResultStore, StationSummary, StoreError, bucket_start, distinct, keep_detection,
+};
 
 /// Versioned migrations, applied in order, each once.
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
@@ -322,6 +324,20 @@ impl ResultStore for PgStore {
                 class_id: r.get::<_, i32>("class_id") as u32,
                 class_name: r.get("class_name"),
                 count: r.get::<_, i64>("n") as u64,
+            })
+            .collect())
+    }
+
+    async fn stations(&self) -> Result<Vec<StationSummary>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client.query(crate::store::STATIONS_SQL, &[]).await.map_err(query_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| StationSummary {
+                station: r.get("station"),
+                last_frame_at: r.get("last_seen_at"),
+                frames: r.get::<_, i64>("n") as u64,
+                last_status: r.get::<_, Option<&str>>("last_status").and_then(ResultStatus::parse),
             })
             .collect())
     }

@@ -11,7 +11,9 @@ use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
-use crate::store::{ClassCount, CountsQuery, HistoryQuery, ResultStore, StoreError, bucket_start, keep_detection};
+use crate::store::{
+    ClassCount, CountsQuery, HistoryQuery, ResultStore, STATIONS_SQL, StationSummary, StoreError, bucket_start, keep_detection,
+};
 
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     (
@@ -313,6 +315,25 @@ impl ResultStore for SqliteStore {
                     count,
                 })
                 .collect())
+        })
+        .await
+    }
+
+    async fn stations(&self) -> Result<Vec<StationSummary>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(STATIONS_SQL).map_err(q)?;
+            let mut rows = stmt.query([]).map_err(q)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(q)? {
+                let status: Option<String> = r.get(3).map_err(q)?;
+                out.push(StationSummary {
+                    station: r.get(0).map_err(q)?,
+                    last_frame_at: parse_ts(&r.get::<_, String>(1).map_err(q)?)?,
+                    frames: r.get::<_, i64>(2).map_err(q)? as u64,
+                    last_status: status.as_deref().and_then(ResultStatus::parse),
+                });
+            }
+            Ok(out)
         })
         .await
     }

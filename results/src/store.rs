@@ -15,7 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-use visionq_contract::FrameResult;
+use visionq_contract::{FrameResult, ResultStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,7 +81,7 @@ pub struct CountsQuery {
     pub min_score: Option<f32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ClassCount {
     /// Start of the bucket (`received_at` of the frames counted is within it).
     pub bucket: DateTime<Utc>,
@@ -89,6 +89,26 @@ pub struct ClassCount {
     pub class_name: String,
     pub count: u64,
 }
+
+/// A station the store has results of: its latest frame and how many it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StationSummary {
+    pub station: String,
+    /// `received_at` of the station's latest frame.
+    pub last_frame_at: DateTime<Utc>,
+    /// Frames stored for the station (retention deletes old ones: 0 once all are gone).
+    pub frames: u64,
+    /// Status of the latest stored frame (none once retention deleted them all).
+    pub last_status: Option<ResultStatus>,
+}
+
+/// Every station seen, its frame count and its latest frame's status (both read
+/// through the index on `(station, received_at)`), in SQL that SQLite and PostgreSQL
+/// both take (SQL Server's is its own).
+pub(crate) const STATIONS_SQL: &str = "SELECT s.station, s.last_seen_at,
+        (SELECT COUNT(*) FROM frames f WHERE f.station = s.station) AS n,
+        (SELECT f.status FROM frames f WHERE f.station = s.station ORDER BY f.received_at DESC, f.frame_id DESC LIMIT 1) AS last_status
+     FROM stations s ORDER BY s.station";
 
 #[async_trait::async_trait]
 pub trait ResultStore: Send + Sync + 'static {
@@ -99,6 +119,8 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn history(&self, q: &HistoryQuery) -> Result<Vec<FrameResult>, StoreError>;
     /// Detections per class per bucket, ordered by bucket, then class id.
     async fn counts(&self, q: &CountsQuery) -> Result<Vec<ClassCount>, StoreError>;
+    /// Every station seen, by station id.
+    async fn stations(&self) -> Result<Vec<StationSummary>, StoreError>;
     /// Deletes at most `max_frames` frames received before `cutoff` (with their
     /// detections) in one transaction; returns how many it deleted.
     async fn prune(&self, cutoff: DateTime<Utc>, max_frames: usize) -> Result<usize, StoreError>;

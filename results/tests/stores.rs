@@ -13,7 +13,7 @@ use uuid::Uuid;
 use visionq_contract::message::{ImageSize, Timings};
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 use visionq_results::retention::prune_before;
-use visionq_results::{CountsQuery, Cursor, HistoryQuery, SharedStore};
+use visionq_results::{CountsQuery, Cursor, HistoryQuery, SharedStore, StationSummary};
 
 fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
     Detection { class_id, class_name: class_name.into(), score, bbox: [0.125, 0.25, 0.5, 0.75], box_px: [80.0, 90.0, 320.0, 270.0] }
@@ -232,6 +232,43 @@ async fn retention(store: SharedStore, station: String) {
     }
 }
 
+/// Every station seen: its latest frame's time and status and its frame count, in
+/// `received_at` order whatever the order of arrival, and still listed (with no
+/// frames) once retention deleted them all. The prune is left out on SQL Server,
+/// whose database the tests share (it would delete the retention test's frames).
+async fn stations_seen(store: SharedStore, station: String, own_database: bool) {
+    let t = |s: i64| Utc.with_ymd_and_hms(2002, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s);
+    let other = format!("{station}-b");
+    let mut failed = result(&station, t(20), vec![]);
+    failed.status = ResultStatus::Error;
+    failed.error = Some("corrupt JPEG".into());
+    let batch = [result(&station, t(10), vec![det(16, "dog", 0.9)]), failed, result(&other, t(5), vec![])];
+    store.write_batch(&batch).await.unwrap();
+    // An older frame stored later (a redelivery) is not the latest.
+    store.write_batch(&[result(&station, t(1), vec![])]).await.unwrap();
+    let summary = |name: &str, at: i64, frames: u64, last: Option<ResultStatus>| StationSummary {
+        station: name.to_string(),
+        last_frame_at: t(at),
+        frames,
+        last_status: last,
+    };
+    let ours = |all: Vec<StationSummary>| -> Vec<StationSummary> {
+        all.into_iter().filter(|s| s.station == station || s.station == other).collect()
+    };
+    assert_eq!(
+        ours(store.stations().await.unwrap()),
+        vec![summary(&station, 20, 3, Some(ResultStatus::Error)), summary(&other, 5, 1, Some(ResultStatus::Ok))]
+    );
+    if !own_database {
+        return;
+    }
+    assert_eq!(store.prune(t(6), 100).await.unwrap(), 2);
+    assert_eq!(
+        ours(store.stations().await.unwrap()),
+        vec![summary(&station, 20, 2, Some(ResultStatus::Error)), summary(&other, 5, 0, None)]
+    );
+}
+
 /// One test per check per backend.
 macro_rules! suite {
     ($backend:ident) => {
@@ -266,6 +303,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn counts_per_class_per_interval() {
                 run("counts", super::counts).await;
+            }
+            #[tokio::test]
+            async fn stations_seen_with_their_latest_frame_and_count() {
+                run("stations", |store, station| super::stations_seen(store, station, stringify!($backend) != "mssql")).await;
             }
             #[tokio::test]
             async fn retention_deletes_only_old_frames_in_chunks() {

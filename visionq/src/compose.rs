@@ -1,27 +1,21 @@
 //! Composes roles into one process: the broker (RabbitMQ or in-process), the store,
-//! the model, the HTTP side (each role's routes plus metrics and health) and the
+//! the model, the HTTP side (each role's routes plus [`crate::process_routes`]) and the
 //! shutdown order — stop taking frames, let the pipeline drain, then stop the roles.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use visionq_contract::auth::{Auth, Scope};
+use visionq_contract::auth::Auth;
 use visionq_contract::config::redact_url;
 use visionq_contract::topology::Topology;
 use visionq_contract::{Config, Metrics};
-use visionq_dashboard::access::{self, Gate};
 use visionq_queue::amqp::{AmqpBroker, QueueLimits};
 use visionq_queue::{SharedBroker, WorkQueue};
-use visionq_results::store::SharedStore;
 
 use crate::shutdown::Shutdown;
 
@@ -80,46 +74,23 @@ fn reload_tokens_on_sighup(auth: Arc<Auth>) {
     });
 }
 
-/// What `/readyz` checks.
-pub struct Health {
-    broker: SharedBroker,
-    store: Option<SharedStore>,
-    model_ready: Arc<AtomicBool>,
-    needs_model: bool,
-    metrics: Arc<Metrics>,
-}
-
-async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    let mut problems = Vec::new();
-    let up = |dependency: &str, ok: bool| h.metrics.dependency_up.with_label_values(&[dependency]).set(ok as u8 as f64);
-    let broker_ok = h.broker.is_ready().await;
-    up("broker", broker_ok);
-    if !broker_ok {
-        problems.push("broker unreachable".to_string());
+/// The HTTP side of a process running `roles`: each role's routes (the states of
+/// those it runs), the routes every process serves, and the JSON 404 and 405.
+/// `serve` listens with exactly this router; the OpenAPI test walks it.
+pub fn http_app(
+    roles: &BTreeSet<Role>,
+    results: Option<Arc<visionq_results::api::ResultsState>>,
+    ingest: Option<Arc<visionq_ingest::IngestState>>,
+    process: Router,
+) -> Router {
+    let mut app = Router::new();
+    if let Some(state) = results {
+        app = app.merge(visionq_results::api::router(state));
     }
-    if let Some(store) = &h.store {
-        let ping = store.ping().await;
-        up("database", ping.is_ok());
-        if let Err(e) = ping {
-            problems.push(format!("database: {e}"));
-        }
+    if let Some(state) = ingest {
+        app = app.merge(visionq_ingest::router(state));
     }
-    if h.needs_model {
-        let loaded = h.model_ready.load(Ordering::Relaxed);
-        up("model", loaded);
-        if !loaded {
-            problems.push("model not loaded".to_string());
-        }
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; ")))
-    }
-}
-
-async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], h.metrics.render())
+    crate::fallback::install(app.merge(process), roles)
 }
 
 /// Runs `roles` until `shutdown`; returns when everything has stopped.
@@ -160,7 +131,7 @@ pub async fn serve(
 
     let (role_stop_tx, role_stop) = crate::shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut app = Router::new();
+    let (mut results_state, mut ingest_state) = (None, None);
     let model_ready = Arc::new(AtomicBool::new(model.is_some()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let mut store = None;
@@ -175,7 +146,7 @@ pub async fn serve(
         let state =
             visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone(), auth.clone(), classes)
                 .await?;
-        app = app.merge(visionq_results::api::router(state));
+        results_state = Some(state);
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
         tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
@@ -209,26 +180,17 @@ pub async fn serve(
             limiter: Default::default(),
             stopping,
         });
-        app = app.merge(visionq_ingest::router(state));
+        ingest_state = Some(state);
     }
     spawn_depth_poller(broker.clone(), metrics.clone(), role_stop.clone());
 
-    let health = Arc::new(Health {
+    let health = Arc::new(crate::process_routes::Health {
         broker: broker.clone(),
         store,
         model_ready,
         needs_model: roles.contains(&Role::Infer),
         metrics: metrics.clone(),
     });
-    // Health and metrics stay open (probes and Prometheus scrape them; they hold no
-    // frame or result); the effective configuration is for admins.
-    app = app.merge(
-        Router::new()
-            .route("/livez", get(|| async { "ok\n" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics_text))
-            .with_state(health),
-    );
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {
         (Some(cert), Some(key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -241,16 +203,10 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     // The configuration as in effect: the address actually listened on (`--listen`,
     // or the port the system chose for `:0`), not the configured default.
-    let admin = Gate::new(auth.clone(), Some(Scope::Admin));
     let mut shown = config.redacted();
     shown.listen = bound.to_string();
-    let shown = Arc::new(shown);
-    app = app.merge(
-        Router::new()
-            .route("/v1/config", get(move || std::future::ready(axum::Json(shown.as_ref().clone()))))
-            .route_layer(axum::middleware::from_fn_with_state(admin, access::check)),
-    );
-    let app = crate::fallback::install(app, &roles);
+    let process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), &roles);
+    let app = http_app(&roles, results_state, ingest_state, process);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%bound, scheme, "HTTP listening");
     match bound_to {

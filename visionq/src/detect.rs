@@ -1,7 +1,9 @@
 //! `visionq detect PATH...`: the batch job. Every image under the paths is posted
 //! to the pipeline's own ingest (the same queues, workers and store as live
-//! traffic, not a side path), its result written as one JSON line, with a progress
-//! bar and a summary; the exit code says whether any image failed.
+//! traffic, not a side path), its result written as one JSON line in the order the
+//! paths were given (folders walked in name order), with a progress bar on a
+//! terminal and a summary; a path that does not exist is reported and the rest
+//! still run; the exit code says whether any image or path failed.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -39,8 +41,16 @@ pub struct DetectArgs {
     url: Option<String>,
 }
 
-/// The files to process: explicit files as given, folders walked for JPEGs.
-pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// One input: a file to post, or a path given that does not exist (its error line
+/// keeps its place in the output).
+enum Input {
+    File(PathBuf),
+    Missing(PathBuf),
+}
+
+/// The inputs in order: explicit files as given, folders walked for JPEGs, missing
+/// paths kept as such.
+fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let mut entries: Vec<_> =
             std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.collect::<Result<_, _>>()?;
@@ -58,11 +68,13 @@ pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out)?;
+            let mut files = Vec::new();
+            walk(p, &mut files)?;
+            out.extend(files.into_iter().map(Input::File));
         } else if p.exists() {
-            out.push(p.clone());
+            out.push(Input::File(p.clone()));
         } else {
-            bail!("{} does not exist", p.display());
+            out.push(Input::Missing(p.clone()));
         }
     }
     Ok(out)
@@ -88,9 +100,19 @@ async fn detect_one(client: &reqwest::Client, url: &str, path: &Path) -> Result<
 }
 
 pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
-    let files = collect(&args.paths)?;
-    if files.is_empty() {
-        bail!("no .jpg/.jpeg images under {:?}", args.paths);
+    let inputs = collect(&args.paths)?;
+    let missing = inputs.iter().filter(|i| matches!(i, Input::Missing(_))).count();
+    for input in &inputs {
+        if let Input::Missing(p) = input {
+            eprintln!("visionq detect: {} does not exist; going on with the other paths", p.display());
+        }
+    }
+    if inputs.len() == missing {
+        if missing == 0 {
+            bail!("no .jpg/.jpeg images under {:?}", args.paths);
+        }
+        eprintln!("visionq detect: none of the paths exists");
+        return Ok(false);
     }
     let local = match &args.url {
         Some(_) => None,
@@ -112,32 +134,44 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
         Box::new(std::io::BufWriter::new(std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output))?))
     };
 
-    let bar = indicatif::ProgressBar::with_draw_target(Some(files.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    // The bar only where a person watches; piped, a plain line every 50 images.
+    let plain_progress = !std::io::stderr().is_terminal();
+    let target = match plain_progress {
+        true => indicatif::ProgressDrawTarget::hidden(),
+        false => indicatif::ProgressDrawTarget::stderr(),
+    };
+    let total = inputs.len();
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), target);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} images  {per_sec}  {msg}")
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len} images  {per_sec}  {msg}")
             .expect("template")
             .progress_chars("=> "),
     );
-    let plain_progress = !std::io::stderr().is_terminal();
     let client = reqwest::Client::new();
     let start = Instant::now();
     let (mut ok, mut failures, mut per_class, mut latencies) = (0usize, Vec::new(), BTreeMap::<String, usize>::new(), Vec::new());
-    let mut answers = futures_util::stream::iter(files.iter().cloned().map(|path| {
+    // `buffered`: up to `concurrency` in flight, answers taken in input order.
+    let mut answers = futures_util::stream::iter(inputs.into_iter().map(|input| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let t0 = Instant::now();
-            let r = detect_one(&client, &url, &path).await;
-            (path, r, t0.elapsed().as_secs_f64() * 1e3)
+            match input {
+                Input::File(path) => {
+                    let r = detect_one(&client, &url, &path).await;
+                    (path, r, Some(t0.elapsed().as_secs_f64() * 1e3))
+                }
+                Input::Missing(path) => (path, Err("no such file or folder".to_string()), None),
+            }
         }
     }))
-    .buffer_unordered(args.concurrency.max(1));
+    .buffered(args.concurrency.max(1));
     let mut done = 0usize;
     while let Some((path, r, ms)) = answers.next().await {
         done += 1;
         let line = match r {
             Ok(mut v) => {
                 ok += 1;
-                latencies.push(ms);
+                latencies.extend(ms);
                 for d in v["detections"].as_array().map(Vec::as_slice).unwrap_or_default() {
                     *per_class.entry(d["class_name"].as_str().unwrap_or("?").to_string()).or_default() += 1;
                 }
@@ -154,8 +188,8 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
         out.write_all(b"\n")?;
         bar.inc(1);
         bar.set_message(format!("{} failed", failures.len()));
-        if plain_progress && (done.is_multiple_of(50) || done == files.len()) {
-            eprintln!("progress: {done}/{} images, {} failed", files.len(), failures.len());
+        if plain_progress && (done.is_multiple_of(50) || done == total) {
+            eprintln!("progress: {done}/{total} images, {} failed", failures.len());
         }
     }
     drop(answers);
@@ -168,7 +202,8 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
     }
 
     latencies.sort_by(f64::total_cmp);
-    eprintln!("visionq detect: {} images in {elapsed:.1} s ({:.1} images/s)", files.len(), files.len() as f64 / elapsed);
+    let images = total - missing;
+    eprintln!("visionq detect: {images} images in {elapsed:.1} s ({:.1} images/s)", images as f64 / elapsed);
     eprintln!("  ok {ok}, failed {}", failures.len());
     let classes: Vec<String> = per_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
     eprintln!("  detections: {}", if classes.is_empty() { "none".into() } else { classes.join(", ") });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde_json::json;
+use visionq_contract::refusal::ErrorBody;
 
 use crate::compose::Role;
 
@@ -26,13 +26,15 @@ pub fn serving_role(path: &str) -> Option<Role> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["v1", "stations", _, "frames"] | ["v1", "selftest"] => Some(Role::Ingest),
-        ["v1", "frames", _] | ["v1", "stream"] | ["v1", "dashboard", ..] | ["dashboard", ..] | [""] => Some(Role::Results),
+        ["v1", "frames", _] | ["v1", "stream"] | ["v1", "stations"] | ["v1", "dashboard", ..] | ["dashboard", ..] | [""] => {
+            Some(Role::Results)
+        }
         ["v1", "stations", _, "results" | "counts" | "latest.jpg"] => Some(Role::Results),
         _ => None,
     }
 }
 
-fn refuse(status: StatusCode, body: serde_json::Value) -> Response {
+fn refuse(status: StatusCode, body: ErrorBody) -> Response {
     (status, Json(body)).into_response()
 }
 
@@ -52,15 +54,15 @@ pub fn install(app: Router, roles: &BTreeSet<Role>) -> Router {
                         here.join(", "),
                         name(role)
                     );
-                    refuse(StatusCode::NOT_FOUND, json!({"error": message, "code": "wrong_role", "served_by": name(role)}))
+                    refuse(StatusCode::NOT_FOUND, ErrorBody::new("wrong_role", message).served_by(name(role)))
                 }
-                _ => refuse(StatusCode::NOT_FOUND, json!({"error": format!("no route `{method} {path}`"), "code": "not_found"})),
+                _ => refuse(StatusCode::NOT_FOUND, ErrorBody::new("not_found", format!("no route `{method} {path}`"))),
             }
         }
     };
     let not_allowed = |method: Method, uri: Uri| async move {
         let message = format!("`{method}` is not allowed on `{}`", uri.path());
-        refuse(StatusCode::METHOD_NOT_ALLOWED, json!({"error": message, "code": "method_not_allowed"}))
+        refuse(StatusCode::METHOD_NOT_ALLOWED, ErrorBody::new("method_not_allowed", message))
     };
     app.fallback(not_found).method_not_allowed_fallback(not_allowed)
 }
@@ -77,6 +79,7 @@ mod tests {
         assert_eq!(serving_role("/v1/stations/cam-1/results"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stations/cam-1/counts"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stream"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/stations"), Some(Role::Results));
         assert_eq!(serving_role("/"), Some(Role::Results));
         assert_eq!(serving_role("/v1/nothing"), None);
         assert_eq!(serving_role("/v1/stations/cam-1/frames/extra"), None);

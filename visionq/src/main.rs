@@ -14,7 +14,9 @@ mod embedded;
 mod fallback;
 mod listener;
 mod load;
+mod openapi;
 mod proc_stat;
+mod process_routes;
 mod shutdown;
 mod soak;
 mod token;
@@ -78,6 +80,8 @@ enum Command {
     Model(ModelCommand),
     /// Print the effective configuration (secrets redacted) as TOML.
     Config,
+    /// Print the OpenAPI document of the whole HTTP API (docs/openapi.json).
+    Openapi,
     /// API tokens for stations, operators and admins.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -119,7 +123,13 @@ fn roles(command: &Command) -> Option<BTreeSet<Role>> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    visionq_contract::telemetry::init_logging(&config.log_format);
+    // The commands a person runs and reads (a progress bar, a summary) log only
+    // warnings by default; the roles log what they do.
+    let default_level = match cli.command {
+        Command::Detect(_) | Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    visionq_contract::telemetry::init_logging(&config.log_format, default_level);
     if let Some(roles) = roles(&cli.command) {
         let (Command::Run(l) | Command::Ingest(l) | Command::Preprocess(l) | Command::Infer(l) | Command::Results(l)) = &cli.command
         else {
@@ -162,6 +172,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::New(args)) => token::new(args),
+        Command::Openapi => {
+            openapi::print();
+            Ok(())
+        }
         _ => unreachable!("role commands are handled above"),
     }
 }

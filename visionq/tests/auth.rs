@@ -137,6 +137,24 @@ async fn every_caller_gets_exactly_what_its_token_allows() {
     assert_eq!(c.post(&selftest).bearer_auth(&t.cam1).send().await.unwrap().status(), 403);
     assert_eq!(c.post(&selftest).send().await.unwrap().status(), 401);
     assert_eq!(c.post(&selftest).bearer_auth(&t.admin).send().await.unwrap().status(), 200);
+
+    // The stations seen: an operator sees every camera (not the self-test's station,
+    // whose frame was just stored), a station token only its own station.
+    let names = |v: &Value| -> Vec<String> {
+        v["stations"].as_array().unwrap().iter().map(|s| s["station"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(get(&c, &server.url("/v1/stations"), None).await.0, 401);
+    let (status, all) = get(&c, &server.url("/v1/stations"), Some(&t.operator)).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(names(&all), ["l1-cam1", "l1-cam2"]);
+    let cam1 = &all["stations"][0];
+    assert_eq!((cam1["frames"].as_u64(), cam1["last_status"].as_str()), (Some(1), Some("ok")), "{cam1}");
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let skew = time(&cam1["last_frame_at"]) - time(&mine["received_at"]);
+    assert!(skew.num_microseconds().unwrap().abs() <= 1, "last_frame_at is the frame's received_at: {cam1}");
+    let (status, own) = get(&c, &server.url("/v1/stations"), Some(&t.cam1)).await;
+    assert_eq!((status, names(&own)), (200, vec!["l1-cam1".to_string()]));
+    assert_eq!(get(&c, &server.url("/v1/stations?limit=5"), Some(&t.operator)).await.0, 400, "it takes no parameters");
     assert_eq!(get(&c, &server.url("/v1/config"), Some(&t.operator)).await.0, 403);
     let (status, config) = get(&c, &server.url("/v1/config"), Some(&t.admin)).await;
     assert_eq!(status, 200);

@@ -87,6 +87,15 @@ async fn history_pages_counts_and_retention_over_http() {
     let log = std::fs::read_to_string(&server.log).unwrap();
     assert!(log.contains("retention deleted old frames"), "retention logs what it deleted");
 
+    // The stations seen: cam-a, with the frames retention left and its latest one.
+    let (status, body) = get(&server.url("/v1/stations")).await;
+    assert_eq!(status, 200, "{body}");
+    let newest = recent.last().unwrap();
+    assert_eq!(
+        body["stations"],
+        serde_json::json!([{"station": "cam-a", "last_frame_at": newest.received_at, "frames": 25, "last_status": "ok"}])
+    );
+
     // Pages of 10 by `next` → `before`.
     let mut seen = Vec::new();
     let mut next: Option<String> = None;
