@@ -61,7 +61,7 @@ pub enum Durability {
 }
 
 /// Whether a JPEG's EXIF Orientation tag is applied before detection.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExifOrientation {
     /// The image is turned as a viewer shows it (phones and browsers write the tag
