@@ -1,6 +1,7 @@
 //! TLS on both sides, with certificates made here by openssl: the HTTP side serves
 //! HTTPS only when given a certificate (curl, checking it against our CA, posts a
-//! real photo and gets its result), and the broker link speaks `amqps://` through a
+//! real photo and gets its result; a client that never starts its handshake is cut
+//! at the header timeout), and the broker link speaks `amqps://` through a
 //! TLS endpoint (socat) in front of this machine's RabbitMQ, trusting our CA file —
 //! and refuses a broker whose certificate it cannot verify.
 
@@ -72,10 +73,19 @@ async fn the_http_side_serves_https_when_given_a_certificate() {
             ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
             ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
             ("VISIONQ_DATA_DIR", dir.display().to_string()),
+            ("VISIONQ_HTTP_HEADER_TIMEOUT_MS", "2000".to_string()),
         ],
     )
     .await;
     assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    // A connection that never starts its TLS handshake is closed after the header
+    // timeout (the handshake counts as part of the first request's head).
+    let mut silent = tokio::net::TcpStream::connect(server.base.trim_start_matches("https://")).await.unwrap();
+    let opened = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(6), tokio::io::AsyncReadExt::read(&mut silent, &mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed by the server without an answer: {read:?}");
+    assert!(opened.elapsed() >= Duration::from_millis(1700), "not before the timeout: {:?}", opened.elapsed());
     let url = server.url("/v1/stations/tls-cam/frames?wait_ms=20000");
     let photo = photo("dog.jpg").display().to_string();
     let body = format!("@{photo}");
