@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
@@ -75,8 +74,9 @@ fn query_err(e: tokio_postgres::Error) -> StoreError {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
-        let pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::Query(e.to_string()))?;
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        // TLS as the URL's `sslmode` asks (crate::pg_tls).
+        let connect = crate::pg_tls::parse(url)?;
+        let manager = Manager::from_config(connect.config, connect.tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(8)
             .wait_timeout(Some(std::time::Duration::from_secs(5)))
