@@ -46,7 +46,7 @@ pub struct Metrics {
     registry: Registry,
     /// Frames ingest accepted (published and confirmed).
     pub ingest_accepted_total: IntCounterVec,
-    /// Requests ingest refused, by `reason` (not_jpeg, bad_header, too_large, unknown_station, unavailable, …).
+    /// Requests ingest refused, by `reason` (not_an_image, bad_header, too_large, unknown_station, unavailable, …).
     pub ingest_rejected_total: IntCounterVec,
     /// Frames ingest accepted, by `station` (the first [`MAX_STATION_LABELS`]
     /// stations seen by this process; any later one counts as `other`), so an alert
@@ -396,7 +396,7 @@ mod tests {
     fn exercised() -> Metrics {
         let m = Metrics::new();
         m.ingest_accepted_total.with_label_values(&["async"]).inc();
-        m.ingest_rejected_total.with_label_values(&["not_jpeg"]).inc();
+        m.ingest_rejected_total.with_label_values(&["not_an_image"]).inc();
         m.ingest_body_bytes.observe(30e3);
         for stage in STAGES {
             m.stage_frames_total.with_label_values(&[stage, "ok"]).inc();

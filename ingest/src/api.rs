@@ -22,7 +22,7 @@ use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, Timings, telemetry};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
 
-use crate::jpeg::{self, HeaderError};
+use crate::header::{self as image_header, HeaderError};
 use crate::limits::RateLimiter;
 use crate::waiters::Waiters;
 
@@ -268,7 +268,14 @@ async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<D
                 .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_base64", format!("`image` is not valid base64: {e}")))?;
             (Bytes::from(bytes), frame.captured_at.as_deref().map(parse_time).transpose()?)
         }
-        "image/jpeg" | "image/jpg" | "image/pjpeg" | "application/octet-stream" | "" | "application/x-www-form-urlencoded" => {
+        "image/jpeg"
+        | "image/jpg"
+        | "image/pjpeg"
+        | "image/png"
+        | "image/webp"
+        | "application/octet-stream"
+        | ""
+        | "application/x-www-form-urlencoded" => {
             let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
             if mime == "application/x-www-form-urlencoded" && !body.starts_with(&[0xFF, 0xD8, 0xFF]) {
                 return Err(unsupported(&mime));
@@ -303,12 +310,12 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
     })
 }
 
-/// The frame's size as shown and the orientation preprocessing applies: the JPEG's
+/// The frame's size as shown and the orientation preprocessing applies: a JPEG's
 /// EXIF orientation where `station` applies it (`exif_orientation`), else 1.
-fn check_header(config: &Config, station: &str, jpeg: &[u8]) -> Result<(u32, u32, u8), Refusal> {
-    let header = jpeg::header(jpeg).map_err(|e| match e {
-        HeaderError::NotJpeg => Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_jpeg", e.to_string()),
-        HeaderError::Truncated(_) | HeaderError::Corrupt(_) => Refusal::new(StatusCode::BAD_REQUEST, "bad_header", e.to_string()),
+fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u32, u8), Refusal> {
+    let header = image_header::read(image).map_err(|e| match e {
+        HeaderError::NotAnImage => Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_an_image", e.to_string()),
+        HeaderError::Truncated(..) | HeaderError::Corrupt(..) => Refusal::new(StatusCode::BAD_REQUEST, "bad_header", e.to_string()),
     })?;
     let (w, h) = (header.width, header.height);
     let pixels = w as u64 * h as u64;

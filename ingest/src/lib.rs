@@ -1,6 +1,7 @@
 //! Ingest: this crate owns the front door for frames. It checks who posts (the
 //! station's bearer token) and how often (its rate limit), validates what a station
-//! posts (station identity, body encoding, JPEG header, size and pixel limits), gives
+//! posts (station identity, body encoding, image header — JPEG, PNG or WebP — size and
+//! pixel limits, a JPEG's EXIF orientation), gives
 //! the frame an id, publishes it and answers `202` only once the broker confirmed it
 //! — or holds the request until the frame's result arrives when the station asked to
 //! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
@@ -8,6 +9,7 @@
 //! and describes both routes for the OpenAPI document ([`openapi`]).
 
 mod api;
+pub mod header;
 pub mod jpeg;
 pub mod limits;
 pub mod openapi;

@@ -1,9 +1,11 @@
-//! Property tests ("fuzzing") of ingest's JPEG header check, which runs on every
-//! posted body before anything is accepted: arbitrary bytes, truncations and byte
-//! flips of a real photo never panic; when a size comes back it is the one the SOF
-//! segment declares, so the pixel limits are applied to what the decoder will see.
+//! Property tests ("fuzzing") of ingest's header check, which runs on every posted
+//! body before anything is accepted: arbitrary bytes, truncations and byte flips of a
+//! real photo never panic; when a size comes back it is the one the SOF segment
+//! declares, so the pixel limits are applied to what the decoder will see. The PNG
+//! and WebP readers get arbitrary bytes behind their signatures.
 
 use proptest::prelude::*;
+use visionq_ingest::header::{self, Format};
 use visionq_ingest::jpeg::{HeaderError, dimensions};
 
 #[path = "../../preprocess/tests/support/fuzz.rs"]
@@ -45,5 +47,19 @@ proptest! {
             jpeg[at] ^= mask;
         }
         let _ = dimensions(&jpeg);
+    }
+
+    #[test]
+    fn png_and_webp_headers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64), size in 0u32..96) {
+        let png = [&b"\x89PNG\r\n\x1a\n"[..], &bytes].concat();
+        if let Ok(h) = header::read(&png) {
+            prop_assert_eq!(h.format, Format::Png);
+            prop_assert!(h.width > 0 && h.height > 0);
+        }
+        let webp = [&b"RIFF"[..], &size.to_le_bytes(), b"WEBP", &bytes].concat();
+        if let Ok(h) = header::read(&webp) {
+            prop_assert_eq!(h.format, Format::WebP);
+            prop_assert!(size as usize + 8 <= webp.len(), "a body shorter than its RIFF size is cut off");
+        }
     }
 }

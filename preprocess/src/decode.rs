@@ -37,7 +37,7 @@ pub struct JpegDecoder {
 
 fn tj_error(e: turbojpeg::Error) -> PreprocessError {
     let msg = e.to_string();
-    PreprocessError::Decode(msg.strip_prefix("TurboJPEG error: ").unwrap_or(&msg).to_string())
+    PreprocessError::Decode(format!("JPEG: {}", msg.strip_prefix("TurboJPEG error: ").unwrap_or(&msg)))
 }
 
 impl JpegDecoder {
@@ -63,13 +63,13 @@ impl JpegDecoder {
     /// (at full size) before any pixel memory is allocated.
     pub fn decode(&mut self, jpeg: &[u8], max_pixels: u64, scale: u8, channels: Channels) -> Result<Decoded, PreprocessError> {
         if jpeg.len() < 3 || jpeg[..3] != [0xFF, 0xD8, 0xFF] {
-            return Err(PreprocessError::Decode("not a JPEG (no SOI marker)".into()));
+            return Err(PreprocessError::Decode("JPEG: no SOI marker (not a JPEG)".into()));
         }
         let tj = self.handle()?;
         let header = tj.read_header(jpeg).map_err(tj_error)?;
         let (w, h) = (header.width, header.height);
         if w == 0 || h == 0 {
-            return Err(PreprocessError::Decode(format!("header gives a size of {w}x{h}")));
+            return Err(PreprocessError::Decode(format!("JPEG: header gives a size of {w}x{h}")));
         }
         if (w as u64) * (h as u64) > max_pixels {
             return Err(PreprocessError::TooLarge { width: w, height: h, max_pixels });

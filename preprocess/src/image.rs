@@ -3,14 +3,16 @@
 use fast_image_resize as fr;
 use visionq_contract::{Config, Letterbox};
 
-use crate::decode::{Channels, JpegDecoder};
+use crate::decode::{Channels, Decoded, JpegDecoder};
+use crate::formats::{Format, decode_png, decode_webp};
 use crate::letterbox::{fit_geometry, place};
 use crate::options::{ChannelOrder, DecodeScale, PreprocessOptions};
 use crate::orient::{orient, swaps_sides};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PreprocessError {
-    #[error("cannot decode JPEG: {0}")]
+    /// The reason starts with the format: `JPEG: Premature end of JPEG file`.
+    #[error("cannot decode {0}")]
     Decode(String),
     #[error("image is {width}x{height}, over the limit of {max_pixels} pixels")]
     TooLarge { width: usize, height: usize, max_pixels: u64 },
@@ -64,11 +66,22 @@ impl Preprocessor {
         &self.options
     }
 
-    /// Decodes a JPEG to RGB at full size, refusing more than `max_pixels` before
-    /// allocating, and any truncated or corrupt data.
-    pub fn decode(&mut self, jpeg: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
-        let d = self.jpeg.decode(jpeg, self.options.max_pixels, 1, Channels::Rgb)?;
+    /// Decodes a JPEG, PNG or WebP to RGB at full size, refusing more than
+    /// `max_pixels` before allocating, and any truncated or corrupt data.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), PreprocessError> {
+        let d = self.decode_scaled(bytes, 1)?;
         Ok((d.pixels, d.width, d.height))
+    }
+
+    /// Decodes by the format the bytes start like; `scale` shrinks a JPEG only.
+    fn decode_scaled(&mut self, bytes: &[u8], scale: u8) -> Result<Decoded, PreprocessError> {
+        let max_pixels = self.options.max_pixels;
+        match Format::sniff(bytes) {
+            Some(Format::Jpeg) => self.jpeg.decode(bytes, max_pixels, scale, Channels::Rgb),
+            Some(Format::Png) => decode_png(bytes, max_pixels),
+            Some(Format::WebP) => decode_webp(bytes, max_pixels),
+            None => Err(PreprocessError::Decode("image: not a JPEG, PNG or WebP (none of their signatures)".into())),
+        }
     }
 
     /// The JPEG scale denominator (1, 2, 4 or 8) for a `width`×`height` image: with
@@ -99,15 +112,15 @@ impl Preprocessor {
     pub fn prepare_oriented(&mut self, bytes: &[u8], orientation: u8) -> Result<Preprocessed, PreprocessError> {
         let t0 = std::time::Instant::now();
         let scale = match self.options.decode_scale {
-            DecodeScale::Off => 1,
-            DecodeScale::Auto => self
+            DecodeScale::Auto if Format::sniff(bytes) == Some(Format::Jpeg) => self
                 .jpeg
                 .dimensions(bytes)
                 .map(|(w, h)| if swaps_sides(orientation) { (h, w) } else { (w, h) })
                 .map(|(w, h)| self.scale_for(w, h))
                 .unwrap_or(1),
+            _ => 1,
         };
-        let d = self.jpeg.decode(bytes, self.options.max_pixels, scale, Channels::Rgb)?;
+        let d = self.decode_scaled(bytes, scale)?;
         let (pixels, decoded_width, decoded_height) = orient(d.pixels, d.width, d.height, orientation);
         let (width, height) =
             if swaps_sides(orientation) { (d.source_height, d.source_width) } else { (d.source_width, d.source_height) };

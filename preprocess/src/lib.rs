@@ -1,12 +1,13 @@
-//! Preprocessing: this crate owns turning a camera frame (JPEG) into the model's
-//! input — strict decode (cut-off or corrupt data is an error, never a grey image),
-//! the EXIF orientation turn ingest asked for, letterbox, resize — as a u8 HWC RGB tensor plus the letterbox geometry that maps
-//! boxes back. It is a library first ([`Preprocessor`]), so the
-//! infer-worker can run it inline on its own threads, and a role second ([`run`]):
-//! consume frames, publish tensors, and turn frames that cannot be decoded into an
-//! error result plus a dead letter.
+//! Preprocessing: this crate owns turning a camera frame (JPEG, PNG or WebP) into
+//! the model's input — strict decode (cut-off or corrupt data is an error, never a
+//! grey image), the EXIF orientation turn ingest asked for, letterbox, resize — as a
+//! u8 HWC RGB tensor plus the letterbox geometry that maps boxes back. It is a
+//! library first ([`Preprocessor`]), so the infer-worker can run it inline on its own
+//! threads, and a role second ([`run`]): consume frames, publish tensors, and turn
+//! frames that cannot be decoded into an error result plus a dead letter.
 
 mod decode;
+mod formats;
 mod image;
 mod letterbox;
 mod options;
@@ -15,6 +16,7 @@ mod pool;
 mod role;
 
 pub use decode::{Channels, Decoded, JpegDecoder};
+pub use formats::{Format, decode_png, decode_webp};
 pub use image::{PreprocessError, Preprocessed, Preprocessor};
 pub use letterbox::{PAD_VALUE, fit_geometry, letterbox_geometry};
 pub use options::{ChannelOrder, DecodeScale, InputFit, PreprocessOptions, ResizeFilter};

@@ -15,13 +15,14 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use visionq_contract::Config;
 use visionq_contract::config::redact_url;
+use visionq_ingest::header::Format;
 
 use crate::compose::Local;
 use crate::load::percentile;
 
 #[derive(clap::Args, Debug)]
 pub struct DetectArgs {
-    /// Image files, or folders searched recursively for .jpg/.jpeg files.
+    /// Image files, or folders searched recursively for .jpg/.jpeg/.png/.webp files.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Where the JSON Lines go (`-`: standard output).
@@ -48,7 +49,8 @@ enum Input {
     Missing(PathBuf),
 }
 
-/// The inputs in order: explicit files as given, folders walked for JPEGs, missing
+/// The inputs in order: explicit files as given, folders walked for images (.jpg,
+/// .jpeg, .png, .webp), missing
 /// paths kept as such.
 fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -59,7 +61,10 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, out)?;
-            } else if matches!(p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jpg" | "jpeg")) {
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                Some("jpg" | "jpeg" | "png" | "webp")
+            ) {
                 out.push(p);
             }
         }
@@ -83,9 +88,10 @@ fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
 /// One image's outcome: the result object (with `path`), or why there is none.
 async fn detect_one(client: &reqwest::Client, url: &str, path: &Path) -> Result<Value, String> {
     let body = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let format = Format::sniff(&body).ok_or("not a JPEG, PNG or WebP image")?;
     let resp = client
         .post(url)
-        .header("content-type", "image/jpeg")
+        .header("content-type", format.mime())
         .body(body)
         .send()
         .await
@@ -109,7 +115,7 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
     }
     if inputs.len() == missing {
         if missing == 0 {
-            bail!("no .jpg/.jpeg images under {:?}", args.paths);
+            bail!("no .jpg/.jpeg/.png/.webp images under {:?}", args.paths);
         }
         eprintln!("visionq detect: none of the paths exists");
         return Ok(false);

@@ -8,12 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// dog.jpg decoded to RGB: (pixels, width, height).
-fn dog_rgb() -> (Vec<u8>, u32, u32) {
-    let mut pre = visionq_preprocess::Preprocessor::new(416, 416, 40_000_000);
-    pre.decode(&photo_bytes("dog.jpg")).expect("dog.jpg decodes")
-}
-
 /// `rgb` turned a quarter: counter-clockwise (`clockwise` false) or clockwise.
 fn quarter_turn(rgb: &[u8], w: usize, h: usize, clockwise: bool) -> Vec<u8> {
     let mut out = vec![0u8; rgb.len()];
@@ -113,5 +107,67 @@ async fn exif_orientation_is_applied_or_ignored_per_station() {
     // Orientation 1 written out changes nothing.
     let upright = post("phone", jpeg(&rgb, w, h, Some(1))).await;
     same_detections(&reference, &upright, 0.9);
+    server.stop().await;
+}
+
+async fn post_as(client: &reqwest::Client, url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = client.post(url).header("content-type", content_type).body(body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn png_and_webp_frames_are_detected_as_the_same_jpeg() {
+    let server = Server::start(&["run"], &[("VISIONQ_DATA_DIR", scratch("formats").display().to_string())]).await;
+    let client = reqwest::Client::new();
+    let url = server.url("/v1/stations/cam-1/frames?wait_ms=30000");
+    let ok = |(status, r): (u16, Value)| {
+        assert_eq!((status, r["status"].as_str()), (200, Some("ok")), "{r}");
+        r
+    };
+    let reference = ok(post_as(&client, &url, "image/jpeg", photo_bytes("dog.jpg")).await);
+    // Lossless re-encodings of the decoded JPEG: the model sees the same pixels.
+    let (rgb, w, h) = dog_rgb();
+    for (content_type, body) in [("image/png", to_png(&rgb, w, h)), ("image/webp", to_webp(&rgb, w, h))] {
+        let r = ok(post_as(&client, &url, content_type, body.clone()).await);
+        assert_eq!(size(&r), (768, 576), "{r}");
+        same_detections(&reference, &r, 0.99);
+        let scores = |v: &Value| v["detections"].as_array().unwrap().iter().map(|d| d["score"].as_f64().unwrap()).collect::<Vec<_>>();
+        for (a, b) in scores(&reference).iter().zip(scores(&r)) {
+            assert!((a - b).abs() < 1e-3, "{content_type}: score {a} vs {b}");
+        }
+        // As a multipart part too.
+        let part = reqwest::multipart::Part::bytes(body).file_name("dog").mime_str(content_type).unwrap();
+        let resp = client.post(&url).multipart(reqwest::multipart::Form::new().part("image", part)).send().await.unwrap();
+        let r = ok((resp.status().as_u16(), resp.json().await.unwrap()));
+        same_detections(&reference, &r, 0.99);
+    }
+
+    // terrain2.png, a palette PNG with five labelled cars: its size from the PNG
+    // header, and vehicles where the labels are (YOLOv3-tiny calls most of them trucks).
+    let terrain = cache().join("photos/terrain2.png");
+    if terrain.exists() {
+        let r = ok(post_as(&client, &url, "image/png", std::fs::read(&terrain).unwrap()).await);
+        assert_eq!(size(&r), (1024, 682), "{r}");
+        let labels: Value = serde_json::from_slice(&std::fs::read(cache().join("photos/terrain2_coco.json")).unwrap()).unwrap();
+        let cars: Vec<[f64; 4]> = r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| ["car", "truck", "bus"].contains(&d["class_name"].as_str().unwrap()))
+            .map(box_of)
+            .collect();
+        let found = labels["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let b: Vec<f64> = a["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+            })
+            .filter(|label| cars.iter().any(|c| iou(*c, *label) >= 0.5))
+            .count();
+        assert!(found >= 1, "no labelled car found: {r}");
+        println!("terrain2.png: {found} of 5 labelled cars found, {} vehicle boxes", cars.len());
+    }
     server.stop().await;
 }

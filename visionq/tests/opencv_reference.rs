@@ -1,5 +1,6 @@
-//! Detections match the model's ecosystem: `visionq detect` over every photo (CPU)
-//! against `tools/reference_detect.py`, an OpenCV pipeline (cv2 decode, INTER_LINEAR
+//! Detections match the model's ecosystem: `visionq detect` over every photo (the
+//! JPEGs and terrain2.png, CPU) against `tools/reference_detect.py`, an OpenCV
+//! pipeline (cv2 decode, INTER_LINEAR
 //! letterbox with grey 114, onnxruntime, per-class NMS): same classes, IoU ≥ 0.9,
 //! score within ±0.02, nothing missing above 0.3 on either side.
 
@@ -70,8 +71,11 @@ fn partners(a: &[Value], b: &[Value], floor: f64, tol: f64, what: &str) -> (f64,
 
 fn all_photos() -> Vec<PathBuf> {
     let dir = photo("dog.jpg").parent().unwrap().to_path_buf();
-    let mut v: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "jpg")).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg" || x == "png"))
+        .collect();
     v.sort();
     v
 }

@@ -161,6 +161,30 @@ pub fn corrupt_jpeg() -> Vec<u8> {
     broken
 }
 
+/// dog.jpg decoded to RGB: (pixels, width, height).
+pub fn dog_rgb() -> (Vec<u8>, u32, u32) {
+    let mut pre = visionq_preprocess::Preprocessor::new(416, 416, 40_000_000);
+    pre.decode(&photo_bytes("dog.jpg")).expect("dog.jpg decodes")
+}
+
+/// `rgb` (`w`×`h`) as a PNG: lossless, the same pixels.
+pub fn to_png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    let mut writer = enc.write_header().unwrap();
+    writer.write_image_data(rgb).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// `rgb` (`w`×`h`) as a lossless WebP: the same pixels.
+pub fn to_webp(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    image_webp::WebPEncoder::new(&mut out).encode(rgb, w, h, image_webp::ColorType::Rgb8).unwrap();
+    out
+}
+
 /// POSTs a JPEG; returns status and JSON body.
 pub async fn post_jpeg(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     let r = client.post(url).header("content-type", "image/jpeg").body(body).send().await.unwrap();
