@@ -50,8 +50,7 @@ enum Input {
 }
 
 /// The inputs in order: explicit files as given, folders walked for images (.jpg,
-/// .jpeg, .png, .webp), missing
-/// paths kept as such.
+/// .jpeg, .png, .webp), missing paths kept as such.
 fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let mut entries: Vec<_> =
