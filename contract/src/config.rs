@@ -118,6 +118,10 @@ pub struct Config {
     /// makes entries.
     #[schema(value_type = Option<String>)]
     pub tokens_file: Option<PathBuf>,
+    /// TOML file of decision rules (thresholds, `[rules.<name>]` label maps and
+    /// catalogues, `[station.<id>] rules = …`); unset: no decisions are made.
+    #[schema(value_type = Option<String>)]
+    pub rules_file: Option<PathBuf>,
     /// Where fetched models, the runtime and photos are cached.
     #[schema(value_type = String)]
     pub cache_dir: PathBuf,
@@ -286,6 +290,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             tokens_file: None,
+            rules_file: None,
             queue_prefix: "visionq".into(),
             listen: "127.0.0.1:8080".into(),
             cache_dir: PathBuf::from(".cache/visionq"),
@@ -562,6 +567,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "tls_cert_file",
     "tls_key_file",
     "tokens_file",
+    "rules_file",
     "model",
     "ort_dylib_path",
     "model_layout",

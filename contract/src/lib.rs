@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decision;
 pub mod http;
 pub mod message;
 pub mod metrics;

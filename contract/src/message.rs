@@ -141,6 +141,10 @@ pub struct FrameResult {
     pub image: ImageSize,
     pub model: ModelInfo,
     pub detections: Vec<Detection>,
+    /// What the detections mean under the station's rules (`rules_file`); absent
+    /// where no decision was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::decision::Decision>,
     /// Milliseconds per stage (`decode`, `resize`, `batch_wait`, `inference`, …).
     #[schema(value_type = BTreeMap<String, f64>)]
     pub timings_ms: Timings,
@@ -184,6 +188,7 @@ impl FrameResult {
             image: ImageSize { width: frame.width, height: frame.height },
             model,
             detections: Vec::new(),
+            decision: None,
             timings_ms: frame.timings_ms.clone(),
             captured_at: frame.captured_at,
             received_at: frame.received_at,

@@ -72,6 +72,8 @@ pub struct Metrics {
     /// 1 for the model a worker serves, labelled with `name` and `version`.
     pub model_info: GaugeVec,
     pub results_persisted_total: IntCounterVec,
+    /// Decisions made on results (with a rules file), by outcome.
+    pub decisions_total: IntCounterVec,
     pub websocket_clients: Gauge,
     /// Frame previews for the dashboard, by `outcome` at ingest (sent, superseded by a
     /// newer frame within the interval, rate_limited, too_large, failed) and at results
@@ -183,6 +185,10 @@ impl Metrics {
             results_persisted_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_results_persisted_total", "Results written to the store, by status."),
                 &["status"]
+            )),
+            decisions_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_decisions_total", "Decisions made on results under the stations' rules, by outcome."),
+                &["outcome"]
             )),
             websocket_clients: reg!(Gauge::with_opts(Opts::new("visionq_websocket_clients", "WebSocket subscribers connected."))),
             dashboard_previews_total: reg!(IntCounterVec::new(
@@ -410,6 +416,7 @@ mod tests {
         m.detection_score.with_label_values(&["yolov3-tiny"]).observe(0.5);
         m.model_info.with_label_values(&["yolov3-tiny", "1"]).set(1.0);
         m.results_persisted_total.with_label_values(&["ok"]).inc();
+        m.decisions_total.with_label_values(&["accepted"]).inc();
         m.websocket_clients.set(1.0);
         m.dashboard_previews_total.with_label_values(&["sent"]).inc();
         m.dashboard_preview_store_bytes.set(1.0);
@@ -464,7 +471,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 26, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 27, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

@@ -330,6 +330,7 @@ mod tests {
             image: ImageSize { width: m.width, height: m.height },
             model: ModelInfo::default(),
             detections: Vec::new(),
+            decision: None,
             timings_ms: Default::default(),
             captured_at: None,
             received_at: m.received_at,

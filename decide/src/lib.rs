@@ -11,11 +11,14 @@
 //! It imports only the contract; it must not import a role, a queue, a store or HTTP.
 
 mod catalogue;
+mod decider;
 mod decision;
 mod labels;
 mod rules;
 
 pub use catalogue::{Catalogue, CodeMatch, similarity};
-pub use decision::{Decision, Expectation, Expected, Outcome, decide};
+pub use decider::Decider;
+pub use decision::decide;
 pub use labels::{Case, LabelMap, MappedBy, Normalise};
 pub use rules::{RuleSet, Rules, RulesError, Thresholds};
+pub use visionq_contract::decision::{Decision, Expectation, Expected, Outcome};

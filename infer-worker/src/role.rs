@@ -196,6 +196,7 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
             image: ImageSize { width: frame.width, height: frame.height },
             model: shared.info.clone(),
             detections,
+            decision: None,
             timings_ms: timings,
             captured_at: frame.captured_at,
             received_at: frame.received_at,

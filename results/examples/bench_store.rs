@@ -52,6 +52,7 @@ async fn main() {
                     box_px: [128.0, 144.0, 384.0, 288.0],
                 })
                 .collect(),
+            decision: None,
             timings_ms: timings.clone(),
             captured_at: Some(t),
             received_at: t + Duration::microseconds(i as i64),

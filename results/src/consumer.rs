@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::event_routing_key;
 use visionq_contract::{Config, FrameResult, Metrics};
+use visionq_decide::Decider;
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
 use crate::store::SharedStore;
@@ -63,12 +64,15 @@ async fn persist(
     true
 }
 
-/// Consumes results until `shutdown`, finishing the batch in hand.
+/// Consumes results until `shutdown`, finishing the batch in hand. Each result
+/// gets its decision under the station's rules here, where every result of every
+/// path passes before anyone sees it.
 pub async fn run(
     broker: SharedBroker,
     store: SharedStore,
     metrics: Arc<Metrics>,
     config: Arc<Config>,
+    decider: Arc<Decider>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
     let max = config.results_batch_size;
@@ -95,6 +99,10 @@ pub async fn run(
                 Ok(mut r) => {
                     let now = Utc::now();
                     r.timings_ms.insert("queue_wait_results".into(), elapsed_ms(r.completed_at, now));
+                    r.decision = decider.decide(&r);
+                    if let Some(d) = &r.decision {
+                        metrics.decisions_total.with_label_values(&[d.outcome.as_str()]).inc();
+                    }
                     batch.push((d, r));
                 }
                 Err(e) => {

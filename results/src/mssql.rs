@@ -477,6 +477,7 @@ fn frame_of(r: &Row) -> Result<FrameResult, tiberius::error::Error> {
         },
         model: ModelInfo { name: text(r, "model_name")?, version: text(r, "model_version")? },
         detections: Vec::new(),
+        decision: None,
         timings_ms: serde_json::from_str(&text(r, "timings_ms")?).unwrap_or_default(),
         captured_at: naive_utc(r, "captured_at")?,
         received_at: naive_utc(r, "received_at")?.ok_or_else(|| missing("received_at"))?,

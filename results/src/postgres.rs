@@ -151,6 +151,7 @@ impl PgStore {
                     image: ImageSize { width: r.get::<_, i32>("width") as u32, height: r.get::<_, i32>("height") as u32 },
                     model: ModelInfo { name: r.get("model_name"), version: r.get("model_version") },
                     detections: by_frame.remove(&frame_id).unwrap_or_default(),
+                    decision: None,
                     timings_ms: serde_json::from_value(r.get("timings_ms")).unwrap_or_default(),
                     captured_at: r.get("captured_at"),
                     received_at: r.get("received_at"),

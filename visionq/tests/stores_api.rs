@@ -29,6 +29,7 @@ fn result(station: &str, t: DateTime<Utc>, class: (u32, &str)) -> FrameResult {
             bbox: [0.1, 0.1, 0.5, 0.5],
             box_px: [76.8, 57.6, 384.0, 288.0],
         }],
+        decision: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,
