@@ -259,7 +259,8 @@ pub struct Config {
     /// Ingest sends a station's frame to the dashboard at most this often (per
     /// ingest process); the other frames are processed but not previewed.
     pub dashboard_preview_interval_ms: u64,
-    /// Frames larger than this are not previewed (the tile shows the boxes alone).
+    /// Frames larger than this are previewed as a JPEG re-encoded at most 640 px on
+    /// its long side (so are frames turned by their EXIF orientation, and PNG/WebP ones).
     pub dashboard_preview_max_bytes: usize,
     /// Stations the results role keeps a latest frame and counters for; beyond it the
     /// station seen longest ago is forgotten.

@@ -75,8 +75,9 @@ pub struct Metrics {
     /// Decisions made on results (with a rules file), by outcome.
     pub decisions_total: IntCounterVec,
     pub websocket_clients: Gauge,
-    /// Frame previews for the dashboard, by `outcome` at ingest (sent, superseded by a
-    /// newer frame within the interval, rate_limited, too_large, failed) and at results
+    /// Frame previews for the dashboard, by `outcome` at ingest (sent as posted,
+    /// downscaled (sent re-encoded smaller or turned), superseded by a newer frame within
+    /// the interval, rate_limited, undecodable, failed) and at results
     /// (stored, rejected).
     pub dashboard_previews_total: IntCounterVec,
     /// Bytes of preview JPEGs the results role holds for the dashboard.

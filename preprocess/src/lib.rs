@@ -13,6 +13,7 @@ mod letterbox;
 mod options;
 mod orient;
 mod pool;
+mod preview;
 mod role;
 
 pub use decode::{Channels, Decoded, JpegDecoder};
@@ -22,4 +23,5 @@ pub use letterbox::{PAD_VALUE, fit_geometry, letterbox_geometry};
 pub use options::{ChannelOrder, DecodeScale, InputFit, PreprocessOptions, ResizeFilter};
 pub use orient::{orient, swaps_sides};
 pub use pool::PreprocessPool;
+pub use preview::{PREVIEW_MAX_SIDE, preview_jpeg};
 pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};
