@@ -9,6 +9,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub const ENV_PREFIX: &str = "VISIONQ_";
 
+/// The directory keys: a relative one is resolved when the configuration is loaded
+/// (against the config file's folder when the file set it, else the working
+/// directory), so every part of the process, `visionq config` and `/v1/config` see
+/// the same absolute path.
+const DIR_KEYS: [&str; 2] = ["cache_dir", "data_dir"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -125,7 +131,8 @@ pub struct Config {
     /// Where fetched models, the runtime and photos are cached.
     #[schema(value_type = String)]
     pub cache_dir: PathBuf,
-    /// Where the embedded store keeps its file.
+    /// Where the embedded store keeps its file and the frames journal (default:
+    /// `<cache_dir>/data`).
     #[schema(value_type = String)]
     pub data_dir: PathBuf,
     /// ONNX model file; unset means the default model in the cache.
@@ -368,6 +375,10 @@ impl Config {
 
     pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut input_size_set = false;
+        // Where each directory key was set: relative paths resolve against the config
+        // file's folder when the file set them, else against the working directory.
+        let mut dirs_from_file: Vec<String> = Vec::new();
+        let mut data_dir_set = false;
         let mut table = match toml::Table::try_from(Config::default()) {
             Ok(t) => t,
             Err(e) => return Err(ConfigError::Invalid(e.to_string())),
@@ -380,6 +391,10 @@ impl Config {
                     return Err(ConfigError::Invalid(format!("unknown key `{k}` in {}", path.display())));
                 }
                 input_size_set |= k == "input_size";
+                data_dir_set |= k == "data_dir";
+                if DIR_KEYS.contains(&k.as_str()) {
+                    dirs_from_file.push(k.clone());
+                }
                 table.insert(k, v);
             }
         }
@@ -388,6 +403,8 @@ impl Config {
             let key = key.to_ascii_lowercase();
             if table.contains_key(&key) || OPTIONAL_KEYS.contains(&key.as_str()) {
                 input_size_set |= key == "input_size";
+                data_dir_set |= key == "data_dir";
+                dirs_from_file.retain(|k| *k != key);
                 table.insert(key, env_value(&value));
             }
         }
@@ -395,6 +412,19 @@ impl Config {
         config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
         config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
         config.input_size_set = input_size_set;
+        let file_dir = file.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty());
+        for (key, dir) in [("cache_dir", &mut config.cache_dir), ("data_dir", &mut config.data_dir)] {
+            let base = match (dirs_from_file.iter().any(|k| k == key), file_dir) {
+                (true, Some(d)) => d.to_path_buf(),
+                _ => PathBuf::new(),
+            };
+            *dir =
+                std::path::absolute(base.join(&*dir)).map_err(|e| ConfigError::Invalid(format!("{key} `{}`: {e}", dir.display())))?;
+        }
+        // data_dir follows cache_dir unless it is set itself.
+        if !data_dir_set {
+            config.data_dir = config.cache_dir.join("data");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -652,6 +682,31 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn directories_resolve_predictably() {
+        let cwd = std::env::current_dir().unwrap();
+        // Defaults: under the working directory; data_dir follows cache_dir.
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!((c.cache_dir.clone(), c.data_dir.clone()), (cwd.join(".cache/visionq"), cwd.join(".cache/visionq/data")));
+        let c = Config::load_from(None, env(&[("VISIONQ_CACHE_DIR", "/srv/vq-cache")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/vq-cache/data"), "data_dir follows VISIONQ_CACHE_DIR");
+        let c = Config::load_from(None, env(&[("VISIONQ_CACHE_DIR", "/srv/c"), ("VISIONQ_DATA_DIR", "rel/data")])).unwrap();
+        assert_eq!(c.data_dir, cwd.join("rel/data"), "a relative variable: against the working directory");
+        // From a file: relative to the file's folder; a variable still wins.
+        let dir = std::env::temp_dir().join(format!("vq-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("visionq.toml");
+        std::fs::write(&file, "cache_dir = \"cache\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.cache_dir.clone(), c.data_dir.clone()), (dir.join("cache"), dir.join("cache/data")));
+        std::fs::write(&file, "data_dir = \"d\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[("VISIONQ_CACHE_DIR", "c")])).unwrap();
+        assert_eq!((c.cache_dir.clone(), c.data_dir.clone()), (cwd.join("c"), dir.join("d")));
+        let c = Config::load_from(Some(&file), env(&[("VISIONQ_DATA_DIR", "/abs/d")])).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/abs/d"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

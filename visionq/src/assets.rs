@@ -34,6 +34,19 @@ pub fn fetch(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `visionq run`: fetches the default model and ONNX Runtime into the cache when
+/// they are the configured ones and missing (a model or runtime named by the
+/// configuration is never fetched: its absence is reported when it is loaded).
+pub fn ensure_runtime(config: &Config) -> anyhow::Result<()> {
+    let runtime_default = config.ort_dylib_path.is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none();
+    let missing = (config.model.is_none() && !config.model_path().exists()) || (runtime_default && !config.ort_dylib_path().exists());
+    if !missing {
+        return Ok(());
+    }
+    eprintln!("visionq: fetching the default model and ONNX Runtime into {}", config.cache_dir.display());
+    fetch(config)
+}
+
 /// Fetches the model, the runtime and the photos unless they are there already.
 pub fn ensure(config: &Config) -> anyhow::Result<()> {
     let needed = [config.model_path(), config.ort_dylib_path(), config.cache_dir.join("photos/dog.jpg")];

@@ -135,6 +135,10 @@ async fn main() -> anyhow::Result<()> {
         else {
             unreachable!("roles() only answers for role commands")
         };
+        // Every role in one process: fetch the default model and runtime as detect does.
+        if matches!(cli.command, Command::Run(_)) {
+            assets::ensure_runtime(&config)?;
+        }
         let (trigger, shutdown) = shutdown::channel();
         shutdown::on_signals(trigger);
         return compose::serve(config, roles, l.listen, shutdown, None).await;

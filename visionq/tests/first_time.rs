@@ -1,5 +1,6 @@
 //! What a first-time user does from the README works as written: the JSON example
-//! posts a real photo, and `visionq config` lists every key, set or not.
+//! posts a real photo, `visionq config` lists every key, set or not, and `visionq
+//! run` fetches what it is missing.
 
 mod common;
 
@@ -68,4 +69,55 @@ fn visionq_config_lists_unset_keys_too() {
     // What it prints (comments included) reads back as a config file.
     let parsed: toml::Table = toml::from_str(&text).unwrap();
     assert!(parsed.contains_key("listen"));
+}
+
+/// `visionq run` with nothing in its cache fetches the default model and runtime
+/// (through the set-up script, as `detect` does) and starts. The script here is a
+/// stand-in that links the assets this machine already has into the empty cache,
+/// and leaves a mark: the fetching itself is `tools/assets.py`'s own business.
+#[tokio::test]
+async fn run_fetches_missing_assets_then_serves() {
+    let tmp = scratch("run-fetch");
+    let empty_cache = tmp.join("cache");
+    let script = tmp.join("fake-assets.py");
+    let mark = tmp.join("fetched");
+    std::fs::write(
+        &script,
+        format!(
+            "import os, sys\n\
+             cache = sys.argv[sys.argv.index('--cache') + 1]\n\
+             for rel in ('models/yolov3-tiny.onnx', 'onnxruntime/libonnxruntime.so.1.31.1'):\n\
+             \x20   os.makedirs(os.path.dirname(os.path.join(cache, rel)), exist_ok=True)\n\
+             \x20   os.symlink(os.path.join({real:?}, rel), os.path.join(cache, rel))\n\
+             open({mark:?}, 'w').write(cache)\n",
+            real = cache().display().to_string(),
+            mark = mark.display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = tmp.join("run.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .env_remove("VISIONQ_AMQP_URL")
+        .env_remove("VISIONQ_DATABASE_URL")
+        .env_remove("VISIONQ_MODEL")
+        .env_remove("ORT_DYLIB_PATH")
+        .env_remove("VISIONQ_TOKENS_FILE")
+        .env("VISIONQ_CACHE_DIR", &empty_cache)
+        .env("VISIONQ_ASSETS_SCRIPT", &script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = wait_listening(&mut child, &log).await;
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), empty_cache.display().to_string(), "the set-up script ran for the cache");
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200, "the fetched model is loaded");
+    // The store went to the data dir under the cache: data_dir follows VISIONQ_CACHE_DIR.
+    let (status, _) =
+        post_jpeg(&reqwest::Client::new(), &format!("{base}/v1/stations/cam-1/frames?wait_ms=20000"), photo_bytes("dog.jpg")).await;
+    assert_eq!(status, 200);
+    assert!(empty_cache.join("data/visionq.db").exists(), "the SQLite store is under <cache_dir>/data");
+    child.kill().await.unwrap();
 }

@@ -76,6 +76,8 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .env("VISIONQ_CACHE_DIR", cache())
             .env("VISIONQ_MODEL", model())
+            // Each server its own data dir (SQLite, frames journal), unless the test names one.
+            .env("VISIONQ_DATA_DIR", scratch(&format!("{}-data", args[0])))
             .env("RUST_LOG", "info,visionq=debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
