@@ -162,7 +162,7 @@ pub(crate) struct JsonFrame {
     captured_at: Option<String>,
 }
 
-/// A raw JPEG body.
+/// A raw image body: JPEG, PNG or WebP.
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // describes the body for the OpenAPI document; the handler reads the bytes
@@ -344,6 +344,8 @@ fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u3
         description = "The frame",
         content(
             (JpegBody = "image/jpeg"),
+            (JpegBody = "image/png"),
+            (JpegBody = "image/webp"),
             (FrameForm = "multipart/form-data"),
             (JsonFrame = "application/json"),
         ),
