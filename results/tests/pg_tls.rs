@@ -169,6 +169,7 @@ async fn every_sslmode_against_a_tls_server() {
         image: ImageSize { width: 8, height: 8 },
         model: ModelInfo::default(),
         detections: vec![],
+        decision: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,
