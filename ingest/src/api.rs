@@ -22,7 +22,7 @@ use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, Timings, telemetry};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
 
-use crate::header::{self as image_header, HeaderError};
+use crate::header::{self as image_header, Format, HeaderError};
 use crate::limits::RateLimiter;
 use crate::waiters::Waiters;
 
@@ -155,24 +155,26 @@ impl FrameParams {
 /// `captured_at` is read as text so that a bad one is refused by its name.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct JsonFrame {
-    /// The JPEG, base64 (a `data:image/jpeg;base64,` URL too).
+    /// The JPEG, PNG or WebP, base64; a data URL (`data:image/png;base64,…`) declares
+    /// its type, which the bytes must be.
     image: String,
     /// When the station captured the frame (RFC 3339).
     #[schema(format = DateTime)]
     captured_at: Option<String>,
 }
 
-/// A raw image body: JPEG, PNG or WebP.
+/// A raw JPEG, PNG or WebP body, of the type its `Content-Type` declares.
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // describes the body for the OpenAPI document; the handler reads the bytes
-pub(crate) struct JpegBody(Vec<u8>);
+pub(crate) struct ImageBody(Vec<u8>);
 
-/// A multipart upload (its image part is read as described in the README).
+/// A multipart upload: the part `image` (alias `file`) and optionally `captured_at`;
+/// any other part is refused.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // describes the form for the OpenAPI document; the handler reads it part by part
 pub(crate) struct FrameForm {
-    /// The JPEG.
+    /// The JPEG, PNG or WebP (of its part's type, when it has one).
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
     /// When the station captured the frame (RFC 3339).
@@ -226,13 +228,29 @@ fn body_error(e: impl std::error::Error + 'static, limit: usize) -> Refusal {
     }
 }
 
-/// Extracts the JPEG (and an optional capture time) from any of the accepted encodings.
-async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<DateTime<Utc>>), Refusal> {
+/// The media types a frame may be posted as, with JPEG's common aliases.
+fn image_type(mime: &str) -> Option<Format> {
+    match mime {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => Some(Format::Jpeg),
+        "image/png" => Some(Format::Png),
+        "image/webp" => Some(Format::WebP),
+        _ => None,
+    }
+}
+
+/// A media type without its parameters, lower case.
+fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// Extracts the image (and an optional capture time) from any of the accepted
+/// encodings (see [`ACCEPTED`]). Where the image's type is declared — the request's
+/// `Content-Type`, a multipart part's, a data URL's — its bytes must be of that type.
+async fn read_image(state: &IngestState, req: Request) -> Result<(Bytes, Option<DateTime<Utc>>), Refusal> {
     let limit = state.config.max_body_bytes;
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let mime = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let mime = essence(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""));
     let transport_limit = limit / 3 * 4 + 64 * 1024;
-    let (jpeg, captured_at) = match mime.as_str() {
+    let (image, declared, captured_at) = match mime.as_str() {
         "multipart/form-data" => {
             let mut form = Multipart::from_request(req, &())
                 .await
@@ -240,67 +258,90 @@ async fn read_jpeg(state: &IngestState, req: Request) -> Result<(Bytes, Option<D
             let (mut image, mut captured) = (None, None);
             while let Some(field) = form.next_field().await.map_err(|e| body_error(e, limit))? {
                 let name = field.name().unwrap_or("").to_string();
-                let is_image = matches!(name.as_str(), "image" | "file" | "frame")
-                    || field.content_type().is_some_and(|t| t.starts_with("image/"));
-                if name == "captured_at" {
-                    let text = field.text().await.map_err(|e| body_error(e, limit))?;
-                    captured = Some(parse_time(&text)?);
-                } else if is_image && image.is_none() {
-                    image = Some(field.bytes().await.map_err(|e| body_error(e, limit))?);
+                match name.as_str() {
+                    "captured_at" => {
+                        let text = field.text().await.map_err(|e| body_error(e, limit))?;
+                        captured = Some(parse_time(&text)?);
+                    }
+                    "image" | "file" => {
+                        if image.is_some() {
+                            let message = "multipart body has more than one image part (`image`, or its alias `file`)";
+                            return Err(Refusal::new(StatusCode::BAD_REQUEST, "duplicate_part", message).param(&name));
+                        }
+                        // A part without a type, or typed as plain bytes (what a browser
+                        // sends for an unknown extension), is told by its signature.
+                        let declared = match field.content_type().map(essence).as_deref() {
+                            None | Some("" | "application/octet-stream") => None,
+                            Some(t) => Some(image_type(t).ok_or_else(|| unsupported(&format!("{t}` (part `{name}`")).param(&name))?),
+                        };
+                        image = Some((field.bytes().await.map_err(|e| body_error(e, limit))?, declared));
+                    }
+                    other => {
+                        let message = format!(
+                            "multipart part `{other}` is not taken: the frame goes in a part named `image` (or `file`), with an optional `captured_at`"
+                        );
+                        return Err(Refusal::new(StatusCode::BAD_REQUEST, "unknown_part", message).param(other));
+                    }
                 }
             }
-            let image =
+            let (image, declared) =
                 image.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "no_image", "multipart body has no `image` part"))?;
-            (image, captured)
+            (image, declared, captured)
         }
         "application/json" => {
             let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
             let frame: JsonFrame = serde_json::from_slice(&body).map_err(|e| {
-                Refusal::new(StatusCode::BAD_REQUEST, "bad_json", format!("expected {{\"image\": \"<base64 JPEG>\"}}: {e}"))
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_json", format!("expected {{\"image\": \"<base64 image>\"}}: {e}"))
             })?;
-            // Browser clients often send a data URL.
-            let b64 = match frame.image.split_once(";base64,") {
-                Some((prefix, data)) if prefix.starts_with("data:") => data,
-                _ => frame.image.as_str(),
+            // Browser clients often send a data URL, which declares the type.
+            let (declared, b64) = match frame.image.split_once(";base64,") {
+                Some((prefix, data)) if prefix.starts_with("data:") => match &prefix["data:".len()..] {
+                    "" => (None, data),
+                    t => (
+                        Some(image_type(&essence(t)).ok_or_else(|| unsupported(&format!("{t}` (the data URL's")).param("image"))?),
+                        data,
+                    ),
+                },
+                _ => (None, frame.image.as_str()),
             };
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_base64", format!("`image` is not valid base64: {e}")))?;
-            (Bytes::from(bytes), frame.captured_at.as_deref().map(parse_time).transpose()?)
+            (Bytes::from(bytes), declared, frame.captured_at.as_deref().map(parse_time).transpose()?)
         }
-        "image/jpeg"
-        | "image/jpg"
-        | "image/pjpeg"
-        | "image/png"
-        | "image/webp"
-        | "application/octet-stream"
-        | ""
-        | "application/x-www-form-urlencoded" => {
+        other => {
+            // Anything else — no type, application/octet-stream, a form — is refused
+            // before its body is read.
+            let format = image_type(other).ok_or_else(|| unsupported(other).before_body())?;
             let body = axum::body::to_bytes(req.into_body(), transport_limit).await.map_err(|e| body_error(e, limit))?;
-            if mime == "application/x-www-form-urlencoded" && !body.starts_with(&[0xFF, 0xD8, 0xFF]) {
-                return Err(unsupported(&mime));
-            }
-            (body, None)
+            (body, Some(format), None)
         }
-        _ => return Err(unsupported(&mime)),
     };
-    if jpeg.len() > limit {
+    if image.len() > limit {
         return Err(too_large(limit));
     }
-    if jpeg.is_empty() {
+    if image.is_empty() {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, "empty", "the frame is empty"));
     }
-    Ok((jpeg, captured_at))
+    // The declared type must be what the bytes are (their signature).
+    if let (Some(declared), Some(actual)) = (declared, Format::sniff(&image))
+        && declared != actual
+    {
+        let message = format!("the frame is declared `{}` but its bytes are a {} image", declared.mime(), actual.name());
+        return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "type_mismatch", message));
+    }
+    Ok((image, captured_at))
 }
 
+/// What a frame may be posted as, for refusals.
+const ACCEPTED: &str = "send image/jpeg, image/png or image/webp, multipart/form-data with an `image` part (alias `file`), or application/json {\"image\": \"<base64>\"}";
+
 fn unsupported(mime: &str) -> Refusal {
-    Refusal::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-        format!(
-            "Content-Type `{mime}` is not accepted: send image/jpeg, multipart/form-data with an `image` part, or application/json {{\"image\": \"<base64 JPEG>\"}}"
-        ),
-    )
+    let message = match mime {
+        "" => format!("the request has no Content-Type: {ACCEPTED}"),
+        m => format!("Content-Type `{m}` is not accepted: {ACCEPTED}"),
+    };
+    Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, Refusal> {
@@ -334,7 +375,8 @@ fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u3
     Ok(if orientation >= 5 { (h, w, orientation) } else { (w, h, orientation) })
 }
 
-/// Posts a frame: raw JPEG, multipart with an `image` part, or JSON with base64.
+/// Posts a frame: a raw JPEG, PNG or WebP, multipart with an `image` part, or JSON
+/// with base64; any other content type is refused (415).
 #[utoipa::path(
     post,
     path = "/v1/stations/{station}/frames",
@@ -343,9 +385,9 @@ fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u3
     request_body(
         description = "The frame",
         content(
-            (JpegBody = "image/jpeg"),
-            (JpegBody = "image/png"),
-            (JpegBody = "image/webp"),
+            (ImageBody = "image/jpeg"),
+            (ImageBody = "image/png"),
+            (ImageBody = "image/webp"),
             (FrameForm = "multipart/form-data"),
             (JsonFrame = "application/json"),
         ),
@@ -359,7 +401,7 @@ fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u3
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 404, description = "Station not in the allow-list", body = ErrorBody),
         (status = 413, description = "Too many bytes or pixels", body = ErrorBody),
-        (status = 415, description = "Not a JPEG or an unsupported content type", body = ErrorBody),
+        (status = 415, description = "A content type not accepted, a body that is no JPEG, PNG or WebP, or one whose declared type is not its format", body = ErrorBody),
         (status = 429, description = "Over the station's rate limit (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "The pipeline cannot take the frame now (`Retry-After`)", body = ErrorBody),
     ),
@@ -422,8 +464,8 @@ async fn accept(
     let config = &state.config;
     let principal = check_caller(state, &station, &headers).map_err(Refusal::before_body)?;
     let params = FrameParams::parse(query).map_err(|e| Refusal::from(e).before_body())?;
-    let (jpeg, captured_in_body) = read_jpeg(state, req).await?;
-    let (width, height, orientation) = check_header(config, &station, &jpeg)?;
+    let (image, captured_in_body) = read_image(state, req).await?;
+    let (width, height, orientation) = check_header(config, &station, &image)?;
     let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
 
     let published_at = Utc::now();
@@ -449,7 +491,7 @@ async fn accept(
     let traceparent = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
     // Listen before publishing, so a fast result cannot slip past.
     let waiting = wait.map(|_| state.waiters.wait_for(frame_id));
-    publish_frame(state, &meta, jpeg, traceparent).await?;
+    publish_frame(state, &meta, image, traceparent).await?;
     let mode = if wait.is_some() { "wait" } else { "async" };
     state.metrics.ingest_accepted_total.with_label_values(&[mode]).inc();
     state.metrics.station_frame(&station);

@@ -44,6 +44,7 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
     accepted.push(v["frame_id"].as_str().unwrap().to_string());
 
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let small_png = to_png(&[90u8; 64 * 48 * 3], 64, 48);
     let mut truncated_sof = header_only(640, 480);
     truncated_sof.truncate(9);
     let mut corrupt = header_only(640, 480);
@@ -55,6 +56,10 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         ("a PNG cut off in its IHDR", "image/png", png, 400, "bad_header"),
         ("a GIF", "image/jpeg", b"GIF89a\x01\0\x01\0".to_vec(), 415, "not_an_image"),
+        ("a PNG declared as JPEG", "image/jpeg", small_png.clone(), 415, "type_mismatch"),
+        ("a JPEG declared as WebP", "image/webp", dog.clone(), 415, "type_mismatch"),
+        ("a JPEG as plain bytes", "application/octet-stream", dog.clone(), 415, "unsupported_media_type"),
+        ("a JPEG as a form", "application/x-www-form-urlencoded", dog.clone(), 415, "unsupported_media_type"),
         ("plain text", "text/plain", b"hello".to_vec(), 415, "unsupported_media_type"),
         ("zero bytes", "image/jpeg", Vec::new(), 400, "empty"),
         ("only the SOI", "image/jpeg", vec![0xFF, 0xD8, 0xFF], 400, "bad_header"),
@@ -80,6 +85,36 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
         assert_eq!(v["code"], code, "{what}: {v}");
         assert!(v["error"].as_str().is_some_and(|m| m.len() > 10), "{what} explains itself: {v}");
     }
+    // No Content-Type at all: refused, naming what is accepted.
+    let r = client.post(&url).body(dog.clone()).send().await.unwrap();
+    let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+    assert_eq!((s, v["code"].as_str()), (415, Some("unsupported_media_type")), "{v}");
+    for accepted in ["image/jpeg", "image/png", "image/webp", "multipart/form-data", "`image`", "application/json"] {
+        assert!(v["error"].as_str().unwrap().contains(accepted), "the refusal names {accepted}: {v}");
+    }
+    // Multipart: the frame is the part `image` (alias `file`); other parts, a second
+    // image, a part of another type, or one whose type is not its bytes are refused.
+    let part = |name: &str, bytes: Vec<u8>, mime: &str| {
+        reqwest::multipart::Form::new()
+            .part(name.to_string(), reqwest::multipart::Part::bytes(bytes).file_name("f").mime_str(mime).unwrap())
+    };
+    let two = part("image", dog.clone(), "image/jpeg").part("file", reqwest::multipart::Part::bytes(dog.clone()).file_name("g"));
+    for (what, form, status, code) in [
+        ("a part named `photo`", part("photo", dog.clone(), "image/jpeg"), 400, "unknown_part"),
+        ("a text part", part("image", b"hello".to_vec(), "text/plain"), 415, "unsupported_media_type"),
+        ("a JPEG part typed PNG", part("image", dog.clone(), "image/png"), 415, "type_mismatch"),
+        ("two image parts", two, 400, "duplicate_part"),
+    ] {
+        let r = client.post(&url).multipart(form).send().await.unwrap();
+        let (s, v): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
+        assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{what}: {v}");
+    }
+    // A data URL declares its type too.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&dog);
+    let body = json!({ "image": format!("data:image/png;base64,{b64}") }).to_string().into_bytes();
+    let (s, v, _) = post(&client, &url, "application/json", body).await;
+    assert_eq!((s, v["code"].as_str()), (415, Some("type_mismatch")), "{v}");
+
     // Over the limit as base64 JSON too.
     let b64 = base64::engine::general_purpose::STANDARD.encode(&padded);
     let (s, v, _) = post(&client, &url, "application/json", json!({ "image": b64 }).to_string().into_bytes()).await;
@@ -109,6 +144,12 @@ async fn bad_input_is_refused_precisely_and_accepted_frames_complete() {
     accepted.push(with_capture.clone());
     let form = reqwest::multipart::Form::new()
         .part("image", reqwest::multipart::Part::bytes(dog.clone()).file_name("dog.jpg").mime_str("image/jpeg").unwrap());
+    let r = client.post(&url).multipart(form).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.unwrap();
+    accepted.push(v["frame_id"].as_str().unwrap().to_string());
+    // `file`, the documented alias, without a part type: told by its bytes.
+    let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(dog.clone()).file_name("dog.jpg"));
     let r = client.post(&url).multipart(form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
     let v: Value = r.json().await.unwrap();
