@@ -88,13 +88,13 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
         visionq(&["detect", photos_dir().to_str().unwrap(), broken.to_str().unwrap(), "-o", out.to_str().unwrap()], &tmp, &[], true);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "one image failed, so the exit code says so: {stderr}");
-    assert!(stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("HTTP 415"), "{stderr}");
+    assert!(stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("not a JPEG, PNG or WebP image"), "{stderr}");
 
     let lines = jsonl(&out);
     let ours = by_name(&lines);
     assert_eq!(ours["broken.jpg"]["status"], "error");
     let jpegs: Vec<_> = ours.keys().filter(|k| *k != "broken.jpg").cloned().collect();
-    assert_eq!(jpegs.len(), 9, "every JPEG of the photo set: {jpegs:?}");
+    assert_eq!(jpegs.len(), 10, "every image of the photo set (9 JPEGs and a PNG): {jpegs:?}");
     for (name, want) in [
         ("dog.jpg", &["bicycle", "dog"][..]),
         ("person.jpg", &["dog", "horse", "person"]),
@@ -129,7 +129,7 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
     // The SQLite record is complete: one frame row per image, every detection.
     let db = rusqlite::Connection::open(tmp.join("visionq.db")).unwrap();
     let frames: i64 = db.query_row("SELECT count(*) FROM frames WHERE station = 'batch'", [], |r| r.get(0)).unwrap();
-    assert_eq!(frames, 9, "the broken file was refused at ingest, so it has no frame row");
+    assert_eq!(frames, 10, "the broken file was refused, so it has no frame row");
     for name in &jpegs {
         let v = &ours[name];
         let id = v["frame_id"].as_str().unwrap();
@@ -174,7 +174,8 @@ async fn embedded_and_rabbitmq_modes_give_identical_detections() {
         .await
         .unwrap();
     delete_topology(&prefix).await;
-    assert_eq!(embedded.len(), 9);
+    // The photo folder: 9 JPEGs and a PNG.
+    assert_eq!(embedded.len(), 10);
     assert!(embedded.values().map(Vec::len).sum::<usize>() >= 20);
     assert_eq!(embedded, amqp, "same frames, same detections, bit for bit");
 }
@@ -215,7 +216,7 @@ fn a_uint8_input_model_gives_the_same_detections_as_the_float_one() {
     let float = detect_with(&model(), 416, "f32");
     let u8_model = cache().join("models/yolov3-tiny-u8.onnx");
     let u8 = detect_with(&u8_model, 416, "u8");
-    assert_eq!(float.len(), 9);
+    assert_eq!(float.len(), 10, "the 9 JPEGs and the PNG");
     for (name, f) in &float {
         assert_eq!(f["detections"], u8[name]["detections"], "{name}");
     }
@@ -228,7 +229,7 @@ fn a_fixed_batch_yolov8_model_runs_and_agrees_with_the_reference() {
     // Photos of people, the model's domain; on the animal photos it reports unstable
     // low-score boxes whose edges move with the resampling filter.
     let files: Vec<PathBuf> = ["person.jpg", "zidane.jpg", "bus.jpg"].iter().map(|n| photos_dir().join(n)).collect();
-    assert_eq!(ours.len(), 9, "every photo ran through the fixed-batch model");
+    assert_eq!(ours.len(), 10, "every photo (9 JPEGs and a PNG) ran through the fixed-batch model");
     let reference = reference(&fall, &files);
     let mut boxes = 0;
     for r in &reference {
