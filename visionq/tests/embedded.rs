@@ -88,7 +88,10 @@ fn detect_needs_no_service_agrees_with_the_reference_and_fills_sqlite() {
         visionq(&["detect", photos_dir().to_str().unwrap(), broken.to_str().unwrap(), "-o", out.to_str().unwrap()], &tmp, &[], true);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "one image failed, so the exit code says so: {stderr}");
-    assert!(stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("not a JPEG, PNG or WebP image"), "{stderr}");
+    assert!(
+        stderr.contains("FAILED") && stderr.contains("broken.jpg") && stderr.contains("not a JPEG, PNG or WebP image"),
+        "{stderr}"
+    );
 
     let lines = jsonl(&out);
     let ours = by_name(&lines);
