@@ -295,17 +295,7 @@ mod tests {
 
     /// A noisy `w`×`h` JPEG at quality 95: a large file for its size.
     fn big_jpeg(w: usize, h: usize) -> Vec<u8> {
-        let mut x: u32 = 0x9E37_79B9;
-        let rgb: Vec<u8> = (0..w * h * 3)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
-        let image = turbojpeg::Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
-        turbojpeg::compress(image, 95, turbojpeg::Subsamp::None).unwrap().to_vec()
+        visionq_preprocess::encode::noise_jpeg(w, h, 95, 0x9E37_79B9)
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 //! frames that cannot be decoded into an error result plus a dead letter.
 
 mod decode;
+pub mod encode;
 mod formats;
 mod image;
 mod letterbox;

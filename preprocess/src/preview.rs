@@ -65,18 +65,7 @@ mod tests {
     use super::*;
 
     fn jpeg_of(w: usize, h: usize, quality: i32) -> Vec<u8> {
-        // Noise compresses badly: a large file for its size.
-        let mut x: u32 = 0x1234_5678;
-        let rgb: Vec<u8> = (0..w * h * 3)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
-        let image = turbojpeg::Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
-        turbojpeg::compress(image, quality, turbojpeg::Subsamp::None).unwrap().to_vec()
+        crate::encode::noise_jpeg(w, h, quality, 0x1234_5678)
     }
 
     fn size(jpeg: &[u8]) -> (usize, usize) {

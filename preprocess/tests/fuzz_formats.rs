@@ -19,19 +19,11 @@ fn dog_rgb() -> (Vec<u8>, u32, u32) {
 }
 
 fn to_png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, w, h);
-    enc.set_color(png::ColorType::Rgb);
-    let mut writer = enc.write_header().unwrap();
-    writer.write_image_data(rgb).unwrap();
-    writer.finish().unwrap();
-    out
+    visionq_preprocess::encode::png_of(rgb, w, h)
 }
 
 fn to_webp(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    image_webp::WebPEncoder::new(&mut out).encode(rgb, w, h, image_webp::ColorType::Rgb8).unwrap();
-    out
+    visionq_preprocess::encode::webp_of(rgb, w, h)
 }
 
 /// The photo as PNG and as WebP (made once).

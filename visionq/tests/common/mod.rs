@@ -171,20 +171,12 @@ pub fn dog_rgb() -> (Vec<u8>, u32, u32) {
 
 /// `rgb` (`w`×`h`) as a PNG: lossless, the same pixels.
 pub fn to_png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, w, h);
-    enc.set_color(png::ColorType::Rgb);
-    let mut writer = enc.write_header().unwrap();
-    writer.write_image_data(rgb).unwrap();
-    writer.finish().unwrap();
-    out
+    visionq_preprocess::encode::png_of(rgb, w, h)
 }
 
 /// `rgb` (`w`×`h`) as a lossless WebP: the same pixels.
 pub fn to_webp(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    image_webp::WebPEncoder::new(&mut out).encode(rgb, w, h, image_webp::ColorType::Rgb8).unwrap();
-    out
+    visionq_preprocess::encode::webp_of(rgb, w, h)
 }
 
 /// POSTs a JPEG; returns status and JSON body.
