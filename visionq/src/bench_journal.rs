@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use visionq_contract::Config;
+use visionq_contract::topology::META_HEADER;
 use visionq_queue::Envelope;
 use visionq_queue::journal::{Journal, Sync};
 
@@ -64,7 +65,7 @@ pub async fn run(config: Config, args: JournalBenchArgs) -> anyhow::Result<()> {
                         let body = photos[i % photos.len()].1.clone();
                         bytes += body.len();
                         let key = format!("{p}-{i}");
-                        let envelope = Envelope::new(body).with_header("visionq-meta", format!("{{\"frame\":\"{key}\"}}"));
+                        let envelope = Envelope::new(body).with_header(META_HEADER, format!("{{\"frame\":\"{key}\"}}"));
                         let t0 = Instant::now();
                         journal.append(key.clone(), &envelope).await?;
                         lat.push(t0.elapsed().as_secs_f64() * 1e3);
