@@ -13,7 +13,7 @@ when `python3 -m venv` cannot work, Debian's python3-venv.
 
 Layout of the cache:
 
-    venv/                                python with numpy, onnx, onnxruntime, OpenCV, Pillow
+    venv/                                python with numpy, onnx, onnxruntime, OpenCV, Pillow, pycocotools, PyYAML, websocket-client
     onnxruntime/libonnxruntime.so.1.31.1 for ort's load-dynamic (ORT_DYLIB_PATH)
     models/yolov3-tiny.onnx              converted by tools/darknet2onnx.py
     models/fall-detection-yolov8.onnx    YOLOv8 layout, fixed batch 1
@@ -62,6 +62,13 @@ VENV_REQUIREMENTS = (
     "flatbuffers==25.12.19",
     "packaging==26.3",
     "typing_extensions==4.16.0",
+    # Reading back `visionq dataset export` (visionq/tests/evidence.rs): the COCO
+    # annotations with pycocotools, YOLO's data.yaml with PyYAML.
+    "pycocotools==2.0.11",
+    "PyYAML==6.0.3",
+    # A WebSocket client that did not come from this code, for the station stream's
+    # test (visionq/tests/streams.rs) and the README's Python example.
+    "websocket-client==1.9.2",
 )
 
 ORT_VERSION = "1.31.1"

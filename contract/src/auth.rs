@@ -4,7 +4,9 @@
 //! entry in constant time. Each token has one scope:
 //!
 //! - `station`: may post frames for the stations it names, and read those frames' results;
-//! - `operator`: read-only — dashboard, live stream, history, counts;
+//! - `operator`: read-only — dashboard, live stream, history, counts, the review queue;
+//! - `reviewer`: what an operator reads, plus reviewing the frames in the review
+//!   queue (confirm, correct, reject: stored with the token's name as the reviewer);
 //! - `admin`: everything, plus the self-test and the configuration.
 //!
 //! Authentication may only be off (no tokens file) on a loopback listener — the
@@ -26,6 +28,7 @@ use crate::config::valid_station_id;
 pub enum Scope {
     Station,
     Operator,
+    Reviewer,
     Admin,
 }
 
@@ -34,16 +37,18 @@ impl Scope {
         match self {
             Scope::Station => "station",
             Scope::Operator => "operator",
+            Scope::Reviewer => "reviewer",
             Scope::Admin => "admin",
         }
     }
 
-    const ALL: [Scope; 3] = [Scope::Station, Scope::Operator, Scope::Admin];
+    const ALL: [Scope; 4] = [Scope::Station, Scope::Operator, Scope::Reviewer, Scope::Admin];
 
     fn with_article(self) -> &'static str {
         match self {
             Scope::Station => "a station",
             Scope::Operator => "an operator",
+            Scope::Reviewer => "a reviewer",
             Scope::Admin => "an admin",
         }
     }
@@ -57,7 +62,7 @@ impl std::str::FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|s| s.name() == text)
-            .ok_or_else(|| format!("`{text}`: the scopes are station, operator and admin"))
+            .ok_or_else(|| format!("`{text}`: the scopes are station, operator, reviewer and admin"))
     }
 }
 
@@ -76,7 +81,7 @@ impl Principal {
         self.scope == Scope::Admin || (self.scope == Scope::Station && self.stations.iter().any(|s| s == station))
     }
 
-    /// Operators and admins read everything; a station reads its own frames.
+    /// Operators, reviewers and admins read everything; a station reads its own frames.
     pub fn may_read_station(&self, station: &str) -> bool {
         self.scope >= Scope::Operator || self.stations.iter().any(|s| s == station)
     }
@@ -435,7 +440,7 @@ mod tests {
             assert_eq!(in_file.scope, scope);
             assert_eq!(scope.name().parse::<Scope>(), Ok(scope));
         }
-        assert!("root".parse::<Scope>().unwrap_err().contains("station, operator and admin"));
+        assert!("root".parse::<Scope>().unwrap_err().contains("station, operator, reviewer and admin"));
     }
 
     #[test]

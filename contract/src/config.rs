@@ -13,7 +13,7 @@ pub const ENV_PREFIX: &str = "VISIONQ_";
 /// (against the config file's folder when the file set it, else the working
 /// directory), so every part of the process, `visionq config` and `/v1/config` see
 /// the same absolute path.
-const DIR_KEYS: [&str; 2] = ["cache_dir", "data_dir"];
+const DIR_KEYS: [&str; 4] = ["cache_dir", "data_dir", "evidence_dir", "model_repository"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -23,6 +23,40 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    Cpu,
+    /// NVIDIA GPUs through ONNX Runtime's CUDA provider (the `cuda` build).
+    Cuda,
+}
+
+impl ExecutionProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per event, for log shippers.
+    Json,
 }
 
 /// Where inference input comes from.
@@ -92,7 +126,7 @@ pub struct StationSettings {
     pub exif_orientation: Option<ExifOrientation>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Config {
     /// `amqp://…` or `amqps://…`; unset means the in-process queue (embedded mode).
@@ -135,14 +169,27 @@ pub struct Config {
     /// `<cache_dir>/data`).
     #[schema(value_type = String)]
     pub data_dir: PathBuf,
-    /// ONNX model file; unset means the default model in the cache.
+    /// ONNX model file; unset means the default model in the cache. Ignored when
+    /// `model_repository` is set.
     #[schema(value_type = Option<String>)]
     pub model: Option<PathBuf>,
+    /// A model repository (`<dir>/<name>/<version>/model.onnx` with its `model.toml`,
+    /// the active version per name in `<dir>/active.toml`): when set, the infer role
+    /// serves the active version of `model_name` instead of `model`, and versions are
+    /// activated and rolled back without a restart (`visionq model activate`,
+    /// `POST /v1/models/{name}/activate`). A relative path resolves like `cache_dir`.
+    /// An infer process with a repository serves those admin routes, so it checks
+    /// tokens (`tokens_file`) as ingest and results do, unless it listens on loopback.
+    #[schema(value_type = Option<String>)]
+    pub model_repository: Option<PathBuf>,
+    /// The model in `model_repository` this process serves; unset: the repository's
+    /// only model.
+    pub model_name: Option<String>,
     /// `libonnxruntime.so`; unset means `ORT_DYLIB_PATH`, then the cache.
     #[schema(value_type = Option<String>)]
     pub ort_dylib_path: Option<PathBuf>,
     /// `cpu` or `cuda`.
-    pub execution_provider: String,
+    pub execution_provider: ExecutionProvider,
     pub cuda_device_id: i32,
     /// On CUDA: the batch input buffers in pinned (page-locked) host memory, so the
     /// copy to the device is a DMA transfer.
@@ -173,8 +220,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_pixels: u64,
     pub max_dimension: u32,
-    /// Upper bound on `?wait_ms=`.
+    /// Upper bound on `?wait_ms=`; on a station's WebSocket, how long a frame's slot
+    /// in the window waits for its result before it is answered `timeout`.
     pub max_wait_ms: u64,
+    /// Frames a station's WebSocket (`/v1/stations/{station}/ws`) may have in flight
+    /// — sent, not yet answered — at most; a client may ask for fewer with
+    /// `?window=`. A frame beyond it is refused (`window_full`), never buffered.
+    pub stream_window: usize,
     /// Default deadline of a live frame after its receipt (0: none); a station can
     /// set its own per request with `?deadline_ms=`. Frames past it are reported
     /// `expired` instead of run.
@@ -214,6 +266,11 @@ pub struct Config {
     /// Whether `input_size` was set (file or environment) rather than defaulted.
     #[serde(skip)]
     pub input_size_set: bool,
+    /// `VISIONQ_*` environment variables that name no configuration key (a typo, or
+    /// a key that was renamed): ignored, and warned about once logging is up. A file
+    /// key of that kind is refused instead, since a file is checked in with care.
+    #[serde(skip)]
+    pub unknown_env: Vec<String>,
     /// How the model was trained to see its input (README, "What the model sees"):
     /// `linear` (OpenCV INTER_LINEAR) or `antialias` (Pillow's bilinear).
     pub resize_filter: String,
@@ -224,6 +281,15 @@ pub struct Config {
     /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
     /// `off` or `auto`.
     pub decode_scale: String,
+    /// Where JPEGs are decoded: `cpu` (libjpeg-turbo, the default), `nvjpeg` (the
+    /// GPU's JPEG decoder through nvJPEG; refuses to start without it) or `auto`
+    /// (nvJPEG when `execution_provider = "cuda"` and it starts, else the CPU).
+    /// Progressive, greyscale and cut-off JPEGs are always decoded on the CPU.
+    pub jpeg_decoder: String,
+    /// Threads feeding nvJPEG (each its own handle and CUDA stream).
+    pub nvjpeg_threads: usize,
+    /// JPEGs decoded in one nvJPEG batch, at most.
+    pub nvjpeg_max_batch: usize,
     /// Frames decoded at once (default: one per CPU of the machine).
     #[schema(default)] // the default depends on the machine: none in the OpenAPI document
     pub preprocess_concurrency: usize,
@@ -248,6 +314,16 @@ pub struct Config {
     pub retention_chunk: usize,
     /// How often the results role runs retention.
     pub retention_interval_s: u64,
+    /// Where frames kept for review and retraining go: each frame's original image
+    /// and a JSON sidecar with its result and decision (read by `visionq dataset
+    /// export`). Unset: `<data_dir>/evidence`.
+    #[schema(value_type = Option<String>)]
+    pub evidence_dir: Option<PathBuf>,
+    /// Bytes of kept frames (images and sidecars together) at most; beyond it the
+    /// oldest are deleted. 0 keeps no frames.
+    pub evidence_max_bytes: u64,
+    /// Days a kept frame stays at most (by its `received_at`); 0: no age bound.
+    pub evidence_max_days: u32,
 
     /// Queue length limits (messages); beyond them publishes are refused (backpressure).
     pub frames_max_length: u32,
@@ -283,7 +359,14 @@ pub struct Config {
     /// Deadline for finishing in-flight work on shutdown.
     pub shutdown_timeout_ms: u64,
     /// `text` or `json`.
-    pub log_format: String,
+    pub log_format: LogFormat,
+
+    /// Where results go as events (`[[sink]]` tables: webhooks and MQTT brokers,
+    /// each with its filter and retry bounds; see [`crate::sink::SinkConfig`] and
+    /// docs/EVENTS.md). Events wait in the outbox (`<data_dir>/outbox.db`) until
+    /// their sink took them: a receiver outage or a restart delays them, never loses
+    /// them. File only (no environment variable).
+    pub sink: Vec<crate::sink::SinkConfig>,
 }
 
 impl Default for Config {
@@ -304,8 +387,10 @@ impl Default for Config {
             cache_dir: PathBuf::from(".cache/visionq"),
             data_dir: PathBuf::from(".cache/visionq/data"),
             model: None,
+            model_repository: None,
+            model_name: None,
             ort_dylib_path: None,
-            execution_provider: "cpu".into(),
+            execution_provider: ExecutionProvider::Cpu,
             cuda_device_id: 0,
             pinned_input: true,
             pinned_output: false,
@@ -319,6 +404,7 @@ impl Default for Config {
             max_pixels: 40_000_000,
             max_dimension: 16_384,
             max_wait_ms: 30_000,
+            stream_window: 8,
             frame_deadline_ms: 0,
             retry_after_s: 2,
             rate_limit_fps: 0.0,
@@ -331,10 +417,14 @@ impl Default for Config {
             http_max_connections: 1_024,
             input_size: 416,
             input_size_set: false,
+            unknown_env: Vec::new(),
             resize_filter: "linear".into(),
             input_fit: "letterbox".into(),
             channel_order: "rgb".into(),
             decode_scale: "off".into(),
+            jpeg_decoder: "cpu".into(),
+            nvjpeg_threads: 2,
+            nvjpeg_max_batch: 32,
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
             max_batch_size: 8,
@@ -348,6 +438,9 @@ impl Default for Config {
             retention_days: 0,
             retention_chunk: 5_000,
             retention_interval_s: 3_600,
+            evidence_dir: None,
+            evidence_max_bytes: 2 * 1024 * 1024 * 1024,
+            evidence_max_days: 30,
             frames_max_length: 10_000,
             tensors_max_length: 2_000,
             results_max_length: 100_000,
@@ -362,8 +455,18 @@ impl Default for Config {
             dashboard_stale_after_ms: 10_000,
             dashboard_metrics_urls: Vec::new(),
             shutdown_timeout_ms: 20_000,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
+            sink: Vec::new(),
         }
+    }
+}
+
+/// Debug output is the redacted configuration (see [`Config::redacted`]): a
+/// `{config:?}` in a log line or a panic message never shows a password.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(&self.redacted()).map_err(|_| std::fmt::Error)?;
+        write!(f, "Config {shown}")
     }
 }
 
@@ -379,6 +482,7 @@ impl Config {
         // file's folder when the file set them, else against the working directory.
         let mut dirs_from_file: Vec<String> = Vec::new();
         let mut data_dir_set = false;
+        let mut unknown_env = Vec::new();
         let mut table = match toml::Table::try_from(Config::default()) {
             Ok(t) => t,
             Err(e) => return Err(ConfigError::Invalid(e.to_string())),
@@ -406,12 +510,25 @@ impl Config {
                 data_dir_set |= key == "data_dir";
                 dirs_from_file.retain(|k| *k != key);
                 table.insert(key, env_value(&value));
+            } else if !OTHER_VARIABLES.contains(&name.as_str()) {
+                unknown_env.push(name.clone());
             }
         }
-        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        // serde names a bad choice (`unknown variant `gpu`…`) but not its key: find it.
+        let values = table.clone();
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            let message = e.message().to_string();
+            let bad = message.strip_prefix("unknown variant `").and_then(|rest| rest.split('`').next());
+            match bad.and_then(|bad| values.iter().find(|(_, v)| v.as_str() == Some(bad))) {
+                Some((key, _)) => ConfigError::Invalid(format!("{key}: {message}")),
+                None => ConfigError::Invalid(message),
+            }
+        })?;
         config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
         config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
         config.input_size_set = input_size_set;
+        unknown_env.sort();
+        config.unknown_env = unknown_env;
         let file_dir = file.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty());
         for (key, dir) in [("cache_dir", &mut config.cache_dir), ("data_dir", &mut config.data_dir)] {
             let base = match (dirs_from_file.iter().any(|k| k == key), file_dir) {
@@ -424,6 +541,16 @@ impl Config {
         // data_dir follows cache_dir unless it is set itself.
         if !data_dir_set {
             config.data_dir = config.cache_dir.join("data");
+        }
+        for (key, dir) in [("evidence_dir", &mut config.evidence_dir), ("model_repository", &mut config.model_repository)] {
+            let Some(d) = dir.take() else { continue };
+            let base = match (dirs_from_file.iter().any(|k| k == key), file_dir) {
+                (true, Some(f)) => f.to_path_buf(),
+                _ => PathBuf::new(),
+            };
+            let absolute =
+                std::path::absolute(base.join(&d)).map_err(|e| ConfigError::Invalid(format!("{key} `{}`: {e}", d.display())))?;
+            *dir = Some(absolute);
         }
         config.validate()?;
         Ok(config)
@@ -468,14 +595,14 @@ impl Config {
         if self.http_max_connections == 0 {
             return bad("http_max_connections must be at least 1");
         }
+        if self.stream_window == 0 || self.stream_window > 1024 {
+            return bad("stream_window must be 1..=1024");
+        }
         if self.dashboard_max_stations == 0 {
             return bad("dashboard_max_stations must be at least 1");
         }
         if !matches!(self.cudnn_conv_algo_search.as_str(), "exhaustive" | "heuristic" | "default") {
             return bad("cudnn_conv_algo_search must be `exhaustive`, `heuristic` or `default`");
-        }
-        if !matches!(self.execution_provider.as_str(), "cpu" | "cuda") {
-            return bad("execution_provider must be `cpu` or `cuda`");
         }
         if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
             return bad("input_size must be a positive multiple of 32");
@@ -485,10 +612,14 @@ impl Config {
             ("input_fit", &self.input_fit, &["letterbox", "stretch"]),
             ("channel_order", &self.channel_order, &["rgb", "bgr"]),
             ("decode_scale", &self.decode_scale, &["off", "auto"]),
+            ("jpeg_decoder", &self.jpeg_decoder, &["cpu", "nvjpeg", "auto"]),
         ] {
             if !allowed.contains(&value.as_str()) {
                 return Err(ConfigError::Invalid(format!("{key} must be one of {allowed:?}, not `{value}`")));
             }
+        }
+        if !(1..=64).contains(&self.nvjpeg_threads) || !(1..=64).contains(&self.nvjpeg_max_batch) {
+            return bad("nvjpeg_threads and nvjpeg_max_batch must be between 1 and 64");
         }
         if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
             return bad("results_batch_size and preprocess_concurrency must be at least 1");
@@ -507,16 +638,31 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return bad("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither");
         }
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.sink {
+            if let Some(problem) = sink.problem() {
+                return Err(ConfigError::Invalid(problem));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("two sinks are named `{}`", sink.name)));
+            }
+        }
         Ok(())
     }
 
-    /// This configuration with the passwords in its URLs hidden (for `visionq config`
+    /// This configuration with the passwords in its URLs hidden (for `Debug`, `visionq config`
     /// and `GET /v1/config`).
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.amqp_url = c.amqp_url.map(|u| redact_url(&u));
         c.database_url = c.database_url.map(|u| redact_url(&u));
+        c.sink = c.sink.iter().map(|s| s.redacted()).collect();
         c
+    }
+
+    /// The outbox events wait in until their sink took them.
+    pub fn outbox_path(&self) -> PathBuf {
+        self.data_dir.join("outbox.db")
     }
 
     /// The keys without a default that this configuration leaves unset (TOML has no
@@ -524,6 +670,11 @@ impl Config {
     pub fn unset_keys(&self) -> Vec<&'static str> {
         let shown = toml::Table::try_from(self).unwrap_or_default();
         OPTIONAL_KEYS.iter().copied().filter(|k| !shown.contains_key(*k)).collect()
+    }
+
+    /// Where kept frames go (`evidence_dir`, else `<data_dir>/evidence`).
+    pub fn evidence_dir(&self) -> PathBuf {
+        self.evidence_dir.clone().unwrap_or_else(|| self.data_dir.join("evidence"))
     }
 
     /// The default deadline (ms, 0: none) of a frame of `station`.
@@ -556,7 +707,7 @@ impl Config {
     pub fn batch_buckets(&self, max_batch: usize) -> Vec<usize> {
         let max = max_batch.max(1);
         let policy = match self.batch_shapes {
-            BatchShapes::Auto if self.execution_provider == "cuda" => BatchShapes::Buckets,
+            BatchShapes::Auto if self.execution_provider == ExecutionProvider::Cuda => BatchShapes::Buckets,
             BatchShapes::Auto => BatchShapes::Exact,
             other => other,
         };
@@ -588,6 +739,9 @@ impl Config {
     }
 }
 
+/// `VISIONQ_*` variables that are read elsewhere, not configuration keys.
+const OTHER_VARIABLES: &[&str] = &["VISIONQ_ASSETS_SCRIPT"];
+
 /// Keys without a default value (their default is "unset").
 const OPTIONAL_KEYS: &[&str] = &[
     "amqp_url",
@@ -599,7 +753,10 @@ const OPTIONAL_KEYS: &[&str] = &[
     "tls_key_file",
     "tokens_file",
     "rules_file",
+    "evidence_dir",
     "model",
+    "model_repository",
+    "model_name",
     "ort_dylib_path",
     "model_layout",
 ];
@@ -706,6 +863,19 @@ mod tests {
         assert_eq!((c.cache_dir.clone(), c.data_dir.clone()), (cwd.join("c"), dir.join("d")));
         let c = Config::load_from(Some(&file), env(&[("VISIONQ_DATA_DIR", "/abs/d")])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/abs/d"));
+        // The evidence folder: under the data dir unless set, then resolved as the others.
+        assert_eq!(c.evidence_dir(), PathBuf::from("/abs/d/evidence"));
+        std::fs::write(&file, "evidence_dir = \"kept\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.evidence_dir(), dir.join("kept"));
+        let c = Config::load_from(Some(&file), env(&[("VISIONQ_EVIDENCE_DIR", "ev")])).unwrap();
+        assert_eq!(c.evidence_dir(), cwd.join("ev"));
+        // The model repository likewise.
+        std::fs::write(&file, "model_repository = \"models\"\nmodel_name = \"parts\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.model_repository, c.model_name.as_deref()), (Some(dir.join("models")), Some("parts")));
+        let c = Config::load_from(Some(&file), env(&[("VISIONQ_MODEL_REPOSITORY", "m")])).unwrap();
+        assert_eq!(c.model_repository, Some(cwd.join("m")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -723,6 +893,18 @@ mod tests {
         assert_eq!(c.stations, vec!["a", "b"]);
         assert_eq!(c.amqp_url.as_deref(), Some("amqp://x"));
         assert_eq!(c.conf_threshold, 0.25);
+    }
+
+    #[test]
+    fn a_bad_choice_is_refused_by_its_key() {
+        for (var, value, key) in
+            [("VISIONQ_EXECUTION_PROVIDER", "gpu", "execution_provider"), ("VISIONQ_LOG_FORMAT", "xml", "log_format")]
+        {
+            let e = Config::load_from(None, [(var.to_string(), value.to_string())]).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(&format!("`{value}`")), "{e}");
+        }
+        let c = Config::load_from(None, [("VISIONQ_EXECUTION_PROVIDER".to_string(), "cuda".to_string())]).unwrap();
+        assert_eq!(c.execution_provider, ExecutionProvider::Cuda);
     }
 
     #[test]
@@ -799,6 +981,48 @@ mod tests {
     }
 
     #[test]
+    fn optional_keys_are_exactly_the_keys_unset_by_default() {
+        use std::collections::BTreeSet;
+        let all: BTreeSet<String> = match serde_json::to_value(Config::default()).unwrap() {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            other => panic!("{other}"),
+        };
+        let with_default: BTreeSet<String> = toml::Table::try_from(Config::default()).unwrap().keys().cloned().collect();
+        let unset: BTreeSet<String> = all.difference(&with_default).cloned().collect();
+        let listed: BTreeSet<String> = OPTIONAL_KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(unset, listed, "OPTIONAL_KEYS must list the keys without a default");
+    }
+
+    #[test]
+    fn unknown_visionq_variables_are_collected_and_others_left_alone() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("VISIONQ_MAX_BATCH_SIZE", "4"),
+                ("VISIONQ_MAX_BATCH", "4"),
+                ("VISIONQ_MODLE", "x.onnx"),
+                ("HOME", "/root"),
+                ("VISIONQ_ASSETS_SCRIPT", "a.py"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.max_batch_size, 4);
+        assert_eq!(c.unknown_env, ["VISIONQ_MAX_BATCH", "VISIONQ_MODLE"]);
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let c = Config {
+            amqp_url: Some("amqp://guest:s3cret-amqp@host:5672/%2f".into()),
+            database_url: Some("postgres://app:s3cret-pg@db/visionq".into()),
+            ..Default::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("amqp://guest:***@host:5672/%2f") && shown.contains("max_batch_size"), "{shown}");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
@@ -812,7 +1036,7 @@ mod tests {
     fn batch_buckets_keep_cuda_sessions_at_fixed_shapes() {
         let mut c = Config::default();
         assert!(c.batch_buckets(8).is_empty(), "CPU: a pass is its batch");
-        c.execution_provider = "cuda".into();
+        c.execution_provider = ExecutionProvider::Cuda;
         assert_eq!(c.batch_buckets(8), [1, 2, 4, 8]);
         assert_eq!(c.batch_buckets(12), [1, 2, 4, 8, 12]);
         assert_eq!(c.batch_buckets(1), [1]);

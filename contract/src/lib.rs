@@ -1,7 +1,8 @@
 //! The contract between visionq's roles. This crate owns what every stage must agree
 //! on and nothing else: the messages that travel between ingest, preprocess,
 //! infer-worker and results (and the result object stations receive), the names of
-//! the broker topology, the configuration every role reads, who may call what
+//! the broker topology, the configuration every role reads (with the event sinks and
+//! their filters, [`sink`]), who may call what
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
 //! the one shape of its refusals ([`refusal`]), what the HTTP listener tells a
 //! handler about a slow body ([`http`]), and the telemetry (metric names, defined
@@ -16,6 +17,7 @@ pub mod message;
 pub mod metrics;
 pub mod params;
 pub mod refusal;
+pub mod sink;
 pub mod telemetry;
 pub mod topology;
 

@@ -145,6 +145,10 @@ pub struct FrameResult {
     /// where no decision was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<crate::decision::Decision>,
+    /// A reviewer's verdict on the decision, once one was given (the review queue).
+    /// A result pushed again with `review` set is the frame's final word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::decision::Review>,
     /// Milliseconds per stage (`decode`, `resize`, `batch_wait`, `inference`, …).
     #[schema(value_type = BTreeMap<String, f64>)]
     pub timings_ms: Timings,
@@ -178,6 +182,18 @@ impl FrameResult {
         r
     }
 
+    /// The result of a frame that was run: its detections and the timings of every
+    /// stage it went through.
+    pub fn detected(frame: &FrameMeta, model: ModelInfo, detections: Vec<Detection>, timings_ms: Timings) -> Self {
+        FrameResult {
+            status: ResultStatus::Ok,
+            error: None,
+            detections,
+            timings_ms,
+            ..FrameResult::failed(frame, model, String::new())
+        }
+    }
+
     /// A result for a frame that can never be processed (corrupt image, bad tensor).
     pub fn failed(frame: &FrameMeta, model: ModelInfo, error: impl Into<String>) -> Self {
         FrameResult {
@@ -189,6 +205,7 @@ impl FrameResult {
             model,
             detections: Vec::new(),
             decision: None,
+            review: None,
             timings_ms: frame.timings_ms.clone(),
             captured_at: frame.captured_at,
             received_at: frame.received_at,

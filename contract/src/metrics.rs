@@ -27,9 +27,9 @@ pub const STAGES: &[&str] = &[
 
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
 /// by configuration, by the model (`class`, `model`, `name`, `version`) or by a cap
-/// (`station`: [`MAX_STATION_LABELS`]).
+/// (`station`: [`MAX_STATION_LABELS`]; `sink`: the configured `[[sink]]` names).
 pub const LABELS: &[&str] =
-    &["mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency", "station"];
+    &["mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency", "station", "sink"];
 
 /// Histograms whose quantity has no unit (a count, a probability).
 const UNITLESS_HISTOGRAMS: &[&str] = &["visionq_infer_batch_size", "visionq_detection_score"];
@@ -74,6 +74,16 @@ pub struct Metrics {
     pub results_persisted_total: IntCounterVec,
     /// Decisions made on results (with a rules file), by outcome.
     pub decisions_total: IntCounterVec,
+    /// Stored results whose decision is `needs_review` and that no reviewer has
+    /// reviewed yet (within the retention window), as last counted by the results role.
+    pub review_backlog: IntGauge,
+    /// Reviews stored (the review queue), by verdict (`outcome`: confirmed, corrected, rejected).
+    pub reviews_total: IntCounterVec,
+    /// Frames for the evidence store, by `outcome`: kept, unavailable (their bytes
+    /// are not in this process), failed (not written), pruned (deleted by the bounds).
+    pub evidence_frames_total: IntCounterVec,
+    /// Bytes the evidence store holds (images and sidecars).
+    pub evidence_store_bytes: IntGauge,
     pub websocket_clients: Gauge,
     /// Frame previews for the dashboard, by `outcome` at ingest (sent as posted,
     /// downscaled (sent re-encoded smaller or turned), superseded by a newer frame within
@@ -92,6 +102,15 @@ pub struct Metrics {
     pub gpu_memory_used_bytes: Gauge,
     /// HTTP connections open on this process's listener (each holds a file descriptor).
     pub http_connections: IntGauge,
+    /// Events of a `sink`, by `outcome`: delivered (the receiver took it), failed
+    /// (one attempt failed; it is retried), dead_lettered (out of attempts), replayed
+    /// (taken out of the dead letters by an admin).
+    pub sink_events_total: IntCounterVec,
+    /// Events of a `sink` waiting in the outbox to be delivered (not the dead ones),
+    /// as last counted by its delivery loop.
+    pub sink_outbox_depth: IntGaugeVec,
+    /// Events of a `sink` in its dead letters, as last counted.
+    pub sink_dead_letters: IntGaugeVec,
     /// Connections refused at accept because `http_max_connections` were open.
     pub http_connections_refused_total: IntCounter,
     /// Connections the listener closed for a client too slow or silent, by `reason`
@@ -191,6 +210,22 @@ impl Metrics {
                 Opts::new("visionq_decisions_total", "Decisions made on results under the stations' rules, by outcome."),
                 &["outcome"]
             )),
+            review_backlog: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_review_backlog",
+                "Stored results decided needs_review and not reviewed yet (within the retention window), as last counted."
+            ))),
+            reviews_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_reviews_total", "Reviews stored from the review queue, by verdict (outcome)."),
+                &["outcome"]
+            )),
+            evidence_frames_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_evidence_frames_total", "Frames for the evidence store (review and retraining), by outcome."),
+                &["outcome"]
+            )),
+            evidence_store_bytes: reg!(IntGauge::with_opts(Opts::new(
+                "visionq_evidence_store_bytes",
+                "Bytes the evidence store holds (images and sidecars)."
+            ))),
             websocket_clients: reg!(Gauge::with_opts(Opts::new("visionq_websocket_clients", "WebSocket subscribers connected."))),
             dashboard_previews_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_dashboard_previews_total", "Frame previews for the dashboard, by outcome."),
@@ -227,6 +262,18 @@ impl Metrics {
             http_slow_clients_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_http_slow_clients_total", "Connections closed for a slow or silent client, by reason."),
                 &["reason"]
+            )),
+            sink_events_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_sink_events_total", "Events of a sink, by outcome (delivered, failed, dead_lettered, replayed)."),
+                &["sink", "outcome"]
+            )),
+            sink_outbox_depth: reg!(IntGaugeVec::new(
+                Opts::new("visionq_sink_outbox_depth", "Events of a sink waiting in the outbox, as last counted."),
+                &["sink"]
+            )),
+            sink_dead_letters: reg!(IntGaugeVec::new(
+                Opts::new("visionq_sink_dead_letters", "Events of a sink in its dead letters, as last counted."),
+                &["sink"]
             )),
             process_resident_memory_bytes: reg!(IntGauge::with_opts(Opts::new(
                 "visionq_process_resident_memory_bytes",
@@ -418,6 +465,10 @@ mod tests {
         m.model_info.with_label_values(&["yolov3-tiny", "1"]).set(1.0);
         m.results_persisted_total.with_label_values(&["ok"]).inc();
         m.decisions_total.with_label_values(&["accepted"]).inc();
+        m.review_backlog.set(3);
+        m.reviews_total.with_label_values(&["confirmed"]).inc();
+        m.evidence_frames_total.with_label_values(&["kept"]).inc();
+        m.evidence_store_bytes.set(1);
         m.websocket_clients.set(1.0);
         m.dashboard_previews_total.with_label_values(&["sent"]).inc();
         m.dashboard_preview_store_bytes.set(1.0);
@@ -428,6 +479,9 @@ mod tests {
         m.http_connections.set(1);
         m.http_connections_refused_total.inc();
         m.http_slow_clients_total.with_label_values(&["header"]).inc();
+        m.sink_events_total.with_label_values(&["plant", "delivered"]).inc();
+        m.sink_outbox_depth.with_label_values(&["plant"]).set(1);
+        m.sink_dead_letters.with_label_values(&["plant"]).set(1);
         m
     }
 
@@ -472,7 +526,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 27, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 34, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

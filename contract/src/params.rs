@@ -66,6 +66,13 @@ impl ParamValue for DateTime<Utc> {
     }
 }
 
+impl ParamValue for crate::decision::Outcome {
+    const EXPECTED: &'static str = "an outcome: accepted, needs_review, mismatch, nothing, expired or error";
+    fn parse_param(text: &str) -> Option<Self> {
+        crate::decision::Outcome::parse(text)
+    }
+}
+
 impl ParamValue for Uuid {
     const EXPECTED: &'static str = "a frame id (UUID)";
     fn parse_param(text: &str) -> Option<Self> {

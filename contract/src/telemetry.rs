@@ -9,11 +9,11 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr at `default_level` unless `RUST_LOG` says otherwise.
-pub fn init_logging(format: &str, default_level: &str) {
+pub fn init_logging(format: crate::config::LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
-    let result = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let result = if format == crate::config::LogFormat::Json { builder.json().try_init() } else { builder.try_init() };
     // A second init (tests, embedded roles) keeps the first subscriber.
     drop(result);
 }

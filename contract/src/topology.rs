@@ -59,6 +59,9 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const EVENT_KIND_HEADER: &str = "x-visionq-event";
 /// A frame preview for the dashboard: JPEG body, [`META_HEADER`] with its `FrameMeta`.
 pub const PREVIEW_EVENT: &str = "preview";
+/// A model version was activated (or rolled back to): JSON body `{"name", "version"}`;
+/// every infer-worker serving that name follows it.
+pub const MODEL_EVENT: &str = "model";
 
 /// The work queues between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,12 +87,57 @@ impl WorkQueue {
     }
 }
 
+/// The events a subscriber takes, as topic patterns on the routing keys (AMQP's:
+/// words split at `.`, `*` one word, `#` any number): every completed result (and
+/// review), every frame preview. Station ids may hold dots, hence `#`.
+pub const RESULT_EVENTS: &str = "result.#";
+pub const PREVIEW_EVENTS: &str = "preview.#";
+/// Every model activation (`model.<name>`).
+pub const MODEL_EVENTS: &str = "model.#";
+
+/// Whether `routing_key` matches the topic `pattern` (AMQP topic exchange rules).
+pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((&"#", rest)) => (0..=k.len()).any(|i| go(rest, &k[i..])),
+            Some((&w, rest)) => k.split_first().is_some_and(|(&kw, krest)| (w == "*" || w == kw) && go(rest, krest)),
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = routing_key.split('.').collect();
+    go(&p, &k)
+}
+
 /// Routing key of a completed result on [`Topology::events_exchange`].
 pub fn event_routing_key(station: &str) -> String {
     format!("result.{station}")
 }
 
+/// Routing key of a model activation on [`Topology::events_exchange`].
+pub fn model_routing_key(name: &str) -> String {
+    format!("model.{name}")
+}
+
 /// Routing key of a frame preview on [`Topology::events_exchange`].
 pub fn preview_routing_key(station: &str) -> String {
     format!("preview.{station}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_match_as_amqp_matches_them() {
+        assert!(topic_matches(RESULT_EVENTS, &event_routing_key("cam-1")));
+        assert!(topic_matches(RESULT_EVENTS, &event_routing_key("line.1.cam")), "station ids may hold dots");
+        assert!(!topic_matches(RESULT_EVENTS, &preview_routing_key("cam-1")));
+        assert!(topic_matches(PREVIEW_EVENTS, &preview_routing_key("cam-1")));
+        assert!(topic_matches(MODEL_EVENTS, &model_routing_key("yolo")) && !topic_matches(RESULT_EVENTS, &model_routing_key("yolo")));
+        assert!(topic_matches("#", "anything.at.all"));
+        assert!(topic_matches("result.*", "result.a") && !topic_matches("result.*", "result.a.b"));
+        assert!(!topic_matches("result.*", "result"));
+        assert!(topic_matches("result.#", "result"), "# takes zero words too");
+    }
 }

@@ -4,6 +4,8 @@
 // /metrics (and the other roles' metrics the results role relays), every 2 s.
 'use strict';
 
+import { confClass as conf, scoreText as scoreLabel, drawBoxes } from './boxes.js';
+
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => {
   const e = document.createElement(tag);
@@ -60,24 +62,9 @@ function setupLogin() {
   });
 }
 
-// ---- confidence colours ---------------------------------------------------------
-function confClass(score) {
-  if (score >= state.config.accept_threshold) return 'conf-ok';
-  if (score >= state.config.low_threshold) return 'conf-mid';
-  return 'conf-low';
-}
-
-// A score as its label shows it: two decimals, or as many more as it takes for the
-// label not to read as the other side of a threshold (0.8488 reads "0.849", not
-// "0.85", when 0.85 is the accept threshold), so label and colour always agree.
-function scoreText(score) {
-  const { accept_threshold: accept, low_threshold: low } = state.config;
-  for (let digits = 2; digits <= 6; digits++) {
-    const shown = Number(score.toFixed(digits));
-    if ((shown >= accept) === (score >= accept) && (shown >= low) === (score >= low)) return score.toFixed(digits);
-  }
-  return String(score);
-}
+// ---- confidence colours (boxes.js, shared with the station page) ---------------
+function confClass(score) { return conf(score, state.config); }
+function scoreText(score) { return scoreLabel(score, state.config); }
 
 function renderLegend() {
   const c = state.config;
@@ -136,24 +123,7 @@ function paintFrame(frame, result, picture) {
   } else if (current.getAttribute('src') !== picture) {
     if (picture) current.src = picture; else current.removeAttribute('src');
   }
-  const boxes = stage.querySelector('.boxes');
-  boxes.textContent = '';
-  for (const d of (result && result.detections) || []) {
-    const [x1, y1, x2, y2] = d.box;
-    const b = el('div', `box ${confClass(d.score)}`);
-    b.style.left = `${(x1 * 100).toFixed(3)}%`;
-    b.style.top = `${(y1 * 100).toFixed(3)}%`;
-    b.style.width = `${((x2 - x1) * 100).toFixed(3)}%`;
-    b.style.height = `${((y2 - y1) * 100).toFixed(3)}%`;
-    if (y1 < 0.06) b.classList.add('label-inside');
-    if (x1 > 0.6) b.classList.add('label-right');
-    b.dataset.class = d.class_name;
-    b.dataset.score = String(d.score);
-    const label = el('span', 'label', `${d.class_name} ${scoreText(d.score)}`);
-    b.title = label.textContent;
-    b.append(label);
-    boxes.append(b);
-  }
+  drawBoxes(stage.querySelector('.boxes'), result && result.detections, state.config);
   let note = frame.querySelector('.error-note');
   if (result && result.status !== 'ok') {
     if (!note) { note = el('div', 'error-note'); frame.append(note); }
@@ -829,15 +799,135 @@ function renderPipeline(now, prev) {
   svc.append(sk);
 }
 
+// ---- review queue ------------------------------------------------------------------
+// GET /v1/review lists the frames decided needs_review that nobody reviewed yet
+// (oldest first), /v1/review/{id}/image their kept images; POST /v1/review/{id} with
+// {verdict, class_name?, code?} stores a review (a reviewer or admin token). See
+// results/src/reviews.rs.
+const review = { items: new Map(), timer: null };
+
+function decisionText(d) {
+  if (!d) return 'no decision';
+  const parts = [d.outcome.replace('_', ' ')];
+  if (d.class_name) parts.push(d.class_name);
+  if (d.code) parts.push(`code ${d.code}`);
+  if (d.score != null) parts.push(`score ${scoreText(d.score)}`);
+  if (d.similarity != null) parts.push(`similarity ${d.similarity.toFixed(2)}`);
+  return parts.join(' · ');
+}
+
+function reviewItem(r) {
+  const item = el('article', 'review-item');
+  item.dataset.frame = r.frame_id;
+  const frame = el('div', 'frame');
+  paintFrame(frame, r, withToken(`/v1/review/${r.frame_id}/image`));
+  const img = frame.querySelector('img');
+  img.onerror = () => { frame.textContent = ''; frame.append(el('div', 'placeholder', 'image not kept')); };
+  const facts = el('div', 'facts');
+  facts.append(el('div', 'title', `${r.station} · ${clock(r.received_at)}`));
+  facts.append(el('div', 'decision', decisionText(r.decision)));
+  if (r.decision && r.decision.reason) facts.append(el('div', 'reason', r.decision.reason));
+  const actions = el('div', 'actions');
+  const confirm = el('button', 'confirm', 'Confirm');
+  const reject = el('button', 'reject', 'Reject');
+  const cls = el('input', 'class-input');
+  cls.placeholder = 'class';
+  cls.setAttribute('aria-label', 'corrected class');
+  const code = el('input', 'code-input');
+  code.placeholder = 'code';
+  code.setAttribute('aria-label', 'corrected code');
+  const correct = el('button', 'correct', 'Correct');
+  confirm.type = reject.type = correct.type = 'button';
+  confirm.addEventListener('click', () => sendReview(item, { verdict: 'confirmed' }));
+  reject.addEventListener('click', () => sendReview(item, { verdict: 'rejected' }));
+  correct.addEventListener('click', () => {
+    const body = { verdict: 'corrected' };
+    if (cls.value.trim()) body.class_name = cls.value.trim();
+    if (code.value.trim()) body.code = code.value.trim();
+    sendReview(item, body);
+  });
+  actions.append(confirm, reject, cls, code, correct);
+  item.append(frame, facts, actions, el('div', 'outcome'));
+  return item;
+}
+
+async function sendReview(item, body) {
+  const out = item.querySelector('.outcome');
+  out.className = 'outcome';
+  out.textContent = 'saving…';
+  for (const b of item.querySelectorAll('button')) b.disabled = true;
+  let r;
+  try {
+    r = await fetch(`/v1/review/${item.dataset.frame}`, {
+      method: 'POST',
+      headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch (e) {
+    r = null;
+  }
+  const answer = r ? await r.json().catch(() => ({})) : { error: 'the service did not answer' };
+  if (r && r.ok) {
+    const rv = answer.review || {};
+    out.textContent = `${rv.verdict}${rv.code ? ` as ${rv.code}` : ''} by ${rv.reviewer || 'you'}`;
+    item.classList.add('done');
+    item.dataset.done = '1';
+    review.items.delete(item.dataset.frame);
+    updateReviewCount();
+    return;
+  }
+  out.classList.add('error');
+  out.setAttribute('role', 'alert');
+  out.textContent = answer.error || `refused (${r ? r.status : 'no answer'})`;
+  for (const b of item.querySelectorAll('button')) b.disabled = false;
+}
+
+function updateReviewCount() {
+  const n = review.items.size;
+  $('review-count').textContent = n ? String(n) + (review.more ? '+' : '') : '';
+  $('review-empty').hidden = n > 0 || $('review-list').querySelector('.review-item.done') !== null;
+}
+
+async function loadReview() {
+  const station = $('review-station').value.trim();
+  const q = new URLSearchParams({ limit: '50' });
+  if (station) q.set('station', station);
+  let r;
+  try { r = await api(`/v1/review?${q}`); } catch (_) { $('review-note').textContent = 'the service did not answer'; return; }
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    $('review-note').textContent = answer.code === 'decisions_off' ? 'No decisions are made here (no rules file), so nothing is queued.' : (answer.error || `refused (${r.status})`);
+    return;
+  }
+  $('review-note').textContent = '';
+  review.more = Boolean(answer.next);
+  const list = $('review-list');
+  const seen = new Set();
+  for (const res of answer.items) {
+    seen.add(res.frame_id);
+    if (!review.items.has(res.frame_id)) {
+      const item = reviewItem(res);
+      review.items.set(res.frame_id, item);
+      list.append(item);
+    }
+  }
+  // Reviewed elsewhere (or gone with retention): leave the list, unless being edited.
+  for (const [id, item] of review.items) {
+    if (!seen.has(id) && !item.contains(document.activeElement)) { item.remove(); review.items.delete(id); }
+  }
+  updateReviewCount();
+}
+
 // ---- views -------------------------------------------------------------------------
 function route() {
-  const pipelineView = location.hash === '#pipeline';
-  $('view-live').hidden = pipelineView;
-  $('view-pipeline').hidden = !pipelineView;
-  $('tab-live').toggleAttribute('aria-current', !pipelineView);
-  $('tab-pipeline').toggleAttribute('aria-current', pipelineView);
-  if (!pipelineView) { $('tab-live').setAttribute('aria-current', 'page'); layout(); }
-  else { $('tab-pipeline').setAttribute('aria-current', 'page'); pollMetrics(); }
+  const view = ['#pipeline', '#review'].includes(location.hash) ? location.hash.slice(1) : 'live';
+  for (const name of ['live', 'pipeline', 'review']) {
+    $(`view-${name}`).hidden = name !== view;
+    if (name === view) $(`tab-${name}`).setAttribute('aria-current', 'page'); else $(`tab-${name}`).removeAttribute('aria-current');
+  }
+  if (view === 'live') layout();
+  else if (view === 'pipeline') pollMetrics();
+  else loadReview();
 }
 
 async function start() {
@@ -868,13 +958,21 @@ async function start() {
   $('detail').addEventListener('click', (e) => { if (e.target === $('detail')) closeDetail(); });
   document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && state.detail) closeDetail(); });
   $('history-form').addEventListener('submit', (e) => { e.preventDefault(); loadHistory(); });
+  $('review-refresh').addEventListener('click', loadReview);
+  $('review-station').addEventListener('change', () => {
+    for (const item of review.items.values()) item.remove();
+    review.items.clear();
+    loadReview();
+  });
   window.addEventListener('resize', layout);
   window.addEventListener('hashchange', route);
   route();
   connect();
+  if ($('view-review').hidden) loadReview(); // the tab's count
   setInterval(watchdog, 1000);
   setInterval(() => { if (state.detail) loadHistory(); }, 5000);
   setInterval(pollMetrics, 2000);
+  setInterval(() => { if (!$('view-review').hidden) loadReview(); }, 5000);
 }
 
 start();

@@ -17,13 +17,14 @@ use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 use visionq_contract::auth::{Auth, Scope};
-use visionq_contract::params::{ParamError, Params};
+use visionq_contract::params::Params;
 use visionq_contract::refusal::ErrorBody;
 use visionq_contract::{Config, Metrics};
 
-use crate::access::{self, Gate};
 use crate::assets::{self, Asset};
-use crate::store::{Cursor, Previews};
+use crate::previews::{Cursor, Previews};
+use visionq_http::ApiError;
+use visionq_http::access::{self, Gate};
 
 pub struct DashboardState {
     pub previews: Arc<Previews>,
@@ -65,18 +66,10 @@ pub fn router(state: Arc<DashboardState>) -> Router {
         .route(crate::openapi::PAGE_ALIASES[0], get(index))
         .route(crate::openapi::PAGE_ALIASES[1], get(index))
         .route("/dashboard/{file}", get(asset))
+        .route("/station/{station}", get(station_page))
         .route("/v1/dashboard/config", get(page_config))
         .merge(data)
         .with_state(state)
-}
-
-/// A refusal in the shape every visionq route gives: `{error, code}`.
-fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
-}
-
-fn bad_param(e: ParamError) -> Response {
-    (StatusCode::BAD_REQUEST, Json(ErrorBody::from(e))).into_response()
 }
 
 /// The query of a dashboard data route, which the access check reads `token` from.
@@ -88,7 +81,7 @@ fn params(raw: Option<&str>) -> Params {
 
 /// The refusal of a query with any parameter but `token`, if it has one.
 fn any_params(raw: Option<String>) -> Option<Response> {
-    params(raw.as_deref()).finish().err().map(bad_param)
+    params(raw.as_deref()).finish().err().map(|e| ApiError::from(e).into_response())
 }
 
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
@@ -106,7 +99,7 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
         asset.body,
     )
         .into_response();
-    if asset.name == "index.html" {
+    if asset.name.ends_with(".html") {
         r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     }
     r
@@ -123,7 +116,29 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve(&assets::INDEX, &headers)
 }
 
-/// One of the page's files (`app.js`, `app.css`, `icon.svg`).
+/// The station page: the device's camera streamed to `station` over its WebSocket,
+/// the last answered frame shown with its boxes and decision (open, like the
+/// dashboard page: the station's token is asked for by the page, and whether the
+/// station exists is not told here).
+#[utoipa::path(
+    get,
+    path = "/station/{station}",
+    tag = "dashboard",
+    params(("station" = String, Path, description = "The station the camera sends as")),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 304, description = "Not modified (`ETag`)"),
+        (status = 400, description = "Not a station id (`bad_station`)", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn station_page(Path(station): Path<String>, headers: HeaderMap) -> Response {
+    if !visionq_contract::config::valid_station_id(&station) {
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_station", "station id must be 1-64 of A-Z a-z 0-9 . _ -").into_response();
+    }
+    serve(&assets::STATION, &headers)
+}
+
+/// One of the pages' files (`app.js`, `app.css`, `boxes.js`, `station.js`, `station.css`, `icon.svg`).
 #[utoipa::path(
     get,
     path = "/dashboard/{file}",
@@ -138,7 +153,7 @@ pub(crate) async fn index(headers: HeaderMap) -> Response {
 pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match assets::get(&file) {
         Some(a) => serve(a, &headers),
-        None => refuse(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{file}`")),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dashboard file `{file}`")).into_response(),
     }
 }
 
@@ -262,7 +277,9 @@ pub(crate) async fn stream(
     }
     match ws {
         Ok(ws) => ws.on_upgrade(move |socket| feed(socket, s)),
-        Err(e) => refuse(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text())),
+        Err(e) => {
+            ApiError::new(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text())).into_response()
+        }
     }
 }
 
@@ -328,7 +345,7 @@ pub(crate) async fn latest_jpeg(
     let mut p = params(raw.as_deref());
     let frame_id = match p.get::<Uuid>("frame_id").and_then(|id| p.finish().map(|()| id)) {
         Ok(id) => id,
-        Err(e) => return bad_param(e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     match s.previews.latest_jpeg(&station, frame_id) {
         Some((id, jpeg)) => {
@@ -339,7 +356,7 @@ pub(crate) async fn latest_jpeg(
             r.headers_mut().insert("x-visionq-frame-id", id);
             r
         }
-        None => refuse(StatusCode::NOT_FOUND, "not_found", format!("no frame of `{station}` to show (yet)")),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no frame of `{station}` to show (yet)")).into_response(),
     }
 }
 
@@ -362,7 +379,12 @@ pub(crate) async fn latest_jpeg(
 pub(crate) async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<String>) -> Response {
     let Some(url) = source.parse::<usize>().ok().and_then(|i| s.config.dashboard_metrics_urls.get(i)) else {
         let n = s.config.dashboard_metrics_urls.len();
-        return refuse(StatusCode::NOT_FOUND, "not_found", format!("no metrics source `{source}`: there are {n}, numbered from 0"));
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no metrics source `{source}`: there are {n}, numbered from 0"),
+        )
+        .into_response();
     };
     let fetched = async {
         let r = s.http.get(url).send().await?.error_for_status()?;
@@ -372,7 +394,8 @@ pub(crate) async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(so
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => {
             let shown = visionq_contract::config::redact_url(url);
-            refuse(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot read {shown}: {}", e.without_url()))
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("cannot read {shown}: {}", e.without_url()))
+                .into_response()
         }
     }
 }

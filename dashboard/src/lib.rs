@@ -3,7 +3,9 @@
 //! binary: no CDN, no build step, nothing fetched at run time), the HTTP routes the
 //! results role mounts for it (the page at `/`, its assets under `/dashboard/`, its
 //! configuration, a coalesced live feed per station, the latest frame of each
-//! station as JPEG, and the other roles' metrics for the pipeline view), and the
+//! station as JPEG, and the other roles' metrics for the pipeline view), the
+//! station page (`/station/{station}`: a browser's camera streaming to that station
+//! over ingest's WebSocket, with its answers drawn as the dashboard draws them), and the
 //! frame previews behind the live view: [`PreviewTap`] samples frames where ingest
 //! publishes them and [`Previews`] keeps the latest one per station, bounded, in the
 //! results role. Everything here is read-only: the dashboard never changes the
@@ -34,26 +36,26 @@
 //!   pair per station in memory ([`Previews`]), bounded in stations and bytes.
 //!
 //! The sampling is a decorator on ingest's broker handle ([`PreviewTap`]), so ingest
-//! itself stays unaware of the dashboard; the same decorator hides preview events
-//! from ingest's own result subscription.
+//! itself stays unaware of the dashboard; previews and results travel under their
+//! own routing keys (`preview.<station>`, `result.<station>`), and each subscriber
+//! takes the ones it wants.
 //!
 //! # Access
 //!
 //! With tokens configured (`tokens_file`), every route that shows the plant's data
-//! needs an operator (or admin) token, checked by [`access::check`] as a route
-//! layer; the page, its assets and its configuration stay open so that the page can
+//! needs an operator (or reviewer, or admin) token, checked by
+//! `visionq_http::access::check` as a route layer; the page, its assets and its configuration stay open so that the page can
 //! load and ask for a token. The page sends the token it keeps in the browser as
 //! `Authorization: Bearer <token>`, and as `?token=` where a browser cannot set
 //! headers (the WebSocket, `<img>`). Without tokens (allowed on a loopback listener
 //! only) every route is open. docs/SECURITY.md has the scopes.
 
-pub mod access;
 pub mod assets;
 pub mod http;
 pub mod openapi;
-pub mod store;
+pub mod previews;
 pub mod tap;
 
 pub use http::{DashboardState, router};
-pub use store::Previews;
+pub use previews::Previews;
 pub use tap::{PreviewTap, is_preview};

@@ -10,6 +10,7 @@ use utoipa::openapi::OpenApi as Document;
     paths(
         crate::http::index,
         crate::http::asset,
+        crate::http::station_page,
         crate::http::page_config,
         crate::http::stations,
         crate::http::stream,

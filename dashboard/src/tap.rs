@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 use visionq_contract::topology::{EVENT_KIND_HEADER, META_HEADER, PREVIEW_EVENT, preview_routing_key};
 use visionq_contract::{Config, FrameMeta, Metrics};
@@ -22,8 +21,8 @@ pub fn is_preview(e: &Envelope) -> bool {
 
 /// Wraps the broker handle ingest publishes frames through. Every call is
 /// forwarded unchanged; a confirmed frame publish is also sampled into a preview
-/// event (see the crate docs for why), and preview events are filtered out of
-/// [`Broker::subscribe_events`], since ingest only waits for results.
+/// event (see the crate docs for why). Ingest's own subscription takes results
+/// only ([`visionq_contract::topology::RESULT_EVENTS`]), so it never sees a preview.
 ///
 /// The sampling throttles each station to one preview per interval, on both edges:
 /// the first frame of a quiet station goes at once, and of the frames that arrive
@@ -200,9 +199,8 @@ impl Broker for PreviewTap {
         self.inner.publish_event(routing_key, message).await
     }
 
-    async fn subscribe_events(&self) -> Result<Events, QueueError> {
-        let events = self.inner.subscribe_events().await?;
-        Ok(events.filter(|e| std::future::ready(!is_preview(e))).boxed())
+    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
+        self.inner.subscribe_events(topics).await
     }
 
     async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
@@ -218,7 +216,9 @@ impl Broker for PreviewTap {
 mod tests {
     use super::*;
     use chrono::Utc;
+    use futures_util::StreamExt;
     use uuid::Uuid;
+    use visionq_contract::topology::{PREVIEW_EVENTS, RESULT_EVENTS};
     use visionq_queue::memory::MemoryBroker;
 
     fn frame(station: &str, body: &'static [u8]) -> Envelope {
@@ -255,8 +255,8 @@ mod tests {
     #[tokio::test]
     async fn one_preview_per_station_and_interval_and_none_for_ingest() {
         let (inner, tap, metrics) = tap(60_000);
-        let mut all = inner.subscribe_events().await.unwrap();
-        let mut ingest_side = tap.subscribe_events().await.unwrap();
+        let mut all = inner.subscribe_events(&["#"]).await.unwrap();
+        let mut ingest_side = tap.subscribe_events(&[RESULT_EVENTS]).await.unwrap();
 
         tap.publish(WorkQueue::Frames, frame("a", b"\xFF\xD8jpg1")).await.unwrap();
         tap.publish(WorkQueue::Frames, frame("a", b"\xFF\xD8jpg2")).await.unwrap();
@@ -282,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn the_last_frame_of_a_burst_is_sent_when_the_interval_ends() {
         let (inner, tap, metrics) = tap(200);
-        let mut all = inner.subscribe_events().await.unwrap();
+        let mut all = inner.subscribe_events(&[PREVIEW_EVENTS]).await.unwrap();
         for body in [b"\xFF\xD8one", b"\xFF\xD8two", b"\xFF\xD8thr"] {
             tap.publish(WorkQueue::Frames, frame("a", body)).await.unwrap();
         }
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(config.dashboard_preview_max_bytes, 1 << 20);
         let metrics = Arc::new(Metrics::new());
         let tap = PreviewTap::wrap(inner.clone(), &config, metrics.clone());
-        let mut all = inner.subscribe_events().await.unwrap();
+        let mut all = inner.subscribe_events(&[PREVIEW_EVENTS]).await.unwrap();
 
         let big = big_jpeg(3000, 2000);
         assert!(big.len() > 1 << 20, "{} bytes", big.len());

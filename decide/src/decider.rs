@@ -1,11 +1,14 @@
 //! The rules in use: loaded at start, swapped whole on reload. A reload that fails
-//! keeps the rules in use and says why.
+//! keeps the rules in use and says why. Beside the rules, each station's
+//! expectation (set over the API, kept by the caller wherever it persists them):
+//! a reload of the rules leaves the expectations as they are.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use visionq_contract::FrameResult;
-use visionq_contract::decision::Decision;
+use visionq_contract::decision::{Decision, Expectation};
 
 use crate::decision::decide;
 use crate::rules::{RuleSet, RulesError};
@@ -14,6 +17,7 @@ pub struct Decider {
     path: Option<PathBuf>,
     classes: Option<Vec<String>>,
     rules: RwLock<Arc<RuleSet>>,
+    expectations: RwLock<HashMap<String, Arc<Expectation>>>,
 }
 
 impl Decider {
@@ -24,7 +28,12 @@ impl Decider {
             Some(p) => RuleSet::load(p, classes.as_deref())?,
             None => RuleSet::default(),
         };
-        Ok(Decider { path: path.map(Path::to_path_buf), classes, rules: RwLock::new(Arc::new(rules)) })
+        Ok(Decider {
+            path: path.map(Path::to_path_buf),
+            classes,
+            rules: RwLock::new(Arc::new(rules)),
+            expectations: RwLock::new(HashMap::new()),
+        })
     }
 
     /// Whether results get a decision (a rules file is configured).
@@ -40,13 +49,41 @@ impl Decider {
         Ok(())
     }
 
-    /// The decision on `result` under its station's rules; `None` without a rules file.
+    /// Sets what `station` should see (None: clears it); later decisions of the
+    /// station compare what was seen against it.
+    pub fn set_expectation(&self, station: &str, expectation: Option<Expectation>) {
+        let mut all = self.expectations.write().expect("expectations lock");
+        match expectation {
+            Some(e) => all.insert(station.to_string(), Arc::new(e)),
+            None => all.remove(station),
+        };
+    }
+
+    /// What `station` is told to expect, if anything.
+    pub fn expectation(&self, station: &str) -> Option<Arc<Expectation>> {
+        self.expectations.read().expect("expectations lock").get(station).cloned()
+    }
+
+    /// The business code `class_name` maps to under `station`'s rules (a reviewer's
+    /// correction of the class); `None` without rules, or where the catalogue has no
+    /// code close enough.
+    pub fn code_for(&self, station: &str, class_name: &str) -> Option<String> {
+        if !self.enabled() {
+            return None;
+        }
+        let rules = self.rules.read().expect("rules lock").clone();
+        crate::decision::code_of(rules.for_station(station), class_name).ok().map(|(code, _, _)| code)
+    }
+
+    /// The decision on `result` under its station's rules and expectation; `None`
+    /// without a rules file.
     pub fn decide(&self, result: &FrameResult) -> Option<Decision> {
         if !self.enabled() {
             return None;
         }
         let rules = self.rules.read().expect("rules lock").clone();
-        Some(decide(result.status, &result.detections, rules.for_station(&result.station), None))
+        let expectation = self.expectation(&result.station);
+        Some(decide(result.status, &result.detections, rules.for_station(&result.station), expectation.as_deref()))
     }
 }
 
@@ -93,6 +130,30 @@ mod tests {
         let e = d.reload().unwrap_err();
         assert!(e.reason.contains("unicorn"), "{e}");
         assert_eq!(d.decide(&result("cam", 0.6)).unwrap().outcome, Outcome::NeedsReview, "the rules in use stay");
+    }
+
+    #[test]
+    fn a_stations_expectation_applies_to_its_results_only_until_cleared() {
+        let dir = std::env::temp_dir().join(format!("vq-decider-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        std::fs::write(&path, "thresholds = { review = 0.4, accept = 0.5 }\n").unwrap();
+        let d = Decider::load(Some(&path), None).unwrap();
+        let note = Expectation {
+            reference: "DN-7".into(),
+            codes: vec![visionq_contract::decision::Expected { code: "cat".into(), quantity: None }],
+        };
+        d.set_expectation("cam", Some(note.clone()));
+        assert_eq!(d.expectation("cam").as_deref(), Some(&note));
+        let x = d.decide(&result("cam", 0.9)).unwrap();
+        assert_eq!((x.outcome, x.expectation_ref.as_deref()), (Outcome::Mismatch, Some("DN-7")), "{x:?}");
+        let other = d.decide(&result("gate", 0.9)).unwrap();
+        assert_eq!((other.outcome, other.expectation_ref), (Outcome::Accepted, None), "another station is not bound by it");
+        d.reload().unwrap();
+        assert_eq!(d.decide(&result("cam", 0.9)).unwrap().outcome, Outcome::Mismatch, "a reload of the rules keeps it");
+        d.set_expectation("cam", None);
+        assert!(d.expectation("cam").is_none());
+        assert_eq!(d.decide(&result("cam", 0.9)).unwrap().outcome, Outcome::Accepted);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::rules::Rules;
 /// The code a class maps to under `rules`, with how it was found and its catalogue
 /// similarity; `Err` (with the best similarity) when the catalogue has no code
 /// close enough.
-fn code_of(rules: &Rules, class_name: &str) -> Result<(String, &'static str, Option<f32>), (String, f32)> {
+pub(crate) fn code_of(rules: &Rules, class_name: &str) -> Result<(String, &'static str, Option<f32>), (String, f32)> {
     let (mapped, by) = rules.labels.code(class_name);
     let by = match by {
         MappedBy::Explicit => "explicit",

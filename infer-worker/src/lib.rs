@@ -4,15 +4,27 @@
 //! first — runs one forward pass per batch, decodes the output (YOLOv3/v5, v8/v11,
 //! v10 layouts), applies class-aware NMS, maps boxes back through the letterbox and
 //! publishes the results. It consumes preprocessed tensors, or raw frames that it
-//! preprocesses on its own threads ("inline").
+//! preprocesses on its own threads ("inline", with the preprocess crate's
+//! `prepare_frame`). With a model repository it also owns the serving model's
+//! lifecycle ([`ModelControl`]): activating, rolling back and following other
+//! workers' activations, switching models between two batches. It imports the
+//! contract, the queue, the stage messages (parsed once per delivery; failing and
+//! expiring frames; publishing results), the preprocess library and the model
+//! repository; it must not import ingest, results or the dashboard.
 
 mod batcher;
+mod control;
 pub mod decode;
+mod error;
 pub mod gpu;
 pub mod model;
 mod provider;
 mod role;
 mod runner;
+mod swap;
 
-pub use model::{Assembler, BatchDim, InferError, InputFormat, Model, PassDone};
-pub use role::{run, to_detections};
+pub use control::{ActivateError, Activated, ModelControl};
+pub use error::InferError;
+pub use model::{Assembler, BatchDim, InputFormat, Model, ModelSpec, PassDone};
+pub use role::{run, run_switchable, to_detections};
+pub use swap::Switch;

@@ -18,24 +18,10 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor, TensorElementType, ValueType};
 use visionq_contract::{Config, ModelInfo};
+use visionq_models::{Manifest, Repository, Version};
 
 use crate::decode::{Candidate, Layout, candidates, nms, parse_names};
-
-#[derive(Debug, thiserror::Error)]
-pub enum InferError {
-    #[error("cannot load ONNX Runtime from {path}: {message} (run `visionq model fetch`, or set ORT_DYLIB_PATH)")]
-    Runtime { path: PathBuf, message: String },
-    #[error("model file {0} does not exist (run `visionq model fetch`, or set VISIONQ_MODEL)")]
-    MissingModel(PathBuf),
-    #[error("cannot load model {path}: {message}")]
-    Load { path: PathBuf, message: String },
-    #[error("unsupported model: {0}")]
-    Unsupported(String),
-    #[error("the CUDA execution provider was asked for but is not usable: {0}")]
-    CudaUnavailable(String),
-    #[error("inference failed: {0}")]
-    Run(String),
-}
+use crate::error::InferError;
 
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
@@ -80,6 +66,8 @@ pub struct Model {
     pub layout: Layout,
     pub names: Vec<String>,
     pub info: ModelInfo,
+    /// What it was loaded from (another stream of the same model loads the same).
+    pub spec: ModelSpec,
     /// Per-image output shape `[a, b]`.
     out_dims: (usize, usize),
     conf: f32,
@@ -95,6 +83,20 @@ fn content_version(path: &Path) -> Result<String, InferError> {
     std::io::copy(&mut file, &mut hasher).map_err(|e| InferError::Load { path: path.into(), message: e.to_string() })?;
     let digest = hasher.finalize();
     Ok(format!("sha256:{}", digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+/// A plain file's name and version: the metadata's `model_name`, else the file
+/// name; the declared `model_version`, else the ONNX model version when set, else
+/// the file's content, so a different set of weights never shares a version.
+fn file_info(meta: &ort::session::ModelMetadata<'_>, path: &Path) -> Result<ModelInfo, InferError> {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(ModelInfo {
+        name: meta.custom("model_name").unwrap_or(stem),
+        version: meta
+            .custom("model_version")
+            .or_else(|| meta.version().filter(|v| *v > 0 && *v < i64::MAX).map(|v| v.to_string()))
+            .map_or_else(|| content_version(path), Ok)?,
+    })
 }
 
 /// How the model takes its images.
@@ -178,9 +180,54 @@ pub fn intra_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// Which file to load, and what the model repository says of it.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    /// The repository's `name:version`; None: read from the file.
+    pub info: Option<ModelInfo>,
+    /// The version's `model.toml` (empty for a plain file).
+    pub manifest: Manifest,
+}
+
+impl ModelSpec {
+    /// A plain model file, described by itself.
+    pub fn file(path: impl Into<PathBuf>) -> ModelSpec {
+        ModelSpec { path: path.into(), info: None, manifest: Manifest::default() }
+    }
+
+    /// A version of the model repository.
+    pub fn version(v: &Version) -> ModelSpec {
+        ModelSpec {
+            path: v.model_file(),
+            info: Some(ModelInfo { name: v.name.clone(), version: v.version.clone() }),
+            manifest: v.manifest.clone(),
+        }
+    }
+
+    /// What this configuration serves: the active version of `model_name` in
+    /// `model_repository` when one is set, else the `model` file.
+    pub fn from_config(config: &Config) -> Result<ModelSpec, InferError> {
+        match &config.model_repository {
+            None => Ok(ModelSpec::file(config.model_path())),
+            Some(root) => {
+                let repo = Repository::new(root);
+                let name = repo.serving_name(config.model_name.as_deref())?;
+                Ok(ModelSpec::version(&repo.active(&name)?))
+            }
+        }
+    }
+}
+
 impl Model {
+    /// Loads the model the configuration names (see [`ModelSpec::from_config`]).
     pub fn load(config: &Config) -> Result<Model, InferError> {
-        let path = config.model_path();
+        Model::load_spec(config, &ModelSpec::from_config(config)?)
+    }
+
+    pub fn load_spec(config: &Config, spec: &ModelSpec) -> Result<Model, InferError> {
+        let path = spec.path.clone();
+        let manifest = &spec.manifest;
         if !path.exists() {
             return Err(InferError::MissingModel(path));
         }
@@ -210,6 +257,19 @@ impl Model {
         if h <= 0 || w <= 0 {
             return Err(InferError::Unsupported(format!("input shape {in_dims:?} has no fixed H and W")));
         }
+        if let Some([mw, mh]) = manifest.input_size
+            && (i64::from(mw), i64::from(mh)) != (w, h)
+        {
+            return Err(InferError::Unsupported(format!("model.toml says input_size [{mw}, {mh}] but the file takes {w}x{h}")));
+        }
+        if let Some(f) = &manifest.input_format
+            && f != input_format.name()
+        {
+            return Err(InferError::Unsupported(format!(
+                "model.toml says input_format {f} but the file takes {}",
+                input_format.name()
+            )));
+        }
         let batch = if n > 0 { BatchDim::Fixed(n as usize) } else { BatchDim::Dynamic };
         let buckets: Arc<[usize]> = match batch {
             BatchDim::Fixed(_) => Arc::from(Vec::new()),
@@ -229,28 +289,25 @@ impl Model {
         let (a, b) = (a as usize, b as usize);
 
         let meta = session.metadata().map_err(load)?;
-        let names = meta.custom("names").and_then(|s| parse_names(&s)).unwrap_or_default();
+        let names = match &manifest.names {
+            Some(n) => n.clone(),
+            None => meta.custom("names").and_then(|s| parse_names(&s)).unwrap_or_default(),
+        };
         let classes = (!names.is_empty()).then_some(names.len());
-        let declared = config.model_layout.clone().or_else(|| meta.custom("layout"));
+        let declared = manifest.layout.clone().or_else(|| config.model_layout.clone()).or_else(|| meta.custom("layout"));
         let layout = match declared {
             Some(l) => Layout::parse(&l).ok_or_else(|| InferError::Unsupported(format!("unknown layout `{l}`")))?,
             None => Layout::infer(a, b, classes)
                 .ok_or_else(|| InferError::Unsupported(format!("cannot tell the layout of output {out:?}")))?,
         };
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let info = ModelInfo {
-            name: meta.custom("model_name").unwrap_or(stem),
-            // The declared version; else the ONNX model_version when set; else the
-            // file's content, so a different set of weights never shares a version.
-            version: meta
-                .custom("model_version")
-                .or_else(|| meta.version().filter(|v| *v > 0 && *v < i64::MAX).map(|v| v.to_string()))
-                .map_or_else(|| content_version(&path), Ok)?,
-        };
+        let info = match &spec.info {
+            Some(info) => Ok(info.clone()),
+            None => file_info(&meta, &path),
+        }?;
         drop(meta);
         // Pinned host buffers on CUDA (DMA copies), unless turned off per side.
         let pinned = |on: bool, kind| -> Result<Allocator, InferError> {
-            if config.execution_provider != "cuda" || !on {
+            if config.execution_provider != visionq_contract::config::ExecutionProvider::Cuda || !on {
                 return Ok(Allocator::default());
             }
             MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.cuda_device_id, AllocatorType::Device, kind)
@@ -267,7 +324,7 @@ impl Model {
         tracing::info!(
             model = %path.display(), name = info.name, version = info.version, layout = layout.name(),
             input = ?in_dims, input_format = ?input_format, output = ?out, classes = names.len(),
-            provider = config.execution_provider, batch_buckets = ?buckets, "model loaded"
+            provider = config.execution_provider.as_str(), batch_buckets = ?buckets, "model loaded"
         );
         Ok(Model {
             sessions,
@@ -284,9 +341,10 @@ impl Model {
             layout,
             names,
             info,
+            spec: spec.clone(),
             out_dims: (a, b),
-            conf: config.conf_threshold,
-            iou: config.iou_threshold,
+            conf: manifest.conf_threshold.unwrap_or(config.conf_threshold),
+            iou: manifest.iou_threshold.unwrap_or(config.iou_threshold),
             max_detections: config.max_detections,
         })
     }
@@ -294,8 +352,14 @@ impl Model {
     /// Loads the model ready to serve: on CUDA every batch size gets its kernels chosen
     /// before the first frame; on the CPU one small pass checks the model runs at all.
     pub fn load_warmed(config: &Config) -> Result<Model, InferError> {
-        let mut model = Model::load(config)?;
-        let sizes = if config.execution_provider == "cuda" { config.max_batch_size } else { 1 };
+        Model::load_warmed_spec(config, &ModelSpec::from_config(config)?)
+    }
+
+    /// [`Self::load_warmed`] of `spec`.
+    pub fn load_warmed_spec(config: &Config, spec: &ModelSpec) -> Result<Model, InferError> {
+        let mut model = Model::load_spec(config, spec)?;
+        let sizes =
+            if config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda { config.max_batch_size } else { 1 };
         let t0 = std::time::Instant::now();
         model.warm_up(sizes)?;
         tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");
@@ -586,6 +650,14 @@ impl Assembler<'_> {
 }
 
 impl InputFormat {
+    /// As `model.toml` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::F32Nchw => "f32_nchw",
+            InputFormat::U8Nhwc => "u8_nhwc",
+        }
+    }
+
     fn unsupported(ty: Option<TensorElementType>, dims: &[i64]) -> InferError {
         InferError::Unsupported(format!("input {ty:?} {dims:?} is neither float32 [N, 3, H, W] nor uint8 [N, H, W, 3]"))
     }

@@ -3,13 +3,14 @@
 
 use ort::session::builder::SessionBuilder;
 use visionq_contract::Config;
+use visionq_contract::config::ExecutionProvider;
 
-use crate::model::InferError;
+use crate::error::InferError;
 
 pub fn configure(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
-    match config.execution_provider.as_str() {
-        "cuda" => cuda(builder, config),
-        _ => Ok(builder),
+    match config.execution_provider {
+        ExecutionProvider::Cuda => cuda(builder, config),
+        ExecutionProvider::Cpu => Ok(builder),
     }
 }
 

@@ -8,22 +8,23 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use visionq_contract::config::InferInput;
-use visionq_contract::message::{ImageSize, elapsed_ms};
-use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
-use visionq_contract::{Config, Detection, FrameResult, Letterbox, Metrics, ModelInfo, ResultStatus, TensorMeta};
-use visionq_preprocess::{FrameError, PreprocessPool, Preprocessor, expire_frame, fail_frame, frame_from_envelope};
-use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
+use visionq_contract::message::elapsed_ms;
+use visionq_contract::topology::TRACEPARENT_HEADER;
+use visionq_contract::{Config, Detection, FrameMeta, FrameResult, Letterbox, Metrics};
+use visionq_preprocess::{PreprocessPool, Preprocessor, prepare_frame};
+use visionq_queue::{Delivery, Fate, QueueError, SharedBroker, WorkQueue};
+use visionq_stage::{BadMessage, Failure, FrameMessage, TensorMessage, expire, fail, publish_result};
 
 use crate::batcher::batcher;
 use crate::decode::Candidate;
 use crate::model::Model;
 use crate::runner::{Batch, Done, Item, run_batches, run_stream};
+use crate::swap::Switch;
 
 /// Boxes from model-input pixels to the original image (pixels and 0–1).
 pub fn to_detections(
@@ -53,74 +54,67 @@ struct Shared {
     broker: SharedBroker,
     metrics: Arc<Metrics>,
     config: Arc<Config>,
-    info: ModelInfo,
     tensor_len: usize,
     input_size: (u32, u32),
     /// Inline preprocessing's threads (frames input only).
     pool: Option<Arc<PreprocessPool>>,
 }
 
-/// Why a tensor message cannot be used, if it cannot.
-fn tensor_item(shared: &Shared, d: &Delivery) -> Result<TensorMeta, FrameError> {
-    let raw = d.envelope.header(META_HEADER).ok_or_else(|| FrameError::Meta(format!("missing {META_HEADER}")))?;
-    let meta: TensorMeta = serde_json::from_str(raw).map_err(|e| FrameError::Meta(e.to_string()))?;
-    let lb = &meta.letterbox;
-    if (lb.input_width, lb.input_height) != shared.input_size || d.envelope.body.len() != shared.tensor_len {
-        return Err(FrameError::Meta(format!(
+/// A tensor message whose size the model cannot take.
+fn check_tensor(shared: &Shared, t: &TensorMessage) -> Result<(), BadMessage> {
+    let lb = &t.meta.letterbox;
+    if (lb.input_width, lb.input_height) != shared.input_size || t.tensor.len() != shared.tensor_len {
+        return Err(BadMessage(format!(
             "tensor is {}x{} ({} bytes) but the model takes {}x{}; set input_size to match the model",
             lb.input_width,
             lb.input_height,
-            d.envelope.body.len(),
+            t.tensor.len(),
             shared.input_size.0,
             shared.input_size.1
         )));
     }
-    Ok(meta)
+    Ok(())
 }
 
-/// Turns one delivery into a batch item, or settles it as failed.
-// The inline path's error carries the frame's metadata to its error result; it is
-// made once per failed frame, so its size does not matter.
-#[allow(clippy::result_large_err)]
+/// What a delivery became on its way to a batch: a tensor ready to run, or the
+/// failure that ends it (with the frame, when its metadata could be read).
+type Fed = Result<TensorMessage, (Option<FrameMeta>, Failure)>;
+
+/// Turns one delivery into a batch item, or settles it as failed or expired.
+#[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
 async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
-    // A live frame already past its deadline is not run: it is reported expired.
-    let frame = match shared.config.infer_input {
-        InferInput::Tensors => serde_json::from_str::<TensorMeta>(d.envelope.header(META_HEADER).unwrap_or("")).ok().map(|m| m.frame),
-        InferInput::Frames => frame_from_envelope(&d.envelope).ok(),
+    // The metadata is read once, here; a live frame already past its deadline is
+    // not run: it is reported expired.
+    let (source, parsed) = match shared.config.infer_input {
+        InferInput::Tensors => (WorkQueue::Tensors, TensorMessage::from_envelope(&d.envelope).map(Ok)),
+        InferInput::Frames => (WorkQueue::Frames, FrameMessage::from_envelope(&d.envelope).map(Err)),
     };
-    if let Some(late_ms) = frame.as_ref().and_then(|f| f.late_ms(Utc::now())) {
-        let frame = frame.expect("checked above");
-        let fate = expire_frame(&shared.broker, &shared.metrics, "infer", &d.envelope, &frame, late_ms).await;
+    let frame = match &parsed {
+        Ok(Ok(t)) => Some(&t.meta.frame),
+        Ok(Err(f)) => Some(&f.meta),
+        Err(_) => None,
+    };
+    if let Some(frame) = frame
+        && let Some(late_ms) = frame.late_ms(Utc::now())
+    {
+        let fate = expire(&shared.broker, &shared.metrics, "infer", &d.envelope, frame, late_ms).await;
         d.settle(fate).await;
         return;
     }
-    let prepared = match shared.config.infer_input {
-        InferInput::Tensors => tensor_item(&shared, &d).map(|m| (m, d.envelope.body.clone())).map_err(|e| {
-            let frame = serde_json::from_str::<TensorMeta>(d.envelope.header(META_HEADER).unwrap_or("")).ok().map(|m| m.frame);
-            (frame, e)
-        }),
-        InferInput::Frames => {
-            let env = d.envelope.clone();
+    let fed: Fed = match parsed {
+        Err(bad) => Err((None, bad.failure())),
+        Ok(Ok(tensor)) => match check_tensor(&shared, &tensor) {
+            Ok(()) => Ok(tensor),
+            Err(bad) => Err((Some(tensor.meta.frame), bad.failure())),
+        },
+        Ok(Err(frame)) => {
             let metrics = shared.metrics.clone();
             let pool = shared.pool.clone().expect("inline preprocessing has its pool");
-            pool.run(move |pre| {
-                let mut frame = frame_from_envelope(&env).map_err(|e| (None, e))?;
-                let waited_ms = elapsed_ms(frame.published_at, Utc::now());
-                metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
-                frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
-                let p = pre.prepare_oriented(&env.body, frame.orientation).map_err(|e| (Some(frame.clone()), FrameError::from(e)))?;
-                metrics.observe_stage("decode", p.decode_seconds);
-                metrics.observe_stage("resize", p.resize_seconds);
-                frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);
-                frame.timings_ms.insert("resize".into(), p.resize_seconds * 1e3);
-                let meta = TensorMeta { frame, letterbox: p.letterbox, preprocessed_at: Utc::now() };
-                Ok((meta, Bytes::from(p.tensor)))
-            })
-            .await
+            pool.run(move |pre| prepare_frame(pre, frame, &metrics)).await.map_err(|(f, e)| (Some(f), e.failure()))
         }
     };
-    match prepared {
-        Ok((mut meta, tensor)) => {
+    match fed {
+        Ok(TensorMessage { mut meta, tensor }) => {
             if shared.config.infer_input == InferInput::Tensors {
                 // From the tensor's publish to its arrival here (the batch wait is
                 // its own stage).
@@ -132,19 +126,18 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
             // The batcher only goes away on shutdown; the delivery then returns to the queue.
             let _ = items.send(item).await;
         }
-        Err((frame, err)) => {
-            let source = match shared.config.infer_input {
-                InferInput::Tensors => WorkQueue::Tensors,
-                InferInput::Frames => WorkQueue::Frames,
-            };
-            let fate = fail_frame(&shared.broker, &shared.metrics, (source, &d.envelope), frame, &err).await;
+        Err((frame, failure)) => {
+            // A frame that cannot be preprocessed counts as the preprocessing's
+            // failure, wherever it ran.
+            let fate = fail(&shared.broker, &shared.metrics, "preprocess", (source, &d.envelope), frame.as_ref(), failure).await;
             d.settle(fate).await;
         }
     }
 }
 
-/// Publishes one batch's results, then settles its inputs.
-async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
+/// Publishes one batch's results, labelled with the model that ran the batch, then
+/// settles its inputs.
+async fn publish(shared: Arc<Shared>, done: Done) {
     let n = done.items.len();
     let candidates = match done.outcome {
         Ok(c) => c,
@@ -161,7 +154,8 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
     let m = &shared.metrics;
     m.batch_size.observe(n as f64);
     m.observe_stage("inference", done.inference_seconds);
-    let class_name = |id: u32| names.get(id as usize).cloned().unwrap_or_else(|| format!("class_{id}"));
+    let served = done.served.clone();
+    let class_name = |id: u32| served.class_name(id);
     let mut pending = JoinSet::new();
     for ((item, found), waited) in done.items.into_iter().zip(candidates).zip(done.batch_wait_seconds) {
         let t0 = Instant::now();
@@ -175,7 +169,7 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
         timings.insert("batch_size".into(), n as f64);
         for d in &detections {
             m.detections_total.with_label_values(&[&d.class_name]).inc();
-            m.detection_score.with_label_values(&[&shared.info.name]).observe(d.score as f64);
+            m.detection_score.with_label_values(&[&served.info.name]).observe(d.score as f64);
         }
         let postprocess_s = t0.elapsed().as_secs_f64();
         m.observe_stage("postprocess", postprocess_s);
@@ -188,28 +182,10 @@ async fn publish(shared: Arc<Shared>, done: Done, names: Arc<Vec<String>>) {
             trace_id = traceparent.and_then(visionq_contract::telemetry::trace_id),
             "frame inferred"
         );
-        let result = FrameResult {
-            frame_id: frame.frame_id,
-            station: frame.station.clone(),
-            status: ResultStatus::Ok,
-            error: None,
-            image: ImageSize { width: frame.width, height: frame.height },
-            model: shared.info.clone(),
-            detections,
-            decision: None,
-            timings_ms: timings,
-            captured_at: frame.captured_at,
-            received_at: frame.received_at,
-            completed_at: Utc::now(),
-        };
-        let body = serde_json::to_vec(&result).expect("result serialises");
-        let mut out = Envelope::new(body);
-        if let Some(tp) = traceparent {
-            out.headers.insert(TRACEPARENT_HEADER.into(), tp.to_string());
-        }
+        let result = FrameResult::detected(frame, served.info.clone(), detections, timings);
         let shared = shared.clone();
         pending.spawn(async move {
-            let fate = match publish_when_room(&*shared.broker, WorkQueue::Results, out).await {
+            let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope).await {
                 Ok(()) => {
                     shared.metrics.stage_frames_total.with_label_values(&["infer", "ok"]).inc();
                     Fate::Ack
@@ -234,6 +210,19 @@ pub async fn run(
     model: Model,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
+    run_switchable(broker, metrics, config, model, Arc::new(Switch::default()), shutdown).await
+}
+
+/// [`run`], switching to the models handed over on `switch` between two batches
+/// (see [`crate::ModelControl`]).
+pub async fn run_switchable(
+    broker: SharedBroker,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    model: Model,
+    switch: Arc<Switch>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), QueueError> {
     let max_batch = model.max_batch(config.max_batch_size).min(config.max_batch_size.max(1));
     // A fixed-batch model takes its own batch size per pass (padded when short).
     let batch_limit = max_batch.max(1);
@@ -242,14 +231,13 @@ pub async fn run(
         InferInput::Frames => WorkQueue::Frames,
     };
     metrics.model_info.with_label_values(&[&model.info.name, &model.info.version]).set(1.0);
-    let _gpu = (config.execution_provider == "cuda")
+    let _gpu = (config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
         .then(|| crate::gpu::export(metrics.clone(), config.cuda_device_id.max(0) as u32, Duration::from_secs(1)))
         .flatten();
     let shared = Arc::new(Shared {
         broker: broker.clone(),
         metrics: metrics.clone(),
         config: config.clone(),
-        info: model.info.clone(),
         tensor_len: model.tensor_len(),
         input_size: (model.input_width, model.input_height),
         pool: match config.infer_input {
@@ -262,7 +250,6 @@ pub async fn run(
             }
         },
     });
-    let names = Arc::new(model.names.clone());
     // Enough prefetch to fill the batch being gathered, the one running and the one publishing.
     let prefetch = (batch_limit * 3 + config.preprocess_concurrency).min(u16::MAX as usize) as u16;
     let mut deliveries = broker.consume(source, prefetch).await?;
@@ -270,10 +257,12 @@ pub async fn run(
 
     // More streams: more sessions of the same model, each on its own thread.
     let streams = config.infer_streams.max(1);
+    let spec = model.spec.clone();
     let mut models = vec![model];
     for _ in 1..streams {
-        let c = config.clone();
-        let extra = tokio::task::spawn_blocking(move || Model::load_warmed(&c)).await.expect("model loading does not panic");
+        let (c, spec) = (config.clone(), spec.clone());
+        let extra =
+            tokio::task::spawn_blocking(move || Model::load_warmed_spec(&c, &spec)).await.expect("model loading does not panic");
         match extra {
             Ok(m) => models.push(m),
             Err(e) => {
@@ -283,6 +272,7 @@ pub async fn run(
         }
     }
     let streams = models.len();
+    let mut lanes = switch.open(streams);
 
     let (item_tx, item_rx) = mpsc::channel::<Item>(batch_limit * 2);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
@@ -294,17 +284,19 @@ pub async fn run(
     let rt = tokio::runtime::Handle::current();
     let mut runners = Vec::new();
     if streams == 1 {
-        let (m, rt, model) = (metrics.clone(), rt.clone(), models.pop().expect("one model"));
+        let (m, rt, model, lane) = (metrics.clone(), rt.clone(), models.pop().expect("one model"), lanes.remove(0));
         let spawn = std::thread::Builder::new().name("visionq-infer".into());
         runners.push(
-            spawn.spawn(move || run_batches(model, batch_rx, done_tx, m, rt, running_tx)).expect("spawning the inference thread"),
+            spawn
+                .spawn(move || run_batches(model, batch_rx, done_tx, m, rt, running_tx, lane))
+                .expect("spawning the inference thread"),
         );
     } else {
         let shared_batches = Arc::new(tokio::sync::Mutex::new(batch_rx));
-        for (i, model) in models.into_iter().enumerate() {
+        for (i, (model, lane)) in models.into_iter().zip(lanes).enumerate() {
             let (m, rt, b, d, r) = (metrics.clone(), rt.clone(), shared_batches.clone(), done_tx.clone(), running_tx.clone());
             let spawn = std::thread::Builder::new().name(format!("visionq-infer-{i}"));
-            runners.push(spawn.spawn(move || run_stream(model, b, d, m, rt, r)).expect("spawning an inference thread"));
+            runners.push(spawn.spawn(move || run_stream(model, b, d, m, rt, r, lane)).expect("spawning an inference thread"));
         }
         drop(done_tx);
     }
@@ -317,7 +309,7 @@ pub async fn run(
             while publishing.len() >= 4 {
                 publishing.join_next().await;
             }
-            publishing.spawn(publish(sh.clone(), done, names.clone()));
+            publishing.spawn(publish(sh.clone(), done));
         }
         while publishing.join_next().await.is_some() {}
     });

@@ -1,22 +1,31 @@
 //! Ingest: this crate owns the front door for frames. It checks who posts (the
 //! station's bearer token) and how often (its rate limit), validates what a station
 //! posts (station identity, body encoding, image header — JPEG, PNG or WebP — size and
-//! pixel limits, a JPEG's EXIF orientation), gives
-//! the frame an id, publishes it and answers `202` only once the broker confirmed it
-//! — or holds the request until the frame's result arrives when the station asked to
-//! wait. A frame the pipeline cannot take now gets `503` with `Retry-After`, never a
-//! `202`. It also serves the synthetic self-test (`POST /v1/selftest`, admin only),
-//! and describes both routes for the OpenAPI document ([`openapi`]).
+//! pixel limits, a JPEG's EXIF orientation), gives the frame an id, publishes it and
+//! answers `202` only once the broker confirmed it — or holds the request until the
+//! frame's result arrives when the station asked to wait. A frame the pipeline cannot
+//! take now gets `503` with `Retry-After`, never a `202`. The same checks and publish
+//! serve a station's WebSocket (`GET /v1/stations/{station}/ws`, module `stream`):
+//! frames in, each one's answer out as it completes, within a window of frames in
+//! flight. It also serves the synthetic self-test (`POST /v1/selftest`, admin only),
+//! and describes its routes for the OpenAPI document ([`openapi`]).
 
+mod admit;
 mod api;
+mod body;
 pub mod header;
 pub mod jpeg;
 pub mod limits;
 pub mod openapi;
+mod pipeline;
+mod refusal;
 pub mod selftest;
+mod stream;
 mod waiters;
 
-pub use api::{IngestState, Queued, router};
+pub use api::{Queued, router};
 pub use limits::RateLimiter;
+pub use pipeline::IngestState;
 pub use selftest::SELFTEST_STATION;
+pub use stream::OpenStreams;
 pub use waiters::Waiters;

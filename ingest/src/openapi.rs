@@ -4,5 +4,5 @@
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
-#[openapi(paths(crate::api::post_frame, crate::selftest::selftest), tags((name = "ingest", description = "Posting frames")))]
+#[openapi(paths(crate::api::post_frame, crate::stream::station_stream, crate::selftest::selftest), tags((name = "ingest", description = "Posting frames")))]
 pub struct IngestApi;

@@ -18,7 +18,8 @@ use visionq_contract::refusal::ErrorBody;
 use visionq_contract::topology::TRACEPARENT_HEADER;
 use visionq_contract::{FrameMeta, FrameResult, ResultStatus, Timings};
 
-use crate::api::{IngestState, Waited, publish_frame, wait_result};
+use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
+use crate::refusal::{Refusal, check_admin};
 
 /// The station the self-test posts as (reserved: see the contract).
 pub use visionq_contract::config::SELFTEST_STATION;
@@ -82,7 +83,7 @@ pub struct SelftestReport {
     security((), ("bearer" = [])),
 )]
 pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    if let Err(refusal) = crate::api::check_admin(&state, &headers) {
+    if let Err(refusal) = check_admin(&state, &headers) {
         return refusal.into_response();
     }
     // An allow-list is kept by the self-test too: it runs only where it is listed.
@@ -90,12 +91,12 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
         let message = format!(
             "the self-test posts as station `{SELFTEST_STATION}`, which `stations` (VISIONQ_STATIONS) does not list: add it to run the self-test"
         );
-        return crate::api::Refusal::new(StatusCode::NOT_FOUND, "unknown_station", message).into_response();
+        return Refusal::new(StatusCode::NOT_FOUND, "unknown_station", message).into_response();
     }
     let mut params = Params::parse(query.as_deref());
     let wait_ms = match params.get::<u64>("wait_ms").and_then(|w| params.finish().map(|()| w)) {
         Ok(w) => w,
-        Err(e) => return crate::api::Refusal::from(e).into_response(),
+        Err(e) => return Refusal::from(e).into_response(),
     };
     let started = Instant::now();
     let wait = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(state.config.max_wait_ms));

@@ -33,7 +33,7 @@ impl Waiters {
     /// Starts listening for results; must be called before any frame is published.
     pub async fn start(broker: &SharedBroker) -> Result<Arc<Waiters>, QueueError> {
         let waiters = Arc::new(Waiters::default());
-        let mut events = broker.subscribe_events().await?;
+        let mut events = broker.subscribe_events(&[visionq_contract::topology::RESULT_EVENTS]).await?;
         let w = Arc::downgrade(&waiters);
         tokio::spawn(async move {
             while let Some(e) = events.next().await {

@@ -52,16 +52,30 @@ impl JpegDecoder {
         Ok(self.tj.as_mut().expect("set above"))
     }
 
+    /// A handle that failed on a frame is not used again: libjpeg-turbo leaves it in a
+    /// state that spoils the next frame (refused as "too small", or other pixels), and
+    /// a new one costs far less than a decode.
+    fn forget_on_error<T>(&mut self, r: Result<T, PreprocessError>) -> Result<T, PreprocessError> {
+        if r.is_err() {
+            self.tj = None;
+        }
+        r
+    }
+
     /// Width and height from the JPEG header.
     pub fn dimensions(&mut self, jpeg: &[u8]) -> Result<(u32, u32), PreprocessError> {
-        let tj = self.handle()?;
-        let h = tj.read_header(jpeg).map_err(tj_error)?;
-        Ok((h.width as u32, h.height as u32))
+        let r = self.handle().and_then(|tj| tj.read_header(jpeg).map_err(tj_error));
+        self.forget_on_error(r).map(|h| (h.width as u32, h.height as u32))
     }
 
     /// Decodes at `scale` (1/1, 1/2, 1/4 or 1/8), refusing more than `max_pixels`
     /// (at full size) before any pixel memory is allocated.
     pub fn decode(&mut self, jpeg: &[u8], max_pixels: u64, scale: u8, channels: Channels) -> Result<Decoded, PreprocessError> {
+        let r = self.decode_with_handle(jpeg, max_pixels, scale, channels);
+        self.forget_on_error(r)
+    }
+
+    fn decode_with_handle(&mut self, jpeg: &[u8], max_pixels: u64, scale: u8, channels: Channels) -> Result<Decoded, PreprocessError> {
         if jpeg.len() < 3 || jpeg[..3] != [0xFF, 0xD8, 0xFF] {
             return Err(PreprocessError::Decode("JPEG: no SOI marker (not a JPEG)".into()));
         }

@@ -6,6 +6,7 @@ use visionq_contract::{Config, Letterbox};
 use crate::decode::{Channels, Decoded, JpegDecoder};
 use crate::formats::{Format, decode_png, decode_webp};
 use crate::letterbox::{fit_geometry, place};
+use crate::nvjpeg::GpuJpeg;
 use crate::options::{ChannelOrder, DecodeScale, PreprocessOptions};
 use crate::orient::{orient, swaps_sides};
 
@@ -41,6 +42,7 @@ pub struct Preprocessor {
     options: PreprocessOptions,
     resizer: fr::Resizer,
     jpeg: JpegDecoder,
+    gpu: Option<&'static GpuJpeg>,
 }
 
 impl Preprocessor {
@@ -50,7 +52,10 @@ impl Preprocessor {
     }
 
     pub fn with_options(input_width: u32, input_height: u32, options: PreprocessOptions) -> Self {
-        Preprocessor { input_width, input_height, options, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new() }
+        // Started (or found unavailable) at start by `start_gpu_decode`; a
+        // preprocessor made without that starts it here.
+        let gpu = options.gpu_decode.and_then(|g| GpuJpeg::shared(g.device, g.threads, g.max_batch).ok());
+        Preprocessor { input_width, input_height, options, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new(), gpu }
     }
 
     /// The preprocessing `config` asks for, into a `input_width`×`input_height` input.
@@ -77,7 +82,14 @@ impl Preprocessor {
     fn decode_scaled(&mut self, bytes: &[u8], scale: u8) -> Result<Decoded, PreprocessError> {
         let max_pixels = self.options.max_pixels;
         match Format::sniff(bytes) {
-            Some(Format::Jpeg) => self.jpeg.decode(bytes, max_pixels, scale, Channels::Rgb),
+            Some(Format::Jpeg) => {
+                if let (Some(gpu), 1) = (self.gpu, scale)
+                    && let Some(d) = gpu.decode(bytes, max_pixels)?
+                {
+                    return Ok(d);
+                }
+                self.jpeg.decode(bytes, max_pixels, scale, Channels::Rgb)
+            }
             Some(Format::Png) => decode_png(bytes, max_pixels),
             Some(Format::WebP) => decode_webp(bytes, max_pixels),
             None => Err(PreprocessError::Decode("image: not a JPEG, PNG or WebP (none of their signatures)".into())),

@@ -4,13 +4,19 @@
 //! u8 HWC RGB tensor plus the letterbox geometry that maps boxes back. It is a
 //! library first ([`Preprocessor`]), so the infer-worker can run it inline on its own
 //! threads, and a role second ([`run`]): consume frames, publish tensors, and turn
-//! frames that cannot be decoded into an error result plus a dead letter.
+//! frames that cannot be decoded into an error result plus a dead letter. It imports
+//! the contract, the queue and the stage messages; it must not import the
+//! infer-worker, ingest, results or the dashboard.
 
 mod decode;
 pub mod encode;
 mod formats;
 mod image;
 mod letterbox;
+// The workspace denies unsafe code; this module is the one exception: the calls into
+// libnvjpeg and libcudart, each with its SAFETY note.
+#[allow(unsafe_code)]
+pub mod nvjpeg;
 mod options;
 mod orient;
 mod pool;
@@ -21,8 +27,8 @@ pub use decode::{Channels, Decoded, JpegDecoder};
 pub use formats::{Format, decode_png, decode_webp};
 pub use image::{PreprocessError, Preprocessed, Preprocessor};
 pub use letterbox::{PAD_VALUE, fit_geometry, letterbox_geometry};
-pub use options::{ChannelOrder, DecodeScale, InputFit, PreprocessOptions, ResizeFilter};
+pub use options::{ChannelOrder, DecodeScale, GpuDecode, InputFit, PreprocessOptions, ResizeFilter, start_gpu_decode};
 pub use orient::{orient, swaps_sides};
 pub use pool::PreprocessPool;
 pub use preview::{PREVIEW_MAX_SIDE, preview_jpeg};
-pub use role::{FrameError, expire_frame, fail_frame, frame_from_envelope, run};
+pub use role::{prepare_frame, run};

@@ -47,6 +47,17 @@ pub enum DecodeScale {
     Auto,
 }
 
+/// JPEG decode on the GPU (nvJPEG): where and how wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuDecode {
+    pub device: i32,
+    pub threads: usize,
+    pub max_batch: usize,
+    /// `jpeg_decoder = "nvjpeg"` (a node that cannot start it refuses to start),
+    /// not `auto` (it falls back to the CPU decoder with a warning).
+    pub required: bool,
+}
+
 /// Preprocessing choices, from config (`PreprocessOptions::from_config`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreprocessOptions {
@@ -55,6 +66,8 @@ pub struct PreprocessOptions {
     pub input_fit: InputFit,
     pub channel_order: ChannelOrder,
     pub decode_scale: DecodeScale,
+    /// Decode JPEGs on the GPU (`None`: libjpeg-turbo on the CPU).
+    pub gpu_decode: Option<GpuDecode>,
 }
 
 impl Default for PreprocessOptions {
@@ -65,6 +78,7 @@ impl Default for PreprocessOptions {
             input_fit: InputFit::default(),
             channel_order: ChannelOrder::default(),
             decode_scale: DecodeScale::default(),
+            gpu_decode: None,
         }
     }
 }
@@ -91,6 +105,70 @@ impl PreprocessOptions {
                 "auto" => DecodeScale::Auto,
                 _ => DecodeScale::Off,
             },
+            gpu_decode: match config.jpeg_decoder.as_str() {
+                "nvjpeg" => Some(true),
+                "auto" if config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda => Some(false),
+                _ => None,
+            }
+            .map(|required| GpuDecode {
+                device: config.cuda_device_id,
+                threads: config.nvjpeg_threads,
+                max_batch: config.nvjpeg_max_batch,
+                required,
+            }),
+        }
+    }
+}
+
+/// Starts the GPU JPEG decoder the options ask for, once per process, before the
+/// preprocessing threads need it. `Ok(None)`: the CPU decodes (not asked for, or
+/// `auto` on a node where nvJPEG does not start: logged); `Err` when `nvjpeg` was
+/// asked for and cannot start.
+pub fn start_gpu_decode(options: &PreprocessOptions) -> Result<Option<&'static crate::nvjpeg::GpuJpeg>, String> {
+    let Some(g) = options.gpu_decode else { return Ok(None) };
+    match crate::nvjpeg::GpuJpeg::shared(g.device, g.threads, g.max_batch) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if g.required => Err(format!("jpeg_decoder = \"nvjpeg\": {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "jpeg_decoder = \"auto\": nvJPEG did not start, JPEGs are decoded on the CPU");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_decoder_picks_the_gpu_only_when_asked_or_on_a_cuda_node() {
+        let mut c = Config::default();
+        assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "cpu is the default");
+        c.jpeg_decoder = "auto".into();
+        assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "auto on a CPU node");
+        c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+        c.cuda_device_id = 1;
+        let g = PreprocessOptions::from_config(&c).gpu_decode.expect("auto on a CUDA node");
+        assert_eq!((g.device, g.threads, g.max_batch, g.required), (1, c.nvjpeg_threads, c.nvjpeg_max_batch, false));
+        c.jpeg_decoder = "nvjpeg".into();
+        c.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
+        assert!(PreprocessOptions::from_config(&c).gpu_decode.expect("asked for").required);
+    }
+
+    #[test]
+    fn a_node_without_nvjpeg_refuses_to_start_when_told_to_use_it_and_falls_back_on_auto() {
+        let mut c = Config { jpeg_decoder: "nvjpeg".into(), ..Default::default() };
+        let required = PreprocessOptions::from_config(&c);
+        match start_gpu_decode(&required) {
+            // A machine with a GPU and nvJPEG (the lent GPU machine): it starts.
+            Ok(Some(gpu)) => assert!(["hardware", "gpu-hybrid"].contains(&gpu.backend())),
+            Ok(None) => panic!("asked for nvJPEG and got neither it nor a refusal"),
+            Err(e) => {
+                assert!(e.contains("jpeg_decoder = \"nvjpeg\"") && e.contains("nvJPEG"), "{e}");
+                c.jpeg_decoder = "auto".into();
+                c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+                assert!(start_gpu_decode(&PreprocessOptions::from_config(&c)).unwrap().is_none());
+            }
         }
     }
 }

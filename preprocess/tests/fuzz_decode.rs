@@ -161,3 +161,26 @@ proptest! {
         }
     }
 }
+
+/// A frame that fails to decode leaves nothing behind in the decoder it used: the
+/// frames after it decode as on a fresh one. (The embedded pipeline found person.jpg,
+/// decoded right after a broken frame, refused as "output image is too small" or
+/// decoded to other pixels.)
+#[test]
+fn a_broken_frame_does_not_spoil_the_next() {
+    let dog = photo();
+    let person = std::fs::read(fuzz::cache().join("photos/person.jpg")).expect("person.jpg in the asset cache");
+    // dog.jpg up to the end of its frame header, then garbage: no scan at all.
+    let sof = sof_dims_at(&dog) - 5;
+    let mut broken = dog[..sof + 2 + u16::from_be_bytes([dog[sof + 2], dog[sof + 3]]) as usize].to_vec();
+    broken.extend(std::iter::repeat_n(0x5Au8, 2000));
+    for good in [&person, &dog] {
+        let fresh = Preprocessor::new(416, 416, MAX_PIXELS).prepare(good).expect("a real photo decodes").tensor;
+        let mut pre = Preprocessor::new(416, 416, MAX_PIXELS);
+        for round in 0..3 {
+            assert!(pre.prepare(&broken).is_err(), "round {round}: the broken frame is an error");
+            let after = pre.prepare(good).unwrap_or_else(|e| panic!("round {round}: the next frame decodes: {e}"));
+            assert!(after.tensor == fresh, "round {round}: the next frame's pixels are a fresh decoder's");
+        }
+    }
+}

@@ -378,12 +378,13 @@ impl Broker for AmqpBroker {
         .map_err(unavailable)
     }
 
-    async fn subscribe_events(&self) -> Result<Events, QueueError> {
+    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
         let (tx, rx) = mpsc::channel::<Envelope>(4096);
         let inner = self.inner.clone();
         inner.publish_channel().await?;
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         tokio::spawn(pump(tx, "events".to_string(), move || {
-            let inner = inner.clone();
+            let (inner, topics) = (inner.clone(), topics.clone());
             async move {
                 let ch = inner.new_channel().await?;
                 let q = ch
@@ -394,15 +395,18 @@ impl Broker for AmqpBroker {
                     )
                     .await
                     .map_err(unavailable)?;
-                ch.queue_bind(
-                    q.name().clone(),
-                    inner.topology.events_exchange().into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(unavailable)?;
+                for topic in &topics {
+                    let exchange = inner.topology.events_exchange();
+                    ch.queue_bind(
+                        q.name().clone(),
+                        exchange.into(),
+                        topic.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                }
                 let consumer = ch
                     .basic_consume(
                         q.name().clone(),

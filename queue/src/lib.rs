@@ -105,10 +105,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Consumes a work queue with at most `prefetch` unsettled deliveries. The stream
     /// outlives broker restarts (it reconnects by itself) and ends only when dropped.
     async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError>;
-    /// Broadcasts a completed result (best effort: the store is the record).
+    /// Broadcasts an event — a completed result, a frame preview — under its routing
+    /// key (best effort: the store is the record).
     async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError>;
-    /// Every event published from now on, to any process.
-    async fn subscribe_events(&self) -> Result<Events, QueueError>;
+    /// Every event published from now on, by any process, whose routing key matches
+    /// one of `topics` (topic patterns: `contract::topology::RESULT_EVENTS`, …).
+    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError>;
     /// Messages a work queue still holds (ready; in process, also those unsettled).
     async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError>;
     /// Whether the broker is reachable right now (for readiness).

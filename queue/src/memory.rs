@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
+use visionq_contract::topology::topic_matches;
+
 use crate::journal::{Journal, Recovered};
 use crate::{Broker, Deliveries, Delivery, Envelope, Events, QueueError, Settle, WorkQueue};
 
@@ -73,7 +75,8 @@ impl Durable {
 pub struct MemoryBroker {
     queues: HashMap<WorkQueue, Arc<MemQueue>>,
     dead: DeadLetters,
-    events: broadcast::Sender<Envelope>,
+    /// Events with their routing keys.
+    events: broadcast::Sender<(Arc<str>, Envelope)>,
     max_deliveries: u32,
     durable: Option<Arc<Durable>>,
 }
@@ -278,22 +281,27 @@ impl Broker for MemoryBroker {
         Ok(stream.boxed())
     }
 
-    async fn publish_event(&self, _routing_key: &str, message: Envelope) -> Result<(), QueueError> {
+    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
         // No subscriber is not an error: events are best effort.
-        let _ = self.events.send(message);
+        let _ = self.events.send((routing_key.into(), message));
         Ok(())
     }
 
-    async fn subscribe_events(&self) -> Result<Events, QueueError> {
+    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
         let rx = self.events.subscribe();
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) => return Some((e, rx)),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event subscriber lagged")
+        let topics: Arc<[String]> = topics.iter().map(|t| t.to_string()).collect();
+        let stream = futures_util::stream::unfold(rx, move |mut rx| {
+            let topics = topics.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok((key, e)) if topics.iter().any(|t| topic_matches(t, &key)) => return Some((e, rx)),
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "event subscriber lagged")
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         });
@@ -374,16 +382,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dead_letter_keeps_the_reason_and_events_reach_every_subscriber() {
+    async fn dead_letter_keeps_the_reason_and_events_reach_every_subscriber_of_their_topic() {
         let b = broker(100);
-        let mut s1 = b.subscribe_events().await.unwrap();
-        let mut s2 = b.subscribe_events().await.unwrap();
+        let mut s1 = b.subscribe_events(&["result.#"]).await.unwrap();
+        let mut s2 = b.subscribe_events(&["preview.#", "result.#"]).await.unwrap();
+        let mut previews = b.subscribe_events(&["preview.#"]).await.unwrap();
         b.publish(WorkQueue::Frames, Envelope::new("x")).await.unwrap();
         let mut c = b.consume(WorkQueue::Frames, 1).await.unwrap();
         next(&mut c).await.dead_letter("not a JPEG").await.unwrap();
         assert_eq!(b.dead_letters()[0].1, "not a JPEG");
+        b.publish_event("preview.s", Envelope::new("jpeg")).await.unwrap();
         b.publish_event("result.s", Envelope::new("done")).await.unwrap();
-        assert_eq!(&s1.next().await.unwrap().body[..], b"done");
+        assert_eq!(&s1.next().await.unwrap().body[..], b"done", "a preview is not a result");
+        assert_eq!(&s2.next().await.unwrap().body[..], b"jpeg");
         assert_eq!(&s2.next().await.unwrap().body[..], b"done");
+        assert_eq!(&previews.next().await.unwrap().body[..], b"jpeg");
+        assert!(tokio::time::timeout(Duration::from_millis(50), previews.next()).await.is_err(), "nor a result a preview");
     }
 }

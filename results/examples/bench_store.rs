@@ -53,6 +53,7 @@ async fn main() {
                 })
                 .collect(),
             decision: None,
+            review: None,
             timings_ms: timings.clone(),
             captured_at: Some(t),
             received_at: t + Duration::microseconds(i as i64),

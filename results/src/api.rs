@@ -1,4 +1,5 @@
-//! The read side: a frame's result, a station's results (paginated), its detections per class per interval, and the live stream.
+//! The read side: a frame's result, a station's results (paginated; filtered by time, class, score and decision
+//! outcome), its detections per class per interval, and the live stream; and a station's expectation ([`crate::expectations`]).
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -17,104 +18,112 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 use visionq_contract::auth::Auth;
 use visionq_contract::config::{SELFTEST_STATION, valid_station_id};
+use visionq_contract::decision::Outcome;
 use visionq_contract::params::{ParamError, Params};
 use visionq_contract::refusal::ErrorBody;
+use visionq_contract::topology::RESULT_EVENTS;
 use visionq_contract::{Config, FrameResult, Metrics};
-use visionq_dashboard::access::{self, Caller, Gate};
-use visionq_dashboard::{DashboardState, Previews};
+use visionq_decide::Decider;
+use visionq_http::ApiError;
+use visionq_http::access::{self, Caller, Gate};
 use visionq_queue::{QueueError, SharedBroker};
 
+use crate::evidence::Keeper;
 use crate::store::{ClassCount, CountsQuery, Cursor, HistoryQuery, SharedStore, StationSummary, StoreError, parse_interval};
 
 pub struct ResultsState {
     pub store: SharedStore,
     pub metrics: Arc<Metrics>,
     pub live: broadcast::Sender<Arc<FrameResult>>,
-    /// The dashboard's latest frame per station, fed from the same events.
-    pub previews: Arc<Previews>,
     pub config: Arc<Config>,
     pub auth: Arc<Auth>,
     /// The class names of the model this process runs, when it runs one: `?class=`
     /// naming another is refused. None (a results role on its own): not checked.
     pub classes: Option<Vec<String>>,
+    /// The decisions' rules and the stations' expectations (shared with the consumer).
+    pub decider: Arc<Decider>,
+    /// The evidence store's keeper, where this process keeps frames for review: the
+    /// review queue's images come from it, and reviews are written into it.
+    pub keeper: Option<Arc<Keeper>>,
+    /// Where a review is pushed (the events, like every result).
+    pub broker: SharedBroker,
+}
+
+/// What the read side is made of, besides the broker it listens to.
+pub struct ResultsParts {
+    pub store: SharedStore,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    /// See [`ResultsState::classes`].
+    pub classes: Option<Vec<String>>,
+    pub decider: Arc<Decider>,
+    pub keeper: Option<Arc<Keeper>>,
 }
 
 impl ResultsState {
-    /// Subscribes to the events of every process: completed results for the
-    /// WebSocket clients and the dashboard, frame previews for the dashboard.
-    pub async fn start(
-        store: SharedStore,
-        metrics: Arc<Metrics>,
-        broker: &SharedBroker,
-        config: Arc<Config>,
-        auth: Arc<Auth>,
-        classes: Option<Vec<String>>,
-    ) -> Result<Arc<Self>, QueueError> {
+    /// Subscribes to the completed results (and reviews) of every process, for the
+    /// WebSocket clients.
+    pub async fn start(broker: &SharedBroker, parts: ResultsParts) -> Result<Arc<Self>, QueueError> {
+        let ResultsParts { store, metrics, config, auth, classes, decider, keeper } = parts;
         let (live, _) = broadcast::channel(1024);
-        let previews = Arc::new(Previews::new(&config, metrics.clone()));
-        let mut events = broker.subscribe_events().await?;
-        let (tx, p) = (live.clone(), previews.clone());
+        let mut events = broker.subscribe_events(&[RESULT_EVENTS]).await?;
+        let tx = live.clone();
         tokio::spawn(async move {
             while let Some(e) = events.next().await {
-                if visionq_dashboard::is_preview(&e) {
-                    p.on_preview_event(&e);
-                } else if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body) {
-                    let r = Arc::new(r);
-                    p.result(&r);
-                    let _ = tx.send(r);
+                if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body) {
+                    let _ = tx.send(Arc::new(r));
                 }
             }
         });
-        Ok(Arc::new(ResultsState { store, metrics, live, previews, config, auth, classes }))
+        Ok(Arc::new(ResultsState { store, metrics, live, config, auth, classes, decider, keeper, broker: broker.clone() }))
     }
 }
 
-/// The read side and the dashboard (the page at `/`), served together. Any valid
-/// token passes the gate; operators (and admins) read everything, a station token
-/// its own station's frames, history, counts and stream.
+/// The read side. Any valid token passes the gate; operators (and reviewers and
+/// admins) read everything, a station token its own station's frames, history,
+/// counts and stream.
 pub fn router(state: Arc<ResultsState>) -> Router {
-    let dashboard = DashboardState::new(state.previews.clone(), state.config.clone(), state.metrics.clone(), state.auth.clone());
     let reader = Gate::new(state.auth.clone(), None);
     Router::new()
         .route("/v1/frames/{frame_id}", get(get_frame))
         .route("/v1/stations/{station}/results", get(station_results))
         .route("/v1/stations/{station}/counts", get(station_counts))
+        .route(
+            "/v1/stations/{station}/expectation",
+            put(crate::expectations::put_expectation)
+                .get(crate::expectations::get_expectation)
+                .delete(crate::expectations::delete_expectation),
+        )
         .route("/v1/stations", get(stations))
         .route("/v1/stream", get(stream))
+        .merge(crate::reviews::routes())
+        .route("/v1/rules/reload", axum::routing::post(crate::rules_api::reload))
         .route_layer(middleware::from_fn_with_state(reader, access::check))
         .with_state(state)
-        .merge(visionq_dashboard::router(dashboard))
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
-}
-
-/// A refused parameter: `{error, code, param}`.
-fn bad_param(e: ParamError) -> Response {
-    (StatusCode::BAD_REQUEST, Json(ErrorBody::from(e))).into_response()
-}
-
-fn bad_value(param: &'static str, message: impl Into<String>) -> Response {
-    bad_param(ParamError { param: param.into(), code: "bad_parameter", message: message.into() })
+/// A refused query parameter value: `400 bad_parameter` naming it.
+pub(crate) fn bad_value(param: &'static str, message: impl Into<String>) -> Response {
+    ApiError::bad("bad_parameter", param, message).into_response()
 }
 
 /// The query of a route behind the gate (which reads `?token=` itself).
-fn query(raw: Option<String>) -> Params {
+pub(crate) fn query(raw: Option<String>) -> Params {
     let mut p = Params::parse(raw.as_deref());
     p.allow("token");
     p
 }
 
-fn bad_station(station: &str) -> Option<Response> {
+pub(crate) fn bad_station(station: &str) -> Option<Response> {
     let message = format!("`{station}` is not a station id: use 1-64 of A-Z a-z 0-9 . _ -");
-    (!valid_station_id(station)).then(|| error(StatusCode::BAD_REQUEST, "bad_station", message))
+    (!valid_station_id(station)).then(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_station", message).into_response())
 }
 
-fn store_error(e: StoreError) -> Response {
+pub(crate) fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        StoreError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()).into_response(),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()).into_response(),
     }
 }
 
@@ -140,12 +149,12 @@ pub(crate) async fn get_frame(
     RawQuery(raw): RawQuery,
 ) -> Response {
     if let Err(e) = query(raw).finish() {
-        return bad_param(e);
+        return ApiError::from(e).into_response();
     }
     let Ok(id) = Uuid::parse_str(&id) else {
-        return error(StatusCode::BAD_REQUEST, "bad_frame_id", format!("`{id}` is not a frame id (a UUID)"));
+        return ApiError::new(StatusCode::BAD_REQUEST, "bad_frame_id", format!("`{id}` is not a frame id (a UUID)")).into_response();
     };
-    let missing = || error(StatusCode::NOT_FOUND, "not_found", format!("no result for frame {id} (yet)"));
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no result for frame {id} (yet)")).into_response();
     match s.store.get(id).await {
         // Another station's frame reads as missing: a station learns nothing of others.
         Ok(Some(r)) if !caller.may_read(&r.station) => missing(),
@@ -167,6 +176,9 @@ pub(crate) struct HistoryParams {
     /// Only frames with a detection scoring at least this (0–1), and only those detections.
     #[param(minimum = 0.0, maximum = 1.0)]
     min_score: Option<f32>,
+    /// Only frames whose decision has this outcome (decisions are made with a rules file).
+    #[param(value_type = Option<Outcome>)]
+    outcome: Option<Outcome>,
     /// The `next` of the previous page.
     before: Option<String>,
     /// Results per page (1–1000, default 50).
@@ -182,6 +194,7 @@ impl HistoryParams {
             until: p.get("until")?,
             class: p.get("class")?,
             min_score: p.get_in("min_score", 0.0, 1.0)?,
+            outcome: p.get("outcome")?,
             before: p.get("before")?,
             limit: p.get_in("limit", 1, MAX_LIMIT)?,
         };
@@ -214,7 +227,8 @@ fn unknown_class(classes: Option<&[String]>, class: Option<&str>) -> Option<Resp
 }
 
 /// A station's results, newest first, one page at a time: `next` (present when the
-/// page is full) is the `before` of the following page.
+/// page is full) is the `before` of the following page. Each result carries its
+/// decision when one was made; `?outcome=` keeps the frames decided so.
 #[utoipa::path(
     get,
     path = "/v1/stations/{station}/results",
@@ -243,7 +257,7 @@ pub(crate) async fn station_results(
     }
     let p = match HistoryParams::parse(raw) {
         Ok(p) => p,
-        Err(e) => return bad_param(e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     if let Some(r) = unknown_class(s.classes.as_deref(), p.class.as_deref()) {
         return r;
@@ -258,6 +272,7 @@ pub(crate) async fn station_results(
         until: p.until,
         class: p.class,
         min_score: p.min_score,
+        outcome: p.outcome,
         before,
         limit: p.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
     };
@@ -343,7 +358,7 @@ pub(crate) async fn station_counts(
     }
     let p = match CountsParams::parse(raw) {
         Ok(p) => p,
-        Err(e) => return bad_param(e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let interval = p.interval.as_deref().unwrap_or("1h");
     let Some(interval_s) = parse_interval(interval) else {
@@ -389,7 +404,7 @@ pub(crate) async fn stream(
     let mut p = query(raw);
     let station = match p.get::<String>("station").and_then(|st| p.finish().map(|()| st)) {
         Ok(st) => st,
-        Err(e) => return bad_param(e),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     if let Some(r) = station.as_deref().and_then(bad_station) {
         return r;
@@ -402,7 +417,10 @@ pub(crate) async fn stream(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(e) => return error(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text())),
+        Err(e) => {
+            return ApiError::new(e.status(), "not_websocket", format!("{}: connect with a WebSocket client", e.body_text()))
+                .into_response();
+        }
     };
     let rx = s.live.subscribe();
     let metrics = s.metrics.clone();
@@ -430,7 +448,7 @@ pub(crate) async fn stations(
     RawQuery(raw): RawQuery,
 ) -> Response {
     if let Err(e) = query(raw).finish() {
-        return bad_param(e);
+        return ApiError::from(e).into_response();
     }
     match s.store.stations().await {
         Ok(all) => {

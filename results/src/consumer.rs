@@ -1,5 +1,7 @@
-//! The results consumer: batches of results → one transaction → ack → broadcast.
-//! While the database is down it keeps its batch unacked and retries with backoff.
+//! The results consumer: batches of results → one transaction → their events in the
+//! outbox (with sinks configured) → ack → broadcast. While the database or the
+//! outbox cannot be written it keeps its batch unacked and retries with backoff, so
+//! an acked result always has its events in the outbox.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_decide::Decider;
 use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueue};
 
+use visionq_events::Events;
+
+use crate::evidence::Keeper;
 use crate::store::SharedStore;
 
 async fn persist(
@@ -20,22 +25,31 @@ async fn persist(
     metrics: &Metrics,
     batch: Vec<(Delivery, FrameResult)>,
     broker: &SharedBroker,
+    events: Option<&Events>,
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> bool {
     let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
     let mut backoff = Duration::from_millis(100);
-    let write_s;
+    let mut write_s = 0.0;
     loop {
         let t0 = Instant::now();
-        match store.write_batch(&results).await {
+        let written = match store.write_batch(&results).await {
             Ok(new) => {
                 write_s = t0.elapsed().as_secs_f64();
                 metrics.observe_stage("db_write", write_s);
                 tracing::debug!(batch = results.len(), new, "results persisted");
-                break;
+                // Every result's events, new or redelivered: the outbox keeps one row per event id.
+                match events {
+                    Some(ev) => ev.put(&results).await.map(|_| ()).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
             }
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(()) => break,
             Err(e) => {
-                tracing::warn!(error = %e, batch = results.len(), retry_in_ms = backoff.as_millis() as u64, "cannot persist results; holding them");
+                tracing::warn!(error = %e, batch = results.len(), retry_in_ms = backoff.as_millis() as u64, "cannot persist results or their events; holding them");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut *stop => {
@@ -64,17 +78,30 @@ async fn persist(
     true
 }
 
+/// Where a result goes besides the store and the broadcast (each optional).
+#[derive(Default, Clone)]
+pub struct Outlets {
+    /// Keeps the frames whose decision asks for review as evidence (after their
+    /// results are persisted).
+    pub keeper: Option<Arc<Keeper>>,
+    /// Puts each result that passes a sink's filter in the outbox as an event,
+    /// before the result is acked.
+    pub events: Option<Arc<Events>>,
+}
+
 /// Consumes results until `shutdown`, finishing the batch in hand. Each result
 /// gets its decision under the station's rules here, where every result of every
-/// path passes before anyone sees it.
+/// path passes before anyone sees it; then it goes to the store and its `outlets`.
 pub async fn run(
     broker: SharedBroker,
     store: SharedStore,
     metrics: Arc<Metrics>,
     config: Arc<Config>,
     decider: Arc<Decider>,
+    outlets: Outlets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
+    let Outlets { keeper, events } = outlets;
     let max = config.results_batch_size;
     let wait = Duration::from_millis(config.results_batch_wait_ms);
     let mut deliveries = broker.consume(WorkQueue::Results, (max * 2).min(u16::MAX as usize) as u16).await?;
@@ -94,6 +121,7 @@ pub async fn run(
             }
         }
         let mut batch = Vec::with_capacity(taken.len());
+        let mut to_keep = Vec::new();
         for d in taken {
             match serde_json::from_slice::<FrameResult>(&d.envelope.body) {
                 Ok(mut r) => {
@@ -102,6 +130,9 @@ pub async fn run(
                     r.decision = decider.decide(&r);
                     if let Some(d) = &r.decision {
                         metrics.decisions_total.with_label_values(&[d.outcome.as_str()]).inc();
+                    }
+                    if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r)) {
+                        to_keep.push((r.clone(), image));
                     }
                     batch.push((d, r));
                 }
@@ -115,10 +146,19 @@ pub async fn run(
         metrics.in_flight.with_label_values(&["results"]).add(n);
         // On shutdown, a batch still waiting for the database is handed back.
         let mut stop = shutdown.clone();
-        let ok = persist(&store, &metrics, batch, &broker, &mut stop).await;
+        let ok = persist(&store, &metrics, batch, &broker, events.as_deref(), &mut stop).await;
         metrics.in_flight.with_label_values(&["results"]).sub(n);
         if !ok {
             break;
+        }
+        // Off the consumer's path: writing images must not slow the results down.
+        if let (Some(k), false) = (&keeper, to_keep.is_empty()) {
+            let k = k.clone();
+            tokio::spawn(async move {
+                for (r, image) in to_keep {
+                    k.keep(r, image).await;
+                }
+            });
         }
     }
     Ok(())

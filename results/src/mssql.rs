@@ -21,11 +21,13 @@ use tiberius::{AuthMethod, Client, Config, EncryptionLevel, Query, Row};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use uuid::Uuid;
+use visionq_contract::decision::{Decision, Expectation, Outcome, Review, Verdict};
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
 use crate::store::{
-    ClassCount, CountsQuery, HistoryQuery, ResultStore, StationSummary, StoreError, bucket_start, distinct, keep_detection,
+    ClassCount, CountsQuery, Cursor, DECISION_COLUMNS, HistoryQuery, REVIEW_COLUMNS, ResultStore, ReviewQuery, StationSummary,
+    StoreError, bucket_start, codes_json, distinct, expectation_of, keep_detection,
 };
 
 pub type TdsClient = Client<Compat<TcpStream>>;
@@ -96,6 +98,41 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         INSERT INTO stations (station, first_seen_at, last_seen_at)
             SELECT station, MIN(received_at), MAX(received_at) FROM frames GROUP BY station;
         CREATE INDEX frames_received ON frames (received_at);",
+    ),
+    (
+        3,
+        "CREATE TABLE decisions (
+            frame_id UNIQUEIDENTIFIER NOT NULL CONSTRAINT pk_decisions PRIMARY KEY
+                CONSTRAINT fk_decisions_frame REFERENCES frames (frame_id) ON DELETE CASCADE,
+            outcome VARCHAR(16) NOT NULL,
+            code NVARCHAR(256) NULL,
+            class_name NVARCHAR(128) NULL,
+            score REAL NULL,
+            similarity REAL NULL,
+            expectation_ref NVARCHAR(256) NULL,
+            rule NVARCHAR(256) NOT NULL,
+            reason NVARCHAR(MAX) NOT NULL
+        );
+        CREATE INDEX decisions_outcome ON decisions (outcome);
+        CREATE TABLE expectations (
+            station NVARCHAR(64) NOT NULL CONSTRAINT pk_expectations PRIMARY KEY,
+            reference NVARCHAR(256) NOT NULL,
+            codes NVARCHAR(MAX) NOT NULL,
+            updated_at DATETIME2(7) NOT NULL
+        );",
+    ),
+    (
+        4,
+        "CREATE TABLE reviews (
+            frame_id UNIQUEIDENTIFIER NOT NULL CONSTRAINT pk_reviews PRIMARY KEY
+                CONSTRAINT fk_reviews_frame REFERENCES frames (frame_id) ON DELETE CASCADE,
+            verdict VARCHAR(16) NOT NULL,
+            detection INT NULL,
+            class_name NVARCHAR(128) NULL,
+            code NVARCHAR(256) NULL,
+            reviewer NVARCHAR(256) NULL,
+            reviewed_at DATETIME2(7) NOT NULL
+        );",
     ),
 ];
 
@@ -312,6 +349,52 @@ pub fn insert_detections_sql(rows: usize) -> String {
     format!("INSERT INTO detections ({}) VALUES\n{}", DETECTION_COLUMNS.join(", "), values_rows(rows, DETECTION_COLUMNS.len()))
 }
 
+/// The decisions of `rows` new frames (frame id, then [`DECISION_COLUMNS`]).
+pub fn insert_decisions_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO decisions (frame_id, {}) VALUES\n{}",
+        DECISION_COLUMNS.join(", "),
+        values_rows(rows, 1 + DECISION_COLUMNS.len())
+    )
+}
+
+pub fn decisions_of_sql(frames: usize) -> String {
+    format!("SELECT frame_id, {} FROM decisions WHERE frame_id IN ({})", DECISION_COLUMNS.join(", "), placeholders(1, frames))
+}
+
+pub fn reviews_of_sql(frames: usize) -> String {
+    format!("SELECT frame_id, {} FROM reviews WHERE frame_id IN ({})", REVIEW_COLUMNS.join(", "), placeholders(1, frames))
+}
+
+/// @P1 frame id, then [`REVIEW_COLUMNS`]: stored only for a frame with a decision
+/// and without a review.
+pub fn put_review_sql() -> String {
+    format!(
+        "INSERT INTO reviews (frame_id, {}) SELECT @P1, @P2, @P3, @P4, @P5, @P6, @P7
+         WHERE EXISTS (SELECT 1 FROM decisions WHERE frame_id = @P1)
+           AND NOT EXISTS (SELECT 1 FROM reviews WITH (UPDLOCK, HOLDLOCK) WHERE frame_id = @P1)",
+        REVIEW_COLUMNS.join(", ")
+    )
+}
+
+/// @P1 station (or NULL), @P2/@P3 the cursor (received_at, frame_id; or NULL), @P4 limit.
+pub fn review_queue_sql() -> String {
+    format!(
+        "SELECT TOP (@P4) * FROM ({SELECT_FRAME}
+         WHERE EXISTS (SELECT 1 FROM decisions x WHERE x.frame_id = f.frame_id AND x.outcome = 'needs_review')
+           AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.frame_id = f.frame_id)
+           AND (@P1 IS NULL OR station = @P1)
+           AND (@P2 IS NULL OR received_at > @P2 OR (received_at = @P2 AND frame_id > @P3))) q
+         ORDER BY received_at, frame_id"
+    )
+}
+
+/// @P1 station, @P2 reference, @P3 codes (JSON).
+pub const PUT_EXPECTATION_SQL: &str = "MERGE expectations WITH (HOLDLOCK) AS e
+     USING (VALUES (@P1, @P2, @P3)) AS n (station, reference, codes) ON e.station = n.station
+     WHEN MATCHED THEN UPDATE SET reference = n.reference, codes = n.codes, updated_at = SYSUTCDATETIME()
+     WHEN NOT MATCHED THEN INSERT (station, reference, codes, updated_at) VALUES (n.station, n.reference, n.codes, SYSUTCDATETIME());";
+
 /// Inserts or widens the first/last-seen span of `rows` stations.
 pub fn merge_stations_sql(rows: usize) -> String {
     format!(
@@ -330,7 +413,8 @@ const SELECT_FRAME: &str = "SELECT frame_id, station, status, error, width, heig
                             captured_at, received_at, completed_at FROM frames f";
 
 /// @P1 station, @P2 since, @P3 until, @P4 filter on detections (bit), @P5 class,
-/// @P6 min score, @P7 limit, @P8/@P9 the cursor (received_at, frame_id).
+/// @P6 min score, @P7 limit, @P8/@P9 the cursor (received_at, frame_id), @P10 the
+/// decision's outcome.
 pub fn history_sql() -> String {
     format!(
         "SELECT TOP (@P7) * FROM ({SELECT_FRAME}
@@ -338,7 +422,8 @@ pub fn history_sql() -> String {
            AND (@P2 IS NULL OR received_at >= @P2) AND (@P3 IS NULL OR received_at < @P3)
            AND (@P4 = 0 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
                 AND (@P5 IS NULL OR d.class_name = @P5) AND (@P6 IS NULL OR d.score >= @P6)))
-           AND (@P8 IS NULL OR received_at < @P8 OR (received_at = @P8 AND frame_id < @P9))) h
+           AND (@P8 IS NULL OR received_at < @P8 OR (received_at = @P8 AND frame_id < @P9))
+           AND (@P10 IS NULL OR EXISTS (SELECT 1 FROM decisions x WHERE x.frame_id = f.frame_id AND x.outcome = @P10))) h
          ORDER BY received_at DESC, frame_id DESC"
     )
 }
@@ -379,6 +464,12 @@ pub struct MssqlStore {
 }
 
 impl MssqlStore {
+    /// Every row of a query that takes no parameters.
+    async fn all_rows(&self, sql: &'static str) -> Result<Vec<Row>, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        async { Query::new(sql).query(&mut conn).await?.into_first_result().await }.await.map_err(query_err)
+    }
+
     pub async fn connect(url: &str) -> Result<MssqlStore, StoreError> {
         let config = parse_config(url)?;
         let store = MssqlStore { pool: pool(config, 8, Duration::from_secs(10))? };
@@ -478,11 +569,48 @@ fn frame_of(r: &Row) -> Result<FrameResult, tiberius::error::Error> {
         model: ModelInfo { name: text(r, "model_name")?, version: text(r, "model_version")? },
         detections: Vec::new(),
         decision: None,
+        review: None,
         timings_ms: serde_json::from_str(&text(r, "timings_ms")?).unwrap_or_default(),
         captured_at: naive_utc(r, "captured_at")?,
         received_at: naive_utc(r, "received_at")?.ok_or_else(|| missing("received_at"))?,
         completed_at: naive_utc(r, "completed_at")?.ok_or_else(|| missing("completed_at"))?,
     })
+}
+
+fn decision_of(r: &Row) -> Result<(Uuid, Decision), tiberius::error::Error> {
+    let outcome = text(r, "outcome")?;
+    let opt = |c: &str| -> Result<Option<String>, tiberius::error::Error> { Ok(r.try_get::<&str, _>(c)?.map(str::to_string)) };
+    Ok((
+        r.try_get::<Uuid, _>("frame_id")?.unwrap_or_default(),
+        Decision {
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| tiberius::error::Error::Conversion(format!("bad decision outcome {outcome}").into()))?,
+            code: opt("code")?,
+            class_name: opt("class_name")?,
+            score: r.try_get::<f32, _>("score")?,
+            similarity: r.try_get::<f32, _>("similarity")?,
+            expectation_ref: opt("expectation_ref")?,
+            rule: text(r, "rule")?,
+            reason: text(r, "reason")?,
+        },
+    ))
+}
+
+fn review_of(r: &Row) -> Result<(Uuid, Review), tiberius::error::Error> {
+    let verdict = text(r, "verdict")?;
+    let opt = |c: &str| -> Result<Option<String>, tiberius::error::Error> { Ok(r.try_get::<&str, _>(c)?.map(str::to_string)) };
+    Ok((
+        r.try_get::<Uuid, _>("frame_id")?.unwrap_or_default(),
+        Review {
+            verdict: Verdict::parse(&verdict)
+                .ok_or_else(|| tiberius::error::Error::Conversion(format!("bad review verdict {verdict}").into()))?,
+            detection: r.try_get::<i32, _>("detection")?.map(|i| i as usize),
+            class_name: opt("class_name")?,
+            code: opt("code")?,
+            reviewer: opt("reviewer")?,
+            reviewed_at: naive_utc(r, "reviewed_at")?,
+        },
+    ))
 }
 
 fn detection_of(r: &Row) -> Result<(Uuid, Detection), tiberius::error::Error> {
@@ -519,8 +647,32 @@ async fn load(conn: &mut TdsClient, frames: Query<'_>, hq: Option<&HistoryQuery>
             }
         }
     }
+    let mut decisions: HashMap<Uuid, Decision> = HashMap::new();
+    for chunk in out.chunks(MAX_PARAMS) {
+        let mut q = Query::new(decisions_of_sql(chunk.len()));
+        for f in chunk {
+            q.bind(f.frame_id);
+        }
+        for r in q.query(conn).await?.into_first_result().await? {
+            let (id, d) = decision_of(&r)?;
+            decisions.insert(id, d);
+        }
+    }
+    let mut reviews: HashMap<Uuid, Review> = HashMap::new();
+    for chunk in out.chunks(MAX_PARAMS) {
+        let mut q = Query::new(reviews_of_sql(chunk.len()));
+        for f in chunk {
+            q.bind(f.frame_id);
+        }
+        for r in q.query(conn).await?.into_first_result().await? {
+            let (id, review) = review_of(&r)?;
+            reviews.insert(id, review);
+        }
+    }
     for f in &mut out {
         f.detections = by_frame.remove(&f.frame_id).unwrap_or_default();
+        f.decision = decisions.remove(&f.frame_id);
+        f.review = reviews.remove(&f.frame_id);
     }
     Ok(out)
 }
@@ -568,6 +720,23 @@ async fn write(conn: &mut TdsClient, results: &[FrameResult]) -> Result<usize, t
             for v in d.bbox.iter().chain(d.box_px.iter()) {
                 q.bind(*v);
             }
+        }
+        q.execute(conn).await?;
+    }
+    let decided: Vec<(Uuid, &Decision)> =
+        results.iter().filter(|r| new.contains(&r.frame_id)).filter_map(|r| r.decision.as_ref().map(|d| (r.frame_id, d))).collect();
+    for chunk in decided.chunks(rows_per_statement(1 + DECISION_COLUMNS.len())) {
+        let mut q = Query::new(insert_decisions_sql(chunk.len()));
+        for (id, d) in chunk {
+            q.bind(*id);
+            q.bind(d.outcome.as_str());
+            q.bind(d.code.clone());
+            q.bind(d.class_name.clone());
+            q.bind(d.score);
+            q.bind(d.similarity);
+            q.bind(d.expectation_ref.clone());
+            q.bind(d.rule.clone());
+            q.bind(d.reason.clone());
         }
         q.execute(conn).await?;
     }
@@ -622,6 +791,7 @@ impl ResultStore for MssqlStore {
         q.bind(hq.limit as i64);
         q.bind(hq.before.map(|c| c.received_at));
         q.bind(hq.before.map(|c| c.frame_id));
+        q.bind(hq.outcome.map(|o| o.as_str()));
         load(&mut conn, q, Some(hq)).await.map_err(query_err)
     }
 
@@ -648,8 +818,7 @@ impl ResultStore for MssqlStore {
     }
 
     async fn stations(&self) -> Result<Vec<StationSummary>, StoreError> {
-        let mut conn = self.pool.get().await.map_err(pool_err)?;
-        let rows = async { Query::new(STATIONS_SQL).query(&mut conn).await?.into_first_result().await }.await.map_err(query_err)?;
+        let rows = self.all_rows(STATIONS_SQL).await?;
         rows.iter()
             .map(|r| {
                 let missing = || tiberius::error::Error::Conversion("last_seen_at is NULL".into());
@@ -681,6 +850,72 @@ impl ResultStore for MssqlStore {
         };
         // Readiness probes time out in a second or two; answer before they do.
         tokio::time::timeout(crate::store::PING_TIMEOUT, ping).await.unwrap_or_else(|_| Err(crate::store::ping_timed_out()))
+    }
+
+    async fn review_backlog(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .all_rows(
+                "SELECT COUNT_BIG(*) AS n FROM decisions x
+                 WHERE x.outcome = 'needs_review' AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.frame_id = x.frame_id)",
+            )
+            .await?;
+        Ok(rows.first().map(|r| int(r, "n")).transpose().map_err(query_err)?.unwrap_or(0) as u64)
+    }
+
+    async fn review_queue(&self, rq: &ReviewQuery) -> Result<Vec<FrameResult>, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let mut q = Query::new(review_queue_sql());
+        q.bind(rq.station.clone());
+        q.bind(rq.after.map(|c: Cursor| c.received_at));
+        q.bind(rq.after.map(|c| c.frame_id));
+        q.bind(rq.limit as i64);
+        load(&mut conn, q, None).await.map_err(query_err)
+    }
+
+    async fn put_review(&self, frame_id: Uuid, review: &Review) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let mut q = Query::new(put_review_sql());
+        q.bind(frame_id);
+        q.bind(review.verdict.as_str());
+        q.bind(review.detection.map(|i| i as i32));
+        q.bind(review.class_name.clone());
+        q.bind(review.code.clone());
+        q.bind(review.reviewer.clone());
+        q.bind(review.reviewed_at.unwrap_or_else(Utc::now));
+        let r = q.execute(&mut conn).await.map_err(query_err)?;
+        Ok(r.total() == 1)
+    }
+
+    async fn expectations(&self) -> Result<Vec<(String, Expectation)>, StoreError> {
+        let rows = self.all_rows("SELECT station, reference, codes FROM expectations ORDER BY station").await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let (station, reference, codes) = (
+                text(r, "station").map_err(query_err)?,
+                text(r, "reference").map_err(query_err)?,
+                text(r, "codes").map_err(query_err)?,
+            );
+            out.push((station, expectation_of(reference, &codes)?));
+        }
+        Ok(out)
+    }
+
+    async fn put_expectation(&self, station: &str, expectation: &Expectation) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let mut q = Query::new(PUT_EXPECTATION_SQL);
+        q.bind(station.to_string());
+        q.bind(expectation.reference.clone());
+        q.bind(codes_json(expectation));
+        q.execute(&mut conn).await.map_err(query_err)?;
+        Ok(())
+    }
+
+    async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let mut q = Query::new("DELETE FROM expectations WHERE station = @P1");
+        q.bind(station.to_string());
+        let r = q.execute(&mut conn).await.map_err(query_err)?;
+        Ok(r.total() > 0)
     }
 }
 
@@ -728,13 +963,29 @@ mod tests {
         let mut p = params_in(&h);
         p.sort();
         p.dedup();
-        assert_eq!(p, (1..=9).collect::<Vec<_>>());
+        assert_eq!(p, (1..=10).collect::<Vec<_>>());
         assert!(h.contains("TOP (@P7)") && h.contains("ORDER BY received_at DESC, frame_id DESC"));
         let mut c = params_in(COUNTS_SQL);
         c.sort();
         c.dedup();
         assert_eq!(c, vec![1, 2, 3, 4, 5]);
         assert_eq!(params_in(&detections_of_sql(3)), vec![1, 2, 3]);
+        assert_eq!(params_in(&decisions_of_sql(2)), vec![1, 2]);
+        assert_eq!(params_in(&reviews_of_sql(2)), vec![1, 2]);
+        let mut r = params_in(&put_review_sql());
+        r.sort();
+        r.dedup();
+        assert_eq!(r, (1..=7).collect::<Vec<_>>());
+        let mut r = params_in(&review_queue_sql());
+        r.sort();
+        r.dedup();
+        assert_eq!(r, vec![1, 2, 3, 4]);
+        assert_eq!(params_in(&insert_decisions_sql(2)), (1..=18).collect::<Vec<_>>());
+        assert!(rows_per_statement(9) * 9 <= 2100);
+        let mut e = params_in(PUT_EXPECTATION_SQL);
+        e.dedup();
+        assert_eq!(e, vec![1, 2, 3]);
+        assert!(PUT_EXPECTATION_SQL.trim_end().ends_with(';'), "MERGE must end with a semicolon");
         assert!(PRUNE_SQL.contains("TOP (@P2)"));
     }
 
@@ -779,7 +1030,7 @@ mod tests {
     #[test]
     fn one_logical_schema_in_every_dialect() {
         let ms = schema(MIGRATIONS);
-        assert_eq!(ms.keys().collect::<Vec<_>>(), vec!["detections", "frames", "stations"]);
+        assert_eq!(ms.keys().collect::<Vec<_>>(), vec!["decisions", "detections", "expectations", "frames", "reviews", "stations"]);
         assert_eq!(schema(crate::postgres::MIGRATIONS), ms, "PostgreSQL and SQL Server");
         assert_eq!(schema(crate::sqlite::MIGRATIONS), ms, "SQLite and SQL Server");
         let versions = |m: &[(i32, &str)]| m.iter().map(|(v, _)| *v).collect::<Vec<_>>();
@@ -790,6 +1041,12 @@ mod tests {
         }
         for c in DETECTION_COLUMNS {
             assert!(ms["detections"].iter().any(|n| n == c), "{c}");
+        }
+        for c in DECISION_COLUMNS {
+            assert!(ms["decisions"].iter().any(|n| n == c), "{c}");
+        }
+        for c in REVIEW_COLUMNS {
+            assert!(ms["reviews"].iter().any(|n| n == c), "{c}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The OpenAPI description of the read side's routes (a frame, a station's history
-//! and counts, the stations seen, the live stream), derived from the handlers' own
+//! and counts, the stations seen, the live stream, the review queue), derived from the handlers' own
 //! annotations and types; the binary merges it with the other roles' documents
-//! (the dashboard's routes, which this role also mounts, describe themselves).
+//! (the dashboard's routes, served beside this role's, describe themselves).
 
 use utoipa::OpenApi;
 
@@ -13,7 +13,14 @@ use utoipa::OpenApi;
         crate::api::station_counts,
         crate::api::stations,
         crate::api::stream,
+        crate::expectations::get_expectation,
+        crate::expectations::put_expectation,
+        crate::expectations::delete_expectation,
+        crate::reviews::queue,
+        crate::reviews::image,
+        crate::reviews::review,
+        crate::rules_api::reload,
     ),
-    tags((name = "results", description = "Reading results: one frame, a station's history and counts, the stations, the live stream")),
+    tags((name = "results", description = "Reading results: one frame, a station's history and counts, the stations, the live stream; a station's expectation; the review queue")),
 )]
 pub struct ResultsApi;

@@ -7,11 +7,13 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use uuid::Uuid;
+use visionq_contract::decision::{Decision, Expectation, Review};
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
 use crate::store::{
-    ClassCount, CountsQuery, HistoryQuery, ResultStore, StationSummary, StoreError, bucket_start, distinct, keep_detection,
+    ClassCount, CountsQuery, DECISION_COLUMNS, HistoryQuery, REVIEW_BACKLOG_SQL, REVIEW_COLUMNS, ResultStore, ReviewQuery,
+    StationSummary, StoreError, bucket_start, distinct, expectation_of, keep_detection, outcome_of, verdict_of,
 };
 
 /// Versioned migrations, applied in order, each once.
@@ -56,6 +58,39 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         INSERT INTO stations (station, first_seen_at, last_seen_at)
             SELECT station, min(received_at), max(received_at) FROM frames GROUP BY station;
         CREATE INDEX frames_received ON frames (received_at);",
+    ),
+    (
+        3,
+        "CREATE TABLE decisions (
+            frame_id uuid PRIMARY KEY REFERENCES frames (frame_id) ON DELETE CASCADE,
+            outcome text NOT NULL,
+            code text,
+            class_name text,
+            score real,
+            similarity real,
+            expectation_ref text,
+            rule text NOT NULL,
+            reason text NOT NULL
+        );
+        CREATE INDEX decisions_outcome ON decisions (outcome);
+        CREATE TABLE expectations (
+            station text PRIMARY KEY,
+            reference text NOT NULL,
+            codes jsonb NOT NULL,
+            updated_at timestamptz NOT NULL
+        );",
+    ),
+    (
+        4,
+        "CREATE TABLE reviews (
+            frame_id uuid PRIMARY KEY REFERENCES frames (frame_id) ON DELETE CASCADE,
+            verdict text NOT NULL,
+            detection integer,
+            class_name text,
+            code text,
+            reviewer text,
+            reviewed_at timestamptz NOT NULL
+        );",
     ),
 ];
 
@@ -139,6 +174,40 @@ impl PgStore {
                 by_frame.entry(d.get("frame_id")).or_default().push(det);
             }
         }
+        let xs = client
+            .query(&format!("SELECT frame_id, {} FROM decisions WHERE frame_id = ANY($1)", DECISION_COLUMNS.join(", ")), &[&ids])
+            .await
+            .map_err(query_err)?;
+        let mut decisions: std::collections::HashMap<Uuid, Decision> = Default::default();
+        for x in xs {
+            let decision = Decision {
+                outcome: outcome_of(x.get("outcome"))?,
+                code: x.get("code"),
+                class_name: x.get("class_name"),
+                score: x.get("score"),
+                similarity: x.get("similarity"),
+                expectation_ref: x.get("expectation_ref"),
+                rule: x.get("rule"),
+                reason: x.get("reason"),
+            };
+            decisions.insert(x.get("frame_id"), decision);
+        }
+        let rs = client
+            .query(&format!("SELECT frame_id, {} FROM reviews WHERE frame_id = ANY($1)", REVIEW_COLUMNS.join(", ")), &[&ids])
+            .await
+            .map_err(query_err)?;
+        let mut reviews: std::collections::HashMap<Uuid, Review> = Default::default();
+        for x in rs {
+            let review = Review {
+                verdict: verdict_of(x.get("verdict"))?,
+                detection: x.get::<_, Option<i32>>("detection").map(|i| i as usize),
+                class_name: x.get("class_name"),
+                code: x.get("code"),
+                reviewer: x.get("reviewer"),
+                reviewed_at: Some(x.get("reviewed_at")),
+            };
+            reviews.insert(x.get("frame_id"), review);
+        }
         rows.into_iter()
             .map(|r| {
                 let frame_id: Uuid = r.get("frame_id");
@@ -151,7 +220,8 @@ impl PgStore {
                     image: ImageSize { width: r.get::<_, i32>("width") as u32, height: r.get::<_, i32>("height") as u32 },
                     model: ModelInfo { name: r.get("model_name"), version: r.get("model_version") },
                     detections: by_frame.remove(&frame_id).unwrap_or_default(),
-                    decision: None,
+                    decision: decisions.remove(&frame_id),
+                    review: reviews.remove(&frame_id),
                     timings_ms: serde_json::from_value(r.get("timings_ms")).unwrap_or_default(),
                     captured_at: r.get("captured_at"),
                     received_at: r.get("received_at"),
@@ -262,6 +332,33 @@ impl ResultStore for PgStore {
             .await
             .map_err(query_err)?;
         }
+        let decided: Vec<(Uuid, &Decision)> = results
+            .iter()
+            .filter(|r| new.contains(&r.frame_id))
+            .filter_map(|r| r.decision.as_ref().map(|d| (r.frame_id, d)))
+            .collect();
+        if !decided.is_empty() {
+            let x_frame: Vec<Uuid> = decided.iter().map(|(id, _)| *id).collect();
+            let x_outcome: Vec<&str> = decided.iter().map(|(_, d)| d.outcome.as_str()).collect();
+            let x_code: Vec<Option<&str>> = decided.iter().map(|(_, d)| d.code.as_deref()).collect();
+            let x_class: Vec<Option<&str>> = decided.iter().map(|(_, d)| d.class_name.as_deref()).collect();
+            let x_score: Vec<Option<f32>> = decided.iter().map(|(_, d)| d.score).collect();
+            let x_similarity: Vec<Option<f32>> = decided.iter().map(|(_, d)| d.similarity).collect();
+            let x_ref: Vec<Option<&str>> = decided.iter().map(|(_, d)| d.expectation_ref.as_deref()).collect();
+            let x_rule: Vec<&str> = decided.iter().map(|(_, d)| d.rule.as_str()).collect();
+            let x_reason: Vec<&str> = decided.iter().map(|(_, d)| d.reason.as_str()).collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO decisions (frame_id, {})
+                     SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float4[], $6::float4[],
+                                          $7::text[], $8::text[], $9::text[])",
+                    DECISION_COLUMNS.join(", ")
+                ),
+                &[&x_frame, &x_outcome, &x_code, &x_class, &x_score, &x_similarity, &x_ref, &x_rule, &x_reason],
+            )
+            .await
+            .map_err(query_err)?;
+        }
         tx.commit().await.map_err(query_err)?;
         Ok(new.len())
     }
@@ -286,6 +383,7 @@ impl ResultStore for PgStore {
                        AND (NOT $4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
                             AND ($5::text IS NULL OR d.class_name = $5) AND ($6::float4 IS NULL OR d.score >= $6)))
                        AND ($8::timestamptz IS NULL OR (received_at, frame_id) < ($8, $9::uuid))
+                       AND ($10::text IS NULL OR EXISTS (SELECT 1 FROM decisions x WHERE x.frame_id = f.frame_id AND x.outcome = $10))
                      ORDER BY received_at DESC, frame_id DESC LIMIT $7"
                 ),
                 &[
@@ -298,6 +396,7 @@ impl ResultStore for PgStore {
                     &(q.limit as i64),
                     &q.before.map(|c| c.received_at),
                     &q.before.map(|c| c.frame_id),
+                    &q.outcome.map(|o| o.as_str()),
                 ],
             )
             .await
@@ -364,5 +463,81 @@ impl ResultStore for PgStore {
         };
         // Readiness probes time out in a second or two; answer before they do.
         tokio::time::timeout(crate::store::PING_TIMEOUT, ping).await.unwrap_or_else(|_| Err(crate::store::ping_timed_out()))
+    }
+
+    async fn review_backlog(&self) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let row = client.query_one(REVIEW_BACKLOG_SQL, &[]).await.map_err(query_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn review_queue(&self, rq: &ReviewQuery) -> Result<Vec<FrameResult>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let columns = FRAME_COLUMNS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ");
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {columns} FROM frames f JOIN decisions x ON x.frame_id = f.frame_id
+                     WHERE x.outcome = 'needs_review' AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.frame_id = f.frame_id)
+                       AND ($1::text IS NULL OR f.station = $1)
+                       AND ($2::timestamptz IS NULL OR (f.received_at, f.frame_id) > ($2, $3::uuid))
+                     ORDER BY f.received_at, f.frame_id LIMIT $4"
+                ),
+                &[&rq.station, &rq.after.map(|c| c.received_at), &rq.after.map(|c| c.frame_id), &(rq.limit as i64)],
+            )
+            .await
+            .map_err(query_err)?;
+        self.load(&client, rows, None).await
+    }
+
+    async fn put_review(&self, frame_id: Uuid, review: &Review) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let n = client
+            .execute(
+                &format!(
+                    "INSERT INTO reviews (frame_id, {}) SELECT $1, $2, $3, $4, $5, $6, $7
+                     WHERE EXISTS (SELECT 1 FROM decisions WHERE frame_id = $1) ON CONFLICT (frame_id) DO NOTHING",
+                    REVIEW_COLUMNS.join(", ")
+                ),
+                &[
+                    &frame_id,
+                    &review.verdict.as_str(),
+                    &review.detection.map(|i| i as i32),
+                    &review.class_name,
+                    &review.code,
+                    &review.reviewer,
+                    &review.reviewed_at.unwrap_or_else(Utc::now),
+                ],
+            )
+            .await
+            .map_err(query_err)?;
+        Ok(n == 1)
+    }
+
+    async fn expectations(&self) -> Result<Vec<(String, Expectation)>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query("SELECT station, reference, codes::text AS codes FROM expectations ORDER BY station", &[])
+            .await
+            .map_err(query_err)?;
+        rows.iter().map(|r| Ok((r.get("station"), expectation_of(r.get("reference"), r.get("codes"))?))).collect()
+    }
+
+    async fn put_expectation(&self, station: &str, expectation: &Expectation) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .execute(
+                "INSERT INTO expectations (station, reference, codes, updated_at) VALUES ($1, $2, $3::text::jsonb, now())
+                 ON CONFLICT (station) DO UPDATE SET reference = EXCLUDED.reference, codes = EXCLUDED.codes, updated_at = EXCLUDED.updated_at",
+                &[&station, &expectation.reference, &crate::store::codes_json(expectation)],
+            )
+            .await
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        Ok(client.execute("DELETE FROM expectations WHERE station = $1", &[&station]).await.map_err(query_err)? > 0)
     }
 }

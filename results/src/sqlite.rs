@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
+use visionq_contract::decision::{Decision, Expectation, Review};
 use visionq_contract::message::ImageSize;
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
 use crate::store::{
-    ClassCount, CountsQuery, HistoryQuery, ResultStore, STATIONS_SQL, StationSummary, StoreError, bucket_start, keep_detection,
+    ClassCount, CountsQuery, DECISION_COLUMNS, HistoryQuery, REVIEW_BACKLOG_SQL, REVIEW_COLUMNS, ResultStore, ReviewQuery,
+    STATIONS_SQL, StationSummary, StoreError, bucket_start, codes_json, expectation_of, keep_detection, outcome_of, verdict_of,
 };
 
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
@@ -56,6 +58,39 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         INSERT INTO stations (station, first_seen_at, last_seen_at)
             SELECT station, min(received_at), max(received_at) FROM frames GROUP BY station;
         CREATE INDEX frames_received ON frames (received_at);",
+    ),
+    (
+        3,
+        "CREATE TABLE decisions (
+            frame_id TEXT PRIMARY KEY REFERENCES frames (frame_id) ON DELETE CASCADE,
+            outcome TEXT NOT NULL,
+            code TEXT,
+            class_name TEXT,
+            score REAL,
+            similarity REAL,
+            expectation_ref TEXT,
+            rule TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX decisions_outcome ON decisions (outcome);
+        CREATE TABLE expectations (
+            station TEXT PRIMARY KEY,
+            reference TEXT NOT NULL,
+            codes TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );",
+    ),
+    (
+        4,
+        "CREATE TABLE reviews (
+            frame_id TEXT PRIMARY KEY REFERENCES frames (frame_id) ON DELETE CASCADE,
+            verdict TEXT NOT NULL,
+            detection INTEGER,
+            class_name TEXT,
+            code TEXT,
+            reviewer TEXT,
+            reviewed_at TEXT NOT NULL
+        );",
     ),
 ];
 
@@ -155,6 +190,7 @@ fn load(
             model: ModelInfo { name: r.get(6).map_err(q)?, version: r.get(7).map_err(q)? },
             detections: Vec::new(),
             decision: None,
+            review: None,
             timings_ms: serde_json::from_str(&r.get::<_, String>(8).map_err(q)?).unwrap_or_default(),
             captured_at: captured.as_deref().map(parse_ts).transpose()?,
             received_at: parse_ts(&r.get::<_, String>(10).map_err(q)?)?,
@@ -186,6 +222,58 @@ fn load(
             }
         }
     }
+    let mut xstmt =
+        conn.prepare_cached(&format!("SELECT {} FROM decisions WHERE frame_id = ?1", DECISION_COLUMNS.join(", "))).map_err(q)?;
+    for f in &mut frames {
+        let row = xstmt
+            .query_row([f.frame_id.to_string()], |x| {
+                Ok((
+                    x.get::<_, String>(0)?,
+                    Decision {
+                        outcome: visionq_contract::decision::Outcome::Nothing,
+                        code: x.get(1)?,
+                        class_name: x.get(2)?,
+                        score: x.get(3)?,
+                        similarity: x.get(4)?,
+                        expectation_ref: x.get(5)?,
+                        rule: x.get(6)?,
+                        reason: x.get(7)?,
+                    },
+                ))
+            })
+            .optional()
+            .map_err(q)?;
+        if let Some((outcome, d)) = row {
+            f.decision = Some(Decision { outcome: outcome_of(&outcome)?, ..d });
+        }
+    }
+    let mut rstmt =
+        conn.prepare_cached(&format!("SELECT {} FROM reviews WHERE frame_id = ?1", REVIEW_COLUMNS.join(", "))).map_err(q)?;
+    for f in &mut frames {
+        let row = rstmt
+            .query_row([f.frame_id.to_string()], |x| {
+                Ok((
+                    x.get::<_, String>(0)?,
+                    x.get::<_, Option<i64>>(1)?,
+                    x.get::<_, Option<String>>(2)?,
+                    x.get::<_, Option<String>>(3)?,
+                    x.get::<_, Option<String>>(4)?,
+                    x.get::<_, String>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(q)?;
+        if let Some((verdict, detection, class_name, code, reviewer, at)) = row {
+            f.review = Some(Review {
+                verdict: verdict_of(&verdict)?,
+                detection: detection.map(|i| i as usize),
+                class_name,
+                code,
+                reviewer,
+                reviewed_at: Some(parse_ts(&at)?),
+            });
+        }
+    }
     Ok(frames)
 }
 
@@ -207,6 +295,12 @@ impl ResultStore for SqliteStore {
                         "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )
+                    .map_err(q)?;
+                let mut decision = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO decisions (frame_id, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        DECISION_COLUMNS.join(", ")
+                    ))
                     .map_err(q)?;
                 let mut station = tx
                     .prepare_cached(
@@ -245,6 +339,21 @@ impl ResultStore for SqliteStore {
                         det.execute(params![id, i as i64, d.class_id, d.class_name, d.score, b[0], b[1], b[2], b[3], p[0], p[1], p[2], p[3]])
                             .map_err(q)?;
                     }
+                    if let Some(x) = &r.decision {
+                        decision
+                            .execute(params![
+                                id,
+                                x.outcome.as_str(),
+                                x.code,
+                                x.class_name,
+                                x.score,
+                                x.similarity,
+                                x.expectation_ref,
+                                x.rule,
+                                x.reason
+                            ])
+                            .map_err(q)?;
+                    }
                 }
             }
             tx.commit().map_err(q)?;
@@ -271,6 +380,7 @@ impl ResultStore for SqliteStore {
                    AND (NOT ?4 OR EXISTS (SELECT 1 FROM detections d WHERE d.frame_id = f.frame_id
                         AND (?5 IS NULL OR d.class_name = ?5) AND (?6 IS NULL OR d.score >= ?6)))
                    AND (?8 IS NULL OR (received_at, frame_id) < (?8, ?9))
+                   AND (?10 IS NULL OR EXISTS (SELECT 1 FROM decisions x WHERE x.frame_id = f.frame_id AND x.outcome = ?10))
                  ORDER BY received_at DESC, frame_id DESC LIMIT ?7"
             );
             let since = hq.since.as_ref().map(ts);
@@ -278,10 +388,11 @@ impl ResultStore for SqliteStore {
             let limit = hq.limit as i64;
             let before_t = hq.before.map(|c| ts(&c.received_at));
             let before_id = hq.before.map(|c| c.frame_id.to_string());
+            let outcome = hq.outcome.map(|o| o.as_str());
             load(
                 conn,
                 &sql,
-                &[&hq.station, &since, &until, &filter, &hq.class, &hq.min_score, &limit, &before_t, &before_id],
+                &[&hq.station, &since, &until, &filter, &hq.class, &hq.min_score, &limit, &before_t, &before_id, &outcome],
                 Some(&hq),
             )
         })
@@ -351,6 +462,8 @@ impl ResultStore for SqliteStore {
             )
             .map_err(q)?;
             tx.execute("DELETE FROM detections WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
+            tx.execute("DELETE FROM reviews WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
+            tx.execute("DELETE FROM decisions WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
             let n = tx.execute("DELETE FROM frames WHERE frame_id IN (SELECT frame_id FROM prune_ids)", []).map_err(q)?;
             tx.execute("DELETE FROM prune_ids", []).map_err(q)?;
             tx.commit().map_err(q)?;
@@ -361,5 +474,87 @@ impl ResultStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(q)).await
+    }
+
+    async fn review_backlog(&self) -> Result<u64, StoreError> {
+        self.with(|conn| conn.query_row(REVIEW_BACKLOG_SQL, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(q)).await
+    }
+
+    async fn review_queue(&self, rq: &ReviewQuery) -> Result<Vec<FrameResult>, StoreError> {
+        let rq = rq.clone();
+        self.with(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM frames f JOIN decisions x ON x.frame_id = f.frame_id
+                 WHERE x.outcome = 'needs_review' AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.frame_id = f.frame_id)
+                   AND (?1 IS NULL OR f.station = ?1) AND (?2 IS NULL OR (f.received_at, f.frame_id) > (?2, ?3))
+                 ORDER BY f.received_at, f.frame_id LIMIT ?4",
+                FRAME_COLUMNS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ")
+            );
+            let after_t = rq.after.map(|c| ts(&c.received_at));
+            let after_id = rq.after.map(|c| c.frame_id.to_string());
+            load(conn, &sql, &[&rq.station, &after_t, &after_id, &(rq.limit as i64)], None)
+        })
+        .await
+    }
+
+    async fn put_review(&self, frame_id: Uuid, review: &Review) -> Result<bool, StoreError> {
+        let review = review.clone();
+        self.with(move |conn| {
+            let sql = format!(
+                "INSERT OR IGNORE INTO reviews (frame_id, {}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE EXISTS (SELECT 1 FROM decisions WHERE frame_id = ?1)",
+                REVIEW_COLUMNS.join(", ")
+            );
+            let n = conn
+                .execute(
+                    &sql,
+                    params![
+                        frame_id.to_string(),
+                        review.verdict.as_str(),
+                        review.detection.map(|i| i as i64),
+                        review.class_name,
+                        review.code,
+                        review.reviewer,
+                        ts(&review.reviewed_at.unwrap_or_else(Utc::now)),
+                    ],
+                )
+                .map_err(q)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn expectations(&self) -> Result<Vec<(String, Expectation)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT station, reference, codes FROM expectations ORDER BY station").map_err(q)?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))).map_err(q)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (station, reference, codes) = row.map_err(q)?;
+                out.push((station, expectation_of(reference, &codes)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_expectation(&self, station: &str, expectation: &Expectation) -> Result<(), StoreError> {
+        let (station, reference, codes) = (station.to_string(), expectation.reference.clone(), codes_json(expectation));
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO expectations (station, reference, codes, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (station) DO UPDATE SET reference = excluded.reference, codes = excluded.codes, updated_at = excluded.updated_at",
+                params![station, reference, codes, ts(&Utc::now())],
+            )
+            .map_err(q)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError> {
+        let station = station.to_string();
+        self.with(move |conn| Ok(conn.execute("DELETE FROM expectations WHERE station = ?1", [station]).map_err(q)? > 0)).await
     }
 }

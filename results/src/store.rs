@@ -9,12 +9,22 @@
 //!   (ingest), `completed_at` (inference done, i.e. "inferred at"), `stored_at`.
 //! - `detections`: (frame id, index) — class id and name, score, the box normalised
 //!   (`x1, y1, x2, y2`) and in pixels (`x1_px, …`).
+//! - `decisions`: at most one per frame id (issue 15; written in the frame's
+//!   transaction, only when the frame row is new, so a redelivered result neither
+//!   doubles nor replaces it) — outcome, code, class name, score, similarity,
+//!   expectation reference, rule and reason; deleted with its frame.
+//! - `reviews`: at most one per frame id, for frames with a decision — a reviewer's
+//!   verdict, the detection reviewed, the final class name and code, who and when;
+//!   deleted with its frame. A second review of a frame is refused, not stored.
+//! - `expectations`: one per station — what it should see (a reference and its codes
+//!   as JSON), so an expectation set over the API survives a restart.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use uuid::Uuid;
+use visionq_contract::decision::{Expectation, Outcome, Review, Verdict};
 use visionq_contract::{FrameResult, ResultStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +74,8 @@ pub struct HistoryQuery {
     pub class: Option<String>,
     /// Only frames with a detection scoring at least this (and only those detections).
     pub min_score: Option<f32>,
+    /// Only frames whose decision has this outcome.
+    pub outcome: Option<Outcome>,
     /// Only results after this cursor (the previous page's last result).
     pub before: Option<Cursor>,
     pub limit: usize,
@@ -126,22 +138,65 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn prune(&self, cutoff: DateTime<Utc>, max_frames: usize) -> Result<usize, StoreError>;
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Stored frames decided `needs_review` and not yet reviewed (the review backlog;
+    /// retention bounds it).
+    async fn review_backlog(&self) -> Result<u64, StoreError>;
+    /// The review queue: frames decided `needs_review` and not yet reviewed, oldest
+    /// first.
+    async fn review_queue(&self, q: &ReviewQuery) -> Result<Vec<FrameResult>, StoreError>;
+    /// Stores `review` of a stored frame that has a decision, unless the frame has a
+    /// review already; returns whether it was stored.
+    async fn put_review(&self, frame_id: Uuid, review: &Review) -> Result<bool, StoreError>;
+    /// Every station's stored expectation, by station id.
+    async fn expectations(&self) -> Result<Vec<(String, Expectation)>, StoreError>;
+    /// Stores (or replaces) `station`'s expectation.
+    async fn put_expectation(&self, station: &str, expectation: &Expectation) -> Result<(), StoreError>;
+    /// Deletes `station`'s expectation; returns whether there was one.
+    async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError>;
+}
+
+/// The columns of a decision row after its frame id, in every dialect.
+pub(crate) const DECISION_COLUMNS: [&str; 8] =
+    ["outcome", "code", "class_name", "score", "similarity", "expectation_ref", "rule", "reason"];
+
+/// The columns of a review row after its frame id, in every dialect.
+pub(crate) const REVIEW_COLUMNS: [&str; 6] = ["verdict", "detection", "class_name", "code", "reviewer", "reviewed_at"];
+
+/// The verdict a review row holds.
+pub(crate) fn verdict_of(text: &str) -> Result<Verdict, StoreError> {
+    Verdict::parse(text).ok_or_else(|| StoreError::Query(format!("bad review verdict {text}")))
+}
+
+/// Counts the review backlog, in SQL every dialect takes.
+pub(crate) const REVIEW_BACKLOG_SQL: &str = "SELECT COUNT(*) AS n FROM decisions x
+     WHERE x.outcome = 'needs_review' AND NOT EXISTS (SELECT 1 FROM reviews r WHERE r.frame_id = x.frame_id)";
+
+/// A page of the review queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewQuery {
+    /// Only this station's frames.
+    pub station: Option<String>,
+    /// Only frames after this one (`received_at`, frame id: the previous page's last).
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// The outcome a decision row holds.
+pub(crate) fn outcome_of(text: &str) -> Result<Outcome, StoreError> {
+    Outcome::parse(text).ok_or_else(|| StoreError::Query(format!("bad decision outcome {text}")))
+}
+
+/// An expectation's codes as the stores keep them (JSON).
+pub(crate) fn codes_json(e: &Expectation) -> String {
+    serde_json::to_string(&e.codes).expect("codes serialise")
+}
+
+pub(crate) fn expectation_of(reference: String, codes: &str) -> Result<Expectation, StoreError> {
+    let codes = serde_json::from_str(codes).map_err(|e| StoreError::Query(format!("stored expectation codes: {e}")))?;
+    Ok(Expectation { reference, codes })
 }
 
 pub type SharedStore = Arc<dyn ResultStore>;
-
-/// Opens (and migrates) the store a URL names.
-pub async fn open_store(url: &str) -> Result<SharedStore, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(crate::postgres::PgStore::connect(url).await?))
-    } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(crate::sqlite::SqliteStore::open(path).await?))
-    } else if crate::mssql::is_mssql_url(url) {
-        Ok(Arc::new(crate::mssql::MssqlStore::connect(url).await?))
-    } else {
-        Err(StoreError::UnsupportedUrl(visionq_contract::config::redact_url(url)))
-    }
-}
 
 /// The detections a history query shows of a result.
 pub(crate) fn keep_detection(q: &HistoryQuery, class_name: &str, score: f32) -> bool {

@@ -188,6 +188,7 @@ async fn the_stores_read_statements_run_on_a_tds_server() {
         q.bind(10i64);
         q.bind(None::<Time>);
         q.bind(None::<uuid::Uuid>);
+        q.bind(None::<String>); // ?outcome=
         q
     };
     let rows = rows_of(&mut c, history(None)).await.unwrap();

@@ -82,6 +82,7 @@ fn result(i: usize) -> FrameResult {
             })
             .collect(),
         decision: None,
+        review: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,
@@ -115,6 +116,7 @@ async fn a_database_outage_mid_run_loses_nothing_and_doubles_nothing() {
         Arc::new(Metrics::new()),
         config,
         Arc::new(visionq_decide::Decider::load(None, None).unwrap()),
+        visionq_results::Outlets::default(),
         async move {
             let _ = stop_rx.await;
         },

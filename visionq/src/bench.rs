@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use visionq_contract::Config;
 
 use crate::compose::Local;
-use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
+use crate::loadgen::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {

@@ -23,7 +23,7 @@ use visionq_queue::memory::MemoryBroker;
 use visionq_queue::{Envelope, SharedBroker, WorkQueue};
 
 use crate::compose::Local;
-use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos, percentile};
+use crate::loadgen::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos, percentile};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InferBenchArgs {

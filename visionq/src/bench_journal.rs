@@ -14,7 +14,7 @@ use visionq_contract::topology::META_HEADER;
 use visionq_queue::Envelope;
 use visionq_queue::journal::{Journal, Sync};
 
-use crate::load::load_photos;
+use crate::loadgen::load_photos;
 use crate::proc_stat::{busiest, cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -84,7 +84,7 @@ pub async fn run(config: Config, args: JournalBenchArgs) -> anyhow::Result<()> {
             let secs = start.elapsed().as_secs_f64();
             let (cpu1, threads1) = (cpu_seconds(me)?, thread_cpu_seconds(me)?);
             lat.sort_by(f64::total_cmp);
-            let pct = |p: f64| crate::load::percentile(&lat, p);
+            let pct = |p: f64| crate::loadgen::percentile(&lat, p);
             println!(
                 "   {name:<8} {c:>10}  {:>8.0}  {:>5.0}   {:>13.2}  {:>5.2}   {:.2} ({})",
                 lat.len() as f64 / secs,

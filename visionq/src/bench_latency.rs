@@ -23,7 +23,7 @@ use visionq_infer_worker::Model;
 use visionq_preprocess::Preprocessor;
 
 use crate::compose::Local;
-use crate::load::{Load, Tally, drive, load_photos, percentile};
+use crate::loadgen::{Load, Tally, drive, load_photos, percentile};
 use crate::proc_stat::{busiest, cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]

@@ -19,7 +19,7 @@ use visionq_contract::config::InferInput;
 use visionq_infer_worker::Model;
 use visionq_infer_worker::gpu::GpuProbe;
 
-use crate::load::{Load, Tally, drive, load_photos};
+use crate::loadgen::{Load, Tally, drive, load_photos};
 use crate::proc_stat::{busiest, cpu_seconds, thread_cpu_seconds};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -253,7 +253,7 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
             bail!("--inputs: `{i}` is neither tensors nor frames");
         }
     }
-    let gpu = (config.execution_provider == "cuda")
+    let gpu = (config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
         .then(|| GpuProbe::open(config.cuda_device_id.max(0) as u32).map(Arc::new))
         .transpose()
         .unwrap_or_else(|reason| {

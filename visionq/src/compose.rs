@@ -94,18 +94,45 @@ fn reload_rules_on_sighup(decider: Arc<visionq_decide::Decider>) {
 /// `serve` listens with exactly this router; the OpenAPI test walks it.
 pub fn http_app(
     roles: &BTreeSet<Role>,
-    results: Option<Arc<visionq_results::api::ResultsState>>,
+    read: Option<ReadSide>,
     ingest: Option<Arc<visionq_ingest::IngestState>>,
     process: Router,
 ) -> Router {
     let mut app = Router::new();
-    if let Some(state) = results {
-        app = app.merge(visionq_results::api::router(state));
+    if let Some(read) = read {
+        app = app
+            .merge(visionq_results::api::router(read.results))
+            .merge(visionq_dashboard::router(read.dashboard))
+            .merge(visionq_events::api::router(read.sinks));
     }
     if let Some(state) = ingest {
         app = app.merge(visionq_ingest::router(state));
     }
     crate::fallback::install(app.merge(process), roles)
+}
+
+/// What the results role serves: the read side's routes, the dashboard (both follow
+/// the events of every process on their own subscription) and the sinks' admin routes.
+pub struct ReadSide {
+    pub results: Arc<visionq_results::api::ResultsState>,
+    pub dashboard: Arc<visionq_dashboard::DashboardState>,
+    pub sinks: Arc<visionq_events::api::SinksState>,
+}
+
+impl ReadSide {
+    pub async fn start(
+        broker: &SharedBroker,
+        parts: visionq_results::api::ResultsParts,
+        events: Option<Arc<visionq_events::Events>>,
+    ) -> anyhow::Result<ReadSide> {
+        let (config, metrics, auth) = (parts.config.clone(), parts.metrics.clone(), parts.auth.clone());
+        let sinks = Arc::new(visionq_events::api::SinksState { events, auth: auth.clone(), metrics: metrics.clone() });
+        let results = visionq_results::api::ResultsState::start(broker, parts).await?;
+        let previews = Arc::new(visionq_dashboard::Previews::new(&config, metrics.clone()));
+        previews.clone().follow(broker).await?;
+        let dashboard = visionq_dashboard::DashboardState::new(previews, config, metrics, auth);
+        Ok(ReadSide { results, dashboard, sinks })
+    }
 }
 
 /// Runs `roles` until `shutdown`; returns when everything has stopped.
@@ -123,15 +150,25 @@ pub async fn serve(
         false => None,
     };
     if let Some(m) = &model {
-        config.adopt_model_input(&config.model_path(), m.input_width, m.input_height)?;
+        config.adopt_model_input(&m.spec.path, m.input_width, m.input_height)?;
     }
     let config = Arc::new(config);
+    // JPEG decode on the GPU starts before any frame needs it: a node told to use
+    // nvJPEG that cannot refuses to start, with the reason.
+    let decodes = roles.contains(&Role::Preprocess)
+        || (roles.contains(&Role::Infer) && config.infer_input == visionq_contract::config::InferInput::Frames);
+    if decodes {
+        let options = visionq_preprocess::PreprocessOptions::from_config(&config);
+        tokio::task::spawn_blocking(move || visionq_preprocess::start_gpu_decode(&options)).await?.map_err(anyhow::Error::msg)?;
+    }
     let addr: SocketAddr = match listen {
         Some(a) => a,
         None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
     };
-    // Roles with an API check tokens; the others serve only health and metrics.
-    let auth = Arc::new(if roles.contains(&Role::Ingest) || roles.contains(&Role::Results) {
+    // Roles with an API check tokens (the infer role has one with a model repository:
+    // the model admin routes); the others serve only health and metrics.
+    let model_api = roles.contains(&Role::Infer) && config.model_repository.is_some();
+    let auth = Arc::new(if roles.contains(&Role::Ingest) || roles.contains(&Role::Results) || model_api {
         Auth::for_listener(config.tokens_file.as_deref(), addr)?
     } else {
         Auth::off()
@@ -150,31 +187,68 @@ pub async fn serve(
     let model_ready = Arc::new(AtomicBool::new(model.is_some()));
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let mut store = None;
+    // Frames ingest publishes, held for the evidence store (see `evidence_keeper`).
+    let mut frame_hold = None;
 
     // The results role checks `?class=` against the model's class names.
     let classes = model.as_ref().map(|m| m.names.clone()).filter(|names| !names.is_empty());
+    // A model from the repository can be switched while serving (crate::model_routes).
+    let control =
+        model.as_ref().and_then(|m| visionq_infer_worker::ModelControl::new(config.clone(), m, metrics.clone(), broker.clone()));
+    let models_state =
+        Arc::new(crate::model_routes::ModelsState { control: control.clone(), serving: model.as_ref().map(|m| m.info.clone()) });
 
     if roles.contains(&Role::Results) {
         let url = config.database_url();
         let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
         tracing::info!(store = redact_url(&url), "store ready");
-        let state = visionq_results::api::ResultsState::start(
-            s.clone(),
-            metrics.clone(),
-            &broker,
-            config.clone(),
-            auth.clone(),
-            classes.clone(),
-        )
-        .await?;
-        results_state = Some(state);
         let decider = Arc::new(visionq_decide::Decider::load(config.rules_file.as_deref(), classes.clone())?);
         if decider.enabled() {
             reload_rules_on_sighup(decider.clone());
+            // The expectations set over the API before a restart.
+            let n = visionq_results::expectations::load(&s, &decider).await.context("loading the stations' expectations")?;
+            tracing::info!(expectations = n, "decisions on");
+            let (s4, m, stop) = (s.clone(), metrics.clone(), role_stop.clone());
+            tasks.spawn(async move {
+                visionq_results::review::run(s4, m, stop.wait()).await;
+                Ok(())
+            });
         }
+        let keeper = match decider.enabled() {
+            true => evidence_keeper(&config, &roles, &metrics, &mut frame_hold, &role_stop)?,
+            false => None,
+        };
+        let parts = visionq_results::api::ResultsParts {
+            store: s.clone(),
+            metrics: metrics.clone(),
+            config: config.clone(),
+            auth: auth.clone(),
+            classes: classes.clone(),
+            decider: decider.clone(),
+            keeper: keeper.clone(),
+        };
+        // Events out: the outbox, and a delivery loop per sink (on shutdown each finishes
+        // the attempt in flight; what is left waits in the outbox for the next start).
+        let (c, m) = (config.clone(), metrics.clone());
+        let events = tokio::task::spawn_blocking(move || visionq_events::Events::open(&c, m))
+            .await?
+            .with_context(|| format!("setting up the event sinks (outbox {})", config.outbox_path().display()))?;
+        if let Some(ev) = &events {
+            tracing::info!(outbox = %config.outbox_path().display(), sinks = ev.sinks().len(), "events outbox open");
+            for delivery in ev.loops(|| role_stop.clone().wait()) {
+                tasks.spawn(async move {
+                    delivery.await;
+                    Ok(())
+                });
+            }
+        }
+        results_state = Some(ReadSide::start(&broker, parts, events.clone()).await?);
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
-        tasks.spawn(async move { visionq_results::run(b, s2, m, c, decider, stop.wait()).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            let outlets = visionq_results::Outlets { keeper, events };
+            visionq_results::run(b, s2, m, c, decider, outlets, stop.wait()).await.map_err(anyhow::Error::from)
+        });
         let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());
         tasks.spawn(async move {
             visionq_results::retention::run(s3, c, stop.wait()).await;
@@ -184,7 +258,13 @@ pub async fn serve(
     }
     if let Some(model) = model {
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
-        tasks.spawn(async move { visionq_infer_worker::run(b, m, c, model, stop.wait()).await.map_err(anyhow::Error::from) });
+        let switch = control.as_ref().map(|c| c.switch()).unwrap_or_default();
+        tasks.spawn(async move {
+            visionq_infer_worker::run_switchable(b, m, c, model, switch, stop.wait()).await.map_err(anyhow::Error::from)
+        });
+        if let Some(control) = &control {
+            tokio::spawn(control.clone().follow_events(role_stop.clone().wait()));
+        }
     }
     let inline = roles.contains(&Role::Infer) && config.infer_input == visionq_contract::config::InferInput::Frames;
     if roles.contains(&Role::Preprocess) && !inline {
@@ -194,7 +274,11 @@ pub async fn serve(
     if roles.contains(&Role::Ingest) {
         // Ingest publishes through the dashboard's preview tap: sampled frames reach
         // the results role's dashboard as events (visionq-dashboard says why).
-        let broker = visionq_dashboard::PreviewTap::wrap(broker.clone(), &config, metrics.clone());
+        let broker = match &frame_hold {
+            Some(hold) => visionq_results::evidence::FrameHold::tap(hold, broker.clone()),
+            None => broker.clone(),
+        };
+        let broker = visionq_dashboard::PreviewTap::wrap(broker, &config, metrics.clone());
         let waiters = visionq_ingest::Waiters::start(&broker).await?;
         let state = Arc::new(visionq_ingest::IngestState {
             broker: broker.clone(),
@@ -204,6 +288,7 @@ pub async fn serve(
             auth: auth.clone(),
             limiter: Default::default(),
             stopping,
+            streams: Default::default(),
         });
         ingest_state = Some(state);
     }
@@ -230,7 +315,11 @@ pub async fn serve(
     // or the port the system chose for `:0`), not the configured default.
     let mut shown = config.redacted();
     shown.listen = bound.to_string();
-    let process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), &roles);
+    let mut process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), &roles);
+    if roles.contains(&Role::Infer) {
+        process = process.merge(crate::model_routes::router(models_state, auth.clone()));
+    }
+    let open_streams = ingest_state.clone();
     let app = http_app(&roles, results_state, ingest_state, process);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%bound, scheme, "HTTP listening");
@@ -249,8 +338,14 @@ pub async fn serve(
         // The in-process queues live in this process: let them drain before the roles stop.
         drain_embedded(&broker, deadline).await;
     }
-    // Requests still held for a result get `202 queued`: their frames are in the queue.
+    // Requests still held for a result get `202 queued`: their frames are in the queue;
+    // station sockets are closed (1001), and given a moment to say so before the exit.
     stopping_tx.send_replace(true);
+    if let Some(ingest) = &open_streams
+        && tokio::time::timeout(Duration::from_secs(2), ingest.streams.closed()).await.is_err()
+    {
+        tracing::warn!("station sockets still open at the exit");
+    }
     role_stop_tx.fire();
     let stop_all = async {
         while let Some(r) = tasks.join_next().await {
@@ -267,6 +362,39 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The evidence store's keeper for a results role that makes decisions. The frames'
+/// bytes are only here when ingest runs in this process too: then `hold` is set for
+/// ingest to publish through (visionq_results::evidence says why).
+fn evidence_keeper(
+    config: &Config,
+    roles: &BTreeSet<Role>,
+    metrics: &Arc<Metrics>,
+    hold: &mut Option<Arc<visionq_results::evidence::FrameHold>>,
+    stop: &Shutdown,
+) -> anyhow::Result<Option<Arc<visionq_results::evidence::Keeper>>> {
+    use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper};
+    if config.evidence_max_bytes == 0 {
+        return Ok(None);
+    }
+    if !roles.contains(&Role::Ingest) {
+        tracing::info!(
+            "evidence: frames needing review are not kept by a results role without ingest in its process (their bytes never reach it)"
+        );
+        return Ok(None);
+    }
+    let max = HOLD_MAX_BYTES.min(usize::try_from(config.evidence_max_bytes).unwrap_or(usize::MAX));
+    let h = FrameHold::new(max);
+    let Some(keeper) = Keeper::open(config, metrics.clone(), Some(h.clone()))
+        .with_context(|| format!("opening the evidence store {}", config.evidence_dir().display()))?
+    else {
+        return Ok(None);
+    };
+    *hold = Some(h);
+    let (k, interval, stop) = (keeper.clone(), Duration::from_secs(config.retention_interval_s.max(1)), stop.clone());
+    tokio::spawn(async move { k.run_pruning(interval, stop.wait()).await });
+    Ok(Some(keeper))
 }
 
 async fn load_model(config: Config) -> anyhow::Result<visionq_infer_worker::Model> {

@@ -12,7 +12,7 @@ use visionq_contract::Config;
 use visionq_contract::config::redact_url;
 
 use crate::compose::Local;
-use crate::load::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
+use crate::loadgen::{Load, Tally, batch_buckets, batch_distribution, drive, load_photos};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {

@@ -18,7 +18,7 @@ use visionq_contract::config::redact_url;
 use visionq_ingest::header::Format;
 
 use crate::compose::Local;
-use crate::load::percentile;
+use crate::loadgen::percentile;
 
 #[derive(clap::Args, Debug)]
 pub struct DetectArgs {

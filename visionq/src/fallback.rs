@@ -5,10 +5,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
-use visionq_contract::refusal::ErrorBody;
+use axum::response::IntoResponse;
+use visionq_http::ApiError;
 
 use crate::compose::Role;
 
@@ -25,17 +25,15 @@ fn name(role: Role) -> &'static str {
 pub fn serving_role(path: &str) -> Option<Role> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["v1", "stations", _, "frames"] | ["v1", "selftest"] => Some(Role::Ingest),
+        ["v1", "stations", _, "frames" | "ws"] | ["v1", "selftest"] => Some(Role::Ingest),
         ["v1", "frames", _] | ["v1", "stream"] | ["v1", "stations"] | ["v1", "dashboard", ..] | ["dashboard", ..] | [""] => {
             Some(Role::Results)
         }
-        ["v1", "stations", _, "results" | "counts" | "latest.jpg"] => Some(Role::Results),
+        ["v1", "stations", _, "results" | "counts" | "latest.jpg" | "expectation"] => Some(Role::Results),
+        ["v1", "review", ..] | ["v1", "rules", "reload"] => Some(Role::Results),
+        ["v1", "models", ..] => Some(Role::Infer),
         _ => None,
     }
-}
-
-fn refuse(status: StatusCode, body: ErrorBody) -> Response {
-    (status, Json(body)).into_response()
 }
 
 /// Adds the JSON 404 and 405 answers to `app`, which serves `roles`.
@@ -54,15 +52,15 @@ pub fn install(app: Router, roles: &BTreeSet<Role>) -> Router {
                         here.join(", "),
                         name(role)
                     );
-                    refuse(StatusCode::NOT_FOUND, ErrorBody::new("wrong_role", message).served_by(name(role)))
+                    ApiError::new(StatusCode::NOT_FOUND, "wrong_role", message).served_by(name(role)).into_response()
                 }
-                _ => refuse(StatusCode::NOT_FOUND, ErrorBody::new("not_found", format!("no route `{method} {path}`"))),
+                _ => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no route `{method} {path}`")).into_response(),
             }
         }
     };
     let not_allowed = |method: Method, uri: Uri| async move {
         let message = format!("`{method}` is not allowed on `{}`", uri.path());
-        refuse(StatusCode::METHOD_NOT_ALLOWED, ErrorBody::new("method_not_allowed", message))
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).into_response()
     };
     app.fallback(not_found).method_not_allowed_fallback(not_allowed)
 }
@@ -75,12 +73,18 @@ mod tests {
     fn paths_name_the_role_that_serves_them() {
         assert_eq!(serving_role("/v1/stations/cam-1/frames"), Some(Role::Ingest));
         assert_eq!(serving_role("/v1/selftest"), Some(Role::Ingest));
+        assert_eq!(serving_role("/v1/stations/cam-1/ws"), Some(Role::Ingest));
         assert_eq!(serving_role("/v1/frames/0190a1b2"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stations/cam-1/results"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stations/cam-1/counts"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stream"), Some(Role::Results));
         assert_eq!(serving_role("/v1/stations"), Some(Role::Results));
         assert_eq!(serving_role("/"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/stations/cam-1/expectation"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/review"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/review/0190a1b2/image"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/rules/reload"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/models/yolo/activate"), Some(Role::Infer));
         assert_eq!(serving_role("/v1/nothing"), None);
         assert_eq!(serving_role("/v1/stations/cam-1/frames/extra"), None);
     }

@@ -3,22 +3,27 @@
 
 mod assets;
 mod bench;
+mod bench_decode;
 mod bench_infer;
 mod bench_journal;
 mod bench_latency;
 mod bench_matrix;
 mod compose;
+mod dataset;
 mod demo;
 mod detect;
 mod embedded;
 mod fallback;
 mod listener;
-mod load;
+mod loadgen;
+mod model_cmd;
+mod model_routes;
 mod openapi;
 mod proc_stat;
 mod process_routes;
 mod shutdown;
 mod soak;
+mod station_agent;
 mod token;
 
 use std::collections::BTreeSet;
@@ -75,6 +80,8 @@ enum Command {
     BenchLatency(bench_latency::LatencyBenchArgs),
     /// The embedded frames journal alone: frames/s it commits on this disk, durable and process.
     BenchJournal(bench_journal::JournalBenchArgs),
+    /// Preprocessing alone: libjpeg-turbo against nvJPEG (pixels compared), frames/s and CPU per thread count.
+    BenchDecode(bench_decode::DecodeBenchArgs),
     /// Model and runtime set-up.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -82,9 +89,20 @@ enum Command {
     Config,
     /// Print the OpenAPI document of the whole HTTP API (docs/openapi.json).
     Openapi,
-    /// API tokens for stations, operators and admins.
+    /// Edge agent beside a camera: capture, spool on disk, stream to the station's WebSocket.
+    Station(station_agent::StationArgs),
+    /// API tokens for stations, operators, reviewers and admins.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Datasets from the frames kept for review (the evidence store).
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Write the kept frames as a labelled dataset (YOLO or COCO), reviews applied.
+    Export(dataset::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,8 +122,22 @@ struct Listen {
 enum ModelCommand {
     /// Fetch the default model (converted from Darknet), ONNX Runtime and the photos.
     Fetch,
-    /// Load the configured model and print what visionq reads from it.
-    Info,
+    /// Load a model and print what visionq reads from it: the configured one, or
+    /// NAME[:VERSION] of the model repository (its active version without one).
+    Info {
+        #[arg(value_name = "NAME[:VERSION]")]
+        model: Option<String>,
+    },
+    /// The model repository's models, their versions and the active ones.
+    List,
+    /// Copy an ONNX file into the model repository as a new version (loaded first:
+    /// a file that does not load is refused). The first version of a name is active.
+    Add(model_cmd::AddArgs),
+    /// Make a version the active one (loaded and warmed up first; refused if it
+    /// does not). With VISIONQ_AMQP_URL set the running infer workers switch to it.
+    Activate { name: String, version: String },
+    /// Go back to the version active before the active one.
+    Rollback { name: String },
 }
 
 fn roles(command: &Command) -> Option<BTreeSet<Role>> {
@@ -126,10 +158,13 @@ async fn main() -> anyhow::Result<()> {
     // The commands a person runs and reads (a progress bar, a summary) log only
     // warnings by default; the roles log what they do.
     let default_level = match cli.command {
-        Command::Detect(_) | Command::Demo(_) => "warn",
+        Command::Detect(_) | Command::Demo(_) | Command::Dataset(_) | Command::Station(_) => "warn",
         _ => "info",
     };
-    visionq_contract::telemetry::init_logging(&config.log_format, default_level);
+    visionq_contract::telemetry::init_logging(config.log_format, default_level);
+    for name in &config.unknown_env {
+        tracing::warn!(variable = name, "{name} names no configuration key and is ignored (`visionq config` lists the keys)");
+    }
     if let Some(roles) = roles(&cli.command) {
         let (Command::Run(l) | Command::Ingest(l) | Command::Preprocess(l) | Command::Infer(l) | Command::Results(l)) = &cli.command
         else {
@@ -150,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchMatrix(args) => bench_matrix::run(config, args).await,
         Command::BenchLatency(args) => bench_latency::run(config, args).await,
         Command::BenchJournal(args) => bench_journal::run(config, args).await,
+        Command::BenchDecode(args) => bench_decode::run(config, args).await,
+        Command::Station(args) => station_agent::run(config, args).await,
         Command::Detect(args) => {
             if !detect::run(config, args).await? {
                 std::process::exit(1);
@@ -157,15 +194,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Model(ModelCommand::Fetch) => assets::fetch(&config),
-        Command::Model(ModelCommand::Info) => {
-            let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load(&config)).await??;
-            println!("name      {}", model.info.name);
-            println!("version   {}", model.info.version);
-            println!("input     {}x{} ({:?} batch, {:?})", model.input_width, model.input_height, model.batch, model.input_format);
-            println!("layout    {}", model.layout.name());
-            println!("classes   {} ({})", model.names.len(), model.names.iter().take(8).cloned().collect::<Vec<_>>().join(", "));
-            Ok(())
-        }
+        Command::Model(ModelCommand::Info { model }) => model_cmd::info(config, model).await,
+        Command::Model(ModelCommand::List) => model_cmd::list(&config),
+        Command::Model(ModelCommand::Add(args)) => model_cmd::add(&config, args).await,
+        Command::Model(ModelCommand::Activate { name, version }) => model_cmd::activate(&config, &name, &version).await,
+        Command::Model(ModelCommand::Rollback { name }) => model_cmd::rollback(&config, &name).await,
         Command::Config => {
             let shown = config.redacted();
             // Every key: the unset ones (no default) as comments, since TOML has no null.
@@ -176,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::New(args)) => token::new(args),
+        Command::Dataset(DatasetCommand::Export(args)) => dataset::run(config, args).await,
         Command::Openapi => {
             openapi::print();
             Ok(())

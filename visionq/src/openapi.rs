@@ -42,6 +42,19 @@ use crate::compose::Role;
 )]
 struct ProcessApi;
 
+#[derive(OpenApi)]
+#[openapi(
+    paths(crate::model_routes::list, crate::model_routes::activate, crate::model_routes::rollback),
+    components(schemas(
+        crate::model_routes::ModelList,
+        crate::model_routes::ModelEntry,
+        crate::model_routes::ActivateRequest,
+        crate::model_routes::Activation,
+    )),
+    tags((name = "models", description = "The infer role's model repository: list, activate, roll back (admins only)")),
+)]
+struct ModelsApi;
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -61,9 +74,13 @@ pub fn document(roles: &BTreeSet<Role>) -> Document {
     if roles.contains(&Role::Ingest) {
         doc.merge(visionq_ingest::openapi::IngestApi::openapi());
     }
+    if roles.contains(&Role::Infer) {
+        doc.merge(ModelsApi::openapi());
+    }
     if roles.contains(&Role::Results) {
         doc.merge(visionq_results::openapi::ResultsApi::openapi());
         doc.merge(visionq_dashboard::openapi::DashboardApi::openapi());
+        doc.merge(visionq_events::api::EventsApi::openapi());
     }
     doc
 }
@@ -176,10 +193,18 @@ mod tests {
         let results = match roles.contains(&Role::Results) {
             true => {
                 let s = visionq_results::open_store(&format!("sqlite://{}/results.db", dir.display())).await.unwrap();
+                let decider = Arc::new(visionq_decide::Decider::load(None, None).unwrap());
                 store = Some(s.clone());
-                let state =
-                    visionq_results::api::ResultsState::start(s, metrics.clone(), &broker, config.clone(), auth.clone(), None).await;
-                Some(state.unwrap())
+                let parts = visionq_results::api::ResultsParts {
+                    store: s,
+                    metrics: metrics.clone(),
+                    config: config.clone(),
+                    auth: auth.clone(),
+                    classes: None,
+                    decider,
+                    keeper: None,
+                };
+                Some(crate::compose::ReadSide::start(&broker, parts, None).await.unwrap())
             }
             false => None,
         };
@@ -192,6 +217,7 @@ mod tests {
                 auth: auth.clone(),
                 limiter: Default::default(),
                 stopping: tokio::sync::watch::channel(false).1,
+                streams: Default::default(),
             })),
             false => None,
         };
@@ -202,7 +228,11 @@ mod tests {
             needs_model: false,
             metrics,
         });
-        let process = crate::process_routes::router(health, config.clone(), auth, roles);
+        let mut process = crate::process_routes::router(health, config.clone(), auth.clone(), roles);
+        if roles.contains(&Role::Infer) {
+            let models = Arc::new(crate::model_routes::ModelsState { control: None, serving: None });
+            process = process.merge(crate::model_routes::router(models, auth));
+        }
         crate::compose::http_app(roles, results, ingest, process)
     }
 

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use visionq_contract::auth::{Auth, Scope};
 use visionq_contract::refusal::ErrorBody;
 use visionq_contract::{Config, Metrics};
-use visionq_dashboard::access::{self, Gate};
+use visionq_http::access::{self, Gate};
 use visionq_queue::SharedBroker;
 use visionq_results::store::SharedStore;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::load::{Load, Tally, drive, percentile};
+use crate::loadgen::{Load, Tally, drive, percentile};
 
 /// A tolerance: growth over the judged half beyond `relative` × median and `floor`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,7 +5,8 @@ use visionq_contract::config::valid_station_id;
 
 #[derive(clap::Args)]
 pub struct NewArgs {
-    /// station (posts frames for --station), operator (read-only) or admin.
+    /// station (posts frames for --station), operator (read-only), reviewer (reads,
+    /// and reviews the review queue) or admin.
     #[arg(long)]
     scope: Scope,
     /// A station the token may post for (repeat for several; station scope only).
@@ -21,7 +22,7 @@ pub struct NewArgs {
 pub fn new(args: NewArgs) -> anyhow::Result<()> {
     match (args.scope, args.stations.is_empty()) {
         (Scope::Station, true) => anyhow::bail!("a station token needs --station ID (one or more)"),
-        (Scope::Operator | Scope::Admin, false) => anyhow::bail!("--station only applies to --scope station"),
+        (Scope::Operator | Scope::Reviewer | Scope::Admin, false) => anyhow::bail!("--station only applies to --scope station"),
         _ => {}
     }
     if let Some(bad) = args.stations.iter().find(|s| !valid_station_id(s)) {

@@ -30,10 +30,6 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ACCEPT: f64 = 0.85;
 const LOW: f64 = 0.65;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `visionq run` (embedded: in-process queues, SQLite in `data`) on a given port.
 struct Pipeline {
     child: Child,
@@ -121,7 +117,12 @@ impl Driver {
     }
 
     async fn browser(&self, profile: &Path) -> Browser {
-        let args = [
+        self.browser_with(profile, &[]).await
+    }
+
+    /// A browser with more command-line switches (a fake camera, say).
+    async fn browser_with(&self, profile: &Path, extra: &[String]) -> Browser {
+        let mut args: Vec<String> = [
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -134,8 +135,11 @@ impl Driver {
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
             "--window-size=1280,820",
-            &format!("--user-data-dir={}", profile.display()),
-        ];
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra.iter().cloned());
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
@@ -178,6 +182,13 @@ impl Browser {
     /// Runs `body` (a function body: `arguments[i]`, `return …`) in the page.
     async fn js(&self, body: &str, args: Value) -> Value {
         let req = self.http.post(format!("{}/execute/sync", self.session)).json(&json!({"script": body, "args": args}));
+        call(req).await
+    }
+
+    /// Runs `body` in the page as an async script: it ends by calling its last
+    /// argument with what it returns.
+    async fn js_async(&self, body: &str, args: Value) -> Value {
+        let req = self.http.post(format!("{}/execute/async", self.session)).json(&json!({"script": body, "args": args}));
         call(req).await
     }
 
@@ -266,8 +277,19 @@ fn expected_label(score: f64) -> String {
         .unwrap_or_else(|| score.to_string())
 }
 
-/// The tile shows exactly the result's detections: same count, classes, scores,
-/// labels, colours and places.
+/// A page served from the binary: 200, a policy that keeps it on its origin, its
+/// script loaded from there and nothing from elsewhere.
+async fn assert_page_on_its_origin(http: &reqwest::Client, url: &str, script: &str) {
+    let page = http.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{url}");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(script) && !html.contains("://"), "no external resource: {html}");
+}
+
+/// The tile (or the station page) shows exactly the result's detections: same
+/// count, classes, scores, labels, colours and places.
 fn assert_tile_matches(tile: &Value, result: &Value) {
     let dets = result["detections"].as_array().unwrap();
     let boxes = tile["boxes"].as_array().unwrap();
@@ -313,12 +335,7 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     let http = reqwest::Client::new();
 
     // The page and its assets come from the binary, with a policy that keeps it on its origin.
-    let page = http.get(pipeline.url("/")).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("default-src 'self'"), "{csp}");
-    let html = page.text().await.unwrap();
-    assert!(html.contains("/dashboard/app.js") && !html.contains("://"), "no external resource: {html}");
+    assert_page_on_its_origin(&http, &pipeline.url("/"), "/dashboard/app.js").await;
     let config: Value = http.get(pipeline.url("/v1/dashboard/config")).send().await.unwrap().json().await.unwrap();
     assert_eq!(config["accept_threshold"].as_f64().unwrap(), ACCEPT);
     assert_eq!(config["low_threshold"].as_f64().unwrap(), LOW);
@@ -601,7 +618,14 @@ async fn score_labels_agree_with_their_colour_and_refusal_reasons_show_whole() {
 
     // Scores next to a threshold: the label never reads as the other side of it.
     let scores = [0.8488, 0.8449, 0.85, 0.8512, 0.6499, 0.65, 0.3];
-    let shown = browser.js("return arguments[0].map((s) => ({ label: scoreText(s), conf: confClass(s) }))", json!([scores])).await;
+    // The page's own module and configuration.
+    const LABELS: &str = r#"
+        const done = arguments[arguments.length - 1];
+        Promise.all([import('/dashboard/boxes.js'), fetch('/v1/dashboard/config').then((r) => r.json())])
+          .then(([m, t]) => done(arguments[0].map((s) => ({ label: m.scoreText(s, t), conf: m.confClass(s, t) }))))
+          .catch((e) => done(String(e)));
+    "#;
+    let shown = browser.js_async(LABELS, json!([scores])).await;
     for (score, v) in scores.iter().zip(shown.as_array().unwrap()) {
         let label: f64 = v["label"].as_str().unwrap().parse().unwrap();
         assert_eq!(v["conf"], expected_conf(*score), "colour of {score}");
@@ -625,5 +649,264 @@ async fn score_labels_agree_with_their_colour_and_refusal_reasons_show_whole() {
         reasons.as_array().unwrap().iter().find(|r| r["text"] == format!("refused: {code}")).unwrap_or_else(|| panic!("{reasons}"));
     assert_eq!(reason["clipped"], false, "the reason is not cut: {reason}");
     drop(browser);
+    pipeline.stop().await;
+}
+
+/// The review queue (issue 15) in the real browser: under rules that send most
+/// frames to review, the queued frames show with their kept images and boxes; an
+/// operator's attempt to review is refused on the page and stores nothing; a
+/// reviewer confirms one frame and corrects another; the reviews reach the
+/// database (with the reviewer's name), the station's stream gets each frame's
+/// final word, and the queue empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_work_the_review_queue_in_the_browser() {
+    use futures_util::StreamExt;
+    let _serial = one_at_a_time().await;
+    let data = scratch("dashboard-review");
+    let tokens = data.join("tokens.toml");
+    let station = new_token(&tokens, &["--scope", "station", "--station", "dock-2"]);
+    let operator = new_token(&tokens, &["--scope", "operator"]);
+    let reviewer = new_token(&tokens, &["--scope", "reviewer", "--name", "ana"]);
+    let rules = data.join("rules.toml");
+    std::fs::write(&rules, "thresholds = { review = 0.3, accept = 0.97 }\n[rules.default]\nlabels.explicit = { dog = \"ANIMAL-DOG\", car = \"VEHICLE-CAR\", truck = \"VEHICLE-TRUCK\", bicycle = \"VEHICLE-BIKE\" }\n").unwrap();
+    let env = [("VISIONQ_TOKENS_FILE", tokens.display().to_string()), ("VISIONQ_RULES_FILE", rules.display().to_string())];
+    let pipeline = Pipeline::start_with(&data, 0, &env).await;
+    let http = reqwest::Client::new();
+
+    // The station listens for its results on the stream.
+    let ws = pipeline.url(&format!("/v1/stream?station=dock-2&token={station}")).replace("http", "ws");
+    let (mut stream, _) = tokio_tungstenite::connect_async(ws).await.expect("the station's stream connects");
+    let mut queued = Vec::new();
+    for photo in ["dog.jpg", "horses.jpg"] {
+        let url = pipeline.url("/v1/stations/dock-2/frames?wait_ms=20000");
+        let r =
+            http.post(url).bearer_auth(&station).header("content-type", "image/jpeg").body(photo_bytes(photo)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let result: Value = r.json().await.unwrap();
+        assert_eq!(result["decision"]["outcome"], "needs_review", "{photo}: {}", result["decision"]);
+        queued.push(result);
+    }
+    let (dog, horses) = (queued[0]["frame_id"].as_str().unwrap().to_string(), queued[1]["frame_id"].as_str().unwrap().to_string());
+    // The dog photo's best detection is one of these classes; its code is the label map's.
+    let code = queued[0]["decision"]["code"].as_str().unwrap().to_string();
+    assert!(["ANIMAL-DOG", "VEHICLE-CAR", "VEHICLE-TRUCK", "VEHICLE-BIKE"].contains(&code.as_str()), "{}", queued[0]["decision"]);
+
+    const QUEUE: &str = r#"
+        return [...document.querySelectorAll('#review-list .review-item')].map((it) => {
+          const img = it.querySelector('.stage img');
+          return { id: it.dataset.frame, done: it.dataset.done === '1',
+                   imageLoaded: !!img && img.complete && img.naturalWidth > 0,
+                   boxes: it.querySelectorAll('.box').length,
+                   decision: it.querySelector('.decision').textContent,
+                   outcome: it.querySelector('.outcome').textContent,
+                   alert: it.querySelector('.outcome').getAttribute('role') === 'alert' };
+        });
+    "#;
+    const ACT: &str = r#"
+        const it = document.querySelector(`.review-item[data-frame="${arguments[0]}"]`);
+        if (arguments[2]) it.querySelector('.class-input').value = arguments[2];
+        it.querySelector(`button.${arguments[1]}`).click();
+        return true;
+    "#;
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile-review")).await;
+    let sign_in = |token: String| {
+        let browser = &browser;
+        let url = pipeline.url("/#review");
+        async move {
+            browser.goto(&url).await;
+            browser.js("localStorage.setItem('visionq.token', arguments[0]); location.reload(); return true;", json!([token])).await;
+        }
+    };
+    let both_shown = |v: &Value| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|it| it["imageLoaded"] == true && it["boxes"].as_u64().unwrap_or(0) > 0))
+    };
+
+    // An operator sees the queue but may not review.
+    sign_in(operator.clone()).await;
+    let shown = browser.wait("the queue shows both frames", Duration::from_secs(20), QUEUE, json!([]), both_shown).await;
+    let first = &shown[0];
+    assert_eq!(first["id"], dog.as_str(), "oldest first: {shown}");
+    assert!(first["decision"].as_str().unwrap().contains("needs review") && first["decision"].as_str().unwrap().contains(&code));
+    for (it, result) in shown.as_array().unwrap().iter().zip(&queued) {
+        assert_eq!(it["boxes"].as_u64().unwrap() as usize, result["detections"].as_array().unwrap().len(), "one box per detection");
+    }
+    browser.js(ACT, json!([dog, "confirm", null])).await;
+    let refused = browser
+        .wait("the operator's review is refused on the page", Duration::from_secs(10), QUEUE, json!([]), |v| {
+            v[0]["alert"] == true && v[0]["outcome"].as_str().unwrap_or("").contains("reviewer")
+        })
+        .await;
+    assert_eq!(refused[0]["done"], false);
+    let stored: Value =
+        http.get(pipeline.url(&format!("/v1/frames/{dog}"))).bearer_auth(&operator).send().await.unwrap().json().await.unwrap();
+    assert!(stored.get("review").is_none(), "nothing stored: {stored}");
+
+    // The reviewer confirms the dog and corrects the horses' decided class.
+    sign_in(reviewer.clone()).await;
+    browser.wait("the queue shows both frames", Duration::from_secs(20), QUEUE, json!([]), both_shown).await;
+    browser.js(ACT, json!([dog, "confirm", null])).await;
+    browser.js(ACT, json!([horses, "correct", "zebra"])).await;
+    let done = browser
+        .wait("both reviews are stored", Duration::from_secs(10), QUEUE, json!([]), |v| {
+            v.as_array().is_some_and(|a| a.len() == 2 && a.iter().all(|it| it["done"] == true))
+        })
+        .await;
+    assert!(done[0]["outcome"].as_str().unwrap().contains(&format!("confirmed as {code} by ana")), "{done}");
+    assert!(done[1]["outcome"].as_str().unwrap().starts_with("corrected"), "{done}");
+
+    // In the database: the decision as the machine made it, the review beside it.
+    let get = |id: &str| {
+        let req = http.get(pipeline.url(&format!("/v1/frames/{id}"))).bearer_auth(&operator);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let d = get(&dog).await;
+    assert_eq!(d["decision"], queued[0]["decision"]);
+    assert_eq!((d["review"]["verdict"].as_str(), d["review"]["reviewer"].as_str()), (Some("confirmed"), Some("ana")), "{d}");
+    assert_eq!(d["review"]["code"], code.as_str());
+    let h = get(&horses).await;
+    assert_eq!((h["review"]["verdict"].as_str(), h["review"]["class_name"].as_str()), (Some("corrected"), Some("zebra")), "{h}");
+    let decided = queued[1]["decision"]["class_name"].as_str().unwrap();
+    let i = h["review"]["detection"].as_u64().unwrap() as usize;
+    assert_eq!(queued[1]["detections"][i]["class_name"], decided, "the decided detection was corrected");
+    let page: Value = http.get(pipeline.url("/v1/review")).bearer_auth(&operator).send().await.unwrap().json().await.unwrap();
+    assert_eq!(page["items"], json!([]), "the queue is empty");
+
+    // The station got both results, then each frame's final word.
+    let mut finals = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while finals.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, stream.next()).await.expect("the reviews are pushed").unwrap().unwrap();
+        let Ok(v) = serde_json::from_str::<Value>(msg.to_text().unwrap_or("")) else { continue };
+        if v.get("review").is_some() {
+            finals.insert(v["frame_id"].as_str().unwrap().to_string(), v["review"]["verdict"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(finals.get(&dog).map(String::as_str), Some("confirmed"));
+    assert_eq!(finals.get(&horses).map(String::as_str), Some("corrected"));
+    drop(browser);
+    pipeline.stop().await;
+}
+
+/// What the station page shows, read from the page.
+const STATION_PAGE: &str = r#"
+const s = document.getElementById('stats').dataset;
+const img = document.getElementById('shown');
+return {
+  conn: document.getElementById('conn').dataset.state,
+  sent: Number(s.sent), results: Number(s.results), errors: Number(s.errors), dropped: Number(s.dropped),
+  frameId: img.dataset.frameId || null,
+  imageLoaded: img.complete && img.naturalWidth > 0,
+  naturalWidth: img.naturalWidth,
+  outcome: document.getElementById('decision').dataset.outcome,
+  outcomeText: document.getElementById('decision-outcome').textContent,
+  outcomeDetail: document.getElementById('decision-detail').textContent,
+  boxes: [...document.querySelectorAll('#boxes .box')].map((b) => ({
+    class: b.dataset.class, score: Number(b.dataset.score), label: b.querySelector('.label').textContent,
+    conf: ['conf-ok', 'conf-mid', 'conf-low'].find((c) => b.classList.contains(c)),
+    left: parseFloat(b.style.left), top: parseFloat(b.style.top), visible: b.getBoundingClientRect().width > 0,
+  })),
+  lastError: document.getElementById('last-error').textContent,
+};
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_page_streams_the_camera_and_shows_boxes_and_the_decision() {
+    let _serial = one_at_a_time().await;
+    let data = scratch("station-page-data");
+    let tokens = data.join("tokens.toml");
+    let station = new_token(&tokens, &["--scope", "station", "--station", "line1-cam1"]);
+    let operator = new_token(&tokens, &["--scope", "operator"]);
+    let rules = data.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "thresholds = { review = 0.3, accept = 0.6 }\n[rules.default]\nlabels.explicit = { person = \"P-1\", dog = \"ANIMAL-DOG\" }\n",
+    )
+    .unwrap();
+    let env = [("VISIONQ_TOKENS_FILE", tokens.display().to_string()), ("VISIONQ_RULES_FILE", rules.display().to_string())];
+    let pipeline = Pipeline::start_with(&data, 0, &env).await;
+    let http = reqwest::Client::new();
+
+    // The page comes from the binary, kept on its origin; a bad station id is refused.
+    assert_page_on_its_origin(&http, &pipeline.url("/station/line1-cam1"), "/dashboard/station.js").await;
+    let bad = http.get(pipeline.url("/station/not%20a%20station")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "bad_station", "{body}");
+
+    // The camera: chromium's fake capture device playing the 1280x720 photos as an
+    // MJPEG clip (concatenated JPEG frames).
+    let dir = cache().join("photos-720p");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    let mut clip = Vec::new();
+    for p in &names {
+        clip.extend(std::fs::read(p).unwrap());
+    }
+    let clip_path = scratch("station-page-clip").join("photos.mjpeg");
+    std::fs::write(&clip_path, clip).unwrap();
+    let camera = [
+        "--use-fake-device-for-media-stream".to_string(),
+        "--use-fake-ui-for-media-stream".to_string(),
+        format!("--use-file-for-fake-video-capture={}", clip_path.display()),
+    ];
+    let driver = Driver::start().await;
+    let browser = driver.browser_with(&scratch("chromium-station-profile"), &camera).await;
+    // A kiosk is set up with the station's token in the address once; the page keeps
+    // it and takes it out of the address bar.
+    browser.goto(&pipeline.url(&format!("/station/line1-cam1?fps=5&quality=0.85&autostart=1&token={station}"))).await;
+
+    // Frames go out over the socket and come back with boxes drawn on the frame they
+    // belong to.
+    let shown = browser
+        .wait("the page shows a frame with boxes", Duration::from_secs(60), STATION_PAGE, json!([]), |v| {
+            v["conn"] == "live"
+                && v["results"].as_u64() >= Some(3)
+                && v["imageLoaded"] == true
+                && !v["boxes"].as_array().unwrap().is_empty()
+        })
+        .await;
+    assert_eq!(shown["errors"], 0, "{shown}");
+    let address = browser.js("return location.search;", json!([])).await;
+    assert!(!address.as_str().unwrap().contains("token"), "the token left the address bar: {address}");
+    assert_eq!(shown["naturalWidth"], 1280, "the camera's frames are sent whole: {shown}");
+    // What the page drew is the stored result of the frame it shows: read it back.
+    let shown = browser.js(STATION_PAGE, json!([])).await;
+    let frame_id = shown["frameId"].as_str().expect("the shown frame's id").to_string();
+    let result: Value =
+        http.get(pipeline.url(&format!("/v1/frames/{frame_id}"))).bearer_auth(&operator).send().await.unwrap().json().await.unwrap();
+    assert_eq!(result["station"], "line1-cam1", "{result}");
+    assert_eq!(result["status"], "ok", "{result}");
+    assert_tile_matches(&shown, &result);
+    let dets = result["detections"].as_array().unwrap();
+    // The decision line says the result's decision.
+    let outcome = result["decision"]["outcome"].as_str().expect("the station's rules decide every result");
+    assert_eq!(shown["outcome"], outcome, "page {shown}, result {result}");
+    if let Some(code) = result["decision"]["code"].as_str() {
+        assert!(shown["outcomeDetail"].as_str().unwrap().contains(code), "the decided code is shown: {shown}");
+    }
+    // The photos are real scenes: what the camera sent was recognised (a class of
+    // the photos, not noise), and every frame the page sent was stored.
+    let known = ["person", "dog", "bus", "bird", "giraffe", "horse", "kite", "car", "truck", "tie", "bicycle", "zebra"];
+    assert!(dets.iter().any(|d| known.contains(&d["class_name"].as_str().unwrap())), "{result}");
+    // Stop the camera: every frame the page sent was accepted (none refused) and is
+    // stored, whatever was still in flight.
+    browser.js("document.getElementById('start').click();", json!([])).await;
+    let stopped = browser.wait("the page stops", Duration::from_secs(10), STATION_PAGE, json!([]), |v| v["conn"] == "idle").await;
+    let sent = stopped["sent"].as_u64().unwrap();
+    drop(browser);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: Value = http.get(pipeline.url("/v1/stations")).bearer_auth(&operator).send().await.unwrap().json().await.unwrap();
+        let stored =
+            list["stations"].as_array().unwrap().iter().find(|s| s["station"] == "line1-cam1").map(|s| s["frames"].as_u64().unwrap());
+        if stored == Some(sent) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sent} frames sent, stored: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     pipeline.stop().await;
 }

@@ -119,6 +119,25 @@ async fn results_carry_the_decision_of_their_stations_rules_and_a_reload_changes
     assert!(refused, "the refused reload is logged");
     let r = post(&server, "yard-1", "dog.jpg").await;
     assert_eq!(r["decision"]["rule"], "yard:normalised", "{}", r["decision"]);
+
+    // The admin endpoint does the same, and says why a file is refused.
+    let http = reqwest::Client::new();
+    let r = http.post(server.url("/v1/rules/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "bad_rules", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("review") && v["error"].as_str().unwrap().contains("rules in use stay"), "{v}");
+    let r = post(&server, "yard-1", "dog.jpg").await;
+    assert_eq!(r["decision"]["rule"], "yard:normalised", "the refused file changed nothing: {}", r["decision"]);
+    std::fs::write(&rules, "thresholds = { review = 0.3, accept = 0.5 }\n[rules.yard]\nlabels.explicit = { dog = \"K9-02\", bicycle = \"BIKE-8\", car = \"CAR-3\", truck = \"TRK-4\" }\n[station.yard-1]\nrules = \"yard\"\n").unwrap();
+    let r = http.post(server.url("/v1/rules/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = post(&server, "yard-1", "dog.jpg").await;
+    assert_eq!(r["decision"]["rule"], "yard:explicit", "{}", r["decision"]);
+    let code = r["decision"]["code"].as_str().unwrap_or("");
+    assert!(["K9-02", "BIKE-8", "CAR-3", "TRK-4"].contains(&code), "the new codes are in use: {}", r["decision"]);
+    let r = http.post(server.url("/v1/rules/reload?now=1")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
     server.stop().await;
 }
 
@@ -138,4 +157,55 @@ fn bad_rules_stop_the_start_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rules.toml") && err.contains("no class `unicorn`"), "{err}");
+}
+
+/// A label map and a catalogue turn the model's classes into catalogue codes on a
+/// real photo: a close code is taken (fuzzy, with its similarity), and under a
+/// stricter minimum similarity the same label matches nothing and goes to review
+/// with the closest code named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalogue_takes_close_codes_and_refuses_far_ones() {
+    let data = scratch("decisions-catalogue");
+    // The mapped codes end in -01, the catalogue's in -02: three segments weighted
+    // 3, 2, 1, the last half right, give (3 + 2 + 0.5) / 6 = 0.917.
+    std::fs::write(data.join("codes.csv"), "code\nDOG-K9-02\nCAR-SEDAN-02\nTRUCK-BOX-02\nBIKE-ROAD-02\n").unwrap();
+    let map = r#"labels.explicit = { dog = "DOG-K9-01", car = "CAR-SEDAN-01", truck = "TRUCK-BOX-01", bicycle = "BIKE-ROAD-01" }"#;
+    let rules = data.join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "thresholds = {{ review = 0.3, accept = 0.95 }}\n\
+             [rules.plant]\ncatalogue = \"codes.csv\"\nmin_similarity = 0.8\n{map}\n\
+             [rules.strict]\ncatalogue = \"codes.csv\"\nmin_similarity = 0.95\n{map}\n\
+             [station.fuzzy-1]\nrules = \"plant\"\n[station.strict-1]\nrules = \"strict\"\n"
+        ),
+    )
+    .unwrap();
+    let env = [("VISIONQ_DATA_DIR", data.display().to_string()), ("VISIONQ_RULES_FILE", rules.display().to_string())];
+    let server = Server::start(&["run"], &env).await;
+    let catalogue_code = |class: &str| match class {
+        "dog" => "DOG-K9-02",
+        "car" => "CAR-SEDAN-02",
+        "truck" => "TRUCK-BOX-02",
+        "bicycle" => "BIKE-ROAD-02",
+        other => panic!("dog.jpg's best detection is {other}, which the map does not cover"),
+    };
+
+    let r = post(&server, "fuzzy-1", "dog.jpg").await;
+    let d = &r["decision"];
+    let (outcome, class) = expected_outcome(&r, 0.3, 0.95);
+    let class = class.expect("dog.jpg has a detection");
+    assert_eq!(d["outcome"], outcome, "{d}");
+    assert_eq!(d["code"], catalogue_code(&class), "the close catalogue code: {d}");
+    assert_eq!(d["rule"], "plant:catalogue", "{d}");
+    assert!((d["similarity"].as_f64().unwrap() - 5.5 / 6.0).abs() < 1e-3, "{d}");
+
+    let r = post(&server, "strict-1", "dog.jpg").await;
+    let d = &r["decision"];
+    assert_eq!(d["outcome"], "needs_review", "below the minimum similarity a person looks: {d}");
+    assert_eq!(d["code"], Value::Null, "{d}");
+    assert_eq!(d["rule"], "strict:catalogue", "{d}");
+    let reason = d["reason"].as_str().unwrap();
+    assert!(reason.contains("matches no catalogue code") && reason.contains(catalogue_code(&class)), "{reason}");
+    server.stop().await;
 }

@@ -35,11 +35,7 @@ fn addr(server: &Server) -> String {
 
 /// A number from the server's /metrics (0 when the series is absent).
 async fn gauge(server: &Server, series: &str) -> f64 {
-    let text = server.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0.0)
+    metric_value(&server.metrics().await, series).unwrap_or(0.0)
 }
 
 fn open_fds(server: &Server) -> usize {
@@ -61,6 +57,43 @@ async fn until_closed(mut s: TcpStream, within: Duration) -> Option<(Vec<u8>, In
     })
     .await;
     read.ok().map(|_| (got, Instant::now()))
+}
+
+/// Sends `GET path` on an open connection (kept alive) and reads the answer:
+/// (status, body). A connection closed without an answer reads as status 0.
+async fn get_on(s: &mut TcpStream, path: &str) -> (u16, String) {
+    if s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse::<usize>().expect("a content-length"));
+                let length = length.expect("answers here carry a content-length");
+                if got.len() >= end + 4 + length {
+                    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                    return (status, String::from_utf8_lossy(&got[end + 4..end + 4 + length]).into_owned());
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return (0, String::from_utf8_lossy(&got).into_owned()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.unwrap_or((0, "no answer within 5 s".into()))
+}
+
+/// The value of an unlabelled series in a /metrics text.
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -194,7 +227,11 @@ async fn slow_and_idle_connections_are_closed_while_frames_keep_being_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn connections_beyond_the_cap_get_503_with_retry_after_and_liveness_still_answers() {
-    let long = [("VISIONQ_HTTP_MAX_CONNECTIONS", "20".to_string()), ("VISIONQ_HTTP_HEADER_TIMEOUT_MS", "60000".to_string())];
+    let long = [
+        ("VISIONQ_HTTP_MAX_CONNECTIONS", "20".to_string()),
+        ("VISIONQ_HTTP_HEADER_TIMEOUT_MS", "60000".to_string()),
+        ("VISIONQ_HTTP_IDLE_TIMEOUT_MS", "60000".to_string()),
+    ];
     let server = Server::start(&["run"], &env("cap", &long)).await;
     let addr = addr(&server);
     // One connection per request, so that each one meets the cap afresh.
@@ -209,12 +246,31 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_liveness_still_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let mut silent = Vec::new();
-    for _ in 0..20 {
-        silent.push(TcpStream::connect(&addr).await.unwrap());
+    // Fill the 20 slots with connections of our own, and know that they are ours: a
+    // connection the server has not yet let go of (the last scrape's) would take a
+    // slot, refuse one of ours and free its slot a moment later. So the last one
+    // opened asks /metrics on a kept-alive connection until the server says it holds
+    // 20; when that probe is itself refused, another connection replaces it.
+    let mut held = Vec::new();
+    let full_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        while held.len() < 20 {
+            held.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        let probe = held.last_mut().unwrap();
+        let (status, body) = get_on(probe, "/metrics").await;
+        if status == 200 && metric_value(&body, "visionq_http_connections") == Some(20.0) {
+            break;
+        }
+        assert!(Instant::now() < full_by, "the server never held our 20 connections: {status} {body}");
+        if status != 200 {
+            held.pop(); // refused (and closed) by the cap: one of the slots was not ours yet
+        }
+        // A silent one refused earlier has its 503 waiting (after the refusal's one-second
+        // wait for a request head) or is closed: let it go, a new one takes its place.
+        held.retain(|c| matches!(c.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
     let r = client.post(&frame_url).header("content-type", "image/jpeg").body(photo_bytes("dog.jpg")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 503);
     assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("2"), "{:?}", r.headers());
@@ -226,7 +282,7 @@ async fn connections_beyond_the_cap_get_503_with_retry_after_and_liveness_still_
     let r = client.get(server.url("/livez")).send().await.unwrap();
     assert_eq!((r.status().as_u16(), r.text().await.unwrap().as_str()), (200, "ok\n"), "alive while full");
 
-    drop(silent);
+    drop(held);
     let freed = Instant::now();
     let mut last = (0, serde_json::Value::Null);
     while freed.elapsed() < Duration::from_secs(5) {

@@ -30,6 +30,7 @@ fn result(station: &str, t: DateTime<Utc>, class: (u32, &str)) -> FrameResult {
             box_px: [76.8, 57.6, 384.0, 288.0],
         }],
         decision: None,
+        review: None,
         timings_ms: Timings::new(),
         captured_at: None,
         received_at: t,

@@ -7,48 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn run(cmd: &mut std::process::Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA, and a server certificate it signed for localhost and 127.0.0.1.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    let openssl = || {
-        let mut c = std::process::Command::new("openssl");
-        c.current_dir(dir);
-        c
-    };
-    run(openssl().args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=visionq test CA"]).args([
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.pem"),
-    ]));
-    run(openssl().args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-    ]));
-    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    run(openssl().args(["x509", "-req", "-days", "2", "-in", &p("server.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key")]).args([
-        "-CAcreateserial",
-        "-extfile",
-        &p("san.ext"),
-        "-out",
-        &p("server.pem"),
-    ]));
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
-}
 
 /// `curl ARGS` → (exit code, HTTP status, body).
 async fn curl(args: &[&str]) -> (i32, u16, String) {
@@ -66,7 +30,7 @@ async fn curl(args: &[&str]) -> (i32, u16, String) {
 #[tokio::test]
 async fn the_http_side_serves_https_when_given_a_certificate() {
     let dir = scratch("https");
-    let (ca, cert, key) = certificates(&dir);
+    let (ca, cert, key) = tls_certificates(&dir);
     let server = Server::start(
         &["run"],
         &[
@@ -135,7 +99,7 @@ impl TlsFront {
 #[tokio::test]
 async fn the_broker_link_speaks_amqps_and_verifies_the_broker() {
     let dir = scratch("amqps");
-    let (ca, cert, key) = certificates(&dir);
+    let (ca, cert, key) = tls_certificates(&dir);
     let front = TlsFront::start(&cert, &key).await;
     let url = format!("amqps://guest:guest@localhost:{}/%2f", front.port);
     let prefix = unique("vq-amqps");

@@ -13,6 +13,11 @@ use tokio::process::{Child, Command};
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// A TCP port free on loopback now (for a server started on a port the test names).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -72,9 +77,12 @@ impl Server {
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("{}.log", unique(args[0])));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_visionq"));
-        cmd.args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("VISIONQ_CACHE_DIR", cache())
+        cmd.args(args);
+        // A test may name the address (a restart on the same port); else any free port.
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.env("VISIONQ_CACHE_DIR", cache())
             .env("VISIONQ_MODEL", model())
             // Each server its own data dir (SQLite, frames journal), unless the test names one.
             .env("VISIONQ_DATA_DIR", scratch(&format!("{}-data", args[0])))
@@ -233,4 +241,43 @@ pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
     let inter = iw * ih;
     let area = |r: [f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
     inter / (area(a) + area(b) - inter)
+}
+
+/// Runs `cmd`; panics with its stderr unless it succeeds.
+fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, and a server certificate it signed for localhost and 127.0.0.1.
+pub fn tls_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let openssl = || {
+        let mut c = std::process::Command::new("openssl");
+        c.current_dir(dir);
+        c
+    };
+    run_ok(openssl().args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=visionq test CA"]).args([
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+    ]));
+    run_ok(openssl().args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).args([
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]));
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    run_ok(
+        openssl().args(["x509", "-req", "-days", "2", "-in", &p("server.csr"), "-CA", &p("ca.pem"), "-CAkey", &p("ca.key")]).args([
+            "-CAcreateserial",
+            "-extfile",
+            &p("san.ext"),
+            "-out",
+            &p("server.pem"),
+        ]),
+    );
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }

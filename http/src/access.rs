@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use visionq_contract::auth::{self, Auth, Denied, Principal, Scope};
-use visionq_contract::refusal::ErrorBody;
+
+use crate::ApiError;
 
 /// What a set of routes needs: a scope, or (None) any valid token, leaving the
 /// per-station decision to the handler.
@@ -42,7 +42,18 @@ impl Caller {
 
     /// Whether this caller may read every station's data.
     pub fn reads_all(&self) -> bool {
-        self.0.as_ref().is_none_or(|p| p.scope >= Scope::Operator)
+        self.has(Scope::Operator)
+    }
+
+    /// Whether this caller's scope reaches `scope` (everyone's does with
+    /// authentication off).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.0.as_ref().is_none_or(|p| p.scope >= scope)
+    }
+
+    /// The name of the caller's token; `local` with authentication off.
+    pub fn name(&self) -> &str {
+        self.0.as_ref().map_or("local", |p| p.name.as_str())
     }
 }
 
@@ -78,15 +89,15 @@ pub async fn check(State(gate): State<Gate>, mut request: Request, next: Next) -
 /// A refusal as every visionq API gives it: JSON `error` and `code`, and on 401 the
 /// `WWW-Authenticate` challenge.
 pub fn denied(d: Denied) -> Response {
-    let status = StatusCode::from_u16(d.status()).expect("401 or 403");
-    let mut r = (status, Json(ErrorBody::new(d.code(), d.to_string()))).into_response();
-    if let Some(c) = d.challenge() {
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
-    }
-    r
+    ApiError::from(d).into_response()
+}
+
+/// The 403 of a caller without the scope a route needs, saying what it needs.
+pub fn forbidden(message: impl Into<String>) -> ApiError {
+    Denied::Forbidden(message.into()).into()
 }
 
 /// The 403 of a station token reaching for another station's data.
 pub fn not_yours(station: &str) -> Response {
-    denied(Denied::Forbidden(format!("this token may not read `{station}`: stations read only their own data")))
+    forbidden(format!("this token may not read `{station}`: stations read only their own data")).into_response()
 }

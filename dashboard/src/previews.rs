@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use visionq_contract::config::SELFTEST_STATION;
 use visionq_contract::message::elapsed_ms;
-use visionq_contract::topology::META_HEADER;
+use visionq_contract::topology::{META_HEADER, PREVIEW_EVENTS, RESULT_EVENTS};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, ResultStatus};
-use visionq_queue::Envelope;
+use visionq_queue::{Envelope, QueueError, SharedBroker};
 
 /// Previews waiting for their result, and results waiting for their preview, per
 /// station (they may arrive in either order).
@@ -112,6 +113,25 @@ impl Previews {
             max_preview_bytes: config.dashboard_preview_max_bytes,
             metrics,
         }
+    }
+
+    /// Follows the events of every process until they end: frame previews and
+    /// completed results. A result pushed again with its review is an old frame's
+    /// final word, not the station's latest: the tiles leave it out.
+    pub async fn follow(self: Arc<Self>, broker: &SharedBroker) -> Result<(), QueueError> {
+        let mut events = broker.subscribe_events(&[PREVIEW_EVENTS, RESULT_EVENTS]).await?;
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                if crate::is_preview(&e) {
+                    self.on_preview_event(&e);
+                } else if let Ok(r) = serde_json::from_slice::<FrameResult>(&e.body)
+                    && r.review.is_none()
+                {
+                    self.result(&Arc::new(r));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Takes a preview event (see [`crate::is_preview`]); ignores malformed ones.
@@ -331,6 +351,7 @@ mod tests {
             model: ModelInfo::default(),
             detections: Vec::new(),
             decision: None,
+            review: None,
             timings_ms: Default::default(),
             captured_at: None,
             received_at: m.received_at,

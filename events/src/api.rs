@@ -1,0 +1,219 @@
+//! The admins' routes over the sinks: `GET /v1/sinks` (each sink with its outbox
+//! depth and dead letters), `GET /v1/sinks/{name}/dead` (the events out of
+//! attempts) and `POST /v1/sinks/{name}/dead/replay` (make them pending again, all or
+//! those named). Refusals are the one `{error, code}` shape.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use serde::{Deserialize, Serialize};
+use visionq_contract::Metrics;
+use visionq_contract::auth::{Auth, Scope};
+use visionq_contract::params::Params;
+use visionq_contract::refusal::ErrorBody;
+use visionq_contract::sink::SinkKind;
+use visionq_http::ApiError;
+use visionq_http::access::{self, Gate};
+
+use crate::Events;
+use crate::outbox::{DeadEvent, OutboxError};
+
+pub struct SinksState {
+    /// None when no sink is configured.
+    pub events: Option<Arc<Events>>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes, behind an admin gate.
+pub fn router(state: Arc<SinksState>) -> Router {
+    let admin = Gate::new(state.auth.clone(), Some(Scope::Admin));
+    Router::new()
+        .route("/v1/sinks", get(list))
+        .route("/v1/sinks/{name}/dead", get(dead))
+        .route("/v1/sinks/{name}/dead/replay", post(replay))
+        .route_layer(middleware::from_fn_with_state(admin, access::check))
+        .with_state(state)
+}
+
+/// A sink as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SinkStatus {
+    pub name: String,
+    pub kind: SinkKind,
+    /// Events waiting to be delivered.
+    pub pending: u64,
+    /// Events out of attempts.
+    pub dead: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SinkList {
+    pub sinks: Vec<SinkStatus>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetters {
+    pub sink: String,
+    /// Oldest first, at most `limit`.
+    pub events: Vec<DeadEvent>,
+}
+
+/// Which dead events to replay; an empty body or no `event_ids` replays them all.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    #[serde(default)]
+    pub event_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    pub sink: String,
+    /// Dead events made pending again (they are delivered as new, with their ids).
+    pub replayed: usize,
+}
+
+fn outbox_error(e: OutboxError) -> Response {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "outbox_unavailable", e.to_string()).into_response()
+}
+
+fn params(raw: Option<String>) -> Params {
+    let mut p = Params::parse(raw.as_deref());
+    p.allow("token");
+    p
+}
+
+/// The events of the sink `name`, if one is configured.
+fn sink<'a>(s: &'a SinksState, name: &str) -> Option<&'a Arc<Events>> {
+    s.events.as_ref().filter(|e| e.sink(name).is_some())
+}
+
+fn unknown_sink(name: &str) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_sink", format!("no sink is named `{name}` ([[sink]] in the config)")).into_response()
+}
+
+/// Every configured sink, with its outbox depth and dead letters.
+#[utoipa::path(
+    get,
+    path = "/v1/sinks",
+    tag = "events",
+    responses(
+        (status = 200, description = "The configured sinks", body = SinkList),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 503, description = "The outbox cannot be read", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn list(State(s): State<Arc<SinksState>>, RawQuery(raw): RawQuery) -> Response {
+    if let Err(e) = params(raw).finish() {
+        return ApiError::from(e).into_response();
+    }
+    let mut sinks = Vec::new();
+    if let Some(events) = &s.events {
+        for sink in events.sinks() {
+            let (pending, dead) = match events.outbox().counts(&sink.name).await {
+                Ok(c) => c,
+                Err(e) => return outbox_error(e),
+            };
+            sinks.push(SinkStatus { name: sink.name.clone(), kind: sink.kind, pending, dead });
+        }
+    }
+    Json(SinkList { sinks }).into_response()
+}
+
+/// A sink's dead letters: events out of attempts, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sinks/{name}/dead",
+    tag = "events",
+    params(
+        ("name" = String, Path, description = "The sink's name"),
+        ("limit" = Option<usize>, Query, description = "At most this many (1-1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The sink's dead events", body = DeadLetters),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 404, description = "No sink of that name (`unknown_sink`)", body = ErrorBody),
+        (status = 503, description = "The outbox cannot be read", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn dead(State(s): State<Arc<SinksState>>, Path(name): Path<String>, RawQuery(raw): RawQuery) -> Response {
+    let mut p = params(raw);
+    let limit = match p.get_in::<usize>("limit", 1, 1000).and_then(|l| p.finish().map(|_| l)) {
+        Ok(l) => l.unwrap_or(100),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let Some(events) = sink(&s, &name) else { return unknown_sink(&name) };
+    match events.outbox().dead_letters(&name, limit).await {
+        Ok(list) => Json(DeadLetters { sink: name, events: list }).into_response(),
+        Err(e) => outbox_error(e),
+    }
+}
+
+/// Replays a sink's dead letters: they become pending with no attempts made and are
+/// delivered again under their own event ids.
+#[utoipa::path(
+    post,
+    path = "/v1/sinks/{name}/dead/replay",
+    tag = "events",
+    params(("name" = String, Path, description = "The sink's name")),
+    request_body(content = ReplayRequest, content_type = "application/json",
+        description = "Optional: `event_ids` to replay only those; no body replays every dead event"),
+    responses(
+        (status = 200, description = "How many were made pending again", body = Replayed),
+        (status = 400, description = "A bad body (`bad_request`) or query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 404, description = "No sink of that name (`unknown_sink`)", body = ErrorBody),
+        (status = 503, description = "The outbox cannot be written", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn replay(
+    State(s): State<Arc<SinksState>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = params(raw).finish() {
+        return ApiError::from(e).into_response();
+    }
+    let request: ReplayRequest = match body.iter().all(u8::is_ascii_whitespace) {
+        true => ReplayRequest::default(),
+        false => match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("not a replay request: {e}")).into_response();
+            }
+        },
+    };
+    let Some(events) = sink(&s, &name) else { return unknown_sink(&name) };
+    match events.outbox().replay(&name, request.event_ids).await {
+        Ok(n) => {
+            s.metrics.sink_events_total.with_label_values(&[&name, "replayed"]).inc_by(n as u64);
+            tracing::info!(sink = %name, replayed = n, "dead events replayed (admin API)");
+            events.wake(&name);
+            Json(Replayed { sink: name, replayed: n }).into_response()
+        }
+        Err(e) => outbox_error(e),
+    }
+}
+
+/// The routes' part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, dead, replay),
+    components(schemas(SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind)),
+    tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only)")),
+)]
+pub struct EventsApi;

@@ -1,0 +1,323 @@
+//! A running worker's model lifecycle (issue 16): activating a version of the model
+//! repository loads and warms it beside the one serving (one copy per inference
+//! stream), records it as active in the repository, switches every stream to it
+//! between two batches, and tells the other workers on the events exchange, which
+//! follow by loading it themselves. A version that fails to load or to warm up, or
+//! that cannot take the batches the worker makes, is refused and the serving one
+//! stays. One activation at a time. The repository's state is the truth: a worker
+//! also compares it with what it serves every few seconds, so an announcement
+//! missed (a broker reconnect) or a change made without a broker is still followed.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use visionq_contract::topology::{EVENT_KIND_HEADER, MODEL_EVENT, MODEL_EVENTS, model_routing_key};
+use visionq_contract::{Config, Metrics, ModelInfo};
+use visionq_models::{RepoError, Repository, Version};
+use visionq_queue::{Envelope, SharedBroker};
+
+use crate::error::InferError;
+use crate::model::{Model, ModelSpec};
+use crate::swap::Switch;
+
+/// Why an activation or rollback did not happen; the serving model stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    /// The version does not load or does not run.
+    #[error("{label} was refused, {served} keeps serving: {error}")]
+    Refused { label: String, served: String, error: InferError },
+    /// It loads, but cannot take what this worker feeds it.
+    #[error("{label} was refused, {served} keeps serving: {reason}")]
+    Incompatible { label: String, served: String, reason: String },
+    #[error("model `{asked}` is not served by this process (it serves `{served}`); `visionq model activate` records it")]
+    NotServed { asked: String, served: String },
+    #[error("the worker is not running: {0}")]
+    Unavailable(String),
+}
+
+impl ActivateError {
+    /// The machine-readable reason (the `code` of an `{error, code}` refusal).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ActivateError::Repository(e) => e.code(),
+            ActivateError::Refused { .. } => "model_refused",
+            ActivateError::Incompatible { .. } => "model_incompatible",
+            ActivateError::NotServed { .. } => "not_served",
+            ActivateError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// What an activation or rollback did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activated {
+    pub name: String,
+    /// Now serving.
+    pub version: String,
+    /// Serving before.
+    pub previous: String,
+    /// Whether the serving model changed (activating the serving version does not).
+    pub switched: bool,
+}
+
+pub struct ModelControl {
+    config: Arc<Config>,
+    repo: Repository,
+    name: String,
+    switch: Arc<Switch>,
+    serving: Mutex<ModelInfo>,
+    /// What a new version must take: the input size the tensors are made at, and the
+    /// batch size the batcher gathers up to.
+    input: (u32, u32),
+    batch_limit: usize,
+    busy: tokio::sync::Mutex<()>,
+    /// The active version this worker failed to follow (not tried again until it changes).
+    refused: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+    broker: SharedBroker,
+}
+
+/// How often a worker compares the repository's active version with its own.
+pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ModelControl {
+    /// The control of a worker about to serve `model` (a version of the configured
+    /// repository); `None` when the configuration names no repository.
+    pub fn new(config: Arc<Config>, model: &Model, metrics: Arc<Metrics>, broker: SharedBroker) -> Option<Arc<ModelControl>> {
+        let root = config.model_repository.clone()?;
+        let batch_limit = model.max_batch(config.max_batch_size).min(config.max_batch_size.max(1)).max(1);
+        Some(Arc::new(ModelControl {
+            repo: Repository::new(root),
+            name: model.info.name.clone(),
+            switch: Arc::new(Switch::default()),
+            serving: Mutex::new(model.info.clone()),
+            input: (model.input_width, model.input_height),
+            batch_limit,
+            busy: tokio::sync::Mutex::new(()),
+            refused: Mutex::new(None),
+            config,
+            metrics,
+            broker,
+        }))
+    }
+
+    /// Where the worker takes the switched models from (see [`crate::run_switchable`]).
+    pub fn switch(&self) -> Arc<Switch> {
+        self.switch.clone()
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The name:version serving now.
+    pub fn serving(&self) -> ModelInfo {
+        self.serving.lock().expect("serving lock").clone()
+    }
+
+    /// Activates `version` of `name` (see the module docs).
+    pub async fn activate(&self, name: &str, version: &str) -> Result<Activated, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
+        let target = blocking(move || repo.version(&n, &v)).await?;
+        let previous = self.serving().version;
+        let models = match previous == version {
+            true => None,
+            false => Some(self.load(&target).await?),
+        };
+        let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
+        let before = blocking(move || repo.record_activation(&n, &v)).await?;
+        if let Some(models) = models {
+            self.switch_to(models, &target, before).await?;
+            self.broadcast(version).await;
+        }
+        Ok(Activated { name: self.name.clone(), version: version.into(), switched: previous != version, previous })
+    }
+
+    /// Goes back to the version active before the active one.
+    pub async fn rollback(&self, name: &str) -> Result<Activated, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        let (repo, n) = (self.repo.clone(), self.name.clone());
+        let target = blocking(move || repo.rollback_target(&n)).await?;
+        let previous = self.serving().version;
+        let models = match previous == target.version {
+            true => None,
+            false => Some(self.load(&target).await?),
+        };
+        let (repo, n, v) = (self.repo.clone(), self.name.clone(), target.version.clone());
+        let before = blocking(move || repo.record_rollback(&n, &v)).await?;
+        if let Some(models) = models {
+            self.switch_to(models, &target, before).await?;
+            self.broadcast(&target.version).await;
+        }
+        Ok(Activated { name: self.name.clone(), switched: previous != target.version, version: target.version, previous })
+    }
+
+    /// Serves the repository's active version if it is not the serving one: another
+    /// worker (or `visionq model activate`) changed it. Loads, checks and switches
+    /// without recording anything. A version refused here is not tried again until
+    /// the active version changes. Returns whether it switched.
+    pub async fn follow(&self) -> Result<bool, ActivateError> {
+        let _one = self.busy.lock().await;
+        let (repo, n) = (self.repo.clone(), self.name.clone());
+        let target = match blocking(move || repo.active(&n)).await {
+            Ok(v) => v,
+            // No active version recorded (yet): keep serving.
+            Err(ActivateError::Repository(RepoError::NoActive(_))) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if self.serving().version == target.version {
+            return Ok(false);
+        }
+        {
+            let mut refused = self.refused.lock().expect("refused lock");
+            if refused.as_deref() == Some(target.version.as_str()) {
+                return Ok(false);
+            }
+            *refused = None;
+        }
+        let loaded = self.load(&target).await;
+        let models = loaded.inspect_err(|_| *self.refused.lock().expect("refused lock") = Some(target.version.clone()))?;
+        self.swap(models, &target).await?;
+        Ok(true)
+    }
+
+    /// Follows the activations of other workers until `shutdown`: at once when one is
+    /// announced on the events exchange, and otherwise within [`FOLLOW_INTERVAL`] from
+    /// the repository's state (an announcement missed while the broker was away, or
+    /// a change made by `visionq model activate` without a broker). A version that
+    /// cannot be served here is logged and the serving one stays.
+    pub async fn follow_events(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let mut events = match self.broker.subscribe_events(&[MODEL_EVENTS]).await {
+            Ok(e) => e.boxed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for model activations; following the repository's state only");
+                futures_util::stream::pending::<Envelope>().boxed()
+            }
+        };
+        let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+                e = events.next() => match e {
+                    Some(e) if self.announces_mine(&e) => {}
+                    Some(_) => continue,
+                    None => events = futures_util::stream::pending::<Envelope>().boxed(),
+                },
+            }
+            match self.follow().await {
+                Ok(true) => tracing::info!(model = self.name, version = self.serving().version, "followed an activation"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot follow the repository's active version; the serving model stays"),
+            }
+        }
+    }
+
+    /// Whether `e` announces an activation of the model served here.
+    fn announces_mine(&self, e: &Envelope) -> bool {
+        if e.header(EVENT_KIND_HEADER) != Some(MODEL_EVENT) {
+            return false;
+        }
+        serde_json::from_slice::<serde_json::Value>(&e.body).is_ok_and(|v| v["name"].as_str() == Some(self.name.as_str()))
+    }
+
+    fn check_served(&self, name: &str) -> Result<(), ActivateError> {
+        if name != self.name {
+            return Err(ActivateError::NotServed { asked: name.into(), served: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// Loads and warms `target`, one copy per inference stream, and checks it fits.
+    async fn load(&self, target: &Version) -> Result<Vec<Model>, ActivateError> {
+        let served = label(&self.serving());
+        let spec = ModelSpec::version(target);
+        let streams = self.switch.streams().max(1);
+        let mut models = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let (c, s) = (self.config.clone(), spec.clone());
+            let loaded = tokio::task::spawn_blocking(move || Model::load_warmed_spec(&c, &s))
+                .await
+                .map_err(|e| ActivateError::Unavailable(format!("loading panicked: {e}")))?;
+            let model = loaded.map_err(|error| ActivateError::Refused { label: target.label(), served: served.clone(), error })?;
+            models.push(model);
+        }
+        let m = &models[0];
+        let reason = if (m.input_width, m.input_height) != self.input {
+            Some(format!(
+                "it takes {}x{} input, the worker's tensors are {}x{} (another input size needs a restart with input_size set)",
+                m.input_width, m.input_height, self.input.0, self.input.1
+            ))
+        } else if m.max_batch(self.batch_limit) < self.batch_limit {
+            Some(format!(
+                "it takes batches of {}, the worker makes batches of up to {}",
+                m.max_batch(self.batch_limit),
+                self.batch_limit
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(ActivateError::Incompatible { label: target.label(), served, reason }),
+            None => Ok(models),
+        }
+    }
+
+    /// Switches to `models`; if that fails, the repository's state is put back as it was.
+    async fn switch_to(
+        &self,
+        models: Vec<Model>,
+        target: &Version,
+        before: Option<visionq_models::Track>,
+    ) -> Result<(), ActivateError> {
+        if let Err(e) = self.swap(models, target).await {
+            let (repo, n) = (self.repo.clone(), self.name.clone());
+            if let Err(restore) = blocking(move || repo.restore(&n, before)).await {
+                tracing::error!(error = %restore, "the switch failed and the repository's state could not be put back");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn swap(&self, models: Vec<Model>, target: &Version) -> Result<(), ActivateError> {
+        let old = self.switch.hand_over(models).await.map_err(|e| ActivateError::Unavailable(e.to_string()))?;
+        let before = std::mem::replace(
+            &mut *self.serving.lock().expect("serving lock"),
+            ModelInfo { name: target.name.clone(), version: target.version.clone() },
+        );
+        let _ = self.metrics.model_info.remove_label_values(&[&before.name, &before.version]);
+        self.metrics.model_info.with_label_values(&[&target.name, &target.version]).set(1.0);
+        tracing::info!(from = %label(&before), to = %target.label(), "model switched");
+        // The old sessions are freed off the async threads.
+        tokio::task::spawn_blocking(move || drop(old));
+        Ok(())
+    }
+
+    async fn broadcast(&self, version: &str) {
+        let body = serde_json::json!({ "name": self.name, "version": version }).to_string();
+        let event = Envelope::new(body).with_header(EVENT_KIND_HEADER, MODEL_EVENT);
+        if let Err(e) = self.broker.publish_event(&model_routing_key(&self.name), event).await {
+            tracing::warn!(error = %e, "cannot announce the activation; other workers serve it after their restart");
+        }
+    }
+}
+
+fn label(info: &ModelInfo) -> String {
+    format!("{}:{}", info.name, info.version)
+}
+
+/// Runs a repository call (file I/O, fsync) off the async threads.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, RepoError> + Send + 'static) -> Result<R, ActivateError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ActivateError::from),
+        Err(e) => Err(ActivateError::Unavailable(format!("repository call panicked: {e}"))),
+    }
+}

@@ -1,0 +1,553 @@
+//! JPEG decode on the GPU (nvJPEG), for a node whose CPU would otherwise spend most
+//! of its time in libjpeg-turbo's Huffman decoder (BENCHMARKS.md, "GPU").
+//!
+//! One service per process ([`GpuJpeg::shared`]): `threads` decoder threads, each
+//! with its own nvJPEG handle (the hardware backend where the GPU has JPEG engines,
+//! else the GPU-assisted one), CUDA stream and device buffers. A preprocessing thread
+//! hands its frame over and waits; a decoder thread takes every frame that is
+//! waiting (up to `max_batch`), decodes them as one batch, copies each image into the
+//! caller's pinned host buffer, and wakes the callers, who letterbox on the CPU as
+//! before (a 1280×720 resize costs a tenth of its decode).
+//!
+//! Only what the GPU decodes exactly like the CPU path goes there: baseline or
+//! extended sequential 8-bit colour JPEGs that end with their EOI marker. Anything
+//! else — progressive, greyscale, 12-bit, cut off — and any frame nvJPEG refuses is
+//! decoded by libjpeg-turbo on the calling thread, whose strict errors stay the
+//! pipeline's answer to broken data.
+//!
+//! The libraries are opened at run time (`libnvjpeg.so.13`/`.12`, `libcudart`), so a
+//! build with this module still starts on a machine without CUDA.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+
+use libloading::Library;
+
+use crate::decode::Decoded;
+use crate::image::PreprocessError;
+
+type Status = i32;
+type CudaError = i32;
+type Handle = *mut c_void;
+type State = *mut c_void;
+type Stream = *mut c_void;
+
+/// `nvjpegImage_t`: up to four planes; interleaved RGB uses the first.
+#[repr(C)]
+struct NvImage {
+    channel: [*mut u8; 4],
+    pitch: [usize; 4],
+}
+
+const BACKEND_GPU_HYBRID: i32 = 2;
+const BACKEND_HARDWARE: i32 = 3;
+const OUTPUT_RGBI: i32 = 5;
+const MEMCPY_DEVICE_TO_HOST: i32 = 2;
+const STREAM_NON_BLOCKING: u32 = 1;
+/// `nvjpegChromaSubsampling_t` values the decoders take (4:4:4, 4:2:2, 4:2:0, 4:4:0).
+const SUPPORTED_SUBSAMPLING: [i32; 4] = [0, 1, 2, 3];
+
+/// The entry points used, resolved once.
+struct Api {
+    _nvjpeg: Library,
+    _cudart: Library,
+    create_ex: unsafe extern "C" fn(i32, *mut c_void, *mut c_void, u32, *mut Handle) -> Status,
+    state_create: unsafe extern "C" fn(Handle, *mut State) -> Status,
+    image_info: unsafe extern "C" fn(Handle, *const u8, usize, *mut i32, *mut i32, *mut i32, *mut i32) -> Status,
+    batched_init: unsafe extern "C" fn(Handle, State, i32, i32, i32) -> Status,
+    batched: unsafe extern "C" fn(Handle, State, *const *const u8, *const usize, *mut NvImage, Stream) -> Status,
+    hardware_info: unsafe extern "C" fn(Handle, *mut u32, *mut u32) -> Status,
+    set_device: unsafe extern "C" fn(i32) -> CudaError,
+    stream_create: unsafe extern "C" fn(*mut Stream, u32) -> CudaError,
+    malloc: unsafe extern "C" fn(*mut *mut c_void, usize) -> CudaError,
+    free: unsafe extern "C" fn(*mut c_void) -> CudaError,
+    malloc_host: unsafe extern "C" fn(*mut *mut c_void, usize) -> CudaError,
+    free_host: unsafe extern "C" fn(*mut c_void) -> CudaError,
+    memcpy_async: unsafe extern "C" fn(*mut c_void, *const c_void, usize, i32, Stream) -> CudaError,
+    synchronize: unsafe extern "C" fn(Stream) -> CudaError,
+    error_name: unsafe extern "C" fn(CudaError) -> *const c_char,
+}
+
+fn open_first(names: &[&str]) -> Result<Library, String> {
+    let mut errors = Vec::new();
+    for name in names {
+        // SAFETY: loading a CUDA library runs its initialisers, which have no
+        // preconditions on our side.
+        match unsafe { Library::new(name) } {
+            Ok(lib) => return Ok(lib),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+macro_rules! symbol {
+    ($lib:expr, $name:literal) => {
+        // SAFETY: the type is the one the CUDA 12/13 headers declare for this symbol.
+        *unsafe { $lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| format!("{}: {e}", $name))?
+    };
+}
+
+impl Api {
+    fn load() -> Result<Api, String> {
+        let nvjpeg = open_first(&["libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so"])?;
+        let cudart = open_first(&["libcudart.so.13", "libcudart.so.12", "libcudart.so"])?;
+        Ok(Api {
+            create_ex: symbol!(nvjpeg, "nvjpegCreateEx"),
+            state_create: symbol!(nvjpeg, "nvjpegJpegStateCreate"),
+            image_info: symbol!(nvjpeg, "nvjpegGetImageInfo"),
+            batched_init: symbol!(nvjpeg, "nvjpegDecodeBatchedInitialize"),
+            batched: symbol!(nvjpeg, "nvjpegDecodeBatched"),
+            hardware_info: symbol!(nvjpeg, "nvjpegGetHardwareDecoderInfo"),
+            set_device: symbol!(cudart, "cudaSetDevice"),
+            stream_create: symbol!(cudart, "cudaStreamCreateWithFlags"),
+            malloc: symbol!(cudart, "cudaMalloc"),
+            free: symbol!(cudart, "cudaFree"),
+            malloc_host: symbol!(cudart, "cudaMallocHost"),
+            free_host: symbol!(cudart, "cudaFreeHost"),
+            memcpy_async: symbol!(cudart, "cudaMemcpyAsync"),
+            synchronize: symbol!(cudart, "cudaStreamSynchronize"),
+            error_name: symbol!(cudart, "cudaGetErrorName"),
+            _nvjpeg: nvjpeg,
+            _cudart: cudart,
+        })
+    }
+
+    fn cuda(&self, what: &str, e: CudaError) -> Result<(), String> {
+        if e == 0 {
+            return Ok(());
+        }
+        // SAFETY: cudaGetErrorName returns a static C string for any code.
+        let name = unsafe { std::ffi::CStr::from_ptr((self.error_name)(e)) };
+        Err(format!("{what}: {} ({e})", name.to_string_lossy()))
+    }
+}
+
+fn nvjpeg(what: &str, s: Status) -> Result<(), String> {
+    if s == 0 { Ok(()) } else { Err(format!("{what}: nvJPEG status {s}")) }
+}
+
+/// What [`scan`] finds in a JPEG's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JpegLayout {
+    /// The SOF marker's low nibble: 0 baseline, 1 extended sequential, 2 progressive…
+    pub process: u8,
+    pub precision: u8,
+    pub width: u32,
+    pub height: u32,
+    pub components: u8,
+    /// The data ends with EOI (FF D9), trailing zero bytes aside.
+    pub complete: bool,
+}
+
+impl JpegLayout {
+    /// Whether nvJPEG decodes this frame as the CPU path would: sequential Huffman,
+    /// 8-bit, three components, not cut off.
+    pub fn gpu_decodable(&self) -> bool {
+        matches!(self.process, 0 | 1) && self.precision == 8 && self.components == 3 && self.complete
+    }
+}
+
+/// Walks a JPEG's marker segments up to its frame header (SOFn). `None` when the
+/// data is not a JPEG or its header is broken (the CPU decoder then says how).
+pub fn scan(jpeg: &[u8]) -> Option<JpegLayout> {
+    if jpeg.len() < 4 || jpeg[..2] != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut i = 2;
+    loop {
+        if i + 4 > jpeg.len() || jpeg[i] != 0xFF {
+            return None;
+        }
+        let marker = jpeg[i + 1];
+        match marker {
+            0xFF => {
+                i += 1; // fill byte
+                continue;
+            }
+            0x01 | 0xD0..=0xD8 => {
+                i += 2;
+                continue;
+            }
+            0xDA | 0xD9 => return None, // scan data or the end before any frame header
+            _ => {}
+        }
+        let length = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
+        let is_sof = (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_sof {
+            let s = jpeg.get(i + 4..i + 10)?;
+            let end = jpeg.iter().rposition(|&b| b != 0)?;
+            return Some(JpegLayout {
+                process: marker & 0x0F,
+                precision: s[0],
+                height: u16::from_be_bytes([s[1], s[2]]) as u32,
+                width: u16::from_be_bytes([s[3], s[4]]) as u32,
+                components: s[5],
+                complete: end >= 1 && jpeg[end - 1] == 0xFF && jpeg[end] == 0xD9,
+            });
+        }
+        i += 2 + length;
+    }
+}
+
+/// Page-locked host memory that a decoder thread copies an image into.
+struct Pinned {
+    api: &'static Api,
+    ptr: *mut u8,
+    capacity: usize,
+}
+
+impl Pinned {
+    fn ensure(&mut self, bytes: usize) -> Result<(), String> {
+        if self.capacity >= bytes {
+            return Ok(());
+        }
+        self.release();
+        let mut p = std::ptr::null_mut();
+        // SAFETY: a plain allocation call; the pointer is ours until cudaFreeHost.
+        self.api.cuda("cudaMallocHost", unsafe { (self.api.malloc_host)(&mut p, bytes) })?;
+        self.ptr = p.cast();
+        self.capacity = bytes;
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: allocated by cudaMallocHost above and not in use (the caller
+            // only releases between requests).
+            unsafe { (self.api.free_host)(self.ptr.cast()) };
+            self.ptr = std::ptr::null_mut();
+            self.capacity = 0;
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One frame handed to a decoder thread. The caller blocks until `reply` answers,
+/// so the pointers stay valid for the request's whole life.
+struct Request {
+    data: *const u8,
+    len: usize,
+    dest: *mut u8,
+    width: u32,
+    height: u32,
+    reply: mpsc::SyncSender<Answer>,
+}
+
+// SAFETY: the pointers are only used while the sending thread waits for the reply.
+unsafe impl Send for Request {}
+
+/// The process's GPU JPEG decoder (see the module doc).
+pub struct GpuJpeg {
+    api: &'static Api,
+    requests: mpsc::Sender<Request>,
+    backend: &'static str,
+    engines: u32,
+    gpu_frames: AtomicU64,
+    cpu_frames: AtomicU64,
+}
+
+static SHARED: OnceLock<Result<GpuJpeg, String>> = OnceLock::new();
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+/// A decoder thread's answer to one request.
+type Answer = Result<(), String>;
+
+/// What a preprocessing thread keeps between frames: its pinned buffer and the
+/// channel its answers come back on.
+struct Caller {
+    pinned: Pinned,
+    reply: mpsc::SyncSender<Answer>,
+    answers: mpsc::Receiver<Answer>,
+}
+
+thread_local! {
+    static CALLER: RefCell<Option<Caller>> = const { RefCell::new(None) };
+}
+
+impl GpuJpeg {
+    /// The process's decoder, started by the first call (later calls get the same
+    /// one, whatever they ask for): `threads` decoder threads on CUDA device
+    /// `device`, batches of up to `max_batch` frames.
+    pub fn shared(device: i32, threads: usize, max_batch: usize) -> Result<&'static GpuJpeg, String> {
+        SHARED.get_or_init(|| GpuJpeg::start(device, threads.max(1), max_batch.clamp(1, 64))).as_ref().map_err(Clone::clone)
+    }
+
+    fn start(device: i32, threads: usize, max_batch: usize) -> Result<GpuJpeg, String> {
+        let api: &'static Api = API.get_or_init(Api::load).as_ref().map_err(|e| format!("nvJPEG is not available: {e}"))?;
+        let (tx, rx) = mpsc::channel::<Request>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        let mut started = Vec::new();
+        for i in 0..threads {
+            let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("visionq-nvjpeg-{i}"))
+                .spawn(move || match Decoder::new(api, device, max_batch) {
+                    Ok(decoder) => {
+                        let _ = ready_tx.send(Ok((decoder.backend, decoder.engines)));
+                        decoder.serve(&rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            started.push(ready_rx.recv().map_err(|e| e.to_string())??);
+        }
+        let (backend, engines) = started[0];
+        tracing::info!(backend, engines, threads, max_batch, device, "JPEG decode on the GPU (nvJPEG)");
+        Ok(GpuJpeg { api, requests: tx, backend, engines, gpu_frames: AtomicU64::new(0), cpu_frames: AtomicU64::new(0) })
+    }
+
+    /// `hardware` (the GPU's JPEG engines) or `gpu-hybrid` (CUDA cores).
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The GPU's JPEG engines (0 with the GPU-hybrid backend).
+    pub fn engines(&self) -> u32 {
+        self.engines
+    }
+
+    /// Frames decoded on the GPU, and frames left to the CPU decoder, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.gpu_frames.load(Ordering::Relaxed), self.cpu_frames.load(Ordering::Relaxed))
+    }
+
+    /// Decodes `jpeg` to RGB on the GPU. `Ok(None)`: this frame is the CPU
+    /// decoder's (see the module doc); the caller decodes it there.
+    pub fn decode(&self, jpeg: &[u8], max_pixels: u64) -> Result<Option<Decoded>, PreprocessError> {
+        let Some(layout) = scan(jpeg).filter(JpegLayout::gpu_decodable) else {
+            self.cpu_frames.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let (w, h) = (layout.width, layout.height);
+        if w == 0 || h == 0 {
+            self.cpu_frames.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        if w as u64 * h as u64 > max_pixels {
+            return Err(PreprocessError::TooLarge { width: w as usize, height: h as usize, max_pixels });
+        }
+        let bytes = w as usize * h as usize * 3;
+        let outcome = CALLER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let Caller { pinned, reply, answers } = slot.get_or_insert_with(|| {
+                let (reply, answers) = mpsc::sync_channel(1);
+                Caller { pinned: Pinned { api: self.api, ptr: std::ptr::null_mut(), capacity: 0 }, reply, answers }
+            });
+            pinned.ensure(bytes)?;
+            let request =
+                Request { data: jpeg.as_ptr(), len: jpeg.len(), dest: pinned.ptr, width: w, height: h, reply: reply.clone() };
+            self.requests.send(request).map_err(|_| "the nvJPEG decoder threads have stopped".to_string())?;
+            answers.recv().map_err(|_| "an nvJPEG decoder thread stopped".to_string())??;
+            // SAFETY: the decoder wrote `bytes` bytes into our pinned buffer and has
+            // finished with it (the stream was synchronised before the reply).
+            Ok::<_, String>(unsafe { std::slice::from_raw_parts(pinned.ptr, bytes) }.to_vec())
+        });
+        match outcome {
+            Ok(pixels) => {
+                self.gpu_frames.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Decoded { pixels, width: w, height: h, source_width: w, source_height: h }))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "nvJPEG did not decode a frame: the CPU decodes it");
+                self.cpu_frames.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A decoder thread's own handle, stream and buffers.
+struct Decoder {
+    api: &'static Api,
+    handle: Handle,
+    stream: Stream,
+    backend: &'static str,
+    engines: u32,
+    max_batch: usize,
+    /// One decoder state per batch size, initialised on first use.
+    states: Vec<Option<State>>,
+    /// Device output buffer per position in a batch: (pointer, bytes).
+    outputs: Vec<(*mut u8, usize)>,
+}
+
+impl Decoder {
+    fn new(api: &'static Api, device: i32, max_batch: usize) -> Result<Decoder, String> {
+        // SAFETY: plain CUDA runtime and nvJPEG calls with out-pointers we own.
+        unsafe {
+            api.cuda("cudaSetDevice", (api.set_device)(device))?;
+            let mut stream = std::ptr::null_mut();
+            api.cuda("cudaStreamCreateWithFlags", (api.stream_create)(&mut stream, STREAM_NON_BLOCKING))?;
+            let mut handle = std::ptr::null_mut();
+            let (backend, engines) =
+                if (api.create_ex)(BACKEND_HARDWARE, std::ptr::null_mut(), std::ptr::null_mut(), 0, &mut handle) == 0 {
+                    let (mut engines, mut cores) = (0u32, 0u32);
+                    let _ = (api.hardware_info)(handle, &mut engines, &mut cores);
+                    ("hardware", engines)
+                } else {
+                    nvjpeg(
+                        "nvjpegCreateEx",
+                        (api.create_ex)(BACKEND_GPU_HYBRID, std::ptr::null_mut(), std::ptr::null_mut(), 0, &mut handle),
+                    )?;
+                    ("gpu-hybrid", 0)
+                };
+            Ok(Decoder { api, handle, stream, backend, engines, max_batch, states: vec![None; max_batch + 1], outputs: Vec::new() })
+        }
+    }
+
+    fn serve(mut self, requests: &Mutex<mpsc::Receiver<Request>>) {
+        loop {
+            let batch = {
+                let Ok(rx) = requests.lock() else { return };
+                let Ok(first) = rx.recv() else { return };
+                let mut batch = vec![first];
+                while batch.len() < self.max_batch {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            let outcome = self.decode(&batch);
+            for r in batch {
+                let _ = r.reply.send(outcome.clone());
+            }
+        }
+    }
+
+    fn state(&mut self, n: usize) -> Result<State, String> {
+        if let Some(s) = self.states[n] {
+            return Ok(s);
+        }
+        let mut s = std::ptr::null_mut();
+        // SAFETY: nvJPEG calls on our handle with an out-pointer we own.
+        unsafe {
+            nvjpeg("nvjpegJpegStateCreate", (self.api.state_create)(self.handle, &mut s))?;
+            nvjpeg("nvjpegDecodeBatchedInitialize", (self.api.batched_init)(self.handle, s, n as i32, 1, OUTPUT_RGBI))?;
+        }
+        self.states[n] = Some(s);
+        Ok(s)
+    }
+
+    /// Decodes a batch into the callers' pinned buffers. One answer for the whole
+    /// batch: when nvJPEG refuses any frame, the CPU decodes them all.
+    fn decode(&mut self, batch: &[Request]) -> Result<(), String> {
+        let api = self.api;
+        for r in batch {
+            let (mut components, mut subsampling) = (0i32, 0i32);
+            let (mut widths, mut heights) = ([0i32; 4], [0i32; 4]);
+            // SAFETY: the caller's JPEG bytes stay valid while it waits.
+            let s = unsafe {
+                (api.image_info)(
+                    self.handle,
+                    r.data,
+                    r.len,
+                    &mut components,
+                    &mut subsampling,
+                    widths.as_mut_ptr(),
+                    heights.as_mut_ptr(),
+                )
+            };
+            nvjpeg("nvjpegGetImageInfo", s)?;
+            if components != 3 || !SUPPORTED_SUBSAMPLING.contains(&subsampling) {
+                return Err(format!("{components} components, subsampling {subsampling}"));
+            }
+            if (widths[0] as u32, heights[0] as u32) != (r.width, r.height) {
+                return Err("nvJPEG reads another size than the frame header".into());
+            }
+        }
+        while self.outputs.len() < batch.len() {
+            self.outputs.push((std::ptr::null_mut(), 0));
+        }
+        let mut images = Vec::with_capacity(batch.len());
+        for (r, out) in batch.iter().zip(self.outputs.iter_mut()) {
+            let bytes = r.width as usize * r.height as usize * 3;
+            if out.1 < bytes {
+                // SAFETY: device allocations owned by this thread, freed only here.
+                unsafe {
+                    if !out.0.is_null() {
+                        (api.free)(out.0.cast());
+                    }
+                    let mut p = std::ptr::null_mut();
+                    let e = (api.malloc)(&mut p, bytes);
+                    *out = if e == 0 { (p.cast(), bytes) } else { (std::ptr::null_mut(), 0) };
+                    api.cuda("cudaMalloc", e)?;
+                }
+            }
+            let mut channel = [std::ptr::null_mut(); 4];
+            let mut pitch = [0usize; 4];
+            channel[0] = out.0;
+            pitch[0] = r.width as usize * 3;
+            images.push(NvImage { channel, pitch });
+        }
+        let data: Vec<*const u8> = batch.iter().map(|r| r.data).collect();
+        let lengths: Vec<usize> = batch.iter().map(|r| r.len).collect();
+        let state = self.state(batch.len())?;
+        // SAFETY: every pointer is valid for the call: the callers' bytes (they wait),
+        // our device buffers sized above, arrays of `batch.len()` entries.
+        let s = unsafe { (api.batched)(self.handle, state, data.as_ptr(), lengths.as_ptr(), images.as_mut_ptr(), self.stream) };
+        if s != 0 {
+            // A failed batch leaves the state unusable until initialised again.
+            self.states[batch.len()] = None;
+            return nvjpeg("nvjpegDecodeBatched", s);
+        }
+        for (r, img) in batch.iter().zip(&images) {
+            let bytes = r.width as usize * r.height as usize * 3;
+            // SAFETY: the caller's pinned buffer holds at least `bytes` (ensured
+            // before it sent the request); the device buffer was decoded into above.
+            let e = unsafe { (api.memcpy_async)(r.dest.cast(), img.channel[0].cast(), bytes, MEMCPY_DEVICE_TO_HOST, self.stream) };
+            api.cuda("cudaMemcpyAsync", e)?;
+        }
+        // SAFETY: our stream.
+        api.cuda("cudaStreamSynchronize", unsafe { (api.synchronize)(self.stream) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::noise_jpeg;
+
+    #[test]
+    fn a_baseline_colour_jpeg_goes_to_the_gpu_and_a_cut_one_does_not() {
+        let jpeg = noise_jpeg(64, 48, 85, 7);
+        let layout = scan(&jpeg).unwrap();
+        assert_eq!((layout.width, layout.height, layout.components, layout.precision), (64, 48, 3, 8));
+        assert!(layout.gpu_decodable(), "{layout:?}");
+        // Trailing zero padding after EOI (some cameras send it) is still complete.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert!(scan(&padded).unwrap().gpu_decodable());
+        // Cut anywhere in the scan data: no EOI, so the strict CPU decoder answers.
+        let cut = &jpeg[..jpeg.len() - 10];
+        assert!(!scan(cut).unwrap().complete);
+        assert!(!scan(cut).unwrap().gpu_decodable());
+    }
+
+    #[test]
+    fn progressive_grey_and_broken_headers_stay_on_the_cpu() {
+        let jpeg = noise_jpeg(64, 48, 85, 7);
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline SOF0");
+        let mut progressive = jpeg.clone();
+        progressive[sof + 1] = 0xC2;
+        assert_eq!(scan(&progressive).unwrap().process, 2);
+        assert!(!scan(&progressive).unwrap().gpu_decodable());
+        let mut grey = jpeg.clone();
+        grey[sof + 9] = 1;
+        assert!(!scan(&grey).unwrap().gpu_decodable());
+        for broken in [&b""[..], b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"not a jpeg at all", &jpeg[..sof + 5]] {
+            assert!(scan(broken).is_none_or(|l| !l.gpu_decodable()), "{broken:?}");
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Events out (issue 18) against real receivers: a webhook receiver in this test that
+//! fails, times out and recovers, and Debian's mosquitto started on a free port with
+//! a rumqttc subscriber. Every event arrives, signed, under one id per frame and sink
+//! (a repeat only with the same id), across a kill -9 of visionq while the receiver
+//! is down; an event out of attempts is dead-lettered and delivered by a replay; MQTT
+//! events arrive with QoS 1 and a late subscriber reads each station's retained state.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+const SECRET: &str = "plant-secret-42";
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Ok,
+    Fail,
+    /// Answers 200 only after the sink's timeout has passed.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    event_id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+    answer: Answer,
+}
+
+/// A webhook receiver: answers from `script` first, then `default`; keeps every request.
+#[derive(Default)]
+struct Receiver {
+    script: Mutex<VecDeque<Answer>>,
+    default: Mutex<Option<Answer>>,
+    got: Mutex<Vec<Received>>,
+}
+
+impl Receiver {
+    fn new(script: &[Answer], default: Answer) -> Arc<Receiver> {
+        Arc::new(Receiver {
+            script: Mutex::new(script.iter().copied().collect()),
+            default: Mutex::new(Some(default)),
+            got: Mutex::default(),
+        })
+    }
+
+    fn router(self: &Arc<Self>) -> axum::Router {
+        let state = self.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let r = state.clone();
+                async move {
+                    let answer = r.script.lock().unwrap().pop_front().unwrap_or_else(|| r.default.lock().unwrap().unwrap());
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    r.got.lock().unwrap().push(Received {
+                        event_id: h("visionq-event-id"),
+                        timestamp: h("visionq-timestamp"),
+                        signature: h("visionq-signature"),
+                        body,
+                        answer,
+                    });
+                    match answer {
+                        Answer::Ok => StatusCode::OK,
+                        Answer::Fail => StatusCode::SERVICE_UNAVAILABLE,
+                        Answer::Hang => {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            StatusCode::OK
+                        }
+                    }
+                }
+            }),
+        )
+    }
+
+    /// A receiver on plain HTTP; its URL.
+    async fn start(script: &[Answer], default: Answer) -> (Arc<Receiver>, String) {
+        let r = Receiver::new(script, default);
+        let app = r.router();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (r, url)
+    }
+
+    /// A receiver on HTTPS with `cert` and `key` (for localhost); its URL.
+    async fn start_tls(default: Answer, cert: &Path, key: &Path) -> (Arc<Receiver>, String) {
+        let r = Receiver::new(&[], default);
+        let app = r.router();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://localhost:{}/hook", listener.local_addr().unwrap().port());
+        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+        tokio::spawn(async move { server.serve(app.into_make_service()).await.unwrap() });
+        (r, url)
+    }
+
+    fn set_default(&self, a: Answer) {
+        *self.default.lock().unwrap() = Some(a);
+    }
+
+    fn got(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Frame ids of the events answered 200 at once.
+    fn delivered_frames(&self) -> BTreeSet<String> {
+        self.got().iter().filter(|g| g.answer == Answer::Ok).map(|g| frame_of(&g.body)).collect()
+    }
+}
+
+fn frame_of(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["frame_id"].as_str().unwrap().to_string()
+}
+
+fn sign(timestamp: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1={hex}")
+}
+
+/// What every request the receiver got must hold: a valid signature, the header's
+/// id in the body, one body per event id and one event id per frame.
+fn check_requests(got: &[Received]) {
+    let mut bodies: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut ids_of_frame: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    for g in got {
+        assert_eq!(g.signature, sign(&g.timestamp, &g.body), "the signature verifies with the secret");
+        let v: Value = serde_json::from_str(&g.body).unwrap();
+        assert_eq!(v["event_id"], g.event_id.as_str(), "the header names the body's event");
+        assert_eq!(v["kind"], "result");
+        assert_eq!(v["sink"], "plant");
+        assert_eq!(v["result"]["frame_id"], v["frame_id"]);
+        bodies.entry(&g.event_id).or_default().insert(&g.body);
+        ids_of_frame.entry(frame_of(&g.body)).or_default().insert(&g.event_id);
+    }
+    for (id, b) in &bodies {
+        assert_eq!(b.len(), 1, "every delivery of event {id} is the same body");
+    }
+    for (frame, ids) in &ids_of_frame {
+        assert_eq!(ids.len(), 1, "frame {frame} made one event id for the sink: {ids:?}");
+    }
+}
+
+fn webhook_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("visionq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[sink]]\nname = \"plant\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\ntimeout_ms = 1000\n\
+             backoff_ms = 100\nmax_backoff_ms = 400\nconcurrency = 2\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+async fn post(server: &Server, station: &str, photo: &str) -> String {
+    let url = server.url(&format!("/v1/stations/{station}/frames?wait_ms=30000"));
+    let (status, result) = post_jpeg(&reqwest::Client::new(), &url, photo_bytes(photo)).await;
+    assert_eq!(status, 200, "{result}");
+    result["frame_id"].as_str().unwrap().to_string()
+}
+
+/// Polls `what` every 100 ms until it holds, for at most `secs` seconds.
+async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "not within {secs} s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn sink_status(server: &Server) -> Value {
+    let (status, v) = get_json(&server.url("/v1/sinks")).await;
+    assert_eq!(status, 200, "{v}");
+    v["sinks"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_events_survive_failures_a_timeout_and_a_kill_of_visionq() {
+    let dir = scratch("events-webhook");
+    // Two failures, one answer too late, then the receiver takes everything.
+    let (receiver, url) = Receiver::start(&[Answer::Fail, Answer::Fail, Answer::Hang], Answer::Ok).await;
+    let cfg = webhook_config(&dir, &url, "max_attempts = 1000");
+    let env = [("VISIONQ_DATA_DIR", dir.display().to_string())];
+    let args = ["--config", cfg.to_str().unwrap(), "run"];
+    let server = Server::start(&args, &env).await;
+
+    let mut frames = BTreeSet::new();
+    for (station, photo) in [("line-1", "dog.jpg"), ("line-1", "horses.jpg"), ("line-2", "person.jpg"), ("line-2", "kite.jpg")] {
+        frames.insert(post(&server, station, photo).await);
+    }
+    until(60, "every event delivered after the failures", || receiver.delivered_frames() == frames).await;
+    let got = receiver.got();
+    assert!(got.iter().any(|g| g.answer == Answer::Hang), "one attempt timed out");
+    assert!(got.iter().filter(|g| g.answer == Answer::Fail).count() == 2);
+    check_requests(&got);
+    let text = server.metrics().await;
+    assert!(text.contains("visionq_sink_events_total{outcome=\"delivered\",sink=\"plant\"}"), "{text}");
+    assert!(text.contains("visionq_sink_events_total{outcome=\"failed\",sink=\"plant\"}"));
+
+    // The receiver goes down; frames keep coming; visionq is killed with their
+    // events in the outbox, and started again.
+    receiver.set_default(Answer::Fail);
+    let mut later = BTreeSet::new();
+    for photo in ["giraffe.jpg", "eagle.jpg", "scream.jpg"] {
+        later.insert(post(&server, "line-3", photo).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sink_status(&server).await["pending"].as_u64().unwrap() < later.len() as u64 {
+        assert!(tokio::time::Instant::now() < deadline, "the events wait in the outbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut server = server;
+    server.child.kill().await.unwrap();
+    assert!(later.iter().all(|f| !receiver.delivered_frames().contains(f)), "nothing of them was taken before the kill");
+    receiver.set_default(Answer::Ok);
+    let server = Server::start(&args, &env).await;
+    frames.extend(later);
+    until(60, "every event delivered after the restart", || receiver.delivered_frames() == frames).await;
+    check_requests(&receiver.got());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sink_status(&server).await["pending"] != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox empties");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_out_of_attempts_is_dead_lettered_and_a_replay_delivers_it() {
+    let dir = scratch("events-dead");
+    let (receiver, url) = Receiver::start(&[], Answer::Fail).await;
+    let cfg = webhook_config(&dir, &url, "max_attempts = 3\nstations = [\"dock-1\"]");
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+
+    let frame = post(&server, "dock-1", "dog.jpg").await;
+    // Another station: not this sink's (its filter names dock-1 only).
+    post(&server, "dock-2", "dog.jpg").await;
+    let dead_url = server.url("/v1/sinks/plant/dead");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let (status, v) = get_json(&dead_url).await;
+        assert_eq!(status, 200, "{v}");
+        if !v["events"].as_array().unwrap().is_empty() {
+            break v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the event is dead-lettered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let events = dead["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{dead}");
+    assert_eq!(events[0]["attempts"], 3);
+    assert_eq!(events[0]["station"], "dock-1");
+    let id = events[0]["event_id"].as_str().unwrap().to_string();
+    let got = receiver.got();
+    assert_eq!(got.len(), 3, "three attempts, then no more");
+    assert!(got.iter().all(|g| g.event_id == id && frame_of(&g.body) == frame));
+    assert!(server.metrics().await.contains("visionq_sink_events_total{outcome=\"dead_lettered\",sink=\"plant\"} 1"));
+    assert_eq!(sink_status(&server).await["dead"], 1);
+
+    // Refusals are the one error shape.
+    let (status, v) = get_json(&server.url("/v1/sinks/nowhere/dead")).await;
+    assert_eq!((status, v["code"].as_str()), (404, Some("unknown_sink")), "{v}");
+    let (status, v) = get_json(&server.url("/v1/sinks/plant/dead?limit=0")).await;
+    assert_eq!((status, v["param"].as_str()), (400, Some("limit")), "{v}");
+
+    receiver.set_default(Answer::Ok);
+    let replay = reqwest::Client::new().post(server.url("/v1/sinks/plant/dead/replay")).send().await.unwrap();
+    assert_eq!(replay.status(), 200);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["replayed"], 1, "{replay}");
+    until(30, "the replayed event delivered", || receiver.delivered_frames().contains(&frame)).await;
+    let got = receiver.got();
+    assert_eq!(got.last().unwrap().event_id, id, "a replay keeps the event id");
+    check_requests(&got);
+    assert!(got.iter().all(|g| frame_of(&g.body) == frame), "dock-2's result is not this sink's");
+    let (_, v) = get_json(&dead_url).await;
+    assert!(v["events"].as_array().unwrap().is_empty(), "{v}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_rabbitmq_mode_the_results_role_delivers_through_its_outbox_too() {
+    let dir = scratch("events-amqp");
+    let prefix = unique("events");
+    let db = TestDb::new("events").await;
+    let (receiver, url) = Receiver::start(&[Answer::Fail], Answer::Ok).await;
+    let cfg = webhook_config(&dir, &url, "");
+    let mut env = amqp_env(&prefix, &db.url);
+    env.push(("VISIONQ_DATA_DIR", dir.display().to_string()));
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &env).await;
+    let mut frames = BTreeSet::new();
+    for photo in ["dog.jpg", "bus.jpg"] {
+        frames.insert(post(&server, "line-9", photo).await);
+    }
+    until(60, "both events delivered", || receiver.delivered_frames() == frames).await;
+    check_requests(&receiver.got());
+    assert!(dir.join("outbox.db").exists(), "the outbox is in the results process's data dir");
+    server.stop().await;
+    delete_topology(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_verified_against_its_ca_file() {
+    let dir = scratch("events-https");
+    let (ca, cert, key) = tls_certificates(&dir);
+    let (receiver, url) = Receiver::start_tls(Answer::Ok, &cert, &key).await;
+    let cfg = webhook_config(&dir, &url, &format!("ca_file = \"{}\"", ca.display()));
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let frame = post(&server, "line-4", "dog.jpg").await;
+    until(30, "the event delivered over HTTPS", || receiver.delivered_frames().contains(&frame)).await;
+    check_requests(&receiver.got());
+    server.stop().await;
+
+    // A CA file that does not exist stops the start, naming the sink and the file.
+    let bad = webhook_config(&dir, &url, "ca_file = \"/nonexistent/ca.pem\"");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
+        .args(["--config", bad.to_str().unwrap(), "run", "--listen", "127.0.0.1:0"])
+        .env("VISIONQ_CACHE_DIR", cache())
+        .env("VISIONQ_MODEL", model())
+        .env("VISIONQ_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sink `plant`") && stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+}
+
+/// Debian's mosquitto on a free port, taking only the user `visionq` (password
+/// `broker-pass`), stopped on drop.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Mosquitto {
+    async fn start(dir: &Path) -> Mosquitto {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
+        let bin = bin.expect("mosquitto is installed (apt-get install mosquitto; scripts/test does it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let passwords = dir.join("mosquitto.passwd");
+        let made = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwords)
+            .args(["visionq", "broker-pass"])
+            .status()
+            .expect("mosquitto_passwd runs (Debian's mosquitto package)");
+        assert!(made.success());
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n", passwords.display()),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto starts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "mosquitto listens on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Mosquitto { child, port }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A subscriber to `filter` (QoS 1); its messages (topic, retained, body) come on the channel.
+async fn subscribe(port: u16, id: &str, filter: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, bool, Value)> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_credentials("visionq", "broker-pass");
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _client = client;
+        let mut subscribed_tx = Some(subscribed_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => drop(subscribed_tx.take().map(|t| t.send(()))),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    assert_eq!(p.qos, QoS::AtLeastOnce, "events are published with QoS 1");
+                    let body: Value = serde_json::from_slice(&p.payload).unwrap();
+                    if tx.send((p.topic.clone(), p.retain, body)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("subscriber: {e}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed).await.expect("SUBACK").unwrap();
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_events_arrive_with_qos_1_and_a_late_subscriber_reads_the_retained_state() {
+    let dir = scratch("events-mqtt");
+    let broker = Mosquitto::start(&dir).await;
+    let cfg = dir.join("visionq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[sink]]\nname = \"bus\"\nkind = \"mqtt\"\nhost = \"127.0.0.1\"\nport = {}\ntopic_prefix = \"plant/vision\"\n\
+             username = \"visionq\"\npassword = \"broker-pass\"\nbackoff_ms = 100\n",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let mut early = subscribe(broker.port, "early", "plant/vision/+/result").await;
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let a1 = post(&server, "cam-a", "dog.jpg").await;
+    let a2 = post(&server, "cam-a", "horses.jpg").await;
+    let b1 = post(&server, "cam-b", "person.jpg").await;
+
+    let mut seen = BTreeMap::new();
+    while seen.len() < 3 {
+        let (topic, retained, body) = tokio::time::timeout(Duration::from_secs(30), early.recv()).await.expect("an event").unwrap();
+        assert!(!retained, "events are not retained; the state is");
+        assert_eq!(topic, format!("plant/vision/{}/result", body["station"].as_str().unwrap()));
+        assert_eq!(body["sink"], "bus");
+        seen.insert(body["frame_id"].as_str().unwrap().to_string(), body["event_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([a1.clone(), a2.clone(), b1.clone()]));
+
+    // Once the broker acknowledged every publish (the state too), a subscriber that
+    // comes later gets each station's last state at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !server.metrics().await.contains("visionq_sink_events_total{outcome=\"delivered\",sink=\"bus\"} 3") {
+        assert!(tokio::time::Instant::now() < deadline, "the three events count as delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut late = subscribe(broker.port, "late", "plant/vision/+/state").await;
+    let mut states = BTreeMap::new();
+    while states.len() < 2 {
+        let (topic, retained, body) = tokio::time::timeout(Duration::from_secs(10), late.recv()).await.expect("a state").unwrap();
+        assert!(retained, "{topic}: the state is retained");
+        states.insert(topic, body["frame_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(states["plant/vision/cam-a/state"], a2, "cam-a's state is its latest result");
+    assert_eq!(states["plant/vision/cam-b/state"], b1);
+    server.stop().await;
+}
