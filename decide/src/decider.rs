@@ -85,6 +85,41 @@ impl Decider {
         let expectation = self.expectation(&result.station);
         Some(decide(result.status, &result.detections, rules.for_station(&result.station), expectation.as_deref()))
     }
+
+    /// Whether `result`'s best detection scores in its class's review band (at or
+    /// above `review`, under `accept`) under its station's rules: such a frame is
+    /// kept for retraining whatever the decision (a mismatch, a code the catalogue
+    /// refused). False without a rules file.
+    pub fn in_review_band(&self, result: &FrameResult) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let rules = self.rules.read().expect("rules lock").clone();
+        let station = rules.for_station(&result.station);
+        let best = result
+            .detections
+            .iter()
+            .filter(|d| d.score >= station.thresholds_for(&d.class_name).show)
+            .max_by(|a, b| a.score.total_cmp(&b.score));
+        best.is_some_and(|d| {
+            let t = station.thresholds_for(&d.class_name);
+            d.score >= t.review && d.score < t.accept
+        })
+    }
+
+    /// Drops from `result` the detections under their class's `show` threshold in
+    /// its station's rules: a detection that is not shown is not returned, pushed or
+    /// stored either. Returns how many were dropped; none without a rules file.
+    pub fn retain_shown(&self, result: &mut FrameResult) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
+        let rules = self.rules.read().expect("rules lock").clone();
+        let station = rules.for_station(&result.station);
+        let before = result.detections.len();
+        result.detections.retain(|d| d.score >= station.thresholds_for(&d.class_name).show);
+        before - result.detections.len()
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +189,43 @@ mod tests {
         d.set_expectation("cam", None);
         assert!(d.expectation("cam").is_none());
         assert_eq!(d.decide(&result("cam", 0.9)).unwrap().outcome, Outcome::Accepted);
+    }
+
+    #[test]
+    fn detections_under_their_stations_show_threshold_are_dropped() {
+        let dir = std::env::temp_dir().join(format!("vq-decider-show-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        let rules = "thresholds = { show = 0.3, review = 0.6, accept = 0.8 }\n\
+                     [rules.strict]\nclass.dog = { show = 0.5 }\n[station.cam]\nrules = \"strict\"\n";
+        std::fs::write(&path, rules).unwrap();
+        let d = Decider::load(Some(&path), Some(vec!["dog".into(), "cat".into()])).unwrap();
+        let two = |station: &str| {
+            let mut r = result(station, 0.4);
+            r.detections.push(Detection { class_id: 15, class_name: "cat".into(), score: 0.2, bbox: [0.0; 4], box_px: [0.0; 4] });
+            r
+        };
+        let mut cam = two("cam");
+        assert_eq!(d.retain_shown(&mut cam), 2, "dog 0.4 under cam's 0.5, cat 0.2 under 0.3");
+        assert!(cam.detections.is_empty());
+        let mut gate = two("gate");
+        assert_eq!(d.retain_shown(&mut gate), 1, "gate has the global show 0.3: the dog stays");
+        assert_eq!(gate.detections[0].class_name, "dog");
+        let mut plain = two("gate");
+        assert_eq!(Decider::load(None, None).unwrap().retain_shown(&mut plain), 0, "no rules file: nothing dropped");
+    }
+
+    #[test]
+    fn the_review_band_is_the_best_detections_classs_review_to_accept() {
+        let dir = std::env::temp_dir().join(format!("vq-decider-band-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        std::fs::write(&path, "thresholds = { show = 0.3, review = 0.6, accept = 0.8 }\n").unwrap();
+        let d = Decider::load(Some(&path), None).unwrap();
+        for (score, band) in [(0.59, false), (0.6, true), (0.79, true), (0.8, false), (0.2, false)] {
+            assert_eq!(d.in_review_band(&result("cam", score)), band, "{score}");
+        }
+        assert!(!Decider::load(None, None).unwrap().in_review_band(&result("cam", 0.7)), "no rules file: no band");
     }
 
     #[test]

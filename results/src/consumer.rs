@@ -128,10 +128,13 @@ pub async fn run(
                     let now = Utc::now();
                     r.timings_ms.insert("queue_wait_results".into(), elapsed_ms(r.completed_at, now));
                     r.decision = decider.decide(&r);
+                    // What the station's rules do not show is not returned, pushed or stored.
+                    decider.retain_shown(&mut r);
                     if let Some(d) = &r.decision {
                         metrics.decisions_total.with_label_values(&[d.outcome.as_str()]).inc();
                     }
-                    if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r)) {
+                    let in_band = decider.in_review_band(&r);
+                    if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r, in_band)) {
                         to_keep.push((r.clone(), image));
                     }
                     batch.push((d, r));

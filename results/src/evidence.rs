@@ -188,11 +188,13 @@ impl Keeper {
         Arc::new(Keeper { store, hold, metrics })
     }
 
-    /// The bytes of a decided result's frame when it is to be kept. Every result
-    /// takes its frame out of the hold, kept or not.
-    pub fn claim(&self, result: &FrameResult) -> Option<Bytes> {
+    /// The bytes of a decided result's frame when it is to be kept: decided
+    /// `needs_review`, or its best score in the review band (`in_review_band`, under
+    /// the station's rules) whatever the decision. Every result takes its frame out
+    /// of the hold, kept or not.
+    pub fn claim(&self, result: &FrameResult, in_review_band: bool) -> Option<Bytes> {
         let bytes = self.hold.as_ref().and_then(|h| h.take(result.frame_id));
-        let wanted = result.decision.as_ref().is_some_and(|d| d.outcome == Outcome::NeedsReview);
+        let wanted = in_review_band || result.decision.as_ref().is_some_and(|d| d.outcome == Outcome::NeedsReview);
         if wanted && bytes.is_none() {
             self.count(Kept::Unavailable, 1);
         }

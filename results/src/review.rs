@@ -1,6 +1,6 @@
 //! The review backlog gauge: how many stored results were decided `needs_review`
-//! (`visionq_review_backlog`). Reviews themselves are not stored yet, so this is every
-//! such result the store still holds — retention bounds it to its window. Counted
+//! (`visionq_review_backlog`) and not reviewed yet (the `reviews` table), among the
+//! results the store still holds — retention bounds it to its window. Counted
 //! by the results role every [`EVERY`], so an alert on it lags by at most that.
 
 use std::future::Future;

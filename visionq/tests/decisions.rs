@@ -54,6 +54,10 @@ async fn results_carry_the_decision_of_their_stations_rules_and_a_reload_changes
         labels.explicit = { dog = "K9-01", bicycle = "BIKE-7", car = "CAR-2", truck = "TRK-3" }
         [station.yard-1]
         rules = "yard"
+        [rules.picky]
+        thresholds = { show = 0.45, review = 0.8, accept = 0.9 }
+        [station.picky-1]
+        rules = "picky"
         "#,
     )
     .unwrap();
@@ -85,6 +89,32 @@ async fn results_carry_the_decision_of_their_stations_rules_and_a_reload_changes
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(decided, 2.0, "{metrics}");
+
+    // A station whose rules show only detections at 0.45 and above: the rest are not
+    // in its reply, nor in what was stored.
+    let all = post(&server, "gate-2", "dog.jpg").await;
+    let shown = post(&server, "picky-1", "dog.jpg").await;
+    let listed = |r: &Value| -> Vec<(String, f64)> {
+        r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["class_name"].as_str().unwrap().to_string(), d["score"].as_f64().unwrap()))
+            .collect()
+    };
+    let (all, kept) = (listed(&all), listed(&shown));
+    assert!(
+        all.iter().any(|(_, s)| *s < 0.45) && all.iter().any(|(_, s)| *s >= 0.45),
+        "dog.jpg has detections either side of 0.45: {all:?}"
+    );
+    let above: Vec<_> = all.iter().filter(|(_, s)| *s >= 0.45).collect();
+    assert_eq!(kept.len(), above.len(), "only those at 0.45 and above: {kept:?} of {all:?}");
+    for ((c, s), (ac, a)) in kept.iter().zip(above) {
+        assert!(c == ac && (s - a).abs() < 1e-3, "{kept:?} vs {all:?}");
+    }
+    let id = shown["frame_id"].as_str().unwrap();
+    let stored: Value = reqwest::get(server.url(&format!("/v1/frames/{id}"))).await.unwrap().json().await.unwrap();
+    assert_eq!(listed(&stored).len(), kept.len(), "stored as returned: {stored}");
 
     // SIGHUP with stricter rules: yard-1 now needs everything at 0.99.
     std::fs::write(&rules, "thresholds = { review = 0.3, accept = 0.99 }\n[rules.yard]\n[station.yard-1]\nrules = \"yard\"\n")
