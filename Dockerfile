@@ -31,9 +31,10 @@ ARG ORT_VERSION=1.31.1
 
 # ── Build: the release binary (CPU and CUDA flavours) ─────────────────────────
 FROM ${RUST_IMAGE} AS build-base
-# libjpeg-turbo is compiled from source and linked statically (cmake, nasm for SIMD).
+# libjpeg-turbo is compiled from source and linked statically (cmake, nasm for SIMD);
+# protoc generates the gRPC ingest's code from ingest/proto.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake nasm \
+ && apt-get install -y --no-install-recommends cmake nasm protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole workspace (see .dockerignore: no target/, no .cache/).

@@ -69,6 +69,9 @@ VENV_REQUIREMENTS = (
     # A WebSocket client that did not come from this code, for the station stream's
     # test (visionq/tests/streams.rs) and the README's Python example.
     "websocket-client==1.9.2",
+    # A gRPC client that did not come from this code, for the gRPC ingest's test
+    # (visionq/tests/grpc.rs) and the README's example (docs/examples/grpc_client.py).
+    "grpcio==1.85.3",
 )
 
 ORT_VERSION = "1.31.1"

@@ -141,6 +141,8 @@ pub(crate) enum Door {
     Wait,
     /// The station's WebSocket.
     Stream,
+    /// gRPC, unary or stream.
+    Grpc,
 }
 
 impl Door {
@@ -149,6 +151,7 @@ impl Door {
             Door::Async => "async",
             Door::Wait => "wait",
             Door::Stream => "stream",
+            Door::Grpc => "grpc",
         }
     }
 }

@@ -74,7 +74,8 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/v1/selftest", post(crate::selftest::selftest))
         .layer(DefaultBodyLimit::max(transport_limit))
         .route("/v1/stations/{station}/ws", get(crate::stream::station_stream))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::grpc::routes(state))
 }
 
 /// Posts a frame: a raw JPEG, PNG or WebP, multipart with an `image` part, or JSON

@@ -7,12 +7,14 @@
 //! take now gets `503` with `Retry-After`, never a `202`. The same checks and publish
 //! serve a station's WebSocket (`GET /v1/stations/{station}/ws`, module `stream`):
 //! frames in, each one's answer out as it completes, within a window of frames in
-//! flight. It also serves the synthetic self-test (`POST /v1/selftest`, admin only),
+//! flight. The same again for gRPC (`visionq.v1.Detector`, module `grpc`), on the
+//! same port. It also serves the synthetic self-test (`POST /v1/selftest`, admin only),
 //! and describes its routes for the OpenAPI document ([`openapi`]).
 
 mod admit;
 mod api;
 mod body;
+pub mod grpc;
 pub mod header;
 pub mod jpeg;
 pub mod limits;

@@ -26,6 +26,8 @@ pub fn serving_role(path: &str) -> Option<Role> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["v1", "stations", _, "frames" | "ws"] | ["v1", "selftest"] => Some(Role::Ingest),
+        // gRPC (`/<package.Service>/<Method>`): ingest's services.
+        ["visionq.v1.Detector" | "grpc.health.v1.Health", _] => Some(Role::Ingest),
         ["v1", "frames", _] | ["v1", "stream"] | ["v1", "stations"] | ["v1", "dashboard", ..] | ["dashboard", ..] | [""] => {
             Some(Role::Results)
         }

@@ -8,7 +8,9 @@
 //!   included);
 //! - **body**: a body not in within `http_body_timeout_ms` of its headers — the body
 //!   fails with [`BodyTimedOut`], the handler answers `408 body_timeout` and the
-//!   connection is closed after it;
+//!   connection is closed after it. A gRPC request's body is a stream of messages
+//!   that may last as long as the call: it fails only when no message came for
+//!   `http_idle_timeout_ms`;
 //! - **idle**: no request on a kept-alive connection for `http_idle_timeout_ms`;
 //! - **send**: a client that stopped reading a response for as long.
 //!
@@ -298,6 +300,8 @@ struct TimedBody {
     inner: Incoming,
     deadline: Instant,
     after: Duration,
+    /// A stream's body (gRPC): each frame received moves the deadline this far on.
+    slide: Option<Duration>,
     /// Made on the first wait: most bodies are in before they are read.
     sleep: Option<Pin<Box<Sleep>>>,
     metrics: Arc<Metrics>,
@@ -310,13 +314,19 @@ impl hyper::body::Body for TimedBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            if let (Some(Ok(_)), Some(slide)) = (&frame, this.slide) {
+                this.deadline = Instant::now() + slide;
+                if let Some(sleep) = this.sleep.as_mut() {
+                    sleep.as_mut().reset(this.deadline);
+                }
+            }
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         let deadline = this.deadline;
         let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.as_mut().poll(cx).is_ready() {
             this.metrics.http_slow_clients_total.with_label_values(&["body"]).inc();
-            return Poll::Ready(Some(Err(Box::new(BodyTimedOut { after: this.after }))));
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut { after: this.slide.unwrap_or(this.after) }))));
         }
         Poll::Pending
     }
@@ -359,6 +369,8 @@ struct ConnService {
     app: TowerToHyperService<Router>,
     watch: Arc<Watch>,
     body_timeout: Duration,
+    /// Between two messages of a gRPC request's body at most.
+    idle_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -370,8 +382,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(self.watch.clone());
         let connect = req.method() == Method::CONNECT;
+        let grpc = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/grpc"));
+        let slide = grpc.then_some(self.idle_timeout);
         let (after, metrics) = (self.body_timeout, self.metrics.clone());
-        let req = req.map(|inner| Body::new(TimedBody { inner, deadline: Instant::now() + after, after, sleep: None, metrics }));
+        let deadline = Instant::now() + slide.unwrap_or(after);
+        let req = req.map(|inner| Body::new(TimedBody { inner, deadline, after, slide, sleep: None, metrics }));
         let (watch, answer) = (self.watch.clone(), self.app.call(req));
         Box::pin(async move {
             let response = answer.await?;
@@ -431,7 +450,13 @@ pub async fn serve(
         metrics.http_connections.inc();
         let slot = Slot { _permit: permit, metrics: metrics.clone() };
         let watch = Watch::new();
-        let service = ConnService { app: app.clone(), watch: watch.clone(), body_timeout: limits.body, metrics: metrics.clone() };
+        let service = ConnService {
+            app: app.clone(),
+            watch: watch.clone(),
+            body_timeout: limits.body,
+            idle_timeout: limits.idle,
+            metrics: metrics.clone(),
+        };
         let (limits, metrics, closing, acceptor) = (limits.clone(), metrics.clone(), closing_rx.clone(), acceptor.clone());
         tokio::spawn(async move {
             let Some(acceptor) = acceptor else {

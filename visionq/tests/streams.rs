@@ -64,22 +64,6 @@ async fn send_frame(ws: &mut Ws, details: Option<Value>, image: Vec<u8>) {
     ws.send(Message::binary(image)).await.unwrap();
 }
 
-/// The detections of two results of the same photo are the same: classes, scores, boxes.
-fn same_detections(a: &Value, b: &Value, what: &str) {
-    let (da, db) = (a["detections"].as_array().unwrap(), b["detections"].as_array().unwrap());
-    assert_eq!(da.len(), db.len(), "{what}: as many detections\n{a}\n{b}");
-    assert!(!da.is_empty(), "{what}: the photo has detections");
-    for d in da {
-        let twin = db
-            .iter()
-            .filter(|e| e["class_name"] == d["class_name"])
-            .max_by(|x, y| iou(box_of(x), box_of(d)).total_cmp(&iou(box_of(y), box_of(d))))
-            .unwrap_or_else(|| panic!("{what}: no {} in the other result", d["class_name"]));
-        assert!(iou(box_of(twin), box_of(d)) > 0.98, "{what}: {d} against {twin}");
-        assert!((twin["score"].as_f64().unwrap() - d["score"].as_f64().unwrap()).abs() < 0.01, "{what}: {d} against {twin}");
-    }
-}
-
 fn ws_url(server: &Server, path: &str) -> String {
     server.url(path).replacen("http://", "ws://", 1)
 }

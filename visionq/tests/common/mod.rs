@@ -243,6 +243,22 @@ pub fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
     inter / (area(a) + area(b) - inter)
 }
 
+/// The detections of two results of the same photo are the same: classes, scores, boxes.
+pub fn same_detections(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
+    let (da, db) = (a["detections"].as_array().unwrap(), b["detections"].as_array().unwrap());
+    assert_eq!(da.len(), db.len(), "{what}: as many detections\n{a}\n{b}");
+    assert!(!da.is_empty(), "{what}: the photo has detections");
+    for d in da {
+        let twin = db
+            .iter()
+            .filter(|e| e["class_name"] == d["class_name"])
+            .max_by(|x, y| iou(box_of(x), box_of(d)).total_cmp(&iou(box_of(y), box_of(d))))
+            .unwrap_or_else(|| panic!("{what}: no {} in the other result", d["class_name"]));
+        assert!(iou(box_of(twin), box_of(d)) > 0.98, "{what}: {d} against {twin}");
+        assert!((twin["score"].as_f64().unwrap() - d["score"].as_f64().unwrap()).abs() < 0.01, "{what}: {d} against {twin}");
+    }
+}
+
 /// Runs `cmd`; panics with its stderr unless it succeeds.
 fn run_ok(cmd: &mut std::process::Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
