@@ -5,9 +5,10 @@
 //! their filters, [`sink`]), who may call what
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
 //! the one shape of its refusals ([`refusal`]), what the HTTP listener tells a
-//! handler about a slow body ([`http`]), and the telemetry (metric names, defined
-//! once, and log set-up). It does no I/O beyond reading the config file and this
-//! process's own figures in /proc.
+//! handler about a slow body ([`http`]), how an outgoing TLS connection verifies its
+//! server ([`tls`]), and the telemetry (metric names, defined once, and log set-up).
+//! It does no I/O beyond reading the config file, CA files and this process's own
+//! figures in /proc.
 
 pub mod auth;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod params;
 pub mod refusal;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
 pub use config::{Config, ConfigError};

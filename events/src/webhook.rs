@@ -36,38 +36,6 @@ pub struct Webhook {
     secret: Option<String>,
 }
 
-/// The TLS set-up of HTTPS webhooks: rustls with the aws-lc provider, trusting the
-/// sink's `ca_file` or else the system's roots.
-fn tls(sink: &SinkConfig) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &sink.ca_file {
-        Some(path) => {
-            use rustls::pki_types::pem::PemObject;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    if roots.is_empty() {
-        return Err(match &sink.ca_file {
-            Some(p) => format!("ca_file {} holds no certificate", p.display()),
-            None => "the system has no CA certificates: set ca_file".into(),
-        });
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 impl Webhook {
     /// The client of `sink`; refused (with the reason) when its TLS set-up cannot be made.
     pub fn new(sink: &SinkConfig) -> Result<Webhook, String> {
@@ -77,7 +45,12 @@ impl Webhook {
             .user_agent(concat!("visionq/", env!("CARGO_PKG_VERSION")));
         let url = sink.url.clone().unwrap_or_default();
         if url.starts_with("https://") {
-            builder = builder.tls_backend_preconfigured(tls(sink)?);
+            // The sink's `ca_file`, or else the system's roots.
+            let tls = visionq_contract::tls::client_config(sink.ca_file.as_deref()).map_err(|e| match &sink.ca_file {
+                Some(_) => format!("ca_file {e}"),
+                None => e,
+            })?;
+            builder = builder.tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(tls));
         }
         let client = builder.build().map_err(|e| format!("sink `{}`: {e}", sink.name))?;
         Ok(Webhook { client, url, secret: sink.secret.clone() })

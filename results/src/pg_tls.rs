@@ -18,7 +18,6 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -95,25 +94,11 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn roots(root_cert: Option<&str>) -> Result<RootCertStore, StoreError> {
-    let mut roots = RootCertStore::empty();
-    match root_cert.filter(|p| *p != "system") {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
-            for cert in certs {
-                roots.add(cert).map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-        }
-    }
-    if roots.is_empty() {
-        return Err(bad(format!("no CA certificate to verify the server with ({})", root_cert.unwrap_or("the system's roots"))));
-    }
-    Ok(roots)
+    let file = root_cert.filter(|p| *p != "system").map(std::path::Path::new);
+    visionq_contract::tls::roots(file).map_err(|e| match file {
+        Some(_) => bad(format!("sslrootcert {e}")),
+        None => bad(format!("no CA certificate to verify the server with (the system's roots): {e}")),
+    })
 }
 
 fn client_config(mode: SslMode, root_cert: Option<&str>) -> Result<ClientConfig, StoreError> {
