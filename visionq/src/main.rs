@@ -8,6 +8,7 @@ mod bench_infer;
 mod bench_journal;
 mod bench_latency;
 mod bench_matrix;
+mod camera;
 mod compose;
 mod dataset;
 mod demo;

@@ -1,5 +1,6 @@
 //! `visionq station`: the edge agent beside a camera. It captures frames from a
-//! folder, a file or an HTTP snapshot URL at a fixed rate, writes each one to an
+//! folder, a file, an HTTP(S) snapshot URL or a camera stream (RTSP, through ffmpeg:
+//! [`crate::camera`]) at a fixed rate, writes each one to an
 //! on-disk spool first, and streams the spool in order over the station's WebSocket
 //! (docs/STREAMING.md). A frame leaves the spool only when the server answers
 //! `accepted` (it is then in the broker or the fsynced journal), or is refused for
@@ -14,6 +15,9 @@
 //! counted, never silently. With `--live-ms` a frame that waited longer than that
 //! is dropped as stale and counted instead of replayed (a live view that only
 //! wants the present).
+//!
+//! The server may be `https://` (the socket is then `wss://`), verified against the
+//! system's roots or `--ca-file`, which also verifies an `https://` snapshot URL.
 //!
 //! Progress goes to standard output as one JSON line per second and a last one at
 //! exit (`{"captured", "delivered", "spooled", "in_flight", "overflow", "stale",
@@ -33,15 +37,23 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use visionq_contract::Config;
 
+use crate::camera::{Camera, Video};
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct StationArgs {
     /// Where frames come from: a folder (its .jpg/.jpeg files in name order), one
-    /// JPEG file (sent at every tick), or an http URL answering a JPEG snapshot.
+    /// JPEG file (sent at every tick), a video file (played at its speed, through
+    /// ffmpeg), an http(s) URL answering a JPEG snapshot, or a camera stream,
+    /// rtsp:// or rtsps:// (read by ffmpeg, the newest frame at every tick).
     #[arg(long)]
     source: String,
-    /// visionq's base URL (the ingest role's), e.g. http://127.0.0.1:8080 (http only: no TLS in the agent yet).
+    /// visionq's base URL (the ingest role's), e.g. http://127.0.0.1:8080 or https://visionq.example.com.
     #[arg(long)]
     server: String,
+    /// CA certificates (PEM) to verify an https server and snapshot URL with,
+    /// instead of the system's roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// The station this camera is.
     #[arg(long)]
     station: String,
@@ -63,7 +75,7 @@ pub struct StationArgs {
     /// A frame that waited in the spool longer than this is dropped as stale, not sent (0: send every frame).
     #[arg(long, default_value_t = 0)]
     live_ms: u64,
-    /// With a folder: start over after its last file instead of stopping.
+    /// With a folder or a video file: start over after its end instead of stopping.
     #[arg(long = "loop")]
     repeat: bool,
 }
@@ -169,20 +181,22 @@ enum Source {
     Folder { files: Vec<PathBuf>, at: usize, repeat: bool },
     File(PathBuf),
     Url { http: reqwest::Client, url: String },
+    Stream(Camera),
 }
 
 impl Source {
-    fn open(spec: &str, repeat: bool) -> anyhow::Result<Source> {
-        if spec.starts_with("http://") {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-            return Ok(Source::Url { http, url: spec.to_string() });
+    fn open(spec: &str, args: &StationArgs) -> anyhow::Result<Source> {
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            let mut http = reqwest::Client::builder().timeout(Duration::from_secs(5));
+            if spec.starts_with("https://") {
+                http = http.tls_backend_preconfigured(Arc::unwrap_or_clone(tls(args)?));
+            }
+            return Ok(Source::Url { http: http.build()?, url: spec.to_string() });
         }
-        if spec.starts_with("https://") {
-            bail!("https snapshot URLs are not supported yet (no TLS in the agent): use http on the camera's network");
+        if spec.starts_with("rtsp://") || spec.starts_with("rtsps://") {
+            return Ok(Source::Stream(Camera::open(spec, args.rate, Video::Live)?));
         }
-        if spec.starts_with("rtsp://") {
-            bail!("rtsp sources are not supported yet: take snapshots with the camera's HTTP URL or a folder");
-        }
+        let repeat = args.repeat;
         let path = PathBuf::from(spec);
         if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&path)?
@@ -200,9 +214,16 @@ impl Source {
             return Ok(Source::Folder { files, at: 0, repeat });
         }
         if path.is_file() {
+            // A JPEG is sent at every tick; anything else is taken for a video file.
+            let mut magic = [0u8; 3];
+            let is_jpeg = std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+                && magic == [0xFF, 0xD8, 0xFF];
+            if !is_jpeg {
+                return Ok(Source::Stream(Camera::open(spec, args.rate, Video::File { repeat })?));
+            }
             return Ok(Source::File(path));
         }
-        bail!("source {spec}: neither a folder, a file nor an http URL")
+        bail!("source {spec}: neither a folder, a file, an http(s) URL nor an rtsp(s) stream")
     }
 
     /// The next frame; `None` when a folder is done.
@@ -223,8 +244,15 @@ impl Source {
                 let r = http.get(url.as_str()).send().await?.error_for_status()?;
                 Ok(Some(r.bytes().await?.to_vec()))
             }
+            Source::Stream(camera) => camera.next().await,
         }
     }
+}
+
+/// The TLS set-up of the agent's connections (server and snapshot URL): `--ca-file`,
+/// or the system's roots.
+fn tls(args: &StationArgs) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    visionq_contract::tls::client_config(args.ca_file.as_deref()).map_err(|e| anyhow::anyhow!("TLS: {e}"))
 }
 
 struct Shared {
@@ -252,8 +280,11 @@ pub async fn run(config: Config, args: StationArgs) -> anyhow::Result<()> {
     if !visionq_contract::config::valid_station_id(&args.station) {
         bail!("station id must be 1-64 of A-Z a-z 0-9 . _ -");
     }
-    if !args.server.starts_with("http://") {
-        bail!("--server must be an http:// URL (no TLS in the agent yet)");
+    if !(args.server.starts_with("http://") || args.server.starts_with("https://")) {
+        bail!("--server must be an http:// or https:// URL");
+    }
+    if args.server.starts_with("https://") {
+        tls(&args)?;
     }
     if !(args.rate > 0.0 && args.rate <= 100.0) {
         bail!("--rate must be above 0 and at most 100 frames/s");
@@ -263,7 +294,7 @@ pub async fn run(config: Config, args: StationArgs) -> anyhow::Result<()> {
     if !spool.waiting.is_empty() {
         eprintln!("visionq station: {} frames waiting in the spool {} from before", spool.waiting.len(), dir.display());
     }
-    let source = Source::open(&args.source, args.repeat)?;
+    let source = Source::open(&args.source, &args)?;
     let shared = Arc::new(Shared {
         spool: Mutex::new(spool),
         progress: Mutex::new(Progress::default()),
@@ -366,7 +397,12 @@ async fn stream(shared: &Shared, args: &StationArgs) -> anyhow::Result<()> {
     if let Some(t) = &args.token {
         req.headers_mut().insert("authorization", format!("Bearer {t}").parse()?);
     }
-    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req))
+    let connector = match base.starts_with("wss://") {
+        true => tokio_tungstenite::Connector::Rustls(tls(args)?),
+        false => tokio_tungstenite::Connector::Plain,
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector));
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), connect)
         .await
         .context("connecting timed out")?
         .context("the server is unreachable")?;

@@ -3,7 +3,9 @@
 //! counted), survive the agent being killed, and are delivered in order when the
 //! server is up; the server killed (SIGKILL) mid-stream and started again on the same
 //! port and data: every captured frame is stored exactly once. And a frame posted
-//! twice under one `Idempotency-Key` is one frame.
+//! twice under one `Idempotency-Key` is one frame. An RTSP camera (GStreamer's RTSP
+//! server, tools/rtsp_camera.py) is read through ffmpeg, its frames stored; over
+//! HTTPS the agent trusts its `--ca-file` and, without it, an unknown issuer not.
 
 mod common;
 
@@ -23,14 +25,19 @@ struct Agent {
 }
 
 impl Agent {
+    /// The agent on the 1280×720 photos, in a loop.
     fn start(server: &str, spool: &Path, extra: &[&str]) -> Agent {
         let photos = cache().join("photos-720p");
+        let mut args = vec!["--loop"];
+        args.extend(extra);
+        Agent::start_on(server, spool, photos.to_str().unwrap(), &args)
+    }
+
+    fn start_on(server: &str, spool: &Path, source: &str, extra: &[&str]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_visionq"))
-            .args(["station", "--station", "edge-1", "--server", server, "--source"])
-            .arg(&photos)
+            .args(["station", "--station", "edge-1", "--server", server, "--source", source])
             .arg("--spool")
             .arg(spool)
-            .args(["--loop"])
             .args(extra)
             .env("VISIONQ_CACHE_DIR", cache())
             .env_remove("VISIONQ_TOKEN")
@@ -83,8 +90,119 @@ fn spooled_files(spool: &Path) -> usize {
 }
 
 async fn stored(server: &Server, station: &str) -> u64 {
-    let list: Value = reqwest::get(server.url("/v1/stations")).await.unwrap().json().await.unwrap();
+    stored_with(&reqwest::Client::new(), server, station).await
+}
+
+async fn stored_with(client: &reqwest::Client, server: &Server, station: &str) -> u64 {
+    let list: Value = client.get(server.url("/v1/stations")).send().await.unwrap().json().await.unwrap();
     list["stations"].as_array().unwrap().iter().find(|s| s["station"] == station).map_or(0, |s| s["frames"].as_u64().unwrap())
+}
+
+/// Waits until `n` frames of `edge-1` are stored (and never more).
+async fn until_stored(client: &reqwest::Client, server: &Server, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = stored_with(client, server, "edge-1").await;
+        if got == n {
+            return;
+        }
+        assert!(got < n, "{got} frames stored for {n} captured: a frame was stored twice");
+        assert!(Instant::now() < deadline, "{got} frames stored for {n} captured");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_camera_and_a_video_file_are_read_through_ffmpeg_and_their_frames_stored() {
+    let port = free_port();
+    let mut camera = Command::new("/usr/bin/python3")
+        .arg(repo().join("tools/rtsp_camera.py"))
+        .args(["--port", &port.to_string(), "--fps", "10", "--width", "640", "--height", "480"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("GStreamer's RTSP server runs (scripts/test installs it)");
+    let mut said = BufReader::new(camera.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), said.next_line()).await.expect("the camera starts").unwrap();
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    assert_eq!(ready.as_deref(), Some(format!("ready {url}").as_str()));
+
+    let data = scratch("agent-rtsp");
+    let server = Server::start(&["run"], &[("VISIONQ_DATA_DIR", data.display().to_string())]).await;
+    let spool = scratch("agent-rtsp-spool");
+    let agent = Agent::start_on(&server.base, &spool, &url, &["--count", "6", "--rate", "4"]);
+    let end = agent.summary().await;
+    assert_eq!((end["captured"].as_u64(), end["spooled"].as_u64(), end["refused"].as_u64()), (Some(6), Some(0), Some(0)), "{end}");
+    let client = reqwest::Client::new();
+    until_stored(&client, &server, 6).await;
+    // They are the camera's frames: its picture size, run by the model.
+    let results: Value = client.get(server.url("/v1/stations/edge-1/results?limit=10")).send().await.unwrap().json().await.unwrap();
+    let results = results["results"].as_array().unwrap_or_else(|| panic!("{results}"));
+    assert_eq!(results.len(), 6);
+    for r in results {
+        assert_eq!(
+            (r["image"]["width"].as_u64(), r["image"]["height"].as_u64(), r["status"].as_str()),
+            (Some(640), Some(480), Some("ok")),
+            "{r}"
+        );
+    }
+    drop(camera);
+
+    // A video file (the nine 1280×720 photos, 2 a second) is played at its own speed
+    // and the agent stops when it ends, every frame it took stored.
+    let clip = data.join("clip.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-framerate", "2", "-pattern_type", "glob", "-i"])
+        .arg(cache().join("photos-720p/*.jpg"))
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", "2"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg makes the clip");
+    let agent = Agent::start_on(&server.base, &spool, clip.to_str().unwrap(), &["--rate", "2"]);
+    let end = agent.summary().await;
+    let captured = end["captured"].as_u64().unwrap();
+    assert!((6..=10).contains(&captured), "about the clip's 9 frames at 2 a second: {end}");
+    assert_eq!((end["spooled"].as_u64(), end["refused"].as_u64()), (Some(0), Some(0)), "{end}");
+    until_stored(&client, &server, 6 + captured).await;
+    let latest: Value = client.get(server.url("/v1/stations/edge-1/results?limit=1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(latest["results"][0]["image"]["width"], 1280, "{latest}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_agent_trusts_its_ca_file_and_no_unknown_issuer() {
+    let dir = scratch("agent-tls");
+    let (ca, cert, key) = tls_certificates(&dir);
+    let env = [
+        ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
+        ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
+        ("VISIONQ_DATA_DIR", dir.display().to_string()),
+    ];
+    let server = Server::start(&["run"], &env).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let spool = scratch("agent-tls-spool");
+
+    // Without the CA file the server's certificate is not trusted: nothing is sent,
+    // the frames wait in the spool.
+    let mut agent = Agent::start(&server.base, &spool, &["--count", "3", "--rate", "20"]);
+    agent.until("3 captured", Duration::from_secs(30), |p| p["captured"] == 3).await;
+    for _ in 0..3 {
+        let p = agent.until("a progress line", Duration::from_secs(5), |_| true).await;
+        assert_eq!((p["connected"].as_bool(), p["delivered"].as_u64(), p["spooled"].as_u64()), (Some(false), Some(0), Some(3)), "{p}");
+    }
+    drop(agent);
+
+    // With it: the three waiting and two more are delivered over wss.
+    let agent = Agent::start(&server.base, &spool, &["--count", "2", "--rate", "20", "--ca-file", ca.to_str().unwrap()]);
+    let end = agent.summary().await;
+    assert_eq!((end["captured"].as_u64(), end["delivered"].as_u64(), end["spooled"].as_u64()), (Some(2), Some(5), Some(0)), "{end}");
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    until_stored(&trusting, &server, 5).await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
