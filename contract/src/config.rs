@@ -367,6 +367,12 @@ pub struct Config {
     /// their sink took them: a receiver outage or a restart delays them, never loses
     /// them. File only (no environment variable).
     pub sink: Vec<crate::sink::SinkConfig>,
+    /// Alert rules (`[[rule]]` tables: a class seen in N of a station's last M
+    /// frames, a decision outcome, a station silent; each with its severity and
+    /// cool-down; see [`crate::alert::AlertRule`] and docs/EVENTS.md). Alerts and
+    /// their resolutions go to the sinks that take `alert` events and are shown on
+    /// the dashboard. File only (no environment variable).
+    pub rule: Vec<crate::alert::AlertRule>,
 }
 
 impl Default for Config {
@@ -457,6 +463,7 @@ impl Default for Config {
             shutdown_timeout_ms: 20_000,
             log_format: LogFormat::Text,
             sink: Vec::new(),
+            rule: Vec::new(),
         }
     }
 }
@@ -645,6 +652,15 @@ impl Config {
             }
             if !names.insert(sink.name.as_str()) {
                 return Err(ConfigError::Invalid(format!("two sinks are named `{}`", sink.name)));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for rule in &self.rule {
+            if let Some(problem) = rule.problem() {
+                return Err(ConfigError::Invalid(problem));
+            }
+            if !names.insert(rule.name.as_str()) {
+                return Err(ConfigError::Invalid(format!("two rules are named `{}`", rule.name)));
             }
         }
         Ok(())

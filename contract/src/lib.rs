@@ -2,7 +2,7 @@
 //! on and nothing else: the messages that travel between ingest, preprocess,
 //! infer-worker and results (and the result object stations receive), the names of
 //! the broker topology, the configuration every role reads (with the event sinks and
-//! their filters, [`sink`]), who may call what
+//! their filters, [`sink`], and the alert rules, [`alert`]), who may call what
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
 //! the one shape of its refusals ([`refusal`]), what the HTTP listener tells a
 //! handler about a slow body ([`http`]), how an outgoing TLS connection verifies its
@@ -10,6 +10,7 @@
 //! It does no I/O beyond reading the config file, CA files and this process's own
 //! figures in /proc.
 
+pub mod alert;
 pub mod auth;
 pub mod config;
 pub mod decision;

@@ -28,8 +28,23 @@ pub const STAGES: &[&str] = &[
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
 /// by configuration, by the model (`class`, `model`, `name`, `version`) or by a cap
 /// (`station`: [`MAX_STATION_LABELS`]; `sink`: the configured `[[sink]]` names).
-pub const LABELS: &[&str] =
-    &["mode", "reason", "stage", "outcome", "queue", "class", "model", "name", "version", "status", "dependency", "station", "sink"];
+pub const LABELS: &[&str] = &[
+    "mode",
+    "reason",
+    "stage",
+    "outcome",
+    "queue",
+    "class",
+    "model",
+    "name",
+    "version",
+    "status",
+    "dependency",
+    "station",
+    "sink",
+    "severity",
+    "state",
+];
 
 /// Histograms whose quantity has no unit (a count, a probability).
 const UNITLESS_HISTOGRAMS: &[&str] = &["visionq_infer_batch_size", "visionq_detection_score"];
@@ -111,6 +126,8 @@ pub struct Metrics {
     pub sink_outbox_depth: IntGaugeVec,
     /// Events of a `sink` in its dead letters, as last counted.
     pub sink_dead_letters: IntGaugeVec,
+    /// Alerts of the `[[rule]]`s, by `severity` and `state` (firing, resolved).
+    pub alerts_total: IntCounterVec,
     /// Connections refused at accept because `http_max_connections` were open.
     pub http_connections_refused_total: IntCounter,
     /// Connections the listener closed for a client too slow or silent, by `reason`
@@ -274,6 +291,10 @@ impl Metrics {
             sink_dead_letters: reg!(IntGaugeVec::new(
                 Opts::new("visionq_sink_dead_letters", "Events of a sink in its dead letters, as last counted."),
                 &["sink"]
+            )),
+            alerts_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_alerts_total", "Alerts of the alert rules, by severity and state (firing, resolved)."),
+                &["severity", "state"]
             )),
             process_resident_memory_bytes: reg!(IntGauge::with_opts(Opts::new(
                 "visionq_process_resident_memory_bytes",
@@ -482,6 +503,7 @@ mod tests {
         m.sink_events_total.with_label_values(&["plant", "delivered"]).inc();
         m.sink_outbox_depth.with_label_values(&["plant"]).set(1);
         m.sink_dead_letters.with_label_values(&["plant"]).set(1);
+        m.alerts_total.with_label_values(&["warning", "firing"]).inc();
         m
     }
 
@@ -526,7 +548,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 34, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 35, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

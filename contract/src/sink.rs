@@ -28,6 +28,29 @@ impl SinkKind {
     }
 }
 
+/// What happened: the last level of an MQTT topic and part of every event id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A frame's result, with its decision when the station has rules.
+    Result,
+    /// An alert rule's alert about a station, firing or resolved (`[[rule]]`).
+    Alert,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Result => "result",
+            EventKind::Alert => "alert",
+        }
+    }
+}
+
+fn default_events() -> Vec<EventKind> {
+    vec![EventKind::Result]
+}
+
 /// One `[[sink]]` table.
 #[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +95,12 @@ pub struct SinkConfig {
     /// MQTT: that user's password. Never logged or shown.
     #[serde(default)]
     pub password: Option<String>,
-    /// Only results of these stations (empty: every station).
+    /// The kinds of events this sink takes: `result` (the results that pass the
+    /// filters below) and/or `alert` (every alert of the `[[rule]]`s, firing and
+    /// resolved, of `stations` when set). Default: results only.
+    #[serde(default = "default_events")]
+    pub events: Vec<EventKind>,
+    /// Only events of these stations (empty: every station).
     #[serde(default)]
     pub stations: Vec<String>,
     /// Only results with a detection of one of these classes (empty: any result,
@@ -147,7 +175,7 @@ impl std::fmt::Debug for SinkConfig {
 impl SinkConfig {
     /// Whether `r` becomes an event of this sink.
     pub fn accepts(&self, r: &FrameResult) -> bool {
-        if !self.stations.is_empty() && !self.stations.contains(&r.station) {
+        if !self.events.contains(&EventKind::Result) || !self.stations.is_empty() && !self.stations.contains(&r.station) {
             return false;
         }
         if !self.outcomes.is_empty() && !r.decision.as_ref().is_some_and(|d| self.outcomes.contains(&d.outcome)) {
@@ -157,6 +185,11 @@ impl SinkConfig {
             return true;
         }
         r.detections.iter().any(|d| (self.classes.is_empty() || self.classes.contains(&d.class_name)) && d.score >= self.min_score)
+    }
+
+    /// Whether an alert about `station` becomes an event of this sink.
+    pub fn accepts_alert(&self, station: &str) -> bool {
+        self.events.contains(&EventKind::Alert) && (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
     }
 
     /// The MQTT client id.
@@ -203,6 +236,9 @@ impl SinkConfig {
                     return Some(format!("sink `{name}`: topic_prefix must be a topic without wildcards"));
                 }
             }
+        }
+        if self.events.is_empty() {
+            return Some(format!("sink `{name}`: `events` must name at least one kind (`result`, `alert`)"));
         }
         if self.max_attempts == 0 || self.concurrency == 0 || self.timeout_ms == 0 {
             return Some(format!("sink `{name}`: max_attempts, concurrency and timeout_ms must be at least 1"));
@@ -256,6 +292,9 @@ mod tests {
         assert!(s.accepts(&result("a", &[("cat", 0.9), ("dog", 0.6)])));
         assert!(!s.accepts(&result("b", &[("dog", 0.6)])));
         assert!(!s.accepts(&result("a", &[("dog", 0.4), ("cat", 0.9)])));
+        let alerts = sink("events = [\"alert\"]\nstations = [\"a\"]");
+        assert!(!alerts.accepts(&result("a", &[])), "an alerts-only sink takes no result");
+        assert!(alerts.accepts_alert("a") && !alerts.accepts_alert("b") && !any.accepts_alert("a"));
         let o = sink("outcomes = [\"mismatch\"]");
         assert!(!o.accepts(&result("a", &[])), "no decision: no outcome to match");
         assert_eq!(

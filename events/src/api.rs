@@ -1,7 +1,9 @@
 //! The admins' routes over the sinks: `GET /v1/sinks` (each sink with its outbox
 //! depth and dead letters), `GET /v1/sinks/{name}/dead` (the events out of
 //! attempts) and `POST /v1/sinks/{name}/dead/replay` (make them pending again, all or
-//! those named). Refusals are the one `{error, code}` shape.
+//! those named); and the alerts of the alert rules, `GET /v1/alerts`, for any token
+//! (each caller sees the stations it may read). Refusals are the one `{error, code}`
+//! shape.
 
 use std::sync::Arc;
 
@@ -17,9 +19,10 @@ use visionq_contract::params::Params;
 use visionq_contract::refusal::ErrorBody;
 use visionq_contract::sink::SinkKind;
 use visionq_http::ApiError;
-use visionq_http::access::{self, Gate};
+use visionq_http::access::{self, Caller, Gate};
 
 use crate::Events;
+use crate::alerts::{Alert, AlertState};
 use crate::outbox::{DeadEvent, OutboxError};
 
 pub struct SinksState {
@@ -29,15 +32,32 @@ pub struct SinksState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The routes, behind an admin gate.
+/// The sinks' routes, behind an admin gate, and the alerts, behind any token's.
 pub fn router(state: Arc<SinksState>) -> Router {
     let admin = Gate::new(state.auth.clone(), Some(Scope::Admin));
-    Router::new()
+    let reader = Gate::new(state.auth.clone(), None);
+    let sinks = Router::new()
         .route("/v1/sinks", get(list))
         .route("/v1/sinks/{name}/dead", get(dead))
         .route("/v1/sinks/{name}/dead/replay", post(replay))
         .route_layer(middleware::from_fn_with_state(admin, access::check))
-        .with_state(state)
+        .with_state(state.clone());
+    let alerts = Router::new()
+        .route("/v1/alerts", get(alerts))
+        .route_layer(middleware::from_fn_with_state(reader, access::check))
+        .with_state(state);
+    sinks.merge(alerts)
+}
+
+/// The alerts a caller sees.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Alerts {
+    /// How many alert rules are configured (`[[rule]]`).
+    pub rules: usize,
+    /// Firing now: the most severe first, then the oldest.
+    pub firing: Vec<Alert>,
+    /// The last changes (fired, resolved), newest first, at most `limit`.
+    pub recent: Vec<Alert>,
 }
 
 /// A sink as listed.
@@ -209,11 +229,52 @@ pub(crate) async fn replay(
     }
 }
 
+/// The alerts of the alert rules: those firing now and the last changes, of the
+/// stations the caller may read (this process's view: docs/EVENTS.md).
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "events",
+    params(
+        ("station" = Option<String>, Query, description = "Only this station's alerts"),
+        ("limit" = Option<usize>, Query, description = "Changes listed in `recent` at most (1-200, default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The alerts", body = Alerts),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn alerts(
+    State(s): State<Arc<SinksState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut p = params(raw);
+    let query = p.get::<String>("station").and_then(|st| p.get_in::<usize>("limit", 1, 200).map(|l| (st, l)));
+    let (station, limit) = match query.and_then(|q| p.finish().map(|_| q)) {
+        Ok((station, limit)) => (station, limit.unwrap_or(50)),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let shown = |a: &Alert| caller.may_read(&a.station) && station.as_ref().is_none_or(|st| *st == a.station);
+    let engine = s.events.as_ref().and_then(|e| e.alerts());
+    let body = match engine {
+        None => Alerts { rules: 0, firing: Vec::new(), recent: Vec::new() },
+        Some(e) => Alerts {
+            rules: e.rules().len(),
+            firing: e.firing().into_iter().filter(|a| shown(a)).collect(),
+            recent: e.recent().into_iter().filter(|a| shown(a)).take(limit).collect(),
+        },
+    };
+    Json(body).into_response()
+}
+
 /// The routes' part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list, dead, replay),
-    components(schemas(SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind)),
-    tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only)")),
+    paths(list, dead, replay, alerts),
+    components(schemas(SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind, Alerts, Alert, AlertState)),
+    tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only); alerts of the alert rules")),
 )]
 pub struct EventsApi;

@@ -1,27 +1,13 @@
-//! An event: what a sink receives for one result, and its stable id.
+//! An event: what a sink receives for one result or one alert, and its stable id.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use visionq_contract::FrameResult;
+pub use visionq_contract::sink::EventKind;
 
-/// What happened. Only results for now; the kind is the last level of an MQTT topic
-/// and part of every event id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A frame's result, with its decision when the station has rules.
-    Result,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Result => "result",
-        }
-    }
-}
+use crate::alerts::Alert;
 
 /// The JSON body a sink receives.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,16 +19,33 @@ pub struct Event {
     /// The sink it was made for.
     pub sink: String,
     pub station: String,
-    pub frame_id: Uuid,
-    /// When the result was made (`completed_at`).
+    /// The frame it is about: a result's, or the frame that made an alert fire or
+    /// resolve (none for a silent station's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_id: Option<Uuid>,
+    /// When it happened: the result made (`completed_at`), the alert's change.
     pub occurred_at: DateTime<Utc>,
-    pub result: FrameResult,
+    /// `result` events: the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<FrameResult>,
+    /// `alert` events: the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
 }
 
 /// The id of the event of `kind` about `frame_id` for `sink`: 32 hex digits of
 /// SHA-256 over the three, so a result delivered twice makes the same id.
 pub fn event_id(frame_id: Uuid, sink: &str, kind: EventKind) -> String {
     let digest = Sha256::digest(format!("{}/{sink}/{}", frame_id.simple(), kind.as_str()));
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of an alert's event for `sink`: 32 hex digits of SHA-256 over the rule,
+/// the station, when it started firing and its state, so each change of an alert
+/// has one id whatever retries it takes.
+pub fn alert_event_id(a: &Alert, sink: &str) -> String {
+    let state = serde_json::to_string(&a.state).expect("a state serialises");
+    let digest = Sha256::digest(format!("alert/{}/{}/{}/{state}/{sink}", a.rule, a.station, a.since.timestamp_micros()));
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -53,9 +56,23 @@ impl Event {
             kind: EventKind::Result,
             sink: sink.to_string(),
             station: r.station.clone(),
-            frame_id: r.frame_id,
+            frame_id: Some(r.frame_id),
             occurred_at: r.completed_at,
-            result: r.clone(),
+            result: Some(r.clone()),
+            alert: None,
+        }
+    }
+
+    pub fn of_alert(sink: &str, a: &Alert) -> Event {
+        Event {
+            event_id: alert_event_id(a, sink),
+            kind: EventKind::Alert,
+            sink: sink.to_string(),
+            station: a.station.clone(),
+            frame_id: a.frame_id,
+            occurred_at: a.at,
+            result: None,
+            alert: Some(a.clone()),
         }
     }
 }

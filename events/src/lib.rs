@@ -5,13 +5,17 @@
 //! loses it; one [`deliver`] loop per sink sends them — [`webhook`] POSTs signed
 //! with HMAC-SHA256, [`mqtt`] publishes with QoS 1 and a retained last state —
 //! retrying with backoff and jitter, and dead-lettering after `max_attempts`; the
-//! admins' routes ([`api`]) list and replay the dead ones.
+//! admins' routes ([`api`]) list and replay the dead ones. The alert rules
+//! ([`alerts`]) watch the same results (and the clock, for silent stations): their
+//! alerts go to the sinks that take `alert` events, and `GET /v1/alerts` lists them
+//! for the dashboard.
 //!
 //! Events are put in the outbox by the results consumer, after a batch is stored and
 //! before it is acked, never sent from a request handler. This crate imports the
 //! contract and the HTTP access check and error (`visionq-http`); it must not import
 //! a role crate (results imports it) or the dashboard.
 
+pub mod alerts;
 pub mod api;
 pub mod deliver;
 pub mod event;
@@ -27,12 +31,14 @@ use tokio::sync::Notify;
 use visionq_contract::sink::SinkConfig;
 use visionq_contract::{Config, FrameResult, Metrics};
 
+use crate::alerts::{Alert, AlertEngine};
 use crate::event::Event;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
 
-/// The configured sinks and their outbox.
+/// The configured sinks and their outbox, and the alert rules.
 pub struct Events {
     outbox: Outbox,
+    alerts: Option<AlertEngine>,
     sinks: Vec<SinkConfig>,
     /// Each webhook sink's client, taken by its delivery loop.
     webhooks: std::sync::Mutex<HashMap<String, webhook::Webhook>>,
@@ -41,13 +47,14 @@ pub struct Events {
 }
 
 impl Events {
-    /// The sinks of `config` with the outbox opened; None when there are no sinks.
-    /// Refused when a webhook's TLS set-up cannot be made (a bad `ca_file`).
-    /// Blocking (opens a file).
+    /// The sinks of `config` with the outbox opened, and its alert rules; None when
+    /// there are neither. Refused when a webhook's TLS set-up cannot be made (a bad
+    /// `ca_file`). Blocking (opens a file).
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Arc<Events>>, OutboxError> {
-        if config.sink.is_empty() {
+        if config.sink.is_empty() && config.rule.is_empty() {
             return Ok(None);
         }
+        let alerts = (!config.rule.is_empty()).then(|| AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now()));
         let mut webhooks = HashMap::new();
         for sink in config.sink.iter().filter(|s| s.kind == visionq_contract::sink::SinkKind::Webhook) {
             let client = webhook::Webhook::new(sink).map_err(|e| OutboxError::Sink(format!("sink `{}`: {e}", sink.name)))?;
@@ -56,7 +63,7 @@ impl Events {
         let outbox = Outbox::open(&config.outbox_path())?;
         let wake = config.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
         let webhooks = std::sync::Mutex::new(webhooks);
-        Ok(Some(Arc::new(Events { outbox, sinks: config.sink.clone(), webhooks, wake, metrics })))
+        Ok(Some(Arc::new(Events { outbox, alerts, sinks: config.sink.clone(), webhooks, wake, metrics })))
     }
 
     pub fn sinks(&self) -> &[SinkConfig] {
@@ -71,28 +78,58 @@ impl Events {
         &self.outbox
     }
 
-    /// The events `results` make, one per result and sink whose filter it passes.
-    pub fn events_of(&self, results: &[FrameResult]) -> Vec<NewEvent> {
+    /// The alert rules at work, if any are configured.
+    pub fn alerts(&self) -> Option<&AlertEngine> {
+        self.alerts.as_ref()
+    }
+
+    /// Counts `results` towards the alert rules, once each: the alerts that fired or
+    /// resolved (to [`Self::put`] with them).
+    pub fn observe(&self, results: &[FrameResult]) -> Vec<Alert> {
+        let alerts = self.alerts.as_ref().map(|e| e.observe(results)).unwrap_or_default();
+        self.count(&alerts);
+        alerts
+    }
+
+    fn count(&self, alerts: &[Alert]) {
+        for a in alerts {
+            let state = serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            self.metrics.alerts_total.with_label_values(&[a.severity.as_str(), &state]).inc();
+        }
+    }
+
+    /// The events `results` and `alerts` make, one per result or alert and sink that takes it.
+    pub fn events_of(&self, results: &[FrameResult], alerts: &[Alert]) -> Vec<NewEvent> {
         let mut out = Vec::new();
+        let mut push = |sink: &SinkConfig, event: Event| {
+            out.push(NewEvent {
+                event_id: event.event_id.clone(),
+                sink: sink.name.clone(),
+                station: event.station.clone(),
+                kind: event.kind.as_str().to_string(),
+                body: serde_json::to_string(&event).expect("an event serialises"),
+            })
+        };
         for r in results {
             for sink in self.sinks.iter().filter(|s| s.accepts(r)) {
-                let event = Event::of_result(&sink.name, r);
-                out.push(NewEvent {
-                    event_id: event.event_id.clone(),
-                    sink: sink.name.clone(),
-                    station: r.station.clone(),
-                    kind: event.kind.as_str().to_string(),
-                    body: serde_json::to_string(&event).expect("an event serialises"),
-                });
+                push(sink, Event::of_result(&sink.name, r));
+            }
+        }
+        for a in alerts {
+            for sink in self.sinks.iter().filter(|s| s.accepts_alert(&a.station)) {
+                push(sink, Event::of_alert(&sink.name, a));
             }
         }
         out
     }
 
-    /// Puts the events of `results` in the outbox (durably: this returns after the
-    /// commit) and wakes the sinks that got some. Returns how many were new.
-    pub async fn put(&self, results: &[FrameResult]) -> Result<usize, OutboxError> {
-        let events = self.events_of(results);
+    /// Puts the events of `results` and `alerts` in the outbox (durably: this returns
+    /// after the commit) and wakes the sinks that got some. Returns how many were new.
+    pub async fn put(&self, results: &[FrameResult], alerts: &[Alert]) -> Result<usize, OutboxError> {
+        let events = self.events_of(results, alerts);
+        if events.is_empty() {
+            return Ok(0);
+        }
         let sinks: std::collections::HashSet<String> = events.iter().map(|e| e.sink.clone()).collect();
         let new = self.outbox.put(events).await?;
         for s in sinks {
@@ -110,18 +147,53 @@ impl Events {
         }
     }
 
-    /// Delivery loops, one per sink, each stopping on its `stop()` future.
+    /// Delivery loops, one per sink, and the clock of the silent-station rules, each
+    /// stopping on its `stop()` future.
     pub fn loops<F: Future<Output = ()> + Send + 'static>(
         self: &Arc<Self>,
         stop: impl Fn() -> F,
-    ) -> Vec<impl Future<Output = ()> + Send + 'static> {
-        self.sinks
+    ) -> Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>> {
+        let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = self
+            .sinks
             .iter()
             .map(|sink| {
                 let wake = self.wake[&sink.name].clone();
                 let webhook = self.webhooks.lock().unwrap_or_else(|p| p.into_inner()).remove(&sink.name);
-                deliver::run(sink.clone(), webhook, self.outbox.clone(), self.metrics.clone(), wake, stop())
+                Box::pin(deliver::run(sink.clone(), webhook, self.outbox.clone(), self.metrics.clone(), wake, stop()))
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
             })
-            .collect()
+            .collect();
+        if self.alerts.as_ref().is_some_and(AlertEngine::has_silent_rules) {
+            loops.push(Box::pin(self.clone().watch_silence(stop())));
+        }
+        loops
+    }
+
+    /// Every second: the silent-station rules, their alerts put in the outbox.
+    async fn watch_silence(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            let Some(engine) = &self.alerts else { return };
+            let alerts = engine.tick(chrono::Utc::now());
+            if alerts.is_empty() {
+                continue;
+            }
+            self.count(&alerts);
+            // The outbox is a local file: a failure is retried a few times, then logged.
+            for attempt in 1..=5u64 {
+                match self.put(&[], &alerts).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "cannot put alerts in the outbox");
+                        tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                    }
+                }
+            }
+        }
     }
 }

@@ -92,7 +92,11 @@ impl Mqtt {
         let mut left = vec![0u32; events.len()];
         let mut failed: Option<String> = None;
         for (i, e) in events.iter().enumerate() {
-            let publishes = [(event_topic(&self.prefix, &e.station, &e.kind), false), (state_topic(&self.prefix, &e.station), true)];
+            // A result is also the station's last state (retained); an alert is not.
+            let mut publishes = vec![(event_topic(&self.prefix, &e.station, &e.kind), false)];
+            if e.kind == visionq_contract::sink::EventKind::Result.as_str() {
+                publishes.push((state_topic(&self.prefix, &e.station), true));
+            }
             for (topic, retain) in publishes {
                 if let Err(err) = client.try_publish(topic, QoS::AtLeastOnce, retain, e.body.clone().into_bytes()) {
                     failed = Some(format!("cannot queue a publish: {err}"));

@@ -29,6 +29,8 @@ async fn persist(
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> bool {
     let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
+    // The alert rules count each result once, whatever retries its write takes.
+    let alerts = events.map(|ev| ev.observe(&results)).unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
     let mut write_s = 0.0;
     loop {
@@ -40,7 +42,7 @@ async fn persist(
                 tracing::debug!(batch = results.len(), new, "results persisted");
                 // Every result's events, new or redelivered: the outbox keeps one row per event id.
                 match events {
-                    Some(ev) => ev.put(&results).await.map(|_| ()).map_err(|e| e.to_string()),
+                    Some(ev) => ev.put(&results, &alerts).await.map(|_| ()).map_err(|e| e.to_string()),
                     None => Ok(()),
                 }
             }

@@ -32,7 +32,7 @@ pub fn serving_role(path: &str) -> Option<Role> {
             Some(Role::Results)
         }
         ["v1", "stations", _, "results" | "counts" | "latest.jpg" | "expectation"] => Some(Role::Results),
-        ["v1", "review", ..] | ["v1", "rules", "reload"] => Some(Role::Results),
+        ["v1", "review", ..] | ["v1", "rules", "reload"] | ["v1", "alerts"] => Some(Role::Results),
         ["v1", "models", ..] => Some(Role::Infer),
         _ => None,
     }
@@ -86,6 +86,9 @@ mod tests {
         assert_eq!(serving_role("/v1/review"), Some(Role::Results));
         assert_eq!(serving_role("/v1/review/0190a1b2/image"), Some(Role::Results));
         assert_eq!(serving_role("/v1/rules/reload"), Some(Role::Results));
+        assert_eq!(serving_role("/v1/alerts"), Some(Role::Results));
+        assert_eq!(serving_role("/visionq.v1.Detector/DetectStream"), Some(Role::Ingest));
+        assert_eq!(serving_role("/grpc.health.v1.Health/Check"), Some(Role::Ingest));
         assert_eq!(serving_role("/v1/models/yolo/activate"), Some(Role::Infer));
         assert_eq!(serving_role("/v1/nothing"), None);
         assert_eq!(serving_role("/v1/stations/cam-1/frames/extra"), None);

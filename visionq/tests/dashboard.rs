@@ -43,9 +43,19 @@ impl Pipeline {
     }
 
     async fn start_with(data: &Path, port: u16, env: &[(&str, String)]) -> Pipeline {
+        Self::start_configured(data, port, env, None).await
+    }
+
+    /// With a config file (`--config`), for what only the file sets (`[[rule]]`).
+    async fn start_configured(data: &Path, port: u16, env: &[(&str, String)], config: Option<&Path>) -> Pipeline {
         let log = repo().join("target/test-logs").join(format!("{}.log", unique("dashboard")));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut config_args = Vec::new();
+        if let Some(c) = config {
+            config_args = vec!["--config".to_string(), c.display().to_string()];
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_visionq"))
+            .args(&config_args)
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .env_remove("VISIONQ_AMQP_URL")
             .env_remove("VISIONQ_DATABASE_URL")
@@ -908,5 +918,48 @@ async fn a_station_page_streams_the_camera_and_shows_boxes_and_the_decision() {
         assert!(Instant::now() < deadline, "{sent} frames sent, stored: {list}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    pipeline.stop().await;
+}
+
+/// Alerts of the alert rules (issue 18) on the dashboard: a rule's alert shows under
+/// the header, with its severity, rule, station and reason, while it fires, and goes
+/// when it resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_alerts_firing_on_the_dashboard() {
+    let _serial = one_at_a_time().await;
+    let data = scratch("dashboard-alerts");
+    let cfg = data.join("visionq.toml");
+    let rule = "[[rule]]\nname = \"dogs\"\nkind = \"detections\"\nclasses = [\"dog\"]\nmin_score = 0.4\nseverity = \"critical\"\ncooldown_s = 0\n";
+    std::fs::write(&cfg, rule).unwrap();
+    let pipeline = Pipeline::start_configured(&data, 0, &[], Some(&cfg)).await;
+    let http = reqwest::Client::new();
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile-alerts")).await;
+    browser.goto(&pipeline.url("/")).await;
+    browser.wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live").await;
+    const ALERTS: &str = r#"
+        const box = document.getElementById('alerts');
+        return { shown: !box.hidden && box.getBoundingClientRect().height > 0,
+                 items: [...document.querySelectorAll('#alerts-list .alert')].map((a) => ({
+                   rule: a.dataset.rule, station: a.dataset.station, text: a.textContent,
+                   critical: a.classList.contains('sev-critical') })) };
+    "#;
+    let none = browser.js(ALERTS, json!([])).await;
+    assert_eq!(none["shown"], false, "nothing fires yet: {none}");
+
+    post_and_wait(&http, &pipeline, "yard-3", "dog.jpg").await;
+    let shown = browser.wait("the alert shows", Duration::from_secs(15), ALERTS, json!([]), |v| v["shown"] == true).await;
+    let item = &shown["items"][0];
+    assert_eq!(
+        (item["rule"].as_str(), item["station"].as_str(), item["critical"].as_bool()),
+        (Some("dogs"), Some("yard-3"), Some(true)),
+        "{shown}"
+    );
+    let text = item["text"].as_str().unwrap();
+    assert!(text.contains("critical") && text.contains("dog scoring at least 0.4"), "{text}");
+
+    post_and_wait(&http, &pipeline, "yard-3", "eagle.jpg").await;
+    browser.wait("the alert goes when it resolves", Duration::from_secs(15), ALERTS, json!([]), |v| v["shown"] == false).await;
+    drop(browser);
     pipeline.stop().await;
 }

@@ -476,3 +476,83 @@ async fn mqtt_events_arrive_with_qos_1_and_a_late_subscriber_reads_the_retained_
     assert_eq!(states["plant/vision/cam-b/state"], b1);
     server.stop().await;
 }
+
+/// Alert rules (issue 18 part 3) on real results: a class in N of the last M frames
+/// fires once (not again while it holds, nor within its cool-down after it
+/// resolved) and resolves when it no longer holds; a silent station fires after its
+/// time and resolves with its next frame. Every change reaches a sink that takes
+/// alerts (signed, one id each), the dashboard's `GET /v1/alerts` and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
+    let dir = scratch("alerts");
+    let (receiver, url) = Receiver::start(&[], Answer::Ok).await;
+    let rules = "events = [\"alert\"]\n\
+        [[rule]]\nname = \"dogs\"\nkind = \"detections\"\nstations = [\"yard\"]\nclasses = [\"dog\"]\nmin_score = 0.4\n\
+        frames = 2\nof_last = 3\nseverity = \"critical\"\ncooldown_s = 3600\n\
+        [[rule]]\nname = \"quiet\"\nkind = \"silent\"\nstations = [\"yard\"]\nafter_s = 3\ncooldown_s = 0\n";
+    let cfg = webhook_config(&dir, &url, rules);
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let alerts_of = |rule: &str| -> Vec<Value> {
+        receiver.got().iter().map(|g| serde_json::from_str::<Value>(&g.body).unwrap()).filter(|v| v["alert"]["rule"] == rule).collect()
+    };
+
+    // One dog in the window is not enough; the second fires, once.
+    let first = post(&server, "yard", "dog.jpg").await;
+    let second = post(&server, "yard", "dog.jpg").await;
+    post(&server, "yard", "dog.jpg").await;
+    until(10, "the dogs alert fires", || !alerts_of("dogs").is_empty()).await;
+    let (_, listed) = get_json(&server.url("/v1/alerts")).await;
+    assert_eq!(listed["rules"], 2, "{listed}");
+    let firing = &listed["firing"][0];
+    assert_eq!(
+        (firing["rule"].as_str(), firing["severity"].as_str(), firing["station"].as_str()),
+        (Some("dogs"), Some("critical"), Some("yard")),
+        "{listed}"
+    );
+    assert!(firing["reason"].as_str().unwrap().contains("2 of the last 3"), "{firing}");
+
+    // Eagles, no dog: two of them leave one dog in the last three frames; resolved.
+    post(&server, "yard", "eagle.jpg").await;
+    let resolving = post(&server, "yard", "eagle.jpg").await;
+    until(10, "the dogs alert resolves", || alerts_of("dogs").len() == 2).await;
+    // Dogs again within the cool-down: no new alert.
+    post(&server, "yard", "dog.jpg").await;
+    post(&server, "yard", "dog.jpg").await;
+    let dogs = alerts_of("dogs");
+    let states: Vec<&str> = dogs.iter().map(|v| v["alert"]["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["firing", "resolved"], "once per window, then resolved: {dogs:#?}");
+    assert_eq!(dogs[0]["frame_id"].as_str(), Some(second.as_str()), "fired by the second dog, not the first ({first})");
+    assert_eq!(dogs[1]["frame_id"].as_str(), Some(resolving.as_str()));
+    assert_eq!(dogs[0]["alert"]["since"], dogs[1]["alert"]["since"], "the resolution names its firing");
+
+    // Silence: three seconds without a frame from the yard, then a frame.
+    let quiet_before = alerts_of("quiet").len();
+    until(15, "the quiet alert fires", || alerts_of("quiet").len() > quiet_before).await;
+    let (_, listed) = get_json(&server.url("/v1/alerts?station=yard")).await;
+    assert!(listed["firing"].as_array().unwrap().iter().any(|a| a["rule"] == "quiet"), "{listed}");
+    let back = post(&server, "yard", "eagle.jpg").await;
+    until(10, "the quiet alert resolves", || {
+        alerts_of("quiet").last().is_some_and(|v| v["alert"]["state"] == "resolved" && v["frame_id"] == back.as_str())
+    })
+    .await;
+    let quiet = alerts_of("quiet");
+    let last_two: Vec<&str> = quiet[quiet.len() - 2..].iter().map(|v| v["alert"]["state"].as_str().unwrap()).collect();
+    assert_eq!(last_two, ["firing", "resolved"], "{quiet:#?}");
+    assert!(quiet[quiet.len() - 2].get("frame_id").is_none(), "silence has no frame");
+
+    // Every request: signed, an alert (the sink takes no results), one body per id.
+    let got = receiver.got();
+    let mut ids = BTreeSet::new();
+    for g in &got {
+        assert_eq!(g.signature, sign(&g.timestamp, &g.body));
+        let v: Value = serde_json::from_str(&g.body).unwrap();
+        assert_eq!((v["kind"].as_str(), v.get("result")), (Some("alert"), None), "{v}");
+        ids.insert(g.event_id.clone());
+    }
+    assert_eq!(ids.len(), got.len(), "one delivery per event (the receiver answered every one 200)");
+    let (_, listed) = get_json(&server.url("/v1/alerts")).await;
+    assert_eq!(listed["firing"], serde_json::json!([]), "nothing fires any more: {listed}");
+    let metrics = server.metrics().await;
+    assert!(metrics.lines().any(|l| l == r#"visionq_alerts_total{severity="critical",state="firing"} 1"#), "{metrics}");
+    server.stop().await;
+}
