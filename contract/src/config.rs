@@ -645,25 +645,10 @@ impl Config {
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return bad("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither");
         }
-        let mut names = std::collections::HashSet::new();
-        for sink in &self.sink {
-            if let Some(problem) = sink.problem() {
-                return Err(ConfigError::Invalid(problem));
-            }
-            if !names.insert(sink.name.as_str()) {
-                return Err(ConfigError::Invalid(format!("two sinks are named `{}`", sink.name)));
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for rule in &self.rule {
-            if let Some(problem) = rule.problem() {
-                return Err(ConfigError::Invalid(problem));
-            }
-            if !names.insert(rule.name.as_str()) {
-                return Err(ConfigError::Invalid(format!("two rules are named `{}`", rule.name)));
-            }
-        }
-        Ok(())
+        let sinks = self.sink.iter().map(|s| (s.name.as_str(), s.problem()));
+        let rules = self.rule.iter().map(|r| (r.name.as_str(), r.problem()));
+        named_tables("sinks", sinks)?;
+        named_tables("rules", rules)
     }
 
     /// This configuration with the passwords in its URLs hidden (for `Debug`, `visionq config`
@@ -753,6 +738,21 @@ impl Config {
     pub fn station_known(&self, station: &str) -> bool {
         self.stations.is_empty() || self.stations.iter().any(|s| s == station)
     }
+}
+
+/// Tables of a `[[kind]]` array (sinks, rules): each one usable (its problem, if
+/// any, refuses the configuration) and each name used once.
+fn named_tables<'a>(kind: &str, tables: impl Iterator<Item = (&'a str, Option<String>)>) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for (name, problem) in tables {
+        if let Some(problem) = problem {
+            return Err(ConfigError::Invalid(problem));
+        }
+        if !names.insert(name) {
+            return Err(ConfigError::Invalid(format!("two {kind} are named `{name}`")));
+        }
+    }
+    Ok(())
 }
 
 /// `VISIONQ_*` variables that are read elsewhere, not configuration keys.

@@ -149,12 +149,18 @@ mod tests {
         r
     }
 
-    #[test]
-    fn a_bad_reload_keeps_the_rules_in_use() {
-        let dir = std::env::temp_dir().join(format!("vq-decider-{}", std::process::id()));
+    /// A rules file of `text` in a scratch folder of its own (`tag`).
+    fn rules_file(tag: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vq-decider-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rules.toml");
-        std::fs::write(&path, "thresholds = { review = 0.4, accept = 0.5 }\n").unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_bad_reload_keeps_the_rules_in_use() {
+        let path = rules_file("reload", "thresholds = { review = 0.4, accept = 0.5 }\n");
         let classes = Some(vec!["dog".to_string()]);
         let d = Decider::load(Some(&path), classes).unwrap();
         assert_eq!(d.decide(&result("cam", 0.6)).unwrap().outcome, Outcome::Accepted);
@@ -169,10 +175,7 @@ mod tests {
 
     #[test]
     fn a_stations_expectation_applies_to_its_results_only_until_cleared() {
-        let dir = std::env::temp_dir().join(format!("vq-decider-exp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rules.toml");
-        std::fs::write(&path, "thresholds = { review = 0.4, accept = 0.5 }\n").unwrap();
+        let path = rules_file("exp", "thresholds = { review = 0.4, accept = 0.5 }\n");
         let d = Decider::load(Some(&path), None).unwrap();
         let note = Expectation {
             reference: "DN-7".into(),
@@ -193,12 +196,9 @@ mod tests {
 
     #[test]
     fn detections_under_their_stations_show_threshold_are_dropped() {
-        let dir = std::env::temp_dir().join(format!("vq-decider-show-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rules.toml");
         let rules = "thresholds = { show = 0.3, review = 0.6, accept = 0.8 }\n\
                      [rules.strict]\nclass.dog = { show = 0.5 }\n[station.cam]\nrules = \"strict\"\n";
-        std::fs::write(&path, rules).unwrap();
+        let path = rules_file("show", rules);
         let d = Decider::load(Some(&path), Some(vec!["dog".into(), "cat".into()])).unwrap();
         let two = |station: &str| {
             let mut r = result(station, 0.4);
@@ -217,10 +217,7 @@ mod tests {
 
     #[test]
     fn the_review_band_is_the_best_detections_classs_review_to_accept() {
-        let dir = std::env::temp_dir().join(format!("vq-decider-band-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("rules.toml");
-        std::fs::write(&path, "thresholds = { show = 0.3, review = 0.6, accept = 0.8 }\n").unwrap();
+        let path = rules_file("band", "thresholds = { show = 0.3, review = 0.6, accept = 0.8 }\n");
         let d = Decider::load(Some(&path), None).unwrap();
         for (score, band) in [(0.59, false), (0.6, true), (0.79, true), (0.8, false), (0.2, false)] {
             assert_eq!(d.in_review_band(&result("cam", score)), band, "{score}");

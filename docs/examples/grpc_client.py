@@ -6,6 +6,7 @@
     python3 grpc_client.py detect 127.0.0.1:8080 line1-cam1 dog.jpg horses.jpg
     python3 grpc_client.py stream 127.0.0.1:8080 line1-cam1 dog.jpg horses.jpg
     python3 grpc_client.py health 127.0.0.1:8080
+    python3 grpc_client.py detect --ca-file ca.pem visionq.example.com:443 line1-cam1 dog.jpg   # TLS
 
 `detect` makes one unary call per photo (`--timeout S` is the call's deadline,
 30 s by default); `stream` sends all the photos on one `DetectStream` call, each
@@ -76,7 +77,7 @@ def metadata(token):
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def health(channel) -> int:
+def health(channel, timeout: float) -> int:
     check = channel.unary_unary(
         "/grpc.health.v1.Health/Check",
         request_serializer=lambda service: b"\x0a" + bytes([len(service)]) + service.encode() if service else b"",
@@ -85,7 +86,7 @@ def health(channel) -> int:
     out = {}
     for service in ("", "visionq.v1.Detector"):
         try:
-            out[service] = check(service, timeout=10)
+            out[service] = check(service, timeout=timeout)
         except grpc.RpcError as e:
             out[service] = failure(e)
     print(json.dumps(out), flush=True)
@@ -137,11 +138,18 @@ def main() -> int:
     p.add_argument("photos", nargs="*")
     p.add_argument("--timeout", type=float, default=30.0, help="the call's deadline, seconds")
     p.add_argument("--proto", type=Path, default=PROTO_DIR, help="the folder holding visionq/v1/detector.proto")
+    p.add_argument("--tls", action="store_true", help="TLS, verified against the system's roots")
+    p.add_argument("--ca-file", type=Path, help="TLS, verified against these CA certificates (PEM)")
     args = p.parse_intermixed_args()
     args.token = os.environ.get("VISIONQ_TOKEN")
-    channel = grpc.insecure_channel(args.target, options=[("grpc.max_receive_message_length", 64 << 20)])
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    if args.tls or args.ca_file:
+        roots = args.ca_file.read_bytes() if args.ca_file else None
+        channel = grpc.secure_channel(args.target, grpc.ssl_channel_credentials(root_certificates=roots), options=options)
+    else:
+        channel = grpc.insecure_channel(args.target, options=options)
     if args.mode == "health":
-        return health(channel)
+        return health(channel, args.timeout)
     if not args.station or not args.photos:
         p.error("detect and stream take a station and photos")
     Request, Result, Reply = messages(args.proto)

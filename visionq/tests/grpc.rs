@@ -7,6 +7,7 @@
 //! with no consumer, a call's deadline is answered by the server before it passes
 //! (naming the frame, which still completes) and a stream's window holds: no more
 //! frames read than `stream_window` in flight, the rest read once answers free it.
+//! Over TLS (h2 by ALPN on the same port) the client verifies the server by its CA.
 
 mod common;
 
@@ -232,4 +233,31 @@ async fn a_deadline_is_answered_in_time_and_the_stream_window_holds() {
     for s in [preprocess, infer, results, ingest] {
         s.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_shares_the_https_port() {
+    let dir = scratch("grpc-tls");
+    let (ca, cert, key) = tls_certificates(&dir);
+    let env = [
+        ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
+        ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
+        ("VISIONQ_DATA_DIR", dir.display().to_string()),
+    ];
+    let server = Server::start(&["run"], &env).await;
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    // The certificate names localhost: the client checks it against the test CA.
+    let to = format!("localhost:{port}");
+    let ca = ca.display().to_string();
+    let (ok, lines) = run_client(&["health", &to, "--ca-file", &ca], None).await;
+    assert!(ok, "{lines:?}");
+    let dog = path(&photo("dog.jpg")).to_string();
+    let (ok, lines) = run_client(&["detect", &to, "tls-cam", &dog, "--ca-file", &ca], None).await;
+    assert!(ok, "{lines:?}");
+    assert_eq!(lines[0]["result"]["status"], "ok", "{lines:?}");
+    assert!(lines[0]["result"]["detections"].as_array().unwrap().iter().any(|d| d["class_name"] == "dog"), "{lines:?}");
+    // A client that does not know the CA is refused by its own TLS check.
+    let (ok, lines) = run_client(&["health", &to, "--tls", "--timeout", "5"], None).await;
+    assert!(!ok, "{lines:?}");
+    server.stop().await;
 }
