@@ -64,9 +64,9 @@ pub struct SinkConfig {
     /// Webhook: the `http://` or `https://` URL events are POSTed to.
     #[serde(default)]
     pub url: Option<String>,
-    /// Webhook over HTTPS: a PEM bundle of the CAs that sign the receiver's
-    /// certificate (unset: the system's roots). The name in the certificate must
-    /// match the URL's host.
+    /// Webhook over HTTPS, or MQTT with `tls`: a PEM bundle of the CAs that sign the
+    /// receiver's (the broker's) certificate (unset: the system's roots). The name
+    /// in the certificate must match the URL's host (the broker's `host`).
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -83,6 +83,10 @@ pub struct SinkConfig {
     /// MQTT: the broker's port.
     #[serde(default = "default_mqtt_port")]
     pub port: u16,
+    /// MQTT: connect over TLS (MQTTS, usually port 8883), verifying the broker's
+    /// certificate against `ca_file` or the system's roots.
+    #[serde(default)]
+    pub tls: bool,
     /// MQTT: the first level of every topic (`<topic_prefix>/<station>/<kind>`).
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
@@ -217,16 +221,21 @@ impl SinkConfig {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Some(format!("sink `{name}`: a webhook needs `url` = \"http(s)://…\""));
                 }
-                if self.host.is_some() || self.username.is_some() || self.password.is_some() {
-                    return Some(format!("sink `{name}`: `host`, `username` and `password` are for mqtt sinks"));
+                if self.host.is_some() || self.username.is_some() || self.password.is_some() || self.tls {
+                    return Some(format!(
+                        "sink `{name}`: `host`, `username`, `password` and `tls` are for mqtt sinks (a webhook's TLS is its https:// URL)"
+                    ));
                 }
             }
             SinkKind::Mqtt => {
                 if self.host.as_deref().is_none_or(str::is_empty) {
                     return Some(format!("sink `{name}`: an mqtt sink needs `host`"));
                 }
-                if self.url.is_some() || self.secret.is_some() || self.ca_file.is_some() {
-                    return Some(format!("sink `{name}`: `url`, `secret` and `ca_file` are for webhook sinks"));
+                if self.url.is_some() || self.secret.is_some() {
+                    return Some(format!("sink `{name}`: `url` and `secret` are for webhook sinks"));
+                }
+                if self.ca_file.is_some() && !self.tls {
+                    return Some(format!("sink `{name}`: `ca_file` verifies a TLS broker: set `tls = true` too"));
                 }
                 if self.password.is_some() && self.username.is_none() {
                     return Some(format!("sink `{name}`: a `password` needs its `username`"));
@@ -304,6 +313,11 @@ mod tests {
         assert!(sink("").problem().is_none());
         assert!(!format!("{:?}", sink("secret = \"hunter2\"")).contains("hunter2"));
         assert!(sink("username = \"u\"").problem().unwrap().contains("are for mqtt sinks"));
+        assert!(sink("tls = true").problem().unwrap().contains("are for mqtt sinks"));
+        let mqtt =
+            |extra: &str| -> SinkConfig { toml::from_str(&format!("name = \"m\"\nkind = \"mqtt\"\nhost = \"b\"\n{extra}")).unwrap() };
+        assert_eq!(mqtt("tls = true\nca_file = \"ca.pem\"").problem(), None);
+        assert!(mqtt("ca_file = \"ca.pem\"").problem().unwrap().contains("set `tls = true`"));
         let mqtt: SinkConfig = toml::from_str("name = \"m\"\nkind = \"mqtt\"\nhost = \"h\"\npassword = \"p\"").unwrap();
         assert_eq!(mqtt.problem().unwrap(), "sink `m`: a `password` needs its `username`");
         assert_eq!(mqtt.redacted().password.as_deref(), Some("***"));

@@ -22,12 +22,22 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// The longest a loop sleeps without looking at the outbox.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
-enum Transport {
+/// How a sink's events leave: its client, made at start (where a bad TLS set-up
+/// stops the start, naming the sink).
+pub(crate) enum Transport {
     Webhook(Webhook),
     Mqtt(Box<Mqtt>),
 }
 
 impl Transport {
+    /// The client of `sink`, or why it cannot be made.
+    pub(crate) fn of(sink: &SinkConfig) -> Result<Transport, String> {
+        Ok(match sink.kind {
+            SinkKind::Webhook => Transport::Webhook(Webhook::new(sink)?),
+            SinkKind::Mqtt => Transport::Mqtt(Box::new(Mqtt::new(sink)?)),
+        })
+    }
+
     async fn send(&mut self, events: &[Pending]) -> Vec<Result<(), String>> {
         match self {
             Transport::Webhook(w) => futures_util::future::join_all(events.iter().map(|e| w.send(e))).await,
@@ -46,22 +56,16 @@ pub fn backoff_ms(sink: &SinkConfig, attempt: u32) -> u64 {
     ceiling - random % (ceiling / 2 + 1)
 }
 
-/// Delivers `sink`'s events until `stop`; an attempt in flight is finished first.
-/// `webhook` is the sink's client when it is a webhook (made at start, where a bad
-/// TLS set-up stops the start).
+/// Delivers `sink`'s events through `transport` until `stop`; an attempt in flight
+/// is finished first.
 pub(crate) async fn run(
     sink: SinkConfig,
-    webhook: Option<Webhook>,
+    mut transport: Transport,
     outbox: Outbox,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
     stop: impl Future<Output = ()>,
 ) {
-    let mut transport = match (sink.kind, webhook) {
-        (SinkKind::Webhook, Some(w)) => Transport::Webhook(w),
-        (SinkKind::Webhook, None) => unreachable!("a webhook sink's loop is given its client"),
-        (SinkKind::Mqtt, _) => Transport::Mqtt(Box::new(Mqtt::new(&sink))),
-    };
     let name = sink.name.as_str();
     let count = |outcome: &str, n: usize| metrics.sink_events_total.with_label_values(&[name, outcome]).inc_by(n as u64);
     let mut stop = std::pin::pin!(stop);

@@ -40,30 +40,30 @@ pub struct Events {
     outbox: Outbox,
     alerts: Option<AlertEngine>,
     sinks: Vec<SinkConfig>,
-    /// Each webhook sink's client, taken by its delivery loop.
-    webhooks: std::sync::Mutex<HashMap<String, webhook::Webhook>>,
+    /// Each sink's client, taken by its delivery loop.
+    transports: std::sync::Mutex<HashMap<String, deliver::Transport>>,
     wake: HashMap<String, Arc<Notify>>,
     metrics: Arc<Metrics>,
 }
 
 impl Events {
     /// The sinks of `config` with the outbox opened, and its alert rules; None when
-    /// there are neither. Refused when a webhook's TLS set-up cannot be made (a bad
+    /// there are neither. Refused when a sink's TLS set-up cannot be made (a bad
     /// `ca_file`). Blocking (opens a file).
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Arc<Events>>, OutboxError> {
         if config.sink.is_empty() && config.rule.is_empty() {
             return Ok(None);
         }
         let alerts = (!config.rule.is_empty()).then(|| AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now()));
-        let mut webhooks = HashMap::new();
-        for sink in config.sink.iter().filter(|s| s.kind == visionq_contract::sink::SinkKind::Webhook) {
-            let client = webhook::Webhook::new(sink).map_err(|e| OutboxError::Sink(format!("sink `{}`: {e}", sink.name)))?;
-            webhooks.insert(sink.name.clone(), client);
+        let mut transports = HashMap::new();
+        for sink in &config.sink {
+            let client = deliver::Transport::of(sink).map_err(|e| OutboxError::Sink(format!("sink `{}`: {e}", sink.name)))?;
+            transports.insert(sink.name.clone(), client);
         }
         let outbox = Outbox::open(&config.outbox_path())?;
         let wake = config.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
-        let webhooks = std::sync::Mutex::new(webhooks);
-        Ok(Some(Arc::new(Events { outbox, alerts, sinks: config.sink.clone(), webhooks, wake, metrics })))
+        let transports = std::sync::Mutex::new(transports);
+        Ok(Some(Arc::new(Events { outbox, alerts, sinks: config.sink.clone(), transports, wake, metrics })))
     }
 
     pub fn sinks(&self) -> &[SinkConfig] {
@@ -156,11 +156,12 @@ impl Events {
         let mut loops: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = self
             .sinks
             .iter()
-            .map(|sink| {
+            .filter_map(|sink| {
                 let wake = self.wake[&sink.name].clone();
-                let webhook = self.webhooks.lock().unwrap_or_else(|p| p.into_inner()).remove(&sink.name);
-                Box::pin(deliver::run(sink.clone(), webhook, self.outbox.clone(), self.metrics.clone(), wake, stop()))
-                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+                // Taken once: a second call makes no second loop for a sink.
+                let transport = self.transports.lock().unwrap_or_else(|p| p.into_inner()).remove(&sink.name)?;
+                Some(Box::pin(deliver::run(sink.clone(), transport, self.outbox.clone(), self.metrics.clone(), wake, stop()))
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
             })
             .collect();
         if self.alerts.as_ref().is_some_and(AlertEngine::has_silent_rules) {

@@ -9,12 +9,13 @@
 //! in the order they were queued), and on any error, a timeout or a connection idle
 //! for half its keep-alive the connection is dropped and the next batch makes a new
 //! one, so no publish is resent by the client behind the outbox's back (the outbox
-//! retries it, under the same event id).
+//! retries it, under the same event id). With `tls` the connection is MQTTS,
+//! verified by the shared rustls set-up (`ca_file` or the system's roots).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use visionq_contract::sink::SinkConfig;
 
 use crate::outbox::Pending;
@@ -40,20 +41,28 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    pub fn new(sink: &SinkConfig) -> Mqtt {
+    /// The sink's client; refused (with the reason) when its TLS set-up cannot be made.
+    pub fn new(sink: &SinkConfig) -> Result<Mqtt, String> {
         let mut options = MqttOptions::new(sink.client_id(), sink.host.clone().unwrap_or_default(), sink.port);
+        if sink.tls {
+            let tls = visionq_contract::tls::client_config(sink.ca_file.as_deref()).map_err(|e| match &sink.ca_file {
+                Some(_) => format!("ca_file {e}"),
+                None => e,
+            })?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        }
         options.set_keep_alive(KEEP_ALIVE).set_clean_session(true);
         options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         if let Some(user) = &sink.username {
             options.set_credentials(user.clone(), sink.password.clone().unwrap_or_default());
         }
-        Mqtt {
+        Ok(Mqtt {
             options,
             prefix: sink.topic_prefix.clone(),
             timeout: Duration::from_millis(sink.timeout_ms),
             capacity: 2 * sink.concurrency + 8,
             connection: None,
-        }
+        })
     }
 
     /// A connection that has just been acknowledged by the broker (CONNACK).

@@ -348,14 +348,20 @@ async fn an_https_webhook_is_verified_against_its_ca_file() {
 }
 
 /// Debian's mosquitto on a free port, taking only the user `visionq` (password
-/// `broker-pass`), stopped on drop.
+/// `broker-pass`), stopped on drop; with `tls` (certificate, key) also MQTTS on
+/// another port.
 struct Mosquitto {
     child: std::process::Child,
     port: u16,
+    tls_port: Option<u16>,
 }
 
 impl Mosquitto {
     async fn start(dir: &Path) -> Mosquitto {
+        Self::start_with(dir, None).await
+    }
+
+    async fn start_with(dir: &Path, tls: Option<(&Path, &Path)>) -> Mosquitto {
         let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].into_iter().find(|p| Path::new(p).exists());
         let bin = bin.expect("mosquitto is installed (apt-get install mosquitto; scripts/test does it)");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -368,11 +374,17 @@ impl Mosquitto {
             .expect("mosquitto_passwd runs (Debian's mosquitto package)");
         assert!(made.success());
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n", passwords.display()),
-        )
-        .unwrap();
+        let mut text =
+            format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\n", passwords.display());
+        let tls_port = tls.map(|(cert, key)| {
+            // mosquitto started as root reads its files as the user `mosquitto`.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let tls_port = free_port();
+            text.push_str(&format!("listener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n", cert.display(), key.display()));
+            tls_port
+        });
+        std::fs::write(&conf, text).unwrap();
         let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
         let child = std::process::Command::new(bin)
             .arg("-c")
@@ -382,11 +394,13 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto starts");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "mosquitto listens on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for p in std::iter::once(port).chain(tls_port) {
+            while tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_err() {
+                assert!(tokio::time::Instant::now() < deadline, "mosquitto listens on {p}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        Mosquitto { child, port }
+        Mosquitto { child, port, tls_port }
     }
 }
 
@@ -554,5 +568,41 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     assert_eq!(listed["firing"], serde_json::json!([]), "nothing fires any more: {listed}");
     let metrics = server.metrics().await;
     assert!(metrics.lines().any(|l| l == r#"visionq_alerts_total{severity="critical",state="firing"} 1"#), "{metrics}");
+    server.stop().await;
+}
+
+/// MQTT over TLS: a sink with `tls` and the broker's CA delivers; one trusting only
+/// the system's roots does not (each attempt fails, nothing arrives from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_is_verified_against_its_ca_file() {
+    let dir = scratch("events-mqtts");
+    let (ca, cert, key) = tls_certificates(&dir);
+    let broker = Mosquitto::start_with(&dir, Some((&cert, &key))).await;
+    let tls_port = broker.tls_port.unwrap();
+    let sink = |name: &str, extra: &str| {
+        format!(
+            "[[sink]]\nname = \"{name}\"\nkind = \"mqtt\"\nhost = \"localhost\"\nport = {tls_port}\ntls = true\n\
+             topic_prefix = \"{name}\"\nusername = \"visionq\"\npassword = \"broker-pass\"\nbackoff_ms = 100\nmax_backoff_ms = 200\n{extra}\n"
+        )
+    };
+    let cfg = dir.join("visionq.toml");
+    std::fs::write(&cfg, sink("trusting", &format!("ca_file = \"{}\"", ca.display())) + &sink("untrusting", "")).unwrap();
+    let mut got = subscribe(broker.port, "watcher", "+/+/result").await;
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let frame = post(&server, "cam-t", "dog.jpg").await;
+    let (topic, _, body) = tokio::time::timeout(Duration::from_secs(30), got.recv()).await.expect("an event over MQTTS").unwrap();
+    assert_eq!((topic.as_str(), body["frame_id"].as_str()), ("trusting/cam-t/result", Some(frame.as_str())), "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = server.metrics().await;
+        let failed = m.lines().any(|l| l.starts_with(r#"visionq_sink_events_total{outcome="failed",sink="untrusting"}"#));
+        if failed && m.contains(r#"visionq_sink_events_total{outcome="delivered",sink="trusting"} 1"#) {
+            assert!(m.contains(r#"visionq_sink_events_total{outcome="delivered",sink="untrusting"} 0"#), "{m}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the untrusting sink's attempts fail: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(500), got.recv()).await.is_err(), "nothing from the untrusting sink");
     server.stop().await;
 }
