@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::FrameResult;
 use crate::decision::Outcome;
+use crate::{FrameResult, ResultStatus};
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -19,7 +19,20 @@ pub enum RuleKind {
     Decision,
     /// No frame from the station for `after_s` seconds.
     Silent,
+    /// A result with one of `statuses` (`error`, `expired`) in `frames` of the last
+    /// `of_last` frames: a station's error rate over a line.
+    Status,
+    /// A pipeline `queue` (`frames`, `tensors`, `results`) holding more than `above`
+    /// messages for `for_s` seconds: not a station's, its alerts name the station
+    /// [`PIPELINE`].
+    Queue,
 }
+
+/// The station an alert about the whole pipeline (a queue) names.
+pub const PIPELINE: &str = "_pipeline";
+
+/// The queues a `queue` rule may watch.
+pub const QUEUES: [&str; 3] = ["frames", "tensors", "results"];
 
 /// How loud an alert is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
@@ -60,6 +73,18 @@ pub struct AlertRule {
     /// `decision`: the outcomes that count (`mismatch`, `needs_review`, …).
     #[serde(default)]
     pub outcomes: Vec<Outcome>,
+    /// `status`: the result statuses that count (`error`, `expired`).
+    #[serde(default)]
+    pub statuses: Vec<ResultStatus>,
+    /// `queue`: the queue watched (`frames`, `tensors` or `results`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// `queue`: the depth it must stay above.
+    #[serde(default)]
+    pub above: u64,
+    /// `queue`: for this many seconds (0: as soon as a reading is above).
+    #[serde(default)]
+    pub for_s: u64,
     /// `detections`, `decision`: how many of the last `of_last` frames must count
     /// (the debounce: one odd frame does not raise an alert).
     #[serde(default = "one")]
@@ -114,7 +139,8 @@ impl AlertRule {
                 .iter()
                 .any(|d| (self.classes.is_empty() || self.classes.contains(&d.class_name)) && d.score >= self.min_score),
             RuleKind::Decision => r.decision.as_ref().is_some_and(|d| self.outcomes.contains(&d.outcome)),
-            RuleKind::Silent => false,
+            RuleKind::Status => self.statuses.contains(&r.status),
+            RuleKind::Silent | RuleKind::Queue => false,
         }
     }
 
@@ -133,7 +159,14 @@ impl AlertRule {
                 let outcomes: Vec<&str> = self.outcomes.iter().map(|o| o.as_str()).collect();
                 format!("decision {} in {window}", outcomes.join(" or "))
             }
+            RuleKind::Status => {
+                let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+                format!("status {} in {window}", statuses.join(" or "))
+            }
             RuleKind::Silent => format!("no frame for {} s", self.after_s),
+            RuleKind::Queue => {
+                format!("queue {} above {} for {} s", self.queue.as_deref().unwrap_or("?"), self.above, self.for_s)
+            }
         }
     }
 
@@ -146,8 +179,31 @@ impl AlertRule {
         if let Some(bad) = self.stations.iter().find(|s| !crate::config::valid_station_id(s)) {
             return Some(format!("rule `{name}`: `{bad}` is not a station id"));
         }
-        let counted = !self.classes.is_empty() || !self.outcomes.is_empty() || self.frames != 1 || self.of_last.is_some();
+        let counted = !self.classes.is_empty()
+            || !self.outcomes.is_empty()
+            || !self.statuses.is_empty()
+            || self.frames != 1
+            || self.of_last.is_some();
+        let queued = self.queue.is_some() || self.above != 0 || self.for_s != 0;
+        if self.kind != RuleKind::Queue && queued {
+            return Some(format!("rule `{name}`: `queue`, `above` and `for_s` are for queue rules"));
+        }
         match self.kind {
+            RuleKind::Queue => {
+                if !self.queue.as_deref().is_some_and(|q| QUEUES.contains(&q)) {
+                    return Some(format!("rule `{name}`: a queue rule needs `queue` = one of {QUEUES:?}"));
+                }
+                if counted || self.after_s != 0 || !self.stations.is_empty() {
+                    return Some(format!("rule `{name}`: a queue rule takes `queue`, `above` and `for_s` only"));
+                }
+                return None;
+            }
+            RuleKind::Status if self.statuses.is_empty() => {
+                return Some(format!("rule `{name}`: a status rule needs `statuses` (e.g. [\"error\", \"expired\"])"));
+            }
+            RuleKind::Status if !self.classes.is_empty() || !self.outcomes.is_empty() => {
+                return Some(format!("rule `{name}`: `classes` and `outcomes` are not for status rules"));
+            }
             RuleKind::Silent => {
                 if self.after_s == 0 {
                     return Some(format!("rule `{name}`: a silent rule needs `after_s` (seconds without a frame, at least 1)"));
@@ -156,6 +212,9 @@ impl AlertRule {
                     return Some(format!("rule `{name}`: `classes`, `outcomes`, `frames` and `of_last` are not for silent rules"));
                 }
                 return None;
+            }
+            RuleKind::Detections | RuleKind::Decision if !self.statuses.is_empty() => {
+                return Some(format!("rule `{name}`: `statuses` are for status rules"));
             }
             RuleKind::Detections if !self.outcomes.is_empty() => {
                 return Some(format!("rule `{name}`: `outcomes` are for decision rules"));
@@ -207,10 +266,18 @@ mod tests {
             ("kind = \"detections\"\nafter_s = 5", "for silent rules"),
             ("kind = \"detections\"\nmin_score = 1.5", "within 0..1"),
             ("kind = \"detections\"\nstations = [\"no spaces\"]", "not a station id"),
+            ("kind = \"status\"", "needs `statuses`"),
+            ("kind = \"queue\"\nabove = 5", "needs `queue`"),
+            ("kind = \"queue\"\nqueue = \"frames\"\nstations = [\"a\"]", "takes `queue`, `above` and `for_s` only"),
+            ("kind = \"detections\"\nabove = 5", "for queue rules"),
         ] {
             let p = rule(text).problem().unwrap_or_default();
             assert!(p.contains(why), "{text}: {p}");
         }
         assert!(toml::from_str::<AlertRule>("name = \"r\"\nkind = \"silent\"\nafter_s = 5\nseverity = \"loud\"").is_err());
+        let r = rule("kind = \"status\"\nstatuses = [\"error\", \"expired\"]\nframes = 3\nof_last = 10");
+        assert_eq!((r.problem(), r.describe()), (None, "status error or expired in 3 of the last 10 frames".to_string()));
+        let r = rule("kind = \"queue\"\nqueue = \"frames\"\nabove = 1000\nfor_s = 10");
+        assert_eq!((r.problem(), r.describe()), (None, "queue frames above 1000 for 10 s".to_string()));
     }
 }

@@ -2,8 +2,8 @@
 //! station, the last `of_last` frames' hits (the debounce), whether it is firing,
 //! when it last fired (the cool-down) and when the station last sent a frame (the
 //! silence). An alert fires when `frames` of the window count and the cool-down has
-//! passed, and resolves when they no longer do (silence: when a frame comes); each
-//! change is one [`Alert`]. The state is this process's: with several results
+//! passed, and resolves when they no longer do (silence: when a frame comes; a
+//! queue: when its depth is back at or under the line); each change is one [`Alert`]. The state is this process's: with several results
 //! replicas each sees its share of the frames (docs/EVENTS.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use visionq_contract::FrameResult;
-use visionq_contract::alert::{AlertRule, RuleKind, Severity};
+use visionq_contract::alert::{AlertRule, PIPELINE, RuleKind, Severity};
 
 /// Alerts kept for the dashboard, newest last.
 const RECENT: usize = 200;
@@ -54,11 +54,13 @@ struct Watch {
     firing: Option<Alert>,
     last_fired: Option<DateTime<Utc>>,
     last_frame: DateTime<Utc>,
+    /// A queue rule: over its line since.
+    over_since: Option<DateTime<Utc>>,
 }
 
 impl Watch {
     fn new(now: DateTime<Utc>) -> Watch {
-        Watch { window: VecDeque::new(), firing: None, last_fired: None, last_frame: now }
+        Watch { window: VecDeque::new(), firing: None, last_fired: None, last_frame: now, over_since: None }
     }
 
     fn cooled(&self, rule: &AlertRule, now: DateTime<Utc>) -> bool {
@@ -97,9 +99,10 @@ impl AlertEngine {
         &self.rules
     }
 
-    /// Whether any rule waits for silence (a clock must call [`Self::tick`]).
-    pub fn has_silent_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.kind == RuleKind::Silent)
+    /// Whether any rule waits on the clock (silence, a queue): something must call
+    /// [`Self::tick`].
+    pub fn needs_clock(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.kind, RuleKind::Silent | RuleKind::Queue))
     }
 
     /// Counts `results` (in order) towards every rule watching their stations; the
@@ -110,7 +113,8 @@ impl AlertEngine {
         for r in results {
             st.stations.insert(r.station.clone());
             let at = r.completed_at;
-            for (i, rule) in self.rules.iter().enumerate().filter(|(_, rule)| rule.watches(&r.station)) {
+            let counted = |rule: &&AlertRule| rule.kind != RuleKind::Queue && rule.watches(&r.station);
+            for (i, rule) in self.rules.iter().enumerate().filter(|(_, rule)| counted(rule)) {
                 let w = st.watches.entry((i, r.station.clone())).or_insert_with(|| Watch::new(self.started));
                 w.last_frame = w.last_frame.max(at);
                 if rule.kind == RuleKind::Silent {
@@ -149,11 +153,33 @@ impl AlertEngine {
         out
     }
 
-    /// The silent rules at `now`: the stations that have been silent long enough.
-    pub fn tick(&self, now: DateTime<Utc>) -> Vec<Alert> {
+    /// The clock's rules at `now`: the stations silent long enough, and the queues
+    /// whose `depth` (as last read) has been over their line long enough, or is back.
+    pub fn tick(&self, now: DateTime<Utc>, depth: impl Fn(&str) -> Option<i64>) -> Vec<Alert> {
         let mut out = Vec::new();
         let mut st = self.state.lock().expect("alerts lock");
         let State { watches, stations, .. } = &mut *st;
+        for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.kind == RuleKind::Queue) {
+            let queue = rule.queue.as_deref().unwrap_or_default();
+            let Some(n) = depth(queue) else { continue };
+            let w = watches.entry((i, PIPELINE.to_string())).or_insert_with(|| Watch::new(self.started));
+            let seen = format!("{queue} holds {n}");
+            if n > rule.above as i64 {
+                let since = *w.over_since.get_or_insert(now);
+                let long_enough = (now - since).num_milliseconds() >= rule.for_s as i64 * 1000;
+                if long_enough && w.firing.is_none() && w.cooled(rule, now) {
+                    let fired = alert(rule, PIPELINE, AlertState::Firing, now, now, seen, None);
+                    w.firing = Some(fired.clone());
+                    w.last_fired = Some(now);
+                    out.push(fired);
+                }
+            } else {
+                w.over_since = None;
+                if let Some(firing) = w.firing.take() {
+                    out.push(alert(rule, PIPELINE, AlertState::Resolved, firing.since, now, seen, None));
+                }
+            }
+        }
         for (i, rule) in self.rules.iter().enumerate().filter(|(_, r)| r.kind == RuleKind::Silent) {
             let watched: Vec<&String> =
                 if rule.stations.is_empty() { stations.iter().collect() } else { rule.stations.iter().collect() };
@@ -287,15 +313,43 @@ mod tests {
         let t0 = Utc::now();
         let s = |secs: i64| t0 + chrono::Duration::seconds(secs);
         let e = AlertEngine::new(vec![rule("kind = \"silent\"\nafter_s = 10\ncooldown_s = 0")], &["gate".to_string()], t0);
-        assert!(e.has_silent_rules());
-        assert!(e.tick(s(5)).is_empty());
+        assert!(e.needs_clock());
+        let none = |_: &str| None;
+        assert!(e.tick(s(5), none).is_empty());
         e.observe(&[frame("cam", None, s(8))]);
         // The configured station was never heard from; `cam` was, at 8 s.
-        assert_eq!(states(&e.tick(s(12))), [("gate".into(), AlertState::Firing)]);
-        assert!(e.tick(s(13)).is_empty(), "fires once");
-        assert_eq!(states(&e.tick(s(18))), [("cam".into(), AlertState::Firing)]);
+        assert_eq!(states(&e.tick(s(12), none)), [("gate".into(), AlertState::Firing)]);
+        assert!(e.tick(s(13), none).is_empty(), "fires once");
+        assert_eq!(states(&e.tick(s(18), none)), [("cam".into(), AlertState::Firing)]);
         let back = e.observe(&[frame("cam", Some(0.9), s(20))]);
         assert_eq!(states(&back), [("cam".into(), AlertState::Resolved)]);
         assert_eq!(e.firing().iter().map(|a| a.station.as_str()).collect::<Vec<_>>(), ["gate"]);
+    }
+
+    #[test]
+    fn a_queue_over_its_line_for_long_enough_fires_and_resolves_under_it() {
+        let t0 = Utc::now();
+        let s = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        let e = AlertEngine::new(vec![rule("kind = \"queue\"\nqueue = \"frames\"\nabove = 100\nfor_s = 5\ncooldown_s = 0")], &[], t0);
+        let depth = |n: i64| move |q: &str| (q == "frames").then_some(n);
+        assert!(e.tick(s(1), depth(500)).is_empty(), "over the line, not yet for 5 s");
+        assert!(e.tick(s(3), depth(50)).is_empty(), "back under: the clock starts again");
+        assert!(e.tick(s(4), depth(500)).is_empty());
+        let fired = e.tick(s(9), depth(500));
+        assert_eq!(states(&fired), [(PIPELINE.into(), AlertState::Firing)]);
+        assert!(fired[0].reason.contains("frames holds 500"), "{}", fired[0].reason);
+        assert!(e.observe(&[frame("cam", Some(0.9), s(9))]).is_empty(), "frames do not count for a queue rule");
+        assert_eq!(states(&e.tick(s(10), depth(100))), [(PIPELINE.into(), AlertState::Resolved)]);
+    }
+
+    #[test]
+    fn a_status_rule_counts_errors_and_expired_frames() {
+        let t0 = Utc::now();
+        let e =
+            AlertEngine::new(vec![rule("kind = \"status\"\nstatuses = [\"error\", \"expired\"]\nframes = 2\nof_last = 4")], &[], t0);
+        let mut bad = frame("cam", None, t0);
+        bad.status = visionq_contract::ResultStatus::Error;
+        assert!(e.observe(&[bad.clone(), frame("cam", None, t0)]).is_empty());
+        assert_eq!(states(&e.observe(std::slice::from_ref(&bad))), [("cam".into(), AlertState::Firing)]);
     }
 }

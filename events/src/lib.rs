@@ -164,14 +164,15 @@ impl Events {
                     as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
             })
             .collect();
-        if self.alerts.as_ref().is_some_and(AlertEngine::has_silent_rules) {
-            loops.push(Box::pin(self.clone().watch_silence(stop())));
+        if self.alerts.as_ref().is_some_and(AlertEngine::needs_clock) {
+            loops.push(Box::pin(self.clone().watch_clock(stop())));
         }
         loops
     }
 
-    /// Every second: the silent-station rules, their alerts put in the outbox.
-    async fn watch_silence(self: Arc<Self>, stop: impl Future<Output = ()>) {
+    /// Every second: the silent-station and queue rules (a queue's depth as this
+    /// process's `visionq_queue_depth` last read it), their alerts put in the outbox.
+    async fn watch_clock(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
@@ -180,7 +181,8 @@ impl Events {
                 _ = tick.tick() => {}
             }
             let Some(engine) = &self.alerts else { return };
-            let alerts = engine.tick(chrono::Utc::now());
+            let depth = |queue: &str| Some(self.metrics.queue_depth.with_label_values(&[queue]).get());
+            let alerts = engine.tick(chrono::Utc::now(), depth);
             if alerts.is_empty() {
                 continue;
             }

@@ -503,7 +503,8 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     let rules = "events = [\"alert\"]\n\
         [[rule]]\nname = \"dogs\"\nkind = \"detections\"\nstations = [\"yard\"]\nclasses = [\"dog\"]\nmin_score = 0.4\n\
         frames = 2\nof_last = 3\nseverity = \"critical\"\ncooldown_s = 3600\n\
-        [[rule]]\nname = \"quiet\"\nkind = \"silent\"\nstations = [\"yard\"]\nafter_s = 3\ncooldown_s = 0\n";
+        [[rule]]\nname = \"quiet\"\nkind = \"silent\"\nstations = [\"yard\"]\nafter_s = 3\ncooldown_s = 0\n\
+        [[rule]]\nname = \"broken\"\nkind = \"status\"\nstations = [\"dock\"]\nstatuses = [\"error\"]\nframes = 2\nof_last = 3\n";
     let cfg = webhook_config(&dir, &url, rules);
     let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
     let alerts_of = |rule: &str| -> Vec<Value> {
@@ -516,7 +517,7 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     post(&server, "yard", "dog.jpg").await;
     until(10, "the dogs alert fires", || !alerts_of("dogs").is_empty()).await;
     let (_, listed) = get_json(&server.url("/v1/alerts")).await;
-    assert_eq!(listed["rules"], 2, "{listed}");
+    assert_eq!(listed["rules"], 3, "{listed}");
     let firing = &listed["firing"][0];
     assert_eq!(
         (firing["rule"].as_str(), firing["severity"].as_str(), firing["station"].as_str()),
@@ -539,8 +540,18 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     assert_eq!(dogs[1]["frame_id"].as_str(), Some(resolving.as_str()));
     assert_eq!(dogs[0]["alert"]["since"], dogs[1]["alert"]["since"], "the resolution names its firing");
 
-    // Silence: three seconds without a frame from the yard, then a frame.
     let quiet_before = alerts_of("quiet").len();
+    // Error results: a cut-off JPEG is answered `error`; two in three frames fire.
+    let cut = server.url("/v1/stations/dock/frames?wait_ms=30000");
+    for _ in 0..2 {
+        let (status, result) = post_jpeg(&reqwest::Client::new(), &cut, corrupt_jpeg()).await;
+        assert_eq!((status, result["status"].as_str()), (200, Some("error")), "{result}");
+    }
+    until(10, "the broken alert fires", || !alerts_of("broken").is_empty()).await;
+    assert_eq!(alerts_of("broken")[0]["alert"]["station"], "dock");
+
+    // Silence: three seconds without a frame from the yard (counted from its last
+    // frame, before the dock's), then a frame.
     until(15, "the quiet alert fires", || alerts_of("quiet").len() > quiet_before).await;
     let (_, listed) = get_json(&server.url("/v1/alerts?station=yard")).await;
     assert!(listed["firing"].as_array().unwrap().iter().any(|a| a["rule"] == "quiet"), "{listed}");
@@ -565,9 +576,17 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     }
     assert_eq!(ids.len(), got.len(), "one delivery per event (the receiver answered every one 200)");
     let (_, listed) = get_json(&server.url("/v1/alerts")).await;
-    assert_eq!(listed["firing"], serde_json::json!([]), "nothing fires any more: {listed}");
+    // The dock's errors still fire (the yard may be silent again by now).
+    let still: Vec<&str> = listed["firing"].as_array().unwrap().iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert!(still.contains(&"broken") && !still.contains(&"dogs"), "{listed}");
     let metrics = server.metrics().await;
     assert!(metrics.lines().any(|l| l == r#"visionq_alerts_total{severity="critical",state="firing"} 1"#), "{metrics}");
+    let warnings: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"visionq_alerts_total{severity="warning",state="firing"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(warnings >= 2.0, "quiet and broken fired: {metrics}");
     server.stop().await;
 }
 
@@ -605,4 +624,55 @@ async fn mqtt_over_tls_is_verified_against_its_ca_file() {
     }
     assert!(tokio::time::timeout(Duration::from_millis(500), got.recv()).await.is_err(), "nothing from the untrusting sink");
     server.stop().await;
+}
+
+/// A queue rule on RabbitMQ: frames pile up in the broker while nothing consumes
+/// them; the results role (which does not consume frames) sees the depth cross the
+/// line and alerts, and the alert resolves once the pipeline drains the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_over_its_line_alerts_and_resolves_when_drained() {
+    let dir = scratch("alerts-queue");
+    let prefix = unique("alertq");
+    let db = TestDb::new("alertq").await;
+    let (receiver, url) = Receiver::start(&[], Answer::Ok).await;
+    let rule = "events = [\"alert\"]\n[[rule]]\nname = \"backlog\"\nkind = \"queue\"\nqueue = \"frames\"\nabove = 2\nfor_s = 1\ncooldown_s = 0\n";
+    let cfg = webhook_config(&dir, &url, rule);
+    let mut env = amqp_env(&prefix, &db.url);
+    env.push(("VISIONQ_DATA_DIR", dir.display().to_string()));
+    let config = ["--config", cfg.to_str().unwrap()];
+    let ingest = Server::start(&[&config[..], &["ingest"]].concat(), &env).await;
+    let results = Server::start(&[&config[..], &["results"]].concat(), &env).await;
+    let c = reqwest::Client::new();
+    for _ in 0..4 {
+        let r = c
+            .post(ingest.url("/v1/stations/line-q/frames"))
+            .header("content-type", "image/jpeg")
+            .body(photo_bytes("dog.jpg"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let states = || -> Vec<(String, String)> {
+        receiver
+            .got()
+            .iter()
+            .map(|g| serde_json::from_str::<Value>(&g.body).unwrap())
+            .map(|v| {
+                (v["alert"]["station"].as_str().unwrap_or("").to_string(), v["alert"]["state"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    };
+    until(20, "the backlog alert fires", || !states().is_empty()).await;
+    assert_eq!(states()[0], ("_pipeline".to_string(), "firing".to_string()));
+    let body: Value = serde_json::from_str(&receiver.got()[0].body).unwrap();
+    assert!(body["alert"]["reason"].as_str().unwrap().contains("frames holds 4"), "{body}");
+    let infer = Server::start(&[&config[..], &["infer"]].concat(), &env).await;
+    let preprocess = Server::start(&[&config[..], &["preprocess"]].concat(), &env).await;
+    until(60, "the backlog alert resolves once drained", || states().len() == 2).await;
+    assert_eq!(states()[1], ("_pipeline".to_string(), "resolved".to_string()));
+    for s in [preprocess, infer, results, ingest] {
+        s.stop().await;
+    }
+    delete_topology(&prefix).await;
 }
