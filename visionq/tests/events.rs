@@ -590,8 +590,8 @@ async fn alert_rules_fire_once_per_debounce_window_and_resolve() {
     server.stop().await;
 }
 
-/// MQTT over TLS: a sink with `tls` and the broker's CA delivers; one trusting only
-/// the system's roots does not (each attempt fails, nothing arrives from it).
+/// MQTT over TLS: a sink with `tls` and the broker's CA delivers; one trusting
+/// another CA does not (each attempt fails, nothing arrives from it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_is_verified_against_its_ca_file() {
     let dir = scratch("events-mqtts");
@@ -605,7 +605,9 @@ async fn mqtt_over_tls_is_verified_against_its_ca_file() {
         )
     };
     let cfg = dir.join("visionq.toml");
-    std::fs::write(&cfg, sink("trusting", &format!("ca_file = \"{}\"", ca.display())) + &sink("untrusting", "")).unwrap();
+    let (other_ca, _, _) = tls_certificates(&scratch("events-mqtts-other"));
+    let trusting = sink("trusting", &format!("ca_file = \"{}\"", ca.display()));
+    std::fs::write(&cfg, trusting + &sink("untrusting", &format!("ca_file = \"{}\"", other_ca.display()))).unwrap();
     let mut got = subscribe(broker.port, "watcher", "+/+/result").await;
     let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
     let frame = post(&server, "cam-t", "dog.jpg").await;

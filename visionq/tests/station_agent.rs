@@ -183,9 +183,10 @@ async fn over_https_the_agent_trusts_its_ca_file_and_no_unknown_issuer() {
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let spool = scratch("agent-tls-spool");
 
-    // Without the CA file the server's certificate is not trusted: nothing is sent,
-    // the frames wait in the spool.
-    let mut agent = Agent::start(&server.base, &spool, &["--count", "3", "--rate", "20"]);
+    // Trusting another CA, the agent does not trust the server's certificate:
+    // nothing is sent, the frames wait in the spool.
+    let (other_ca, _, _) = tls_certificates(&scratch("agent-tls-other"));
+    let mut agent = Agent::start(&server.base, &spool, &["--count", "3", "--rate", "20", "--ca-file", other_ca.to_str().unwrap()]);
     agent.until("3 captured", Duration::from_secs(30), |p| p["captured"] == 3).await;
     for _ in 0..3 {
         let p = agent.until("a progress line", Duration::from_secs(5), |_| true).await;
