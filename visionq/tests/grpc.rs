@@ -237,14 +237,7 @@ async fn a_deadline_is_answered_in_time_and_the_stream_window_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_tls_shares_the_https_port() {
-    let dir = scratch("grpc-tls");
-    let (ca, cert, key) = tls_certificates(&dir);
-    let env = [
-        ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
-        ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
-        ("VISIONQ_DATA_DIR", dir.display().to_string()),
-    ];
-    let server = Server::start(&["run"], &env).await;
+    let (server, ca) = https_server("grpc-tls").await;
     let port = server.base.rsplit(':').next().unwrap().to_string();
     // The certificate names localhost: the client checks it against the test CA.
     let to = format!("localhost:{port}");

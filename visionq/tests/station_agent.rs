@@ -172,15 +172,7 @@ async fn an_rtsp_camera_and_a_video_file_are_read_through_ffmpeg_and_their_frame
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_https_the_agent_trusts_its_ca_file_and_no_unknown_issuer() {
-    let dir = scratch("agent-tls");
-    let (ca, cert, key) = tls_certificates(&dir);
-    let env = [
-        ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
-        ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
-        ("VISIONQ_DATA_DIR", dir.display().to_string()),
-    ];
-    let server = Server::start(&["run"], &env).await;
-    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let (server, ca) = https_server("agent-tls").await;
     let spool = scratch("agent-tls-spool");
 
     // Trusting another CA, the agent does not trust the server's certificate:

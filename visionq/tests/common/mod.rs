@@ -265,6 +265,21 @@ fn run_ok(cmd: &mut std::process::Command) {
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `visionq run` (embedded) serving HTTPS with a certificate of a new test CA: the
+/// server, and the CA's file to trust it by.
+pub async fn https_server(tag: &str) -> (Server, PathBuf) {
+    let dir = scratch(tag);
+    let (ca, cert, key) = tls_certificates(&dir);
+    let env = [
+        ("VISIONQ_TLS_CERT_FILE", cert.display().to_string()),
+        ("VISIONQ_TLS_KEY_FILE", key.display().to_string()),
+        ("VISIONQ_DATA_DIR", dir.display().to_string()),
+    ];
+    let server = Server::start(&["run"], &env).await;
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    (server, ca)
+}
+
 /// A CA, and a server certificate it signed for localhost and 127.0.0.1.
 pub fn tls_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |f: &str| dir.join(f).display().to_string();
