@@ -93,8 +93,7 @@ impl Events {
 
     fn count(&self, alerts: &[Alert]) {
         for a in alerts {
-            let state = serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            self.metrics.alerts_total.with_label_values(&[a.severity.as_str(), &state]).inc();
+            self.metrics.alerts_total.with_label_values(&[a.severity.as_str(), a.state.as_str()]).inc();
         }
     }
 

@@ -26,6 +26,7 @@ use crate::admit::{Arrival, Door, check_rate, check_station, count_accepted, cou
 use crate::body::{check_size, transport_limit};
 use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
 use crate::refusal::{Refusal, token};
+use crate::stream::InFlight;
 use crate::waiters::Waiting;
 
 /// The code generated from the `.proto` (tonic and prost).
@@ -272,7 +273,8 @@ impl StreamSession {
         };
         match published.await {
             Ok((frame_id, waiting)) => {
-                self.in_flight.push(Box::pin(outcome(self.state.clone(), client_id.clone(), frame_id, waiting)));
+                let counted = InFlight::new(&self.state, "ingest_grpc");
+                self.in_flight.push(Box::pin(outcome(self.state.clone(), client_id.clone(), frame_id, waiting, counted)));
                 self.send(StreamReply { client_id, reply: Some(stream_reply::Reply::Accepted(frame_id.to_string())) }).await
             }
             Err(r) => {
@@ -284,15 +286,12 @@ impl StreamSession {
 }
 
 /// Waits for a stream frame's result, up to `max_wait_ms`.
-async fn outcome(state: Arc<IngestState>, client_id: String, frame_id: Uuid, mut waiting: Waiting) -> StreamReply {
-    let gauge = state.metrics.in_flight.with_label_values(&["ingest_grpc"]);
-    gauge.inc();
+async fn outcome(state: Arc<IngestState>, client_id: String, frame_id: Uuid, mut waiting: Waiting, _counted: InFlight) -> StreamReply {
     let wait = Duration::from_millis(state.config.max_wait_ms);
     let reply = match tokio::time::timeout(wait, &mut waiting.rx).await {
         Ok(Ok(result)) => stream_reply::Reply::Result(convert::result(&result)),
         _ => stream_reply::Reply::Timeout(frame_id.to_string()),
     };
-    gauge.dec();
     StreamReply { client_id, reply: Some(reply) }
 }
 

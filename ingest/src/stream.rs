@@ -322,7 +322,7 @@ impl Session {
             match publish_frame(&self.state, &meta, image, None).await {
                 Ok(()) => {
                     count_accepted(&self.state, Door::Stream, &self.station);
-                    let counted = InFlight::new(&self.state);
+                    let counted = InFlight::new(&self.state, IN_FLIGHT_STAGE);
                     self.in_flight.push(Box::pin(outcome(self.state.clone(), id.clone(), frame_id, waiting, counted)));
                     self.reply(Reply::Accepted { id, frame_id }).await?;
                 }
@@ -345,20 +345,21 @@ impl Session {
     }
 }
 
-/// A frame accepted on a socket and not yet answered, counted in
-/// `visionq_in_flight{stage="ingest_stream"}` while it is.
-struct InFlight(Arc<IngestState>);
+/// A frame accepted on a stream and not yet answered, counted in
+/// `visionq_in_flight{stage}` while it is, also when its answer is dropped with
+/// its stream (`ingest_stream` for sockets, `ingest_grpc` for gRPC).
+pub(crate) struct InFlight(Arc<IngestState>, &'static str);
 
 impl InFlight {
-    fn new(state: &Arc<IngestState>) -> InFlight {
-        state.metrics.in_flight.with_label_values(&[IN_FLIGHT_STAGE]).inc();
-        InFlight(state.clone())
+    pub(crate) fn new(state: &Arc<IngestState>, stage: &'static str) -> InFlight {
+        state.metrics.in_flight.with_label_values(&[stage]).inc();
+        InFlight(state.clone(), stage)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.metrics.in_flight.with_label_values(&[IN_FLIGHT_STAGE]).dec();
+        self.0.metrics.in_flight.with_label_values(&[self.1]).dec();
     }
 }
 
