@@ -290,6 +290,11 @@ pub struct Config {
     pub nvjpeg_threads: usize,
     /// JPEGs decoded in one nvJPEG batch, at most.
     pub nvjpeg_max_batch: usize,
+    /// With nvJPEG: letterbox on the GPU too (chroma upsampled and converted as
+    /// libjpeg-turbo does, then resized into the model input there), so only the
+    /// model input comes back to the host; `false` copies the whole decoded image
+    /// back and letterboxes on the CPU.
+    pub nvjpeg_letterbox: bool,
     /// Frames decoded at once (default: one per CPU of the machine).
     #[schema(default)] // the default depends on the machine: none in the OpenAPI document
     pub preprocess_concurrency: usize,
@@ -431,6 +436,7 @@ impl Default for Config {
             jpeg_decoder: "cpu".into(),
             nvjpeg_threads: 2,
             nvjpeg_max_batch: 32,
+            nvjpeg_letterbox: true,
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,
             max_batch_size: 8,

@@ -5,9 +5,12 @@
 //! with its own nvJPEG handle (the hardware backend where the GPU has JPEG engines,
 //! else the GPU-assisted one), CUDA stream and device buffers. A preprocessing thread
 //! hands its frame over and waits; a decoder thread takes every frame that is
-//! waiting (up to `max_batch`), decodes them as one batch, copies each image into the
-//! caller's pinned host buffer, and wakes the callers, who letterbox on the CPU as
-//! before (a 1280×720 resize costs a tenth of its decode).
+//! waiting (up to `max_batch`), decodes them as one batch and wakes the callers.
+//! With the letterbox on the GPU ([`GpuJpeg::letterbox`], `nvjpeg_letterbox`) a frame
+//! is decoded to its Y, Cb and Cr planes and letterboxed there
+//! ([`crate::gpu_letterbox`]), and only the model input is copied into the caller's
+//! pinned host buffer; otherwise ([`GpuJpeg::decode`]) the whole RGB image is, and
+//! the caller letterboxes on the CPU.
 //!
 //! Only what the GPU decodes exactly like the CPU path goes there: baseline or
 //! extended sequential 8-bit colour JPEGs that end with their EOI marker. Anything
@@ -25,7 +28,12 @@ use std::sync::{Mutex, OnceLock, mpsc};
 
 use libloading::Library;
 
+use crate::cuda_lib::{open_first, symbol};
+
+use visionq_contract::Letterbox;
+
 use crate::decode::Decoded;
+use crate::gpu_letterbox::{Letterboxer, Planes, Target};
 use crate::image::PreprocessError;
 
 type Status = i32;
@@ -43,6 +51,7 @@ struct NvImage {
 
 const BACKEND_GPU_HYBRID: i32 = 2;
 const BACKEND_HARDWARE: i32 = 3;
+const OUTPUT_YUV: i32 = 1;
 const OUTPUT_RGBI: i32 = 5;
 const MEMCPY_DEVICE_TO_HOST: i32 = 2;
 const STREAM_NON_BLOCKING: u32 = 1;
@@ -68,26 +77,6 @@ struct Api {
     memcpy_async: unsafe extern "C" fn(*mut c_void, *const c_void, usize, i32, Stream) -> CudaError,
     synchronize: unsafe extern "C" fn(Stream) -> CudaError,
     error_name: unsafe extern "C" fn(CudaError) -> *const c_char,
-}
-
-fn open_first(names: &[&str]) -> Result<Library, String> {
-    let mut errors = Vec::new();
-    for name in names {
-        // SAFETY: loading a CUDA library runs its initialisers, which have no
-        // preconditions on our side.
-        match unsafe { Library::new(name) } {
-            Ok(lib) => return Ok(lib),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    Err(errors.join("; "))
-}
-
-macro_rules! symbol {
-    ($lib:expr, $name:literal) => {
-        // SAFETY: the type is the one the CUDA 12/13 headers declare for this symbol.
-        *unsafe { $lib.get(concat!($name, "\0").as_bytes()) }.map_err(|e| format!("{}: {e}", $name))?
-    };
 }
 
 impl Api {
@@ -238,6 +227,8 @@ struct Request {
     dest: *mut u8,
     width: u32,
     height: u32,
+    /// `Some`: letterbox into this model input on the GPU and copy only that back.
+    target: Option<Target>,
     reply: mpsc::SyncSender<Answer>,
 }
 
@@ -250,6 +241,8 @@ pub struct GpuJpeg {
     requests: mpsc::Sender<Request>,
     backend: &'static str,
     engines: u32,
+    /// Every decoder thread loaded the letterbox kernel.
+    letterboxing: bool,
     gpu_frames: AtomicU64,
     cpu_frames: AtomicU64,
 }
@@ -275,12 +268,14 @@ thread_local! {
 impl GpuJpeg {
     /// The process's decoder, started by the first call (later calls get the same
     /// one, whatever they ask for): `threads` decoder threads on CUDA device
-    /// `device`, batches of up to `max_batch` frames.
-    pub fn shared(device: i32, threads: usize, max_batch: usize) -> Result<&'static GpuJpeg, String> {
-        SHARED.get_or_init(|| GpuJpeg::start(device, threads.max(1), max_batch.clamp(1, 64))).as_ref().map_err(Clone::clone)
+    /// `device`, batches of up to `max_batch` frames; with `letterbox`, the kernel
+    /// that letterboxes on the GPU loaded in each (where it cannot be, logged, the
+    /// CPU letterboxes).
+    pub fn shared(device: i32, threads: usize, max_batch: usize, letterbox: bool) -> Result<&'static GpuJpeg, String> {
+        SHARED.get_or_init(|| GpuJpeg::start(device, threads.max(1), max_batch.clamp(1, 64), letterbox)).as_ref().map_err(Clone::clone)
     }
 
-    fn start(device: i32, threads: usize, max_batch: usize) -> Result<GpuJpeg, String> {
+    fn start(device: i32, threads: usize, max_batch: usize, letterbox: bool) -> Result<GpuJpeg, String> {
         let api: &'static Api = API.get_or_init(Api::load).as_ref().map_err(|e| format!("nvJPEG is not available: {e}"))?;
         let (tx, rx) = mpsc::channel::<Request>();
         let rx = std::sync::Arc::new(Mutex::new(rx));
@@ -290,9 +285,9 @@ impl GpuJpeg {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("visionq-nvjpeg-{i}"))
-                .spawn(move || match Decoder::new(api, device, max_batch) {
+                .spawn(move || match Decoder::new(api, device, max_batch, letterbox) {
                     Ok(decoder) => {
-                        let _ = ready_tx.send(Ok((decoder.backend, decoder.engines)));
+                        let _ = ready_tx.send(Ok((decoder.backend, decoder.engines, decoder.letterboxer.is_some())));
                         decoder.serve(&rx);
                     }
                     Err(e) => {
@@ -302,9 +297,15 @@ impl GpuJpeg {
                 .map_err(|e| e.to_string())?;
             started.push(ready_rx.recv().map_err(|e| e.to_string())??);
         }
-        let (backend, engines) = started[0];
-        tracing::info!(backend, engines, threads, max_batch, device, "JPEG decode on the GPU (nvJPEG)");
-        Ok(GpuJpeg { api, requests: tx, backend, engines, gpu_frames: AtomicU64::new(0), cpu_frames: AtomicU64::new(0) })
+        let (backend, engines, _) = started[0];
+        let letterboxing = started.iter().all(|s| s.2);
+        tracing::info!(backend, engines, threads, max_batch, device, letterboxing, "JPEG decode on the GPU (nvJPEG)");
+        Ok(GpuJpeg { api, requests: tx, backend, engines, letterboxing, gpu_frames: AtomicU64::new(0), cpu_frames: AtomicU64::new(0) })
+    }
+
+    /// Whether [`GpuJpeg::letterbox`] can letterbox on the GPU.
+    pub fn letterboxing(&self) -> bool {
+        self.letterboxing
     }
 
     /// `hardware` (the GPU's JPEG engines) or `gpu-hybrid` (CUDA cores).
@@ -325,6 +326,62 @@ impl GpuJpeg {
     /// Decodes `jpeg` to RGB on the GPU. `Ok(None)`: this frame is the CPU
     /// decoder's (see the module doc); the caller decodes it there.
     pub fn decode(&self, jpeg: &[u8], max_pixels: u64) -> Result<Option<Decoded>, PreprocessError> {
+        Ok(self.run(jpeg, max_pixels, |_, _| None)?.map(|(pixels, w, h, _)| Decoded {
+            pixels,
+            width: w,
+            height: h,
+            source_width: w,
+            source_height: h,
+        }))
+    }
+
+    /// Decodes `jpeg` and letterboxes it into the model input on the GPU, where
+    /// `geometry` (the image's size → where it lands) puts it; BGR when `bgr`.
+    /// Returns the input, the letterbox and the image's size; `Ok(None)`: the CPU
+    /// decodes this frame (as [`GpuJpeg::decode`]), or the kernel is not loaded.
+    pub fn letterbox(
+        &self,
+        jpeg: &[u8],
+        max_pixels: u64,
+        geometry: impl FnOnce(u32, u32) -> Letterbox,
+        bgr: bool,
+    ) -> Result<Option<(Vec<u8>, Letterbox, u32, u32)>, PreprocessError> {
+        if !self.letterboxing {
+            return Ok(None);
+        }
+        let mut placed = None;
+        let target = |w: u32, h: u32| {
+            // The triangle upsampling needs a few samples each way; tiny frames stay
+            // with the CPU.
+            if w < 16 || h < 16 {
+                return None;
+            }
+            let lb = geometry(w, h);
+            let t = Target {
+                input_width: lb.input_width,
+                input_height: lb.input_height,
+                pad_x: lb.pad_x,
+                pad_y: lb.pad_y,
+                scaled_width: lb.scaled_width,
+                scaled_height: lb.scaled_height,
+                bgr,
+            };
+            placed = Some(lb);
+            Some(t)
+        };
+        let out = self.run(jpeg, max_pixels, target)?;
+        Ok(out.and_then(|(tensor, w, h, boxed)| Some((tensor, placed.filter(|_| boxed)?, w, h))))
+    }
+
+    /// Hands one frame to a decoder thread and waits. `target` says, from the
+    /// image's size, whether and where to letterbox it on the GPU. Returns the bytes
+    /// copied back, the image's size and whether they are the letterboxed input.
+    fn run(
+        &self,
+        jpeg: &[u8],
+        max_pixels: u64,
+        target: impl FnOnce(u32, u32) -> Option<Target>,
+    ) -> Result<Option<(Vec<u8>, u32, u32, bool)>, PreprocessError> {
         let Some(layout) = scan(jpeg).filter(JpegLayout::gpu_decodable) else {
             self.cpu_frames.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -337,7 +394,11 @@ impl GpuJpeg {
         if w as u64 * h as u64 > max_pixels {
             return Err(PreprocessError::TooLarge { width: w as usize, height: h as usize, max_pixels });
         }
-        let bytes = w as usize * h as usize * 3;
+        let target = target(w, h);
+        let bytes = match target {
+            Some(t) => t.input_width as usize * t.input_height as usize * 3,
+            None => w as usize * h as usize * 3,
+        };
         let outcome = CALLER.with(|cell| {
             let mut slot = cell.borrow_mut();
             let Caller { pinned, reply, answers } = slot.get_or_insert_with(|| {
@@ -346,7 +407,7 @@ impl GpuJpeg {
             });
             pinned.ensure(bytes)?;
             let request =
-                Request { data: jpeg.as_ptr(), len: jpeg.len(), dest: pinned.ptr, width: w, height: h, reply: reply.clone() };
+                Request { data: jpeg.as_ptr(), len: jpeg.len(), dest: pinned.ptr, width: w, height: h, target, reply: reply.clone() };
             self.requests.send(request).map_err(|_| "the nvJPEG decoder threads have stopped".to_string())?;
             answers.recv().map_err(|_| "an nvJPEG decoder thread stopped".to_string())??;
             // SAFETY: the decoder wrote `bytes` bytes into our pinned buffer and has
@@ -356,7 +417,7 @@ impl GpuJpeg {
         match outcome {
             Ok(pixels) => {
                 self.gpu_frames.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(Decoded { pixels, width: w, height: h, source_width: w, source_height: h }))
+                Ok(Some((pixels, w, h, target.is_some())))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "nvJPEG did not decode a frame: the CPU decodes it");
@@ -375,16 +436,28 @@ struct Decoder {
     backend: &'static str,
     engines: u32,
     max_batch: usize,
-    /// One decoder state per batch size, initialised on first use.
-    states: Vec<Option<State>>,
-    /// Device output buffer per position in a batch: (pointer, bytes).
+    /// The letterbox kernel, loaded in this thread's context (when asked for and
+    /// NVRTC and the driver API are there).
+    letterboxer: Option<Letterboxer>,
+    /// One decoder state per batch size and output format, initialised on first use.
+    states: std::collections::HashMap<(usize, i32), State>,
+    /// Device buffer per position in a batch: (pointer, bytes).
     outputs: Vec<(*mut u8, usize)>,
 }
 
+/// What nvJPEG reads in one frame's header.
+struct Info {
+    /// Horizontal and vertical chroma subsampling (1 or 2).
+    h: u32,
+    v: u32,
+    chroma_width: u32,
+    chroma_height: u32,
+}
+
 impl Decoder {
-    fn new(api: &'static Api, device: i32, max_batch: usize) -> Result<Decoder, String> {
+    fn new(api: &'static Api, device: i32, max_batch: usize, letterbox: bool) -> Result<Decoder, String> {
         // SAFETY: plain CUDA runtime and nvJPEG calls with out-pointers we own.
-        unsafe {
+        let mut decoder = unsafe {
             api.cuda("cudaSetDevice", (api.set_device)(device))?;
             let mut stream = std::ptr::null_mut();
             api.cuda("cudaStreamCreateWithFlags", (api.stream_create)(&mut stream, STREAM_NON_BLOCKING))?;
@@ -401,8 +474,26 @@ impl Decoder {
                     )?;
                     ("gpu-hybrid", 0)
                 };
-            Ok(Decoder { api, handle, stream, backend, engines, max_batch, states: vec![None; max_batch + 1], outputs: Vec::new() })
+            Decoder {
+                api,
+                handle,
+                stream,
+                backend,
+                engines,
+                max_batch,
+                letterboxer: None,
+                states: Default::default(),
+                outputs: Vec::new(),
+            }
+        };
+        if letterbox {
+            // The stream creation above made the device's primary context current.
+            match Letterboxer::load() {
+                Ok(l) => decoder.letterboxer = Some(l),
+                Err(e) => tracing::warn!(error = %e, "the letterbox kernel did not load: the CPU letterboxes nvJPEG's frames"),
+            }
         }
+        Ok(decoder)
     }
 
     fn serve(mut self, requests: &Mutex<mpsc::Receiver<Request>>) {
@@ -426,91 +517,165 @@ impl Decoder {
         }
     }
 
-    fn state(&mut self, n: usize) -> Result<State, String> {
-        if let Some(s) = self.states[n] {
-            return Ok(s);
+    fn state(&mut self, n: usize, format: i32) -> Result<State, String> {
+        if let Some(s) = self.states.get(&(n, format)) {
+            return Ok(*s);
         }
         let mut s = std::ptr::null_mut();
         // SAFETY: nvJPEG calls on our handle with an out-pointer we own.
         unsafe {
             nvjpeg("nvjpegJpegStateCreate", (self.api.state_create)(self.handle, &mut s))?;
-            nvjpeg("nvjpegDecodeBatchedInitialize", (self.api.batched_init)(self.handle, s, n as i32, 1, OUTPUT_RGBI))?;
+            nvjpeg("nvjpegDecodeBatchedInitialize", (self.api.batched_init)(self.handle, s, n as i32, 1, format))?;
         }
-        self.states[n] = Some(s);
+        self.states.insert((n, format), s);
         Ok(s)
     }
 
-    /// Decodes a batch into the callers' pinned buffers. One answer for the whole
-    /// batch: when nvJPEG refuses any frame, the CPU decodes them all.
+    /// Decodes a batch into the callers' pinned buffers: whole images, and frames
+    /// letterboxed on the GPU, as two nvJPEG batches on one stream. One answer for
+    /// the whole batch: when nvJPEG refuses any frame, the CPU decodes them all.
     fn decode(&mut self, batch: &[Request]) -> Result<(), String> {
-        let api = self.api;
-        for r in batch {
-            let (mut components, mut subsampling) = (0i32, 0i32);
-            let (mut widths, mut heights) = ([0i32; 4], [0i32; 4]);
-            // SAFETY: the caller's JPEG bytes stay valid while it waits.
-            let s = unsafe {
-                (api.image_info)(
-                    self.handle,
-                    r.data,
-                    r.len,
-                    &mut components,
-                    &mut subsampling,
-                    widths.as_mut_ptr(),
-                    heights.as_mut_ptr(),
-                )
-            };
-            nvjpeg("nvjpegGetImageInfo", s)?;
-            if components != 3 || !SUPPORTED_SUBSAMPLING.contains(&subsampling) {
-                return Err(format!("{components} components, subsampling {subsampling}"));
-            }
-            if (widths[0] as u32, heights[0] as u32) != (r.width, r.height) {
-                return Err("nvJPEG reads another size than the frame header".into());
-            }
+        let (boxed, whole): (Vec<&Request>, Vec<&Request>) = batch.iter().partition(|r| r.target.is_some());
+        if !boxed.is_empty() && self.letterboxer.is_none() {
+            return Err("the letterbox kernel is not loaded in this decoder thread".into());
         }
-        while self.outputs.len() < batch.len() {
+        if !whole.is_empty() {
+            self.decode_group(&whole, 0)?;
+        }
+        if !boxed.is_empty() {
+            self.decode_group(&boxed, whole.len())?;
+        }
+        // SAFETY: our stream.
+        self.api.cuda("cudaStreamSynchronize", unsafe { (self.api.synchronize)(self.stream) })
+    }
+
+    /// A device buffer of at least `bytes` for batch position `slot`.
+    fn buffer(&mut self, slot: usize, bytes: usize) -> Result<*mut u8, String> {
+        let api = self.api;
+        while self.outputs.len() <= slot {
             self.outputs.push((std::ptr::null_mut(), 0));
         }
-        let mut images = Vec::with_capacity(batch.len());
-        for (r, out) in batch.iter().zip(self.outputs.iter_mut()) {
-            let bytes = r.width as usize * r.height as usize * 3;
-            if out.1 < bytes {
-                // SAFETY: device allocations owned by this thread, freed only here.
-                unsafe {
-                    if !out.0.is_null() {
-                        (api.free)(out.0.cast());
-                    }
-                    let mut p = std::ptr::null_mut();
-                    let e = (api.malloc)(&mut p, bytes);
-                    *out = if e == 0 { (p.cast(), bytes) } else { (std::ptr::null_mut(), 0) };
-                    api.cuda("cudaMalloc", e)?;
+        let out = &mut self.outputs[slot];
+        if out.1 < bytes {
+            // SAFETY: device allocations owned by this thread, freed only here.
+            unsafe {
+                if !out.0.is_null() {
+                    (api.free)(out.0.cast());
                 }
+                let mut p = std::ptr::null_mut();
+                let e = (api.malloc)(&mut p, bytes);
+                *out = if e == 0 { (p.cast(), bytes) } else { (std::ptr::null_mut(), 0) };
+                api.cuda("cudaMalloc", e)?;
             }
+        }
+        Ok(out.0)
+    }
+
+    /// Reads a frame's header the way nvJPEG will decode it.
+    fn info(&self, r: &Request) -> Result<Info, String> {
+        let (mut components, mut subsampling) = (0i32, 0i32);
+        let (mut widths, mut heights) = ([0i32; 4], [0i32; 4]);
+        // SAFETY: the caller's JPEG bytes stay valid while it waits.
+        let s = unsafe {
+            (self.api.image_info)(
+                self.handle,
+                r.data,
+                r.len,
+                &mut components,
+                &mut subsampling,
+                widths.as_mut_ptr(),
+                heights.as_mut_ptr(),
+            )
+        };
+        nvjpeg("nvjpegGetImageInfo", s)?;
+        if components != 3 || !SUPPORTED_SUBSAMPLING.contains(&subsampling) {
+            return Err(format!("{components} components, subsampling {subsampling}"));
+        }
+        if (widths[0] as u32, heights[0] as u32) != (r.width, r.height) {
+            return Err("nvJPEG reads another size than the frame header".into());
+        }
+        // nvjpegChromaSubsampling_t: 4:4:4, 4:2:2, 4:2:0, 4:4:0.
+        let (h, v) = [(1, 1), (2, 1), (2, 2), (1, 2)][subsampling as usize];
+        let info = Info { h, v, chroma_width: r.width.div_ceil(h), chroma_height: r.height.div_ceil(v) };
+        if (widths[1] as u32, heights[1] as u32) != (info.chroma_width, info.chroma_height) {
+            return Err(format!("chroma planes of {}x{} for subsampling {subsampling}", widths[1], heights[1]));
+        }
+        Ok(info)
+    }
+
+    /// One nvJPEG batch, all whole images or all letterboxed, using the device
+    /// buffers from position `first_slot` on; the copies back are queued on the
+    /// stream (the caller synchronises).
+    fn decode_group(&mut self, group: &[&Request], first_slot: usize) -> Result<(), String> {
+        let api = self.api;
+        let boxed = group[0].target.is_some();
+        let infos = group.iter().map(|r| self.info(r)).collect::<Result<Vec<_>, _>>()?;
+        let mut images = Vec::with_capacity(group.len());
+        let mut planes = Vec::with_capacity(group.len());
+        for (i, (r, info)) in group.iter().zip(&infos).enumerate() {
+            let (w, h) = (r.width as usize, r.height as usize);
             let mut channel = [std::ptr::null_mut(); 4];
             let mut pitch = [0usize; 4];
-            channel[0] = out.0;
-            pitch[0] = r.width as usize * 3;
+            match r.target {
+                None => {
+                    channel[0] = self.buffer(first_slot + i, w * h * 3)?;
+                    pitch[0] = w * 3;
+                    planes.push(None);
+                }
+                Some(t) => {
+                    let (cw, ch) = (info.chroma_width as usize, info.chroma_height as usize);
+                    let input = t.input_width as usize * t.input_height as usize * 3;
+                    let base = self.buffer(first_slot + i, w * h + 2 * cw * ch + input)?;
+                    // SAFETY: offsets inside the buffer just sized for all four parts.
+                    let (cb, cr, out) = unsafe { (base.add(w * h), base.add(w * h + cw * ch), base.add(w * h + 2 * cw * ch)) };
+                    channel[..3].copy_from_slice(&[base, cb, cr]);
+                    pitch[..3].copy_from_slice(&[w, cw, cw]);
+                    let p = Planes {
+                        y: base,
+                        cb,
+                        cr,
+                        y_pitch: w,
+                        c_pitch: cw,
+                        width: r.width,
+                        height: r.height,
+                        chroma_width: info.chroma_width,
+                        chroma_height: info.chroma_height,
+                        h: info.h,
+                        v: info.v,
+                    };
+                    planes.push(Some((p, out, t)));
+                }
+            }
             images.push(NvImage { channel, pitch });
         }
-        let data: Vec<*const u8> = batch.iter().map(|r| r.data).collect();
-        let lengths: Vec<usize> = batch.iter().map(|r| r.len).collect();
-        let state = self.state(batch.len())?;
+        let data: Vec<*const u8> = group.iter().map(|r| r.data).collect();
+        let lengths: Vec<usize> = group.iter().map(|r| r.len).collect();
+        let format = if boxed { OUTPUT_YUV } else { OUTPUT_RGBI };
+        let state = self.state(group.len(), format)?;
         // SAFETY: every pointer is valid for the call: the callers' bytes (they wait),
-        // our device buffers sized above, arrays of `batch.len()` entries.
+        // our device buffers sized above, arrays of `group.len()` entries.
         let s = unsafe { (api.batched)(self.handle, state, data.as_ptr(), lengths.as_ptr(), images.as_mut_ptr(), self.stream) };
         if s != 0 {
             // A failed batch leaves the state unusable until initialised again.
-            self.states[batch.len()] = None;
+            self.states.remove(&(group.len(), format));
             return nvjpeg("nvjpegDecodeBatched", s);
         }
-        for (r, img) in batch.iter().zip(&images) {
-            let bytes = r.width as usize * r.height as usize * 3;
+        for ((r, img), placed) in group.iter().zip(&images).zip(&planes) {
+            let (src, bytes) = match (placed, &self.letterboxer) {
+                (Some((p, out, t)), Some(kernel)) => {
+                    // SAFETY: the planes were decoded into on this stream, `out` holds
+                    // the whole input; the buffers stay ours until the next batch.
+                    unsafe { kernel.launch(p, *out, t, self.stream)? };
+                    (out.cast_const(), t.input_width as usize * t.input_height as usize * 3)
+                }
+                _ => (img.channel[0].cast_const(), r.width as usize * r.height as usize * 3),
+            };
             // SAFETY: the caller's pinned buffer holds at least `bytes` (ensured
-            // before it sent the request); the device buffer was decoded into above.
-            let e = unsafe { (api.memcpy_async)(r.dest.cast(), img.channel[0].cast(), bytes, MEMCPY_DEVICE_TO_HOST, self.stream) };
+            // before it sent the request); the device buffer was written above.
+            let e = unsafe { (api.memcpy_async)(r.dest.cast(), src.cast(), bytes, MEMCPY_DEVICE_TO_HOST, self.stream) };
             api.cuda("cudaMemcpyAsync", e)?;
         }
-        // SAFETY: our stream.
-        api.cuda("cudaStreamSynchronize", unsafe { (api.synchronize)(self.stream) })
+        Ok(())
     }
 }
 

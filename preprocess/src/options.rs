@@ -53,6 +53,8 @@ pub struct GpuDecode {
     pub device: i32,
     pub threads: usize,
     pub max_batch: usize,
+    /// Letterbox on the GPU as well (`nvjpeg_letterbox`), where the frame allows it.
+    pub letterbox: bool,
     /// `jpeg_decoder = "nvjpeg"` (a node that cannot start it refuses to start),
     /// not `auto` (it falls back to the CPU decoder with a warning).
     pub required: bool,
@@ -114,6 +116,7 @@ impl PreprocessOptions {
                 device: config.cuda_device_id,
                 threads: config.nvjpeg_threads,
                 max_batch: config.nvjpeg_max_batch,
+                letterbox: config.nvjpeg_letterbox,
                 required,
             }),
         }
@@ -126,7 +129,7 @@ impl PreprocessOptions {
 /// asked for and cannot start.
 pub fn start_gpu_decode(options: &PreprocessOptions) -> Result<Option<&'static crate::nvjpeg::GpuJpeg>, String> {
     let Some(g) = options.gpu_decode else { return Ok(None) };
-    match crate::nvjpeg::GpuJpeg::shared(g.device, g.threads, g.max_batch) {
+    match crate::nvjpeg::GpuJpeg::shared(g.device, g.threads, g.max_batch, g.letterbox) {
         Ok(d) => Ok(Some(d)),
         Err(e) if g.required => Err(format!("jpeg_decoder = \"nvjpeg\": {e}")),
         Err(e) => {
