@@ -378,6 +378,19 @@ pub struct Config {
     /// their resolutions go to the sinks that take `alert` events and are shown on
     /// the dashboard. File only (no environment variable).
     pub rule: Vec<crate::alert::AlertRule>,
+    /// Counting lines (`[[line]]` tables: a tripwire per station in normalised
+    /// coordinates, crossings counted per direction; see [`crate::track::CountLine`]
+    /// and docs/EVENTS.md). Objects are tracked on the stations a line or a zone is
+    /// drawn on. File only (no environment variable).
+    pub line: Vec<crate::track::CountLine>,
+    /// Zones (`[[zone]]` tables: a polygon per station, entries, exits and dwell
+    /// times; see [`crate::track::Zone`]). File only (no environment variable).
+    pub zone: Vec<crate::track::Zone>,
+    /// Tracking: the overlap (IoU, 0-1) a detection needs with a track's last box,
+    /// same class, to continue that track.
+    pub track_iou: f32,
+    /// Tracking: seconds a track lives without being seen before it is let go.
+    pub track_max_gap_s: f64,
 }
 
 impl Default for Config {
@@ -470,6 +483,10 @@ impl Default for Config {
             log_format: LogFormat::Text,
             sink: Vec::new(),
             rule: Vec::new(),
+            line: Vec::new(),
+            zone: Vec::new(),
+            track_iou: 0.3,
+            track_max_gap_s: 2.0,
         }
     }
 }
@@ -654,7 +671,16 @@ impl Config {
         let sinks = self.sink.iter().map(|s| (s.name.as_str(), s.problem()));
         let rules = self.rule.iter().map(|r| (r.name.as_str(), r.problem()));
         named_tables("sinks", sinks)?;
-        named_tables("rules", rules)
+        named_tables("rules", rules)?;
+        if !(self.track_iou > 0.0 && self.track_iou <= 1.0) {
+            return bad("track_iou must be above 0 and at most 1");
+        }
+        if !(self.track_max_gap_s.is_finite() && self.track_max_gap_s > 0.0 && self.track_max_gap_s <= 3600.0) {
+            return bad("track_max_gap_s must be above 0 and at most 3600");
+        }
+        let lines = self.line.iter().map(|l| (l.name.as_str(), l.problem()));
+        let zones = self.zone.iter().map(|z| (z.name.as_str(), z.problem()));
+        named_tables("lines or zones", lines.chain(zones))
     }
 
     /// This configuration with the passwords in its URLs hidden (for `Debug`, `visionq config`

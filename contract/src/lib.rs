@@ -23,6 +23,7 @@ pub mod sink;
 pub mod telemetry;
 pub mod tls;
 pub mod topology;
+pub mod track;
 
 pub use config::{Config, ConfigError};
 pub use message::{Detection, FrameMeta, FrameResult, Letterbox, ModelInfo, ResultStatus, TensorMeta, Timings};

@@ -128,6 +128,11 @@ pub struct Detection {
     /// `[x1, y1, x2, y2]` in original-image pixels.
     #[schema(min_items = 4, max_items = 4)]
     pub box_px: [f32; 4],
+    /// The object's track id, where the station's objects are tracked (a `[[line]]`
+    /// or `[[zone]]` is drawn on it): the same id in every frame it is followed
+    /// through (docs/EVENTS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
 }
 
 /// The result of one frame, as stations, operators and the database see it.
@@ -264,6 +269,7 @@ mod tests {
             score: 0.9,
             bbox: [0.1, 0.2, 0.3, 0.4],
             box_px: [1.0, 4.0, 3.0, 8.0],
+            track_id: None,
         });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "error");

@@ -36,6 +36,8 @@ pub enum EventKind {
     Result,
     /// An alert rule's alert about a station, firing or resolved (`[[rule]]`).
     Alert,
+    /// A tracked object crossing a `[[line]]`, or entering or leaving a `[[zone]]`.
+    Track,
 }
 
 impl EventKind {
@@ -43,6 +45,7 @@ impl EventKind {
         match self {
             EventKind::Result => "result",
             EventKind::Alert => "alert",
+            EventKind::Track => "track",
         }
     }
 }
@@ -193,7 +196,16 @@ impl SinkConfig {
 
     /// Whether an alert about `station` becomes an event of this sink.
     pub fn accepts_alert(&self, station: &str) -> bool {
-        self.events.contains(&EventKind::Alert) && (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
+        self.takes(EventKind::Alert, station)
+    }
+
+    /// Whether a crossing or a zone visit at `station` becomes an event of this sink.
+    pub fn accepts_track(&self, station: &str) -> bool {
+        self.takes(EventKind::Track, station)
+    }
+
+    fn takes(&self, kind: EventKind, station: &str) -> bool {
+        self.events.contains(&kind) && (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
     }
 
     /// The MQTT client id.
@@ -282,7 +294,14 @@ mod tests {
             model: ModelInfo { name: "m".into(), version: "1".into() },
             detections: classes
                 .iter()
-                .map(|(c, s)| Detection { class_id: 0, class_name: (*c).into(), score: *s, bbox: [0.0; 4], box_px: [0.0; 4] })
+                .map(|(c, s)| Detection {
+                    class_id: 0,
+                    class_name: (*c).into(),
+                    score: *s,
+                    bbox: [0.0; 4],
+                    box_px: [0.0; 4],
+                    track_id: None,
+                })
                 .collect(),
             decision: None,
             review: None,

@@ -145,7 +145,8 @@ mod tests {
         let mut r = FrameResult::failed(&meta, ModelInfo::default(), "x");
         r.status = ResultStatus::Ok;
         r.error = None;
-        r.detections = vec![Detection { class_id: 16, class_name: "dog".into(), score, bbox: [0.0; 4], box_px: [0.0; 4] }];
+        r.detections =
+            vec![Detection { class_id: 16, class_name: "dog".into(), score, bbox: [0.0; 4], box_px: [0.0; 4], track_id: None }];
         r
     }
 
@@ -202,7 +203,14 @@ mod tests {
         let d = Decider::load(Some(&path), Some(vec!["dog".into(), "cat".into()])).unwrap();
         let two = |station: &str| {
             let mut r = result(station, 0.4);
-            r.detections.push(Detection { class_id: 15, class_name: "cat".into(), score: 0.2, bbox: [0.0; 4], box_px: [0.0; 4] });
+            r.detections.push(Detection {
+                class_id: 15,
+                class_name: "cat".into(),
+                score: 0.2,
+                bbox: [0.0; 4],
+                box_px: [0.0; 4],
+                track_id: None,
+            });
             r
         };
         let mut cam = two("cam");

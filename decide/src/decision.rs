@@ -117,7 +117,14 @@ mod tests {
     use visionq_contract::decision::Expected;
 
     fn det(class: &str, score: f32) -> Detection {
-        Detection { class_id: 0, class_name: class.into(), score, bbox: [0.1, 0.1, 0.5, 0.5], box_px: [10.0, 10.0, 50.0, 50.0] }
+        Detection {
+            class_id: 0,
+            class_name: class.into(),
+            score,
+            bbox: [0.1, 0.1, 0.5, 0.5],
+            box_px: [10.0, 10.0, 50.0, 50.0],
+            track_id: None,
+        }
     }
 
     fn covers() -> RuleSet {

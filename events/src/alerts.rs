@@ -273,7 +273,14 @@ mod tests {
             image: ImageSize { width: 10, height: 10 },
             model: ModelInfo::default(),
             detections: dog
-                .map(|s| Detection { class_id: 16, class_name: "dog".into(), score: s, bbox: [0.0; 4], box_px: [0.0; 4] })
+                .map(|s| Detection {
+                    class_id: 16,
+                    class_name: "dog".into(),
+                    score: s,
+                    bbox: [0.0; 4],
+                    box_px: [0.0; 4],
+                    track_id: None,
+                })
                 .into_iter()
                 .collect(),
             decision: None,

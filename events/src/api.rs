@@ -1,9 +1,9 @@
 //! The admins' routes over the sinks: `GET /v1/sinks` (each sink with its outbox
 //! depth and dead letters), `GET /v1/sinks/{name}/dead` (the events out of
 //! attempts) and `POST /v1/sinks/{name}/dead/replay` (make them pending again, all or
-//! those named); and the alerts of the alert rules, `GET /v1/alerts`, for any token
-//! (each caller sees the stations it may read). Refusals are the one `{error, code}`
-//! shape.
+//! those named); and, for any token (each caller sees the stations it may read),
+//! the alerts of the alert rules, `GET /v1/alerts`, and the counts of the lines and
+//! zones per interval, `GET /v1/counts`. Refusals are the one `{error, code}` shape.
 
 use std::sync::Arc;
 
@@ -44,6 +44,7 @@ pub fn router(state: Arc<SinksState>) -> Router {
         .with_state(state.clone());
     let alerts = Router::new()
         .route("/v1/alerts", get(alerts))
+        .route("/v1/counts", get(counts))
         .route_layer(middleware::from_fn_with_state(reader, access::check))
         .with_state(state);
     sinks.merge(alerts)
@@ -270,11 +271,75 @@ pub(crate) async fn alerts(
     Json(body).into_response()
 }
 
+/// The counts of the lines and zones a caller sees.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// The interval each count covers, in seconds.
+    pub interval_s: u64,
+    /// From when (Unix milliseconds): `minutes` ago, rounded down to an interval.
+    pub since_ms: i64,
+    /// Per station, line or zone, kind (`crossed`, `entered`, `left`), direction
+    /// and interval with at least one; oldest interval first.
+    pub counts: Vec<crate::outbox::Count>,
+}
+
+/// How many objects crossed each line (per direction) and entered and left each
+/// zone, per interval, on the stations the caller may read (this process's
+/// tracker: docs/EVENTS.md).
+#[utoipa::path(
+    get,
+    path = "/v1/counts",
+    tag = "events",
+    params(
+        ("station" = Option<String>, Query, description = "Only this station's counts"),
+        ("minutes" = Option<u64>, Query, description = "How far back (1-44640, default 60)"),
+        ("interval_s" = Option<u64>, Query, description = "The interval counted in (1-86400 s, default 60)"),
+    ),
+    responses(
+        (status = 200, description = "The counts", body = Counts),
+        (status = 400, description = "A bad query parameter", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 503, description = "The outbox cannot be read", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn counts(
+    State(s): State<Arc<SinksState>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let mut p = params(raw);
+    let query = p.get::<String>("station").and_then(|st| {
+        let minutes = p.get_in::<u64>("minutes", 1, 44_640)?;
+        let interval = p.get_in::<u64>("interval_s", 1, 86_400)?;
+        Ok((st, minutes.unwrap_or(60), interval.unwrap_or(60)))
+    });
+    let (station, minutes, interval_s) = match query.and_then(|q| p.finish().map(|_| q)) {
+        Ok(q) => q,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let interval_ms = interval_s as i64 * 1000;
+    let since_ms = (crate::outbox::now_ms() - minutes as i64 * 60_000) / interval_ms * interval_ms;
+    let Some(events) = s.events.as_ref().filter(|e| e.tracking().is_some()) else {
+        return Json(Counts { interval_s, since_ms, counts: Vec::new() }).into_response();
+    };
+    match events.outbox().track_counts(station, since_ms, interval_ms).await {
+        Ok(rows) => {
+            let counts = rows.into_iter().filter(|c| caller.may_read(&c.station)).collect();
+            Json(Counts { interval_s, since_ms, counts }).into_response()
+        }
+        Err(e) => outbox_error(e),
+    }
+}
+
 /// The routes' part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list, dead, replay, alerts),
-    components(schemas(SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind, Alerts, Alert, AlertState)),
-    tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only); alerts of the alert rules")),
+    paths(list, dead, replay, alerts, counts),
+    components(schemas(
+        SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind, Alerts, Alert, AlertState, Counts,
+        crate::outbox::Count
+    )),
+    tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only); alerts of the alert rules; counts of the lines and zones")),
 )]
 pub struct EventsApi;

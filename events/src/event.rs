@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use visionq_contract::FrameResult;
 pub use visionq_contract::sink::EventKind;
+use visionq_contract::track::TrackEvent;
 
 use crate::alerts::Alert;
 
@@ -31,6 +32,9 @@ pub struct Event {
     /// `alert` events: the alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<Alert>,
+    /// `track` events: the crossing, entry or exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<TrackEvent>,
 }
 
 /// The id of the event of `kind` about `frame_id` for `sink`: 32 hex digits of
@@ -48,6 +52,15 @@ pub fn alert_event_id(a: &Alert, sink: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The id of a track event's event for `sink`: 32 hex digits of SHA-256 over the
+/// station, the line or zone, the track, what happened and the frame (or the time,
+/// for a lost track let go), so a redelivered result makes the same id.
+pub fn track_event_id(t: &TrackEvent, sink: &str) -> String {
+    let when = t.frame_id.map(|f| f.simple().to_string()).unwrap_or_else(|| t.at.timestamp_micros().to_string());
+    let digest = Sha256::digest(format!("track/{}/{}/{}/{}/{when}/{sink}", t.station, t.name, t.track_id, t.kind.as_str()));
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Event {
     pub fn of_result(sink: &str, r: &FrameResult) -> Event {
         Event {
@@ -59,6 +72,7 @@ impl Event {
             occurred_at: r.completed_at,
             result: Some(r.clone()),
             alert: None,
+            track: None,
         }
     }
 
@@ -72,6 +86,21 @@ impl Event {
             occurred_at: a.at,
             result: None,
             alert: Some(a.clone()),
+            track: None,
+        }
+    }
+
+    pub fn of_track(sink: &str, t: &TrackEvent) -> Event {
+        Event {
+            event_id: track_event_id(t, sink),
+            kind: EventKind::Track,
+            sink: sink.to_string(),
+            station: t.station.clone(),
+            frame_id: t.frame_id,
+            occurred_at: t.at,
+            result: None,
+            alert: None,
+            track: Some(t.clone()),
         }
     }
 }

@@ -8,7 +8,10 @@
 //! admins' routes ([`api`]) list and replay the dead ones. The alert rules
 //! ([`alerts`]) watch the same results (and the clock, for silent stations): their
 //! alerts go to the sinks that take `alert` events, and `GET /v1/alerts` lists them
-//! for the dashboard.
+//! for the dashboard. On the stations a `[[line]]` or `[[zone]]` is drawn on,
+//! [`tracking`] follows the objects, puts track ids on their detections, and makes
+//! crossings and zone visits: `track` events for the sinks that take them, and the
+//! counts of `GET /v1/counts`.
 //!
 //! Events are put in the outbox by the results consumer, after a batch is stored and
 //! before it is acked, never sent from a request handler. This crate imports the
@@ -21,6 +24,7 @@ pub mod deliver;
 pub mod event;
 pub mod mqtt;
 pub mod outbox;
+pub mod tracking;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -29,16 +33,32 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 use visionq_contract::sink::SinkConfig;
+use visionq_contract::track::TrackEvent;
 use visionq_contract::{Config, FrameResult, Metrics};
 
 use crate::alerts::{Alert, AlertEngine};
 use crate::event::Event;
 use crate::outbox::{NewEvent, Outbox, OutboxError};
+use crate::tracking::Tracking;
 
-/// The configured sinks and their outbox, and the alert rules.
+/// What the alert rules and the tracker made of some results (or of the clock).
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub alerts: Vec<Alert>,
+    pub tracks: Vec<TrackEvent>,
+}
+
+impl Seen {
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty() && self.tracks.is_empty()
+    }
+}
+
+/// The configured sinks and their outbox, the alert rules and the tracker.
 pub struct Events {
     outbox: Outbox,
     alerts: Option<AlertEngine>,
+    tracking: Option<Tracking>,
     sinks: Vec<SinkConfig>,
     /// Each sink's client, taken by its delivery loop.
     transports: std::sync::Mutex<HashMap<String, deliver::Transport>>,
@@ -47,11 +67,12 @@ pub struct Events {
 }
 
 impl Events {
-    /// The sinks of `config` with the outbox opened, and its alert rules; None when
-    /// there are neither. Refused when a sink's TLS set-up cannot be made (a bad
-    /// `ca_file`). Blocking (opens a file).
+    /// The sinks of `config` with the outbox opened, its alert rules and its
+    /// tracker; None when there are none of them. Refused when a sink's TLS set-up
+    /// cannot be made (a bad `ca_file`). Blocking (opens a file).
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Arc<Events>>, OutboxError> {
-        if config.sink.is_empty() && config.rule.is_empty() {
+        let tracking = Tracking::new(config);
+        if config.sink.is_empty() && config.rule.is_empty() && tracking.is_none() {
             return Ok(None);
         }
         let alerts = (!config.rule.is_empty()).then(|| AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now()));
@@ -63,7 +84,7 @@ impl Events {
         let outbox = Outbox::open(&config.outbox_path())?;
         let wake = config.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
         let transports = std::sync::Mutex::new(transports);
-        Ok(Some(Arc::new(Events { outbox, alerts, sinks: config.sink.clone(), transports, wake, metrics })))
+        Ok(Some(Arc::new(Events { outbox, alerts, tracking, sinks: config.sink.clone(), transports, wake, metrics })))
     }
 
     pub fn sinks(&self) -> &[SinkConfig] {
@@ -83,12 +104,19 @@ impl Events {
         self.alerts.as_ref()
     }
 
-    /// Counts `results` towards the alert rules, once each: the alerts that fired or
-    /// resolved (to [`Self::put`] with them).
-    pub fn observe(&self, results: &[FrameResult]) -> Vec<Alert> {
+    /// The tracker, where lines or zones are drawn.
+    pub fn tracking(&self) -> Option<&Tracking> {
+        self.tracking.as_ref()
+    }
+
+    /// Tracks the objects of `results` (setting their detections' track ids) and
+    /// counts them towards the alert rules, once each: the alerts that fired or
+    /// resolved and the crossings and zone visits (to [`Self::put`] with them).
+    pub fn observe(&self, results: &mut [FrameResult]) -> Seen {
+        let tracks = self.tracking.as_ref().map(|t| t.observe(results)).unwrap_or_default();
         let alerts = self.alerts.as_ref().map(|e| e.observe(results)).unwrap_or_default();
         self.count(&alerts);
-        alerts
+        Seen { alerts, tracks }
     }
 
     fn count(&self, alerts: &[Alert]) {
@@ -97,8 +125,9 @@ impl Events {
         }
     }
 
-    /// The events `results` and `alerts` make, one per result or alert and sink that takes it.
-    pub fn events_of(&self, results: &[FrameResult], alerts: &[Alert]) -> Vec<NewEvent> {
+    /// The events `results` and `seen` make, one per result, alert or track event
+    /// and sink that takes it.
+    pub fn events_of(&self, results: &[FrameResult], seen: &Seen) -> Vec<NewEvent> {
         let mut out = Vec::new();
         let mut push = |sink: &SinkConfig, event: Event| {
             out.push(NewEvent {
@@ -114,23 +143,29 @@ impl Events {
                 push(sink, Event::of_result(&sink.name, r));
             }
         }
-        for a in alerts {
+        for a in &seen.alerts {
             for sink in self.sinks.iter().filter(|s| s.accepts_alert(&a.station)) {
                 push(sink, Event::of_alert(&sink.name, a));
+            }
+        }
+        for t in &seen.tracks {
+            for sink in self.sinks.iter().filter(|s| s.accepts_track(&t.station)) {
+                push(sink, Event::of_track(&sink.name, t));
             }
         }
         out
     }
 
-    /// Puts the events of `results` and `alerts` in the outbox (durably: this returns
-    /// after the commit) and wakes the sinks that got some. Returns how many were new.
-    pub async fn put(&self, results: &[FrameResult], alerts: &[Alert]) -> Result<usize, OutboxError> {
-        let events = self.events_of(results, alerts);
-        if events.is_empty() {
+    /// Puts the events of `results` and `seen` in the outbox, with the crossings and
+    /// zone visits for the counts (durably: this returns after the commit), and wakes
+    /// the sinks that got some. Returns how many events were new.
+    pub async fn put(&self, results: &[FrameResult], seen: &Seen) -> Result<usize, OutboxError> {
+        let events = self.events_of(results, seen);
+        if events.is_empty() && seen.tracks.is_empty() {
             return Ok(0);
         }
         let sinks: std::collections::HashSet<String> = events.iter().map(|e| e.sink.clone()).collect();
-        let new = self.outbox.put(events).await?;
+        let new = self.outbox.put(events, seen.tracks.clone()).await?;
         for s in sinks {
             if let Some(w) = self.wake.get(&s) {
                 w.notify_one();
@@ -163,14 +198,15 @@ impl Events {
                     as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
             })
             .collect();
-        if self.alerts.as_ref().is_some_and(AlertEngine::needs_clock) {
+        if self.alerts.as_ref().is_some_and(AlertEngine::needs_clock) || self.tracking.is_some() {
             loops.push(Box::pin(self.clone().watch_clock(stop())));
         }
         loops
     }
 
     /// Every second: the silent-station and queue rules (a queue's depth as this
-    /// process's `visionq_queue_depth` last read it), their alerts put in the outbox.
+    /// process's `visionq_queue_depth` last read it), and the tracks lost for the gap
+    /// (their zone exits), put in the outbox.
     async fn watch_clock(self: Arc<Self>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -179,16 +215,18 @@ impl Events {
                 _ = &mut stop => return,
                 _ = tick.tick() => {}
             }
-            let Some(engine) = &self.alerts else { return };
+            let now = chrono::Utc::now();
             let depth = |queue: &str| Some(self.metrics.queue_depth.with_label_values(&[queue]).get());
-            let alerts = engine.tick(chrono::Utc::now(), depth);
-            if alerts.is_empty() {
+            let alerts = self.alerts.as_ref().map(|e| e.tick(now, depth)).unwrap_or_default();
+            let tracks = self.tracking.as_ref().map(|t| t.expire(now)).unwrap_or_default();
+            let seen = Seen { alerts, tracks };
+            if seen.is_empty() {
                 continue;
             }
-            self.count(&alerts);
+            self.count(&seen.alerts);
             // The outbox is a local file: a failure is retried a few times, then logged.
             for attempt in 1..=5u64 {
-                match self.put(&[], &alerts).await {
+                match self.put(&[], &seen).await {
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "cannot put alerts in the outbox");

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
+use visionq_contract::track::TrackEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -43,7 +44,37 @@ CREATE TABLE IF NOT EXISTS events (
     done_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (sink, state, next_at_ms, seq);
-CREATE INDEX IF NOT EXISTS events_done ON events (state, done_at_ms);";
+CREATE INDEX IF NOT EXISTS events_done ON events (state, done_at_ms);
+CREATE TABLE IF NOT EXISTS track_events (
+    id TEXT PRIMARY KEY,
+    station TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    direction TEXT,
+    class_name TEXT NOT NULL,
+    track_id INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS track_events_at ON track_events (station, at_ms);";
+
+/// How long the crossings and zone visits behind `GET /v1/counts` are kept.
+pub const TRACK_EVENTS_KEPT_DAYS: i64 = 31;
+
+/// One line's or zone's count over one interval.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Count {
+    pub station: String,
+    /// The line's or zone's name.
+    pub name: String,
+    /// `crossed`, `entered` or `left`.
+    pub kind: String,
+    /// `crossed`: `in` or `out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The interval's start (Unix milliseconds, a multiple of the interval).
+    pub from_ms: i64,
+    pub count: u64,
+}
 
 /// An event to put in the outbox.
 #[derive(Debug, Clone)]
@@ -129,16 +160,36 @@ impl Outbox {
         .map_err(|e| OutboxError::Task(e.to_string()))?
     }
 
-    /// Puts `events` in the outbox in one transaction; an event already there (by
-    /// id) is left as it is. Returns how many were new.
-    pub async fn put(&self, events: Vec<NewEvent>) -> Result<usize, OutboxError> {
-        if events.is_empty() {
+    /// Puts `events` in the outbox, and records `tracks` (the crossings and zone
+    /// visits the counts are made of), in one transaction; an event or a track event
+    /// already there (by id) is left as it is. Returns how many events were new.
+    pub async fn put(&self, events: Vec<NewEvent>, tracks: Vec<TrackEvent>) -> Result<usize, OutboxError> {
+        if events.is_empty() && tracks.is_empty() {
             return Ok(0);
         }
         self.with(move |conn| {
             let tx = conn.transaction()?;
             let now = now_ms();
             let mut new = 0;
+            if !tracks.is_empty() {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO track_events (id, station, kind, name, direction, class_name, track_id, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for t in &tracks {
+                    insert.execute(params![
+                        crate::event::track_event_id(t, ""),
+                        t.station,
+                        t.kind.as_str(),
+                        t.name,
+                        t.direction.map(|d| d.as_str()),
+                        t.class_name,
+                        t.track_id as i64,
+                        t.at.timestamp_millis()
+                    ])?;
+                }
+                tx.execute("DELETE FROM track_events WHERE at_ms < ?1", [now - TRACK_EVENTS_KEPT_DAYS * 86_400_000])?;
+            }
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO events (event_id, sink, station, kind, body, state, next_at_ms, created_at_ms)
@@ -150,6 +201,30 @@ impl Outbox {
             }
             tx.commit()?;
             Ok(new)
+        })
+        .await
+    }
+
+    /// The crossings and zone visits since `since_ms`, counted per station, line or
+    /// zone, kind, direction and interval of `interval_ms`; oldest interval first.
+    pub async fn track_counts(&self, station: Option<String>, since_ms: i64, interval_ms: i64) -> Result<Vec<Count>, OutboxError> {
+        self.with(move |conn| {
+            let mut q = conn.prepare_cached(
+                "SELECT station, name, kind, direction, (at_ms / ?2) * ?2 AS bucket, COUNT(*) FROM track_events
+                 WHERE at_ms >= ?1 AND (?3 IS NULL OR station = ?3)
+                 GROUP BY station, name, kind, direction, bucket ORDER BY bucket, station, name, kind, direction",
+            )?;
+            let rows = q.query_map(params![since_ms, interval_ms, station], |r| {
+                Ok(Count {
+                    station: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    direction: r.get(3)?,
+                    from_ms: r.get(4)?,
+                    count: r.get::<_, i64>(5)? as u64,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }
@@ -319,8 +394,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("visionq-outbox-{}", uuid::Uuid::now_v7()));
         let path = dir.join("outbox.db");
         let o = Outbox::open(&path).unwrap();
-        assert_eq!(o.put(vec![event("e1"), event("e2")]).await.unwrap(), 2);
-        assert_eq!(o.put(vec![event("e1")]).await.unwrap(), 0, "a redelivered result's event is not a second row");
+        assert_eq!(o.put(vec![event("e1"), event("e2")], vec![]).await.unwrap(), 2);
+        assert_eq!(o.put(vec![event("e1")], vec![]).await.unwrap(), 0, "a redelivered result's event is not a second row");
         let now = now_ms();
         assert_eq!(ids(&o.due("s", now, 10).await.unwrap()), ["e1", "e2"], "oldest first");
         assert!(o.due("other", now, 10).await.unwrap().is_empty());
@@ -335,7 +410,7 @@ mod tests {
         let later = o.due("s", now + 60_000, 10).await.unwrap();
         assert_eq!((ids(&later), later[0].attempts), (vec!["e1"], 1));
         assert_eq!(o.next_due("s").await.unwrap(), Some(now + 60_000));
-        assert_eq!(o.put(vec![event("e2")]).await.unwrap(), 0, "a late twin of a delivered event is not sent again");
+        assert_eq!(o.put(vec![event("e2")], vec![]).await.unwrap(), 0, "a late twin of a delivered event is not sent again");
 
         o.record(vec![("e1".into(), Attempt::Dead { error: "503".into() })]).await.unwrap();
         assert_eq!(o.counts("s").await.unwrap(), (0, 1));

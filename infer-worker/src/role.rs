@@ -45,6 +45,7 @@ pub fn to_detections(
                 score: c.score,
                 bbox: [px[0] / w, px[1] / h, px[2] / w, px[3] / h],
                 box_px: px,
+                track_id: None,
             }
         })
         .collect()

@@ -50,6 +50,7 @@ async fn main() {
                     score: 0.5 + k as f32 / 10.0,
                     bbox: [0.1, 0.2, 0.3, 0.4],
                     box_px: [128.0, 144.0, 384.0, 288.0],
+                    track_id: None,
                 })
                 .collect(),
             decision: None,

@@ -28,9 +28,10 @@ async fn persist(
     events: Option<&Events>,
     stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> bool {
-    let results: Vec<FrameResult> = batch.iter().map(|(_, r)| r.clone()).collect();
-    // The alert rules count each result once, whatever retries its write takes.
-    let alerts = events.map(|ev| ev.observe(&results)).unwrap_or_default();
+    let (deliveries, mut results): (Vec<Delivery>, Vec<FrameResult>) = batch.into_iter().unzip();
+    // The tracker and the alert rules take each result once, whatever retries its
+    // write takes; the track ids they set are stored and broadcast with it.
+    let seen = events.map(|ev| ev.observe(&mut results)).unwrap_or_default();
     let mut backoff = Duration::from_millis(100);
     let mut write_s = 0.0;
     loop {
@@ -42,7 +43,7 @@ async fn persist(
                 tracing::debug!(batch = results.len(), new, "results persisted");
                 // Every result's events, new or redelivered: the outbox keeps one row per event id.
                 match events {
-                    Some(ev) => ev.put(&results, &alerts).await.map(|_| ()).map_err(|e| e.to_string()),
+                    Some(ev) => ev.put(&results, &seen).await.map(|_| ()).map_err(|e| e.to_string()),
                     None => Ok(()),
                 }
             }
@@ -55,7 +56,7 @@ async fn persist(
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut *stop => {
-                        for (d, _) in batch {
+                        for d in deliveries {
                             d.settle(Fate::Requeue).await;
                         }
                         return false;
@@ -66,7 +67,7 @@ async fn persist(
         }
     }
     let now = Utc::now();
-    for (d, mut r) in batch {
+    for (d, mut r) in deliveries.into_iter().zip(results) {
         d.settle(Fate::Ack).await;
         // The broadcast copy also tells how long the write took (the stored one cannot).
         r.timings_ms.insert("db_write".into(), write_s * 1e3);

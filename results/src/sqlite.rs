@@ -212,6 +212,7 @@ fn load(
                     score: d.get(2)?,
                     bbox: [d.get(3)?, d.get(4)?, d.get(5)?, d.get(6)?],
                     box_px: [d.get(7)?, d.get(8)?, d.get(9)?, d.get(10)?],
+                    track_id: None,
                 })
             })
             .map_err(q)?;

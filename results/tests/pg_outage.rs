@@ -79,6 +79,7 @@ fn result(i: usize) -> FrameResult {
                 score: 0.5,
                 bbox: [0.0, 0.0, 0.5, 0.5],
                 box_px: [0.0, 0.0, 320.0, 240.0],
+                track_id: None,
             })
             .collect(),
         decision: None,

@@ -17,7 +17,14 @@ use visionq_results::retention::prune_before;
 use visionq_results::{CountsQuery, Cursor, HistoryQuery, ReviewQuery, SharedStore, StationSummary};
 
 fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
-    Detection { class_id, class_name: class_name.into(), score, bbox: [0.125, 0.25, 0.5, 0.75], box_px: [80.0, 90.0, 320.0, 270.0] }
+    Detection {
+        class_id,
+        class_name: class_name.into(),
+        score,
+        bbox: [0.125, 0.25, 0.5, 0.75],
+        box_px: [80.0, 90.0, 320.0, 270.0],
+        track_id: None,
+    }
 }
 
 /// A result received at `t`, with microsecond timestamps (every dialect keeps those).
