@@ -678,3 +678,100 @@ async fn a_queue_over_its_line_alerts_and_resolves_when_drained() {
     }
     delete_topology(&prefix).await;
 }
+
+/// Frames made from a test photo slid across a grey canvas wide enough for it and its
+/// slide, `step` pixels further right each frame.
+fn slid_frames(photo: &str, n: usize, step: usize) -> Vec<Vec<u8>> {
+    let mut pre = visionq_preprocess::Preprocessor::new(416, 416, 40_000_000);
+    let (rgb, w, h) = pre.decode(&photo_bytes(photo)).unwrap();
+    let (w, h) = (w as usize, h as usize);
+    let cw = w + (n - 1) * step;
+    (0..n)
+        .map(|k| {
+            let mut canvas = vec![114u8; cw * h * 3];
+            let x0 = k * step;
+            for y in 0..h {
+                canvas[(y * cw + x0) * 3..(y * cw + x0 + w) * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
+            }
+            let mut out = Vec::new();
+            jpeg_encoder::Encoder::new(&mut out, 90).encode(&canvas, cw as u16, h as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+            out
+        })
+        .collect()
+}
+
+/// Tracking with the real model: the eagle of `eagle.jpg`, slid frame by frame across a
+/// counting line and into a zone, keeps one track id, is counted crossing once in
+/// the right direction and entering once; the webhook gets those `track` events
+/// (and nothing else), signed, and `GET /v1/counts` counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_crossing_a_line_is_counted_once_in_its_direction() {
+    let dir = scratch("tracking");
+    let (receiver, url) = Receiver::start(&[], Answer::Ok).await;
+    // The line is drawn bottom to top, so moving right crosses it `in`.
+    let lines = "events = [\"track\"]\n\
+        [[line]]\nname = \"door\"\nstations = [\"yard\"]\nfrom = [0.5, 1.0]\nto = [0.5, 0.0]\nclasses = [\"bird\"]\nanchor = \"center\"\n\
+        [[zone]]\nname = \"bay\"\nstations = [\"yard\"]\npolygon = [[0.53, 0.0], [1.0, 0.0], [1.0, 1.0], [0.53, 1.0]]\nclasses = [\"bird\"]\nanchor = \"center\"\n";
+    let cfg = webhook_config(&dir, &url, lines);
+    // A top-level key goes before the first table. An IoU of 0.2 lets the track
+    // survive a frame in which the model misses the bird.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("track_iou = 0.2\n{text}")).unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let client = reqwest::Client::new();
+    let post_url = server.url("/v1/stations/yard/frames?wait_ms=30000");
+    let mut bird_tracks = Vec::new();
+    let mut frame_ids = Vec::new();
+    // The eagle (centre near x = 386 of 773) ends 480 px further right on a canvas
+    // 1,253 px wide: across the middle, into the zone.
+    for jpeg in slid_frames("eagle.jpg", 21, 24) {
+        let (status, result) = post_jpeg(&client, &post_url, jpeg).await;
+        assert_eq!((status, result["status"].as_str()), (200, Some("ok")), "{result}");
+        frame_ids.push(result["frame_id"].as_str().unwrap().to_string());
+        let birds: Vec<&Value> = result["detections"].as_array().unwrap().iter().filter(|d| d["class_name"] == "bird").collect();
+        assert!(result["detections"].as_array().unwrap().iter().all(|d| d["track_id"].as_u64().is_some()), "{result}");
+        if let [bird] = birds[..] {
+            bird_tracks.push((
+                bird["track_id"].as_u64().unwrap(),
+                (bird["box"][0].as_f64().unwrap() + bird["box"][2].as_f64().unwrap()) / 2.0,
+            ));
+        }
+    }
+    assert!(bird_tracks.len() >= 17, "the bird is found in most frames: {bird_tracks:?}");
+    let first = bird_tracks[0];
+    assert!(first.1 < 0.5 && bird_tracks.last().unwrap().1 > 0.53, "it starts left of the line and ends in the zone: {bird_tracks:?}");
+    assert!(bird_tracks.iter().all(|(id, _)| *id == first.0), "one track id all the way: {bird_tracks:?}");
+
+    let tracks = || -> Vec<Value> { receiver.got().iter().map(|g| serde_json::from_str::<Value>(&g.body).unwrap()).collect() };
+    until(10, "the crossing and the entry arrive", || tracks().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = tracks();
+    for (g, v) in receiver.got().iter().zip(&got) {
+        assert_eq!(g.signature, sign(&g.timestamp, &g.body));
+        assert_eq!((v["kind"].as_str(), v.get("result")), (Some("track"), None), "{v}");
+    }
+    let crossed: Vec<&Value> = got.iter().filter(|v| v["track"]["kind"] == "crossed").collect();
+    assert_eq!(crossed.len(), 1, "one crossing: {got:#?}");
+    let c = &crossed[0]["track"];
+    assert_eq!(
+        (c["name"].as_str(), c["direction"].as_str(), c["class_name"].as_str(), c["track_id"].as_u64()),
+        (Some("door"), Some("in"), Some("bird"), Some(first.0)),
+        "{c}"
+    );
+    assert!(frame_ids.contains(&crossed[0]["frame_id"].as_str().unwrap().to_string()));
+    let entered: Vec<&Value> = got.iter().filter(|v| v["track"]["kind"] == "entered").collect();
+    assert_eq!(entered.len(), 1, "one entry: {got:#?}");
+    assert_eq!(entered[0]["track"]["name"], "bay");
+
+    let (status, counts) = get_json(&server.url("/v1/counts?station=yard&minutes=10&interval_s=3600")).await;
+    assert_eq!(status, 200, "{counts}");
+    let rows = counts["counts"].as_array().unwrap();
+    let count = |name: &str, kind: &str| -> u64 {
+        rows.iter().filter(|r| r["name"] == name && r["kind"] == kind).map(|r| r["count"].as_u64().unwrap()).sum()
+    };
+    assert_eq!((count("door", "crossed"), count("bay", "entered")), (1, 1), "{counts}");
+    assert_eq!(rows.iter().find(|r| r["name"] == "door").unwrap()["direction"], "in", "{counts}");
+    let (status, bad) = get_json(&server.url("/v1/counts?interval_s=0")).await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("bad_parameter")), "{bad}");
+    server.stop().await;
+}
