@@ -963,3 +963,39 @@ async fn operators_see_the_alerts_firing_on_the_dashboard() {
     drop(browser);
     pipeline.stop().await;
 }
+
+/// Line counts (issue 18) on the dashboard: with a `[[line]]` drawn, an eagle slid
+/// across it shows as `in 1 · out 0` for the line and station under the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_the_line_counts_on_the_dashboard() {
+    let _serial = one_at_a_time().await;
+    let data = scratch("dashboard-counts");
+    let cfg = data.join("visionq.toml");
+    let line = "[[line]]\nname = \"gate\"\nfrom = [0.5, 1.0]\nto = [0.5, 0.0]\nclasses = [\"bird\"]\nanchor = \"center\"\n";
+    std::fs::write(&cfg, line).unwrap();
+    let pipeline = Pipeline::start_configured(&data, 0, &[], Some(&cfg)).await;
+    let http = reqwest::Client::new();
+    let driver = Driver::start().await;
+    let browser = driver.browser(&scratch("chromium-profile-counts")).await;
+    browser.goto(&pipeline.url("/")).await;
+    browser.wait("the live feed connects", Duration::from_secs(15), BANNER, json!([]), |v| v["conn"] == "live").await;
+    const COUNTS: &str = r#"
+        const box = document.getElementById('counts');
+        return { shown: !box.hidden && box.getBoundingClientRect().height > 0,
+                 items: [...document.querySelectorAll('#counts-list .count')].map((c) => ({
+                   name: c.dataset.name, station: c.dataset.station, text: c.textContent })) };
+    "#;
+    let none = browser.js(COUNTS, json!([])).await;
+    assert_eq!(none["shown"], false, "nothing counted yet: {none}");
+    let url = pipeline.url("/v1/stations/gate-cam/frames?wait_ms=20000");
+    for jpeg in slid_frames("eagle.jpg", 21, 24) {
+        let (status, result) = post_jpeg(&http, &url, jpeg).await;
+        assert_eq!((status, result["status"].as_str()), (200, Some("ok")), "{result}");
+    }
+    let shown = browser.wait("the count shows", Duration::from_secs(20), COUNTS, json!([]), |v| v["shown"] == true).await;
+    let item = &shown["items"][0];
+    assert_eq!((item["name"].as_str(), item["station"].as_str()), (Some("gate"), Some("gate-cam")), "{shown}");
+    assert!(item["text"].as_str().unwrap().contains("in 1 · out 0"), "{shown}");
+    drop(browser);
+    pipeline.stop().await;
+}

@@ -312,3 +312,24 @@ pub fn tls_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     );
     (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
 }
+
+/// Frames made from a test photo slid across a grey canvas wide enough for it and its
+/// slide, `step` pixels further right each frame.
+pub fn slid_frames(photo: &str, n: usize, step: usize) -> Vec<Vec<u8>> {
+    let mut pre = visionq_preprocess::Preprocessor::new(416, 416, 40_000_000);
+    let (rgb, w, h) = pre.decode(&photo_bytes(photo)).unwrap();
+    let (w, h) = (w as usize, h as usize);
+    let cw = w + (n - 1) * step;
+    (0..n)
+        .map(|k| {
+            let mut canvas = vec![114u8; cw * h * 3];
+            let x0 = k * step;
+            for y in 0..h {
+                canvas[(y * cw + x0) * 3..(y * cw + x0 + w) * 3].copy_from_slice(&rgb[y * w * 3..(y + 1) * w * 3]);
+            }
+            let mut out = Vec::new();
+            jpeg_encoder::Encoder::new(&mut out, 90).encode(&canvas, cw as u16, h as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+            out
+        })
+        .collect()
+}
