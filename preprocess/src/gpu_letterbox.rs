@@ -392,7 +392,9 @@ pub(crate) fn precision(src: u32, dst: u32) -> u32 {
 /// The CPU reference of the kernel's chroma upsampling, for the tests: libjpeg-turbo
 /// upsamples a whole plane; this does it one sample at a time, as the kernel does.
 #[cfg(test)]
-fn chroma_at(p: &[u8], pitch: usize, cw: usize, ch: usize, hs: usize, vs: usize, x: usize, y: usize) -> i32 {
+fn chroma_at(p: &[u8], planes: &Planes, x: usize, y: usize) -> i32 {
+    let (pitch, cw, ch) = (planes.c_pitch, planes.chroma_width as usize, planes.chroma_height as usize);
+    let (hs, vs) = (planes.h as usize, planes.v as usize);
     let cx = (if hs == 2 { x >> 1 } else { x }).min(cw - 1);
     let cy = (if vs == 2 { y >> 1 } else { y }).min(ch - 1);
     let at = |c: usize, r: usize| p[r * pitch + c] as i32;
@@ -425,10 +427,9 @@ mod reference {
     use super::*;
 
     pub fn rgb_at(y: &[u8], cb: &[u8], cr: &[u8], p: &Planes, x: usize, row: usize) -> [i32; 3] {
-        let (cw, ch, hs, vs) = (p.chroma_width as usize, p.chroma_height as usize, p.h as usize, p.v as usize);
         let l = y[row * p.y_pitch + x] as i32;
-        let b = chroma_at(cb, p.c_pitch, cw, ch, hs, vs, x, row) - 128;
-        let r = chroma_at(cr, p.c_pitch, cw, ch, hs, vs, x, row) - 128;
+        let b = chroma_at(cb, p, x, row) - 128;
+        let r = chroma_at(cr, p, x, row) - 128;
         [
             (l + ((91881 * r + 32768) >> 16)).clamp(0, 255),
             (l + ((-22554 * b - 46802 * r + 32768) >> 16)).clamp(0, 255),

@@ -172,11 +172,11 @@ impl Preprocessor {
         let (fit, iw, ih) = (o.input_fit, self.input_width, self.input_height);
         let bgr = o.channel_order == ChannelOrder::Bgr;
         let placed = gpu.letterbox(bytes, o.max_pixels, |w, h| fit_geometry(fit, w, h, iw, ih), bgr)?;
-        Ok(placed.map(|(tensor, letterbox, width, height)| Preprocessed {
-            tensor,
-            letterbox,
-            width,
-            height,
+        Ok(placed.map(|p| Preprocessed {
+            tensor: p.tensor,
+            letterbox: p.letterbox,
+            width: p.width,
+            height: p.height,
             // One step on the GPU: all of it counts as decode.
             decode_seconds: t0.elapsed().as_secs_f64(),
             resize_seconds: 0.0,

@@ -235,6 +235,24 @@ struct Request {
 // SAFETY: the pointers are only used while the sending thread waits for the reply.
 unsafe impl Send for Request {}
 
+/// A frame decoded and letterboxed on the GPU: the model input, where the image
+/// lands in it, and the image's size.
+pub struct Placed {
+    pub tensor: Vec<u8>,
+    pub letterbox: Letterbox,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a decoder thread copied back for one frame.
+struct Copied {
+    bytes: Vec<u8>,
+    width: u32,
+    height: u32,
+    /// The bytes are the letterboxed model input, not the whole image.
+    letterboxed: bool,
+}
+
 /// The process's GPU JPEG decoder (see the module doc).
 pub struct GpuJpeg {
     api: &'static Api,
@@ -326,26 +344,26 @@ impl GpuJpeg {
     /// Decodes `jpeg` to RGB on the GPU. `Ok(None)`: this frame is the CPU
     /// decoder's (see the module doc); the caller decodes it there.
     pub fn decode(&self, jpeg: &[u8], max_pixels: u64) -> Result<Option<Decoded>, PreprocessError> {
-        Ok(self.run(jpeg, max_pixels, |_, _| None)?.map(|(pixels, w, h, _)| Decoded {
-            pixels,
-            width: w,
-            height: h,
-            source_width: w,
-            source_height: h,
+        Ok(self.run(jpeg, max_pixels, |_, _| None)?.map(|c| Decoded {
+            pixels: c.bytes,
+            width: c.width,
+            height: c.height,
+            source_width: c.width,
+            source_height: c.height,
         }))
     }
 
     /// Decodes `jpeg` and letterboxes it into the model input on the GPU, where
     /// `geometry` (the image's size → where it lands) puts it; BGR when `bgr`.
-    /// Returns the input, the letterbox and the image's size; `Ok(None)`: the CPU
-    /// decodes this frame (as [`GpuJpeg::decode`]), or the kernel is not loaded.
+    /// `Ok(None)`: the CPU decodes this frame (as [`GpuJpeg::decode`]), or the
+    /// kernel is not loaded.
     pub fn letterbox(
         &self,
         jpeg: &[u8],
         max_pixels: u64,
         geometry: impl FnOnce(u32, u32) -> Letterbox,
         bgr: bool,
-    ) -> Result<Option<(Vec<u8>, Letterbox, u32, u32)>, PreprocessError> {
+    ) -> Result<Option<Placed>, PreprocessError> {
         if !self.letterboxing {
             return Ok(None);
         }
@@ -370,7 +388,10 @@ impl GpuJpeg {
             Some(t)
         };
         let out = self.run(jpeg, max_pixels, target)?;
-        Ok(out.and_then(|(tensor, w, h, boxed)| Some((tensor, placed.filter(|_| boxed)?, w, h))))
+        Ok(out.and_then(|c| {
+            let letterbox = placed.filter(|_| c.letterboxed)?;
+            Some(Placed { tensor: c.bytes, letterbox, width: c.width, height: c.height })
+        }))
     }
 
     /// Hands one frame to a decoder thread and waits. `target` says, from the
@@ -381,7 +402,7 @@ impl GpuJpeg {
         jpeg: &[u8],
         max_pixels: u64,
         target: impl FnOnce(u32, u32) -> Option<Target>,
-    ) -> Result<Option<(Vec<u8>, u32, u32, bool)>, PreprocessError> {
+    ) -> Result<Option<Copied>, PreprocessError> {
         let Some(layout) = scan(jpeg).filter(JpegLayout::gpu_decodable) else {
             self.cpu_frames.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
@@ -417,7 +438,7 @@ impl GpuJpeg {
         match outcome {
             Ok(pixels) => {
                 self.gpu_frames.fetch_add(1, Ordering::Relaxed);
-                Ok(Some((pixels, w, h, target.is_some())))
+                Ok(Some(Copied { bytes: pixels, width: w, height: h, letterboxed: target.is_some() }))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "nvJPEG did not decode a frame: the CPU decodes it");
