@@ -271,6 +271,10 @@ pub struct Config {
     /// key of that kind is refused instead, since a file is checked in with care.
     #[serde(skip)]
     pub unknown_env: Vec<String>,
+    /// The config file this was read from (`--config`), read again by a reload of
+    /// the event sinks, rules, lines and zones.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
     /// How the model was trained to see its input (README, "What the model sees"):
     /// `linear` (OpenCV INTER_LINEAR) or `antialias` (Pillow's bilinear).
     pub resize_filter: String,
@@ -442,6 +446,7 @@ impl Default for Config {
             input_size: 416,
             input_size_set: false,
             unknown_env: Vec::new(),
+            config_file: None,
             resize_filter: "linear".into(),
             input_fit: "letterbox".into(),
             channel_order: "rgb".into(),
@@ -559,6 +564,7 @@ impl Config {
         config.input_size_set = input_size_set;
         unknown_env.sort();
         config.unknown_env = unknown_env;
+        config.config_file = file.map(Path::to_path_buf);
         let file_dir = file.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty());
         for (key, dir) in [("cache_dir", &mut config.cache_dir), ("data_dir", &mut config.data_dir)] {
             let base = match (dirs_from_file.iter().any(|k| k == key), file_dir) {

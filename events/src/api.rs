@@ -40,6 +40,7 @@ pub fn router(state: Arc<SinksState>) -> Router {
         .route("/v1/sinks", get(list))
         .route("/v1/sinks/{name}/dead", get(dead))
         .route("/v1/sinks/{name}/dead/replay", post(replay))
+        .route("/v1/events/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(admin, access::check))
         .with_state(state.clone());
     let alerts = Router::new()
@@ -271,6 +272,53 @@ pub(crate) async fn alerts(
     Json(body).into_response()
 }
 
+/// Reads the config file again and takes its alert rules, lines and zones, as
+/// SIGHUP does; sinks take a restart.
+#[utoipa::path(
+    post,
+    path = "/v1/events/reload",
+    tag = "events",
+    responses(
+        (status = 200, description = "The rules, lines and zones of the file are in use", body = crate::Reloaded),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin token", body = ErrorBody),
+        (status = 409, description = "Nothing to reload into (`events_off`: no sinks, rules, lines or zones at start; `no_config_file`), or the sinks changed (`restart_needed`); what is in use stays", body = ErrorBody),
+        (status = 422, description = "The file does not load (`bad_config`, with the reason); what is in use stays", body = ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
+pub(crate) async fn reload(State(s): State<Arc<SinksState>>, RawQuery(raw): RawQuery) -> Response {
+    if let Err(e) = params(raw).finish() {
+        return ApiError::from(e).into_response();
+    }
+    let Some(events) = s.events.clone() else {
+        let why = "visionq started without sinks, rules, lines or zones: adding the first takes a restart";
+        return ApiError::new(StatusCode::CONFLICT, "events_off", why).into_response();
+    };
+    let outcome = tokio::task::spawn_blocking(move || events.reload_from_file()).await;
+    match outcome {
+        Ok(Ok(r)) => {
+            tracing::info!(
+                rules = r.rules,
+                lines = r.lines,
+                zones = r.zones,
+                "events configuration reloaded (POST /v1/events/reload)"
+            );
+            Json(r).into_response()
+        }
+        Ok(Err(e)) => {
+            let (status, code) = match e {
+                crate::ReloadError::SinksChanged => (StatusCode::CONFLICT, "restart_needed"),
+                crate::ReloadError::NoConfigFile => (StatusCode::CONFLICT, "no_config_file"),
+                crate::ReloadError::Config(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_config"),
+            };
+            ApiError::new(status, code, e.to_string()).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reload_failed", e.to_string()).into_response(),
+    }
+}
+
 /// The counts of the lines and zones a caller sees.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Counts {
@@ -335,10 +383,10 @@ pub(crate) async fn counts(
 /// The routes' part of the OpenAPI document.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list, dead, replay, alerts, counts),
+    paths(list, dead, replay, alerts, counts, reload),
     components(schemas(
         SinkList, SinkStatus, DeadLetters, DeadEvent, ReplayRequest, Replayed, SinkKind, Alerts, Alert, AlertState, Counts,
-        crate::outbox::Count
+        crate::outbox::Count, crate::Reloaded
     )),
     tags((name = "events", description = "Event sinks (webhooks, MQTT): outbox depth and dead letters (admins only); alerts of the alert rules; counts of the lines and zones")),
 )]

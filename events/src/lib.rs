@@ -29,7 +29,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 use visionq_contract::sink::SinkConfig;
@@ -54,11 +54,68 @@ impl Seen {
     }
 }
 
+/// What a reload of the events configuration changed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// The config file read.
+    pub config_file: String,
+    /// Alert rules in use now.
+    pub rules: usize,
+    /// Lines and zones in use now.
+    pub lines: usize,
+    pub zones: usize,
+    /// Whether the rules changed (their windows and firing alerts start afresh).
+    pub rules_changed: bool,
+    /// Whether the lines, zones or tracking settings changed (tracks start afresh).
+    pub tracking_changed: bool,
+}
+
+/// Why a reload did not take (what is in use stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The sinks differ: their delivery loops and clients are made at start.
+    #[error("the [[sink]] tables changed: sinks take a restart; nothing was reloaded")]
+    SinksChanged,
+    #[error("visionq was started without a config file (--config): there is nothing to read again")]
+    NoConfigFile,
+    #[error("the config file does not load: {0}; nothing was reloaded")]
+    Config(String),
+}
+
+/// The part of the configuration a reload may change, as in use.
+#[derive(Clone, PartialEq)]
+struct Watched {
+    rules: Vec<visionq_contract::alert::AlertRule>,
+    lines: Vec<visionq_contract::track::CountLine>,
+    zones: Vec<visionq_contract::track::Zone>,
+    track_iou: f32,
+    track_max_gap_s: f64,
+}
+
+impl Watched {
+    fn of(c: &Config) -> Watched {
+        Watched {
+            rules: c.rule.clone(),
+            lines: c.line.clone(),
+            zones: c.zone.clone(),
+            track_iou: c.track_iou,
+            track_max_gap_s: c.track_max_gap_s,
+        }
+    }
+
+    fn tracking(&self) -> (&[visionq_contract::track::CountLine], &[visionq_contract::track::Zone], f32, f64) {
+        (&self.lines, &self.zones, self.track_iou, self.track_max_gap_s)
+    }
+}
+
 /// The configured sinks and their outbox, the alert rules and the tracker.
 pub struct Events {
     outbox: Outbox,
-    alerts: Option<AlertEngine>,
-    tracking: Option<Tracking>,
+    /// The rules and the tracker in use; a reload swaps them.
+    alerts: RwLock<Option<Arc<AlertEngine>>>,
+    tracking: RwLock<Option<Arc<Tracking>>>,
+    watched: std::sync::Mutex<Watched>,
+    config_file: Option<std::path::PathBuf>,
     sinks: Vec<SinkConfig>,
     /// Each sink's client, taken by its delivery loop.
     transports: std::sync::Mutex<HashMap<String, deliver::Transport>>,
@@ -75,7 +132,7 @@ impl Events {
         if config.sink.is_empty() && config.rule.is_empty() && tracking.is_none() {
             return Ok(None);
         }
-        let alerts = (!config.rule.is_empty()).then(|| AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now()));
+        let alerts = Self::engine(config);
         let mut transports = HashMap::new();
         for sink in &config.sink {
             let client = deliver::Transport::of(sink).map_err(|e| OutboxError::Sink(format!("sink `{}`: {e}", sink.name)))?;
@@ -84,7 +141,59 @@ impl Events {
         let outbox = Outbox::open(&config.outbox_path())?;
         let wake = config.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
         let transports = std::sync::Mutex::new(transports);
-        Ok(Some(Arc::new(Events { outbox, alerts, tracking, sinks: config.sink.clone(), transports, wake, metrics })))
+        Ok(Some(Arc::new(Events {
+            outbox,
+            alerts: RwLock::new(alerts),
+            tracking: RwLock::new(tracking.map(Arc::new)),
+            watched: std::sync::Mutex::new(Watched::of(config)),
+            config_file: config.config_file.clone(),
+            sinks: config.sink.clone(),
+            transports,
+            wake,
+            metrics,
+        })))
+    }
+
+    fn engine(config: &Config) -> Option<Arc<AlertEngine>> {
+        (!config.rule.is_empty()).then(|| Arc::new(AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now())))
+    }
+
+    /// Reads the config file again (the environment too, as at start) and takes its
+    /// rules, lines and zones ([`Self::reload`]). Blocking (reads a file).
+    pub fn reload_from_file(&self) -> Result<Reloaded, ReloadError> {
+        let path = self.config_file.as_deref().ok_or(ReloadError::NoConfigFile)?;
+        let config = Config::load(Some(path)).map_err(|e| ReloadError::Config(e.to_string()))?;
+        self.reload(&config)
+    }
+
+    /// Takes the alert rules, lines, zones and tracking settings of `config` (read
+    /// again from the config file by SIGHUP or `POST /v1/events/reload`). What did
+    /// not change keeps its state; changed rules start their windows afresh, changed
+    /// lines or zones their tracks. Sinks are made at start: a config whose sinks
+    /// differ is refused whole, and everything in use stays.
+    pub fn reload(&self, config: &Config) -> Result<Reloaded, ReloadError> {
+        if config.sink != self.sinks {
+            return Err(ReloadError::SinksChanged);
+        }
+        let new = Watched::of(config);
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let rules_changed = new.rules != watched.rules;
+        let tracking_changed = new.tracking() != watched.tracking();
+        if rules_changed {
+            *self.alerts.write().unwrap_or_else(|p| p.into_inner()) = Self::engine(config);
+        }
+        if tracking_changed {
+            *self.tracking.write().unwrap_or_else(|p| p.into_inner()) = Tracking::new(config).map(Arc::new);
+        }
+        *watched = new;
+        Ok(Reloaded {
+            config_file: config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            rules: watched.rules.len(),
+            lines: watched.lines.len(),
+            zones: watched.zones.len(),
+            rules_changed,
+            tracking_changed,
+        })
     }
 
     pub fn sinks(&self) -> &[SinkConfig] {
@@ -100,21 +209,21 @@ impl Events {
     }
 
     /// The alert rules at work, if any are configured.
-    pub fn alerts(&self) -> Option<&AlertEngine> {
-        self.alerts.as_ref()
+    pub fn alerts(&self) -> Option<Arc<AlertEngine>> {
+        self.alerts.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The tracker, where lines or zones are drawn.
-    pub fn tracking(&self) -> Option<&Tracking> {
-        self.tracking.as_ref()
+    pub fn tracking(&self) -> Option<Arc<Tracking>> {
+        self.tracking.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Tracks the objects of `results` (setting their detections' track ids) and
     /// counts them towards the alert rules, once each: the alerts that fired or
     /// resolved and the crossings and zone visits (to [`Self::put`] with them).
     pub fn observe(&self, results: &mut [FrameResult]) -> Seen {
-        let tracks = self.tracking.as_ref().map(|t| t.observe(results)).unwrap_or_default();
-        let alerts = self.alerts.as_ref().map(|e| e.observe(results)).unwrap_or_default();
+        let tracks = self.tracking().map(|t| t.observe(results)).unwrap_or_default();
+        let alerts = self.alerts().map(|e| e.observe(results)).unwrap_or_default();
         self.count(&alerts);
         Seen { alerts, tracks }
     }
@@ -198,9 +307,8 @@ impl Events {
                     as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>)
             })
             .collect();
-        if self.alerts.as_ref().is_some_and(AlertEngine::needs_clock) || self.tracking.is_some() {
-            loops.push(Box::pin(self.clone().watch_clock(stop())));
-        }
+        // Always: a reload may bring a rule or a zone that needs it.
+        loops.push(Box::pin(self.clone().watch_clock(stop())));
         loops
     }
 
@@ -217,8 +325,8 @@ impl Events {
             }
             let now = chrono::Utc::now();
             let depth = |queue: &str| Some(self.metrics.queue_depth.with_label_values(&[queue]).get());
-            let alerts = self.alerts.as_ref().map(|e| e.tick(now, depth)).unwrap_or_default();
-            let tracks = self.tracking.as_ref().map(|t| t.expire(now)).unwrap_or_default();
+            let alerts = self.alerts().filter(|e| e.needs_clock()).map(|e| e.tick(now, depth)).unwrap_or_default();
+            let tracks = self.tracking().map(|t| t.expire(now)).unwrap_or_default();
             let seen = Seen { alerts, tracks };
             if seen.is_empty() {
                 continue;

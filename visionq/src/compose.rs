@@ -89,6 +89,27 @@ fn reload_rules_on_sighup(decider: Arc<visionq_decide::Decider>) {
     });
 }
 
+/// SIGHUP reads the config file again for the event rules, lines and zones; a file
+/// that does not load, or whose sinks changed, keeps what is in use.
+fn reload_events_on_sighup(events: Arc<visionq_events::Events>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: changes of the alert rules, lines and zones need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let ev = events.clone();
+            match tokio::task::spawn_blocking(move || ev.reload_from_file()).await {
+                Ok(Ok(r)) => {
+                    tracing::info!(rules = r.rules, lines = r.lines, zones = r.zones, "SIGHUP: events configuration reloaded")
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: events configuration not reloaded; what is in use stays"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: events reload failed"),
+            }
+        }
+    });
+}
+
 /// The HTTP side of a process running `roles`: each role's routes (the states of
 /// those it runs), the routes every process serves, and the JSON 404 and 405.
 /// `serve` listens with exactly this router; the OpenAPI test walks it.
@@ -235,6 +256,7 @@ pub async fn serve(
             .with_context(|| format!("setting up the event sinks (outbox {})", config.outbox_path().display()))?;
         if let Some(ev) = &events {
             tracing::info!(outbox = %config.outbox_path().display(), sinks = ev.sinks().len(), "events outbox open");
+            reload_events_on_sighup(ev.clone());
             for delivery in ev.loops(|| role_stop.clone().wait()) {
                 tasks.spawn(async move {
                     delivery.await;

@@ -754,3 +754,71 @@ async fn a_track_crossing_a_line_is_counted_once_in_its_direction() {
     assert_eq!((status, bad["code"].as_str()), (400, Some("bad_parameter")), "{bad}");
     server.stop().await;
 }
+
+/// Rules, lines and zones reload without a restart (issue 18: "reloadable like the
+/// rest"), by `POST /v1/events/reload` and by SIGHUP: a new rule fires at once, a
+/// new line puts track ids on detections; a file that does not load, or one whose
+/// sinks changed, is refused with its reason and what is in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_lines_and_zones_reload_without_a_restart_and_sinks_need_one() {
+    let dir = scratch("events-reload");
+    let (receiver, url) = Receiver::start(&[], Answer::Ok).await;
+    let one_rule = "events = [\"alert\"]\n\
+        [[rule]]\nname = \"dogs\"\nkind = \"detections\"\nclasses = [\"dog\"]\nmin_score = 0.4\ncooldown_s = 0\n";
+    let two_rules_and_a_line = format!(
+        "{one_rule}[[rule]]\nname = \"birds\"\nkind = \"detections\"\nclasses = [\"bird\"]\nmin_score = 0.4\n\
+         [[line]]\nname = \"gate\"\nfrom = [0.5, 1.0]\nto = [0.5, 0.0]\n"
+    );
+    let cfg = webhook_config(&dir, &url, one_rule);
+    let server = Server::start(&["--config", cfg.to_str().unwrap(), "run"], &[("VISIONQ_DATA_DIR", dir.display().to_string())]).await;
+    let client = reqwest::Client::new();
+    let rules = || async { get_json(&server.url("/v1/alerts")).await.1["rules"].as_u64().unwrap() };
+    let reload = || async {
+        let r = client.post(server.url("/v1/events/reload")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let tracked = || async {
+        let url = server.url("/v1/stations/yard/frames?wait_ms=30000");
+        let (status, result) = post_jpeg(&client, &url, photo_bytes("eagle.jpg")).await;
+        assert_eq!(status, 200, "{result}");
+        result["detections"].as_array().unwrap().iter().all(|d| d["track_id"].as_u64().is_some())
+    };
+    assert_eq!(rules().await, 1);
+    assert!(!tracked().await, "no line yet: no track ids");
+
+    // A second rule and a line, by the admin route.
+    webhook_config(&dir, &url, &two_rules_and_a_line);
+    let (status, body) = reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["rules"].as_u64(), body["lines"].as_u64()), (Some(2), Some(1)), "{body}");
+    assert_eq!((body["rules_changed"].as_bool(), body["tracking_changed"].as_bool()), (Some(true), Some(true)), "{body}");
+    assert_eq!(rules().await, 2);
+    assert!(tracked().await, "the line tracks the station now");
+    let birds = || receiver.got().iter().filter(|g| g.body.contains("\"rule\":\"birds\"")).count();
+    until(10, "the new rule fires on the eagle", || birds() > 0).await;
+
+    // Back to one rule and no line, by SIGHUP.
+    webhook_config(&dir, &url, one_rule);
+    let pid = server.child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let log = server.log.clone();
+    until(10, "the SIGHUP reload is logged", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("SIGHUP: events configuration reloaded")
+    })
+    .await;
+    assert_eq!(rules().await, 1);
+    assert!(!tracked().await, "the line is gone");
+
+    // A file that does not load: refused with its reason, the rule in use stays.
+    std::fs::write(&cfg, "[[rule]]\nname = \"x\"\nkind = \"nonsense\"\n").unwrap();
+    let (status, body) = reload().await;
+    assert_eq!((status, body["code"].as_str()), (422, Some("bad_config")), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nonsense"), "{body}");
+    assert_eq!(rules().await, 1);
+    // Another sink: that takes a restart; nothing of the file is taken.
+    webhook_config(&dir, "http://127.0.0.1:9/hook", &two_rules_and_a_line);
+    let (status, body) = reload().await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("restart_needed")), "{body}");
+    assert_eq!(rules().await, 1);
+    server.stop().await;
+}
