@@ -285,14 +285,17 @@ pub struct Config {
     /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
     /// `off` or `auto`.
     pub decode_scale: String,
-    /// Where JPEGs are decoded: `cpu` (libjpeg-turbo, the default), `nvjpeg` (the
-    /// GPU's JPEG decoder through nvJPEG; refuses to start without it) or `auto`
-    /// (nvJPEG when `execution_provider = "cuda"` and it starts, else the CPU).
-    /// Progressive, greyscale and cut-off JPEGs are always decoded on the CPU.
+    /// Where JPEGs are decoded: `auto` (the default: nvJPEG with the letterbox on
+    /// the GPU when `execution_provider = "cuda"` and both start, else libjpeg-turbo
+    /// on the CPU), `cpu` (always libjpeg-turbo) or `nvjpeg` (the GPU's JPEG decoder
+    /// through nvJPEG; refuses to start without it). Progressive, greyscale and
+    /// cut-off JPEGs are always decoded on the CPU.
     pub jpeg_decoder: String,
     /// Threads feeding nvJPEG (each its own handle and CUDA stream).
     pub nvjpeg_threads: usize,
-    /// JPEGs decoded in one nvJPEG batch, at most.
+    /// JPEGs decoded in one nvJPEG batch, at most. Small batches keep the GPU's
+    /// JPEG engines busiest: 4 gave 3,586 results/s where 32 gave 1,114
+    /// (BENCHMARKS.md, "The nvJPEG batch bound").
     pub nvjpeg_max_batch: usize,
     /// With nvJPEG: letterbox on the GPU too (chroma upsampled and converted as
     /// libjpeg-turbo does, then resized into the model input there), so only the
@@ -451,9 +454,9 @@ impl Default for Config {
             input_fit: "letterbox".into(),
             channel_order: "rgb".into(),
             decode_scale: "off".into(),
-            jpeg_decoder: "cpu".into(),
-            nvjpeg_threads: 2,
-            nvjpeg_max_batch: 32,
+            jpeg_decoder: "auto".into(),
+            nvjpeg_threads: 4,
+            nvjpeg_max_batch: 4,
             nvjpeg_letterbox: true,
             preprocess_concurrency: cpus,
             infer_input: InferInput::Tensors,

@@ -54,7 +54,11 @@ impl Preprocessor {
     pub fn with_options(input_width: u32, input_height: u32, options: PreprocessOptions) -> Self {
         // Started (or found unavailable) at start by `start_gpu_decode`; a
         // preprocessor made without that starts it here.
-        let gpu = options.gpu_decode.and_then(|g| GpuJpeg::shared(g.device, g.threads, g.max_batch, g.letterbox).ok());
+        let gpu = options.gpu_decode.and_then(|g| {
+            let gpu = GpuJpeg::shared(g.device, g.threads, g.max_batch, g.letterbox).ok()?;
+            // `auto` takes the GPU only where its model input is the CPU path's.
+            (g.required || gpu.letterboxing()).then_some(gpu)
+        });
         Preprocessor { input_width, input_height, options, resizer: fr::Resizer::new(), jpeg: JpegDecoder::new(), gpu }
     }
 

@@ -125,11 +125,18 @@ impl PreprocessOptions {
 
 /// Starts the GPU JPEG decoder the options ask for, once per process, before the
 /// preprocessing threads need it. `Ok(None)`: the CPU decodes (not asked for, or
-/// `auto` on a node where nvJPEG does not start: logged); `Err` when `nvjpeg` was
-/// asked for and cannot start.
+/// `auto` on a node where nvJPEG or its letterbox kernel does not start: logged);
+/// `Err` when `nvjpeg` was asked for and cannot start.
 pub fn start_gpu_decode(options: &PreprocessOptions) -> Result<Option<&'static crate::nvjpeg::GpuJpeg>, String> {
     let Some(g) = options.gpu_decode else { return Ok(None) };
     match crate::nvjpeg::GpuJpeg::shared(g.device, g.threads, g.max_batch, g.letterbox) {
+        Ok(d) if !g.required && !d.letterboxing() => {
+            tracing::warn!(
+                "jpeg_decoder = \"auto\": nvJPEG started but the letterbox kernel did not (NVRTC or the driver API missing, \
+                 or nvjpeg_letterbox = false), and nvJPEG's own colour conversion moves detections: JPEGs are decoded on the CPU"
+            );
+            Ok(None)
+        }
         Ok(d) => Ok(Some(d)),
         Err(e) if g.required => Err(format!("jpeg_decoder = \"nvjpeg\": {e}")),
         Err(e) => {
@@ -146,9 +153,13 @@ mod tests {
     #[test]
     fn jpeg_decoder_picks_the_gpu_only_when_asked_or_on_a_cuda_node() {
         let mut c = Config::default();
-        assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "cpu is the default");
-        c.jpeg_decoder = "auto".into();
+        assert_eq!(c.jpeg_decoder, "auto", "auto is the default");
         assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "auto on a CPU node");
+        c.jpeg_decoder = "cpu".into();
+        c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+        assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "cpu on a CUDA node");
+        c.jpeg_decoder = "auto".into();
+        c.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
         c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
         c.cuda_device_id = 1;
         let g = PreprocessOptions::from_config(&c).gpu_decode.expect("auto on a CUDA node");
