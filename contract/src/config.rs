@@ -894,6 +894,16 @@ fn redact_connection_string(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The events tables k8s/overlays/events mounts into the results pod load as a
+    /// config file (a broken example would keep the pod from starting).
+    #[test]
+    fn the_k8s_events_overlays_config_file_loads() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/overlays/events/visionq.toml"));
+        let c = Config::load_from(Some(path), env(&[])).unwrap();
+        assert_eq!((c.sink.len(), c.rule.len(), c.line.len()), (1, 1, 1));
+        assert_eq!(c.config_file.as_deref(), Some(path));
+    }
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
