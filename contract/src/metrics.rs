@@ -27,7 +27,8 @@ pub const STAGES: &[&str] = &[
 
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
 /// by configuration, by the model (`class`, `model`, `name`, `version`) or by a cap
-/// (`station`: [`MAX_STATION_LABELS`]; `sink`: the configured `[[sink]]` names).
+/// (`station`: [`MAX_STATION_LABELS`]; `sink`: the configured `[[sink]]` names;
+/// `name` of a track event: the configured `[[line]]` and `[[zone]]` names).
 pub const LABELS: &[&str] = &[
     "mode",
     "reason",
@@ -44,6 +45,7 @@ pub const LABELS: &[&str] = &[
     "sink",
     "severity",
     "state",
+    "kind",
 ];
 
 /// Histograms whose quantity has no unit (a count, a probability).
@@ -128,6 +130,9 @@ pub struct Metrics {
     pub sink_dead_letters: IntGaugeVec,
     /// Alerts of the `[[rule]]`s, by `severity` and `state` (firing, resolved).
     pub alerts_total: IntCounterVec,
+    /// Crossings of `[[line]]`s and visits of `[[zone]]`s, by line or zone `name`
+    /// and `kind` (crossed, entered, left).
+    pub track_events_total: IntCounterVec,
     /// Connections refused at accept because `http_max_connections` were open.
     pub http_connections_refused_total: IntCounter,
     /// Connections the listener closed for a client too slow or silent, by `reason`
@@ -295,6 +300,10 @@ impl Metrics {
             alerts_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_alerts_total", "Alerts of the alert rules, by severity and state (firing, resolved)."),
                 &["severity", "state"]
+            )),
+            track_events_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_track_events_total", "Crossings of counting lines and visits of zones, by line or zone and kind."),
+                &["name", "kind"]
             )),
             process_resident_memory_bytes: reg!(IntGauge::with_opts(Opts::new(
                 "visionq_process_resident_memory_bytes",
@@ -504,6 +513,7 @@ mod tests {
         m.sink_outbox_depth.with_label_values(&["plant"]).set(1);
         m.sink_dead_letters.with_label_values(&["plant"]).set(1);
         m.alerts_total.with_label_values(&["warning", "firing"]).inc();
+        m.track_events_total.with_label_values(&["door", "crossed"]).inc();
         m
     }
 
@@ -548,7 +558,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 35, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 36, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }

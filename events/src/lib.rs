@@ -224,13 +224,17 @@ impl Events {
     pub fn observe(&self, results: &mut [FrameResult]) -> Seen {
         let tracks = self.tracking().map(|t| t.observe(results)).unwrap_or_default();
         let alerts = self.alerts().map(|e| e.observe(results)).unwrap_or_default();
-        self.count(&alerts);
-        Seen { alerts, tracks }
+        let seen = Seen { alerts, tracks };
+        self.count(&seen);
+        seen
     }
 
-    fn count(&self, alerts: &[Alert]) {
-        for a in alerts {
+    fn count(&self, seen: &Seen) {
+        for a in &seen.alerts {
             self.metrics.alerts_total.with_label_values(&[a.severity.as_str(), a.state.as_str()]).inc();
+        }
+        for t in &seen.tracks {
+            self.metrics.track_events_total.with_label_values(&[t.name.as_str(), t.kind.as_str()]).inc();
         }
     }
 
@@ -331,7 +335,7 @@ impl Events {
             if seen.is_empty() {
                 continue;
             }
-            self.count(&seen.alerts);
+            self.count(&seen);
             // The outbox is a local file: a failure is retried a few times, then logged.
             for attempt in 1..=5u64 {
                 match self.put(&[], &seen).await {

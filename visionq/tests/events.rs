@@ -750,6 +750,8 @@ async fn a_track_crossing_a_line_is_counted_once_in_its_direction() {
     };
     assert_eq!((count("door", "crossed"), count("bay", "entered")), (1, 1), "{counts}");
     assert_eq!(rows.iter().find(|r| r["name"] == "door").unwrap()["direction"], "in", "{counts}");
+    let metrics = server.metrics().await;
+    assert!(metrics.lines().any(|l| l == r#"visionq_track_events_total{kind="crossed",name="door"} 1"#), "{metrics}");
     let (status, bad) = get_json(&server.url("/v1/counts?interval_s=0")).await;
     assert_eq!((status, bad["code"].as_str()), (400, Some("bad_parameter")), "{bad}");
     server.stop().await;

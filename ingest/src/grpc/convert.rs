@@ -32,6 +32,7 @@ pub(super) fn result(r: &FrameResult) -> pb::DetectResult {
                 score: d.score,
                 box_px: Some(bbox(d.box_px)),
                 r#box: Some(bbox(d.bbox)),
+                track_id: d.track_id,
             })
             .collect(),
         model_name: r.model.name.clone(),
