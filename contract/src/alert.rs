@@ -173,11 +173,8 @@ impl AlertRule {
     /// Why this rule cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if !crate::config::valid_station_id(name) {
-            return Some(format!("rule name `{name}` is not valid: use 1-64 of A-Z a-z 0-9 . _ -"));
-        }
-        if let Some(bad) = self.stations.iter().find(|s| !crate::config::valid_station_id(s)) {
-            return Some(format!("rule `{name}`: `{bad}` is not a station id"));
+        if let Some(p) = crate::config::named_table_problem("rule", name, &self.stations) {
+            return Some(p);
         }
         let counted = !self.classes.is_empty()
             || !self.outcomes.is_empty()

@@ -835,6 +835,16 @@ fn secret(direct: Option<String>, file: Option<&Path>) -> Result<Option<String>,
 /// the dashboard and the all-stations stream leave it out.
 pub const SELFTEST_STATION: &str = "selftest";
 
+/// What is wrong with the name and the station list of a `[[rule]]`, `[[line]]` or
+/// `[[zone]]` table (`kind` names it in the message), if anything.
+pub fn named_table_problem(kind: &str, name: &str, stations: &[String]) -> Option<String> {
+    if !valid_station_id(name) {
+        return Some(format!("{kind} name `{name}` is not valid: use 1-64 of A-Z a-z 0-9 . _ -"));
+    }
+    let bad = stations.iter().find(|s| !valid_station_id(s))?;
+    Some(format!("{kind} `{name}`: `{bad}` is not a station id"))
+}
+
 /// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.
 pub fn valid_station_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))

@@ -136,6 +136,12 @@ pub struct TrackEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Whether a line or zone drawn on `stations` for `classes` (empty: all) counts `d`
+/// at `station`.
+fn counted(stations: &[String], classes: &[String], station: &str, d: &Detection) -> bool {
+    (stations.is_empty() || stations.iter().any(|s| s == station)) && (classes.is_empty() || classes.contains(&d.class_name))
+}
+
 fn cross(a: [f32; 2], b: [f32; 2], p: [f32; 2]) -> f32 {
     (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
 }
@@ -143,8 +149,7 @@ fn cross(a: [f32; 2], b: [f32; 2], p: [f32; 2]) -> f32 {
 impl CountLine {
     /// Whether the line counts `d` at `station`.
     pub fn counts(&self, station: &str, d: &Detection) -> bool {
-        (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
-            && (self.classes.is_empty() || self.classes.contains(&d.class_name))
+        counted(&self.stations, &self.classes, station, d)
     }
 
     /// The crossing of a move from `p` to `q`, if the move crosses the line segment
@@ -165,11 +170,8 @@ impl CountLine {
     /// Why this line cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if !crate::config::valid_station_id(name) {
-            return Some(format!("line name `{name}` is not valid: use 1-64 of A-Z a-z 0-9 . _ -"));
-        }
-        if let Some(bad) = self.stations.iter().find(|s| !crate::config::valid_station_id(s)) {
-            return Some(format!("line `{name}`: `{bad}` is not a station id"));
+        if let Some(p) = crate::config::named_table_problem("line", name, &self.stations) {
+            return Some(p);
         }
         if !in_picture(&self.from) || !in_picture(&self.to) {
             return Some(format!("line `{name}`: `from` and `to` are [x, y] with both in 0-1"));
@@ -188,8 +190,7 @@ fn in_picture(p: &[f32; 2]) -> bool {
 impl Zone {
     /// Whether the zone counts `d` at `station`.
     pub fn counts(&self, station: &str, d: &Detection) -> bool {
-        (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
-            && (self.classes.is_empty() || self.classes.contains(&d.class_name))
+        counted(&self.stations, &self.classes, station, d)
     }
 
     /// Whether `p` is inside the polygon (even-odd rule).
@@ -208,11 +209,8 @@ impl Zone {
     /// Why this zone cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if !crate::config::valid_station_id(name) {
-            return Some(format!("zone name `{name}` is not valid: use 1-64 of A-Z a-z 0-9 . _ -"));
-        }
-        if let Some(bad) = self.stations.iter().find(|s| !crate::config::valid_station_id(s)) {
-            return Some(format!("zone `{name}`: `{bad}` is not a station id"));
+        if let Some(p) = crate::config::named_table_problem("zone", name, &self.stations) {
+            return Some(p);
         }
         if self.polygon.len() < 3 || self.polygon.len() > 64 {
             return Some(format!("zone `{name}`: `polygon` needs 3 to 64 corners"));
