@@ -39,7 +39,19 @@ struct Track {
 struct Station {
     tracks: Vec<Track>,
     next_id: u64,
+    /// The last tracked frame's time (the camera's clock, or when received).
     last_at: Option<DateTime<Utc>>,
+    /// When that frame was tracked (this process's clock).
+    tracked_at: Option<DateTime<Utc>>,
+}
+
+impl Station {
+    /// The station's time at wall-clock `now`: its last frame's time plus the time
+    /// since it was tracked, so a camera clock that lags (or a queue that holds
+    /// frames) does not make the clock let every track go between two frames.
+    fn time_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(self.last_at? + (now - self.tracked_at?).max(chrono::Duration::zero()))
+    }
 }
 
 /// The lines, the zones and every tracked station's tracks.
@@ -104,19 +116,23 @@ impl Tracking {
                 continue;
             }
             st.last_at = Some(at);
+            st.tracked_at = Some(Utc::now());
             self.let_go(&r.station, st, at, &mut events);
             self.step(st, r, at, &mut events);
         }
         events
     }
 
-    /// Lets go of the tracks not seen for the gap by `now` (exits from the zones
-    /// they were in), for stations that sent nothing since.
+    /// Lets go of the tracks not seen for the gap by wall-clock `now` (exits from
+    /// the zones they were in), for stations that sent nothing since. A station's
+    /// gap is counted on its own frames' clock (see [`Station::time_at`]).
     pub fn expire(&self, now: DateTime<Utc>) -> Vec<TrackEvent> {
         let mut events = Vec::new();
         let mut stations = self.stations.lock().unwrap_or_else(|p| p.into_inner());
         for (name, st) in stations.iter_mut() {
-            self.let_go(name, st, now, &mut events);
+            if let Some(t) = st.time_at(now) {
+                self.let_go(name, st, t, &mut events);
+            }
         }
         events
     }
@@ -290,8 +306,11 @@ mod tests {
         assert_eq!(crossed.len(), 1, "{events:?}");
         assert_eq!((crossed[0].name.as_str(), crossed[0].direction), ("door", Some(Direction::Out)));
         assert!(events.iter().any(|e| e.kind == TrackEventKind::Entered && e.name == "bay"));
+        // The frames' clock is years behind this one (a camera's clock, a queue):
+        // the wall clock alone lets nothing go within the gap.
+        assert!(t.expire(Utc::now()).is_empty(), "still within the gap on the station's clock");
         // Lost in the zone: let go after the gap, with its dwell time.
-        let left = t.expire(frames[7].captured_at.unwrap() + chrono::Duration::seconds(3));
+        let left = t.expire(Utc::now() + chrono::Duration::seconds(3));
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].kind, left[0].name.as_str()), (TrackEventKind::Left, "bay"));
         assert!(left[0].dwell_s.unwrap() > 0.0);
