@@ -128,16 +128,15 @@ impl AlertRule {
 
     /// Whether the rule watches `station`.
     pub fn watches(&self, station: &str) -> bool {
-        self.stations.is_empty() || self.stations.iter().any(|s| s == station)
+        crate::config::listed(&self.stations, station)
     }
 
     /// Whether `r` counts towards the rule (never, for `silent`).
     pub fn hit(&self, r: &FrameResult) -> bool {
         match self.kind {
-            RuleKind::Detections => r
-                .detections
-                .iter()
-                .any(|d| (self.classes.is_empty() || self.classes.contains(&d.class_name)) && d.score >= self.min_score),
+            RuleKind::Detections => {
+                r.detections.iter().any(|d| crate::config::listed(&self.classes, &d.class_name) && d.score >= self.min_score)
+            }
             RuleKind::Decision => r.decision.as_ref().is_some_and(|d| self.outcomes.contains(&d.outcome)),
             RuleKind::Status => self.statuses.contains(&r.status),
             RuleKind::Silent | RuleKind::Queue => false,

@@ -777,7 +777,7 @@ impl Config {
 
     /// Whether a station id is accepted: configured, or any well-formed id when none are.
     pub fn station_known(&self, station: &str) -> bool {
-        self.stations.is_empty() || self.stations.iter().any(|s| s == station)
+        listed(&self.stations, station)
     }
 }
 
@@ -843,6 +843,12 @@ pub fn named_table_problem(kind: &str, name: &str, stations: &[String]) -> Optio
     }
     let bad = stations.iter().find(|s| !valid_station_id(s))?;
     Some(format!("{kind} `{name}`: `{bad}` is not a station id"))
+}
+
+/// Whether a table's list of names (`stations`, `classes`) takes `name`: an empty
+/// list takes every one.
+pub fn listed(list: &[String], name: &str) -> bool {
+    list.is_empty() || list.iter().any(|x| x == name)
 }
 
 /// Station ids: 1–64 of `[A-Za-z0-9._-]`, so they are safe in routing keys, URLs and labels.

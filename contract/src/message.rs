@@ -135,6 +135,17 @@ pub struct Detection {
     pub track_id: Option<u64>,
 }
 
+/// Intersection over union of two `[x1, y1, x2, y2]` boxes (0 when they do not
+/// overlap or are empty): NMS in the infer-worker, the tracker in events.
+pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 { 0.0 } else { inter / union }
+}
+
 /// The result of one frame, as stations, operators and the database see it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FrameResult {

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::FrameResult;
+use crate::config::listed;
 use crate::decision::Outcome;
 
 /// What a sink delivers to.
@@ -182,7 +183,7 @@ impl std::fmt::Debug for SinkConfig {
 impl SinkConfig {
     /// Whether `r` becomes an event of this sink.
     pub fn accepts(&self, r: &FrameResult) -> bool {
-        if !self.events.contains(&EventKind::Result) || !self.stations.is_empty() && !self.stations.contains(&r.station) {
+        if !self.events.contains(&EventKind::Result) || !listed(&self.stations, &r.station) {
             return false;
         }
         if !self.outcomes.is_empty() && !r.decision.as_ref().is_some_and(|d| self.outcomes.contains(&d.outcome)) {
@@ -191,7 +192,7 @@ impl SinkConfig {
         if self.classes.is_empty() && self.min_score <= 0.0 {
             return true;
         }
-        r.detections.iter().any(|d| (self.classes.is_empty() || self.classes.contains(&d.class_name)) && d.score >= self.min_score)
+        r.detections.iter().any(|d| listed(&self.classes, &d.class_name) && d.score >= self.min_score)
     }
 
     /// Whether an alert about `station` becomes an event of this sink.
@@ -205,7 +206,7 @@ impl SinkConfig {
     }
 
     fn takes(&self, kind: EventKind, station: &str) -> bool {
-        self.events.contains(&kind) && (self.stations.is_empty() || self.stations.iter().any(|s| s == station))
+        self.events.contains(&kind) && listed(&self.stations, station)
     }
 
     /// The MQTT client id.

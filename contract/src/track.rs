@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Detection;
+use crate::config::listed;
 
 /// The point of a box that stands for the object.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
@@ -139,7 +140,7 @@ pub struct TrackEvent {
 /// Whether a line or zone drawn on `stations` for `classes` (empty: all) counts `d`
 /// at `station`.
 fn counted(stations: &[String], classes: &[String], station: &str, d: &Detection) -> bool {
-    (stations.is_empty() || stations.iter().any(|s| s == station)) && (classes.is_empty() || classes.contains(&d.class_name))
+    listed(stations, station) && listed(classes, &d.class_name)
 }
 
 fn cross(a: [f32; 2], b: [f32; 2], p: [f32; 2]) -> f32 {

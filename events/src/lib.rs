@@ -82,39 +82,12 @@ pub enum ReloadError {
     Config(String),
 }
 
-/// The part of the configuration a reload may change, as in use.
-#[derive(Clone, PartialEq)]
-struct Watched {
-    rules: Vec<visionq_contract::alert::AlertRule>,
-    lines: Vec<visionq_contract::track::CountLine>,
-    zones: Vec<visionq_contract::track::Zone>,
-    track_iou: f32,
-    track_max_gap_s: f64,
-}
-
-impl Watched {
-    fn of(c: &Config) -> Watched {
-        Watched {
-            rules: c.rule.clone(),
-            lines: c.line.clone(),
-            zones: c.zone.clone(),
-            track_iou: c.track_iou,
-            track_max_gap_s: c.track_max_gap_s,
-        }
-    }
-
-    fn tracking(&self) -> (&[visionq_contract::track::CountLine], &[visionq_contract::track::Zone], f32, f64) {
-        (&self.lines, &self.zones, self.track_iou, self.track_max_gap_s)
-    }
-}
-
 /// The configured sinks and their outbox, the alert rules and the tracker.
 pub struct Events {
     outbox: Outbox,
     /// The rules and the tracker in use; a reload swaps them.
     alerts: RwLock<Option<Arc<AlertEngine>>>,
     tracking: RwLock<Option<Arc<Tracking>>>,
-    watched: std::sync::Mutex<Watched>,
     config_file: Option<std::path::PathBuf>,
     sinks: Vec<SinkConfig>,
     /// Each sink's client, taken by its delivery loop.
@@ -145,7 +118,6 @@ impl Events {
             outbox,
             alerts: RwLock::new(alerts),
             tracking: RwLock::new(tracking.map(Arc::new)),
-            watched: std::sync::Mutex::new(Watched::of(config)),
             config_file: config.config_file.clone(),
             sinks: config.sink.clone(),
             transports,
@@ -175,22 +147,26 @@ impl Events {
         if config.sink != self.sinks {
             return Err(ReloadError::SinksChanged);
         }
-        let new = Watched::of(config);
-        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-        let rules_changed = new.rules != watched.rules;
-        let tracking_changed = new.tracking() != watched.tracking();
+        // What is in use is compared with what the file asks for: the engine keeps
+        // its rules, the tracker its lines, zones and settings.
+        let mut alerts = self.alerts.write().unwrap_or_else(|p| p.into_inner());
+        let rules_changed = alerts.as_ref().map_or(!config.rule.is_empty(), |e| e.rules() != config.rule.as_slice());
         if rules_changed {
-            *self.alerts.write().unwrap_or_else(|p| p.into_inner()) = Self::engine(config);
+            *alerts = Self::engine(config);
         }
+        let mut tracking = self.tracking.write().unwrap_or_else(|p| p.into_inner());
+        let tracking_changed = match tracking.as_ref() {
+            Some(t) => !t.same_as(config),
+            None => !config.line.is_empty() || !config.zone.is_empty(),
+        };
         if tracking_changed {
-            *self.tracking.write().unwrap_or_else(|p| p.into_inner()) = Tracking::new(config).map(Arc::new);
+            *tracking = Tracking::new(config).map(Arc::new);
         }
-        *watched = new;
         Ok(Reloaded {
             config_file: config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            rules: watched.rules.len(),
-            lines: watched.lines.len(),
-            zones: watched.zones.len(),
+            rules: config.rule.len(),
+            lines: config.line.len(),
+            zones: config.zone.len(),
             rules_changed,
             tracking_changed,
         })

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use visionq_contract::config::listed;
+use visionq_contract::message::box_iou;
 use visionq_contract::track::{CountLine, TrackEvent, TrackEventKind, Zone};
 use visionq_contract::{Config, FrameResult, ResultStatus};
 
@@ -59,16 +61,8 @@ pub struct Tracking {
     lines: Vec<CountLine>,
     zones: Vec<Zone>,
     iou: f32,
-    max_gap: chrono::Duration,
+    max_gap_s: f64,
     stations: Mutex<HashMap<String, Station>>,
-}
-
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 impl Tracking {
@@ -81,23 +75,22 @@ impl Tracking {
             lines: config.line.clone(),
             zones: config.zone.clone(),
             iou: config.track_iou,
-            max_gap: chrono::Duration::milliseconds((config.track_max_gap_s * 1e3) as i64),
+            max_gap_s: config.track_max_gap_s,
             stations: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn lines(&self) -> &[CountLine] {
-        &self.lines
-    }
-
-    pub fn zones(&self) -> &[Zone] {
-        &self.zones
+    /// Whether `config` asks for exactly this tracking (lines, zones, settings).
+    pub fn same_as(&self, config: &Config) -> bool {
+        self.lines == config.line
+            && self.zones == config.zone
+            && self.iou == config.track_iou
+            && self.max_gap_s == config.track_max_gap_s
     }
 
     /// Whether a line or a zone is drawn on `station`.
     pub fn tracks(&self, station: &str) -> bool {
-        let on = |stations: &[String]| stations.is_empty() || stations.iter().any(|s| s == station);
-        self.lines.iter().any(|l| on(&l.stations)) || self.zones.iter().any(|z| on(&z.stations))
+        self.lines.iter().any(|l| listed(&l.stations, station)) || self.zones.iter().any(|z| listed(&z.stations, station))
     }
 
     /// Tracks the detections of `results` (in their order), sets their track ids,
@@ -138,7 +131,7 @@ impl Tracking {
     }
 
     fn let_go(&self, station: &str, st: &mut Station, now: DateTime<Utc>, events: &mut Vec<TrackEvent>) {
-        let max_gap = self.max_gap;
+        let max_gap = chrono::Duration::milliseconds((self.max_gap_s * 1e3) as i64);
         let (gone, kept): (Vec<Track>, Vec<Track>) = st.tracks.drain(..).partition(|t| now - t.last_seen > max_gap);
         st.tracks = kept;
         for t in gone {
@@ -166,7 +159,7 @@ impl Tracking {
         for (ti, t) in st.tracks.iter().enumerate() {
             for (di, d) in r.detections.iter().enumerate() {
                 if d.class_name == t.class_name {
-                    let o = iou(&t.bbox, &d.bbox);
+                    let o = box_iou(&t.bbox, &d.bbox);
                     if o >= self.iou {
                         pairs.push((o, ti, di));
                     }

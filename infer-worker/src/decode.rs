@@ -1,6 +1,8 @@
 //! Decoding a YOLO output into detections: the three output layouts, the
 //! confidence threshold and class-aware non-maximum suppression. Pure functions.
 
+use visionq_contract::message::box_iou;
+
 /// How a model lays its output out, per image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -110,15 +112,6 @@ pub fn candidates(layout: Layout, out: &[f32], a: usize, b: usize, conf: f32) ->
     found
 }
 
-pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
-    let union = area(a) + area(b) - inter;
-    if union <= 0.0 { 0.0 } else { inter / union }
-}
-
 /// Class-aware greedy NMS: highest score first; a box is dropped when it overlaps
 /// a kept box of the same class by more than `iou_threshold`. At most `max` kept.
 pub fn nms(mut c: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candidate> {
@@ -128,7 +121,7 @@ pub fn nms(mut c: Vec<Candidate>, iou_threshold: f32, max: usize) -> Vec<Candida
         if kept.len() == max {
             break;
         }
-        if kept.iter().all(|k| k.class_id != cand.class_id || iou(&k.bbox, &cand.bbox) <= iou_threshold) {
+        if kept.iter().all(|k| k.class_id != cand.class_id || box_iou(&k.bbox, &cand.bbox) <= iou_threshold) {
             kept.push(cand);
         }
     }
