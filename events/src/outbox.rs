@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS track_events (
     track_id INTEGER NOT NULL,
     at_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS track_events_at ON track_events (station, at_ms);";
+-- By time: the prune on every put and the counts' time range both read it.
+CREATE INDEX IF NOT EXISTS track_events_time ON track_events (at_ms);";
 
 /// How long the crossings and zone visits behind `GET /v1/counts` are kept.
 pub const TRACK_EVENTS_KEPT_DAYS: i64 = 31;
