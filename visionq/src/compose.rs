@@ -57,54 +57,23 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     }
 }
 
-/// SIGHUP reads the tokens file again (rotation without a restart); a file that
-/// does not check keeps the tokens in use.
-fn reload_tokens_on_sighup(auth: Arc<Auth>) {
+/// On every SIGHUP, runs `reload` (it reads a file, so on the blocking pool) and logs
+/// `SIGHUP: <what> reloaded` with what it reports, or `SIGHUP: <what> not reloaded`
+/// with why, what is in use staying. Used for the tokens file (rotation without a
+/// restart), the decision rules and the events configuration.
+fn reload_on_sighup<E: std::fmt::Display>(what: &'static str, reload: impl Fn() -> Result<String, E> + Send + Sync + 'static) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: token changes need a restart");
+        tracing::warn!("no SIGHUP handler: changes of the {what} need a restart");
         return;
     };
+    let reload = Arc::new(reload);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match auth.reload() {
-                Ok(n) => tracing::info!(tokens = n, "SIGHUP: tokens reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: tokens file not reloaded; the tokens in use stay"),
-            }
-        }
-    });
-}
-
-fn reload_rules_on_sighup(decider: Arc<visionq_decide::Decider>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: rule changes need a restart");
-        return;
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match decider.reload() {
-                Ok(()) => tracing::info!("SIGHUP: decision rules reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: decision rules not reloaded; the rules in use stay"),
-            }
-        }
-    });
-}
-
-/// SIGHUP reads the config file again for the event rules, lines and zones; a file
-/// that does not load, or whose sinks changed, keeps what is in use.
-fn reload_events_on_sighup(events: Arc<visionq_events::Events>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: changes of the alert rules, lines and zones need a restart");
-        return;
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            let ev = events.clone();
-            match tokio::task::spawn_blocking(move || ev.reload_from_file()).await {
-                Ok(Ok(r)) => {
-                    tracing::info!(rules = r.rules, lines = r.lines, zones = r.zones, "SIGHUP: events configuration reloaded")
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: events configuration not reloaded; what is in use stays"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: events reload failed"),
+            let r = reload.clone();
+            match tokio::task::spawn_blocking(move || r().map_err(|e| e.to_string())).await {
+                Ok(Ok(detail)) => tracing::info!(detail, "SIGHUP: {what} reloaded"),
+                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: {what} not reloaded; what is in use stays"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the reload of the {what} failed"),
             }
         }
     });
@@ -195,7 +164,8 @@ pub async fn serve(
         Auth::off()
     });
     if auth.enabled() {
-        reload_tokens_on_sighup(auth.clone());
+        let tokens = auth.clone();
+        reload_on_sighup("tokens", move || tokens.reload().map(|n| format!("{n} tokens")));
     }
     let metrics = Arc::new(Metrics::new());
     let broker = broker(&config).await?;
@@ -225,7 +195,8 @@ pub async fn serve(
         tracing::info!(store = redact_url(&url), "store ready");
         let decider = Arc::new(visionq_decide::Decider::load(config.rules_file.as_deref(), classes.clone())?);
         if decider.enabled() {
-            reload_rules_on_sighup(decider.clone());
+            let rules = decider.clone();
+            reload_on_sighup("decision rules", move || rules.reload().map(|()| String::new()));
             // The expectations set over the API before a restart.
             let n = visionq_results::expectations::load(&s, &decider).await.context("loading the stations' expectations")?;
             tracing::info!(expectations = n, "decisions on");
@@ -256,7 +227,10 @@ pub async fn serve(
             .with_context(|| format!("setting up the event sinks (outbox {})", config.outbox_path().display()))?;
         if let Some(ev) = &events {
             tracing::info!(outbox = %config.outbox_path().display(), sinks = ev.sinks().len(), "events outbox open");
-            reload_events_on_sighup(ev.clone());
+            let events = ev.clone();
+            reload_on_sighup("events configuration", move || {
+                events.reload_from_file().map(|r| format!("{} rules, {} lines, {} zones", r.rules, r.lines, r.zones))
+            });
             for delivery in ev.loops(|| role_stop.clone().wait()) {
                 tasks.spawn(async move {
                     delivery.await;
