@@ -24,6 +24,8 @@ use libloading::Library;
 
 use crate::cuda_lib::{open_first, symbol};
 
+use visionq_contract::Letterbox;
+
 use crate::letterbox::PAD_VALUE;
 
 const SOURCE: &str = r#"
@@ -256,12 +258,7 @@ pub(crate) struct Planes {
 /// Where the image lands in the model input.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target {
-    pub input_width: u32,
-    pub input_height: u32,
-    pub pad_x: u32,
-    pub pad_y: u32,
-    pub scaled_width: u32,
-    pub scaled_height: u32,
+    pub lb: Letterbox,
     pub bgr: bool,
 }
 
@@ -314,16 +311,16 @@ impl Letterboxer {
             src.v as c_int,
         ];
         let target: [c_int; 10] = [
-            t.input_width as c_int,
-            t.input_height as c_int,
-            t.pad_x as c_int,
-            t.pad_y as c_int,
-            t.scaled_width as c_int,
-            t.scaled_height as c_int,
+            t.lb.input_width as c_int,
+            t.lb.input_height as c_int,
+            t.lb.pad_x as c_int,
+            t.lb.pad_y as c_int,
+            t.lb.scaled_width as c_int,
+            t.lb.scaled_height as c_int,
             t.bgr as c_int,
             PAD_VALUE as c_int,
-            precision(src.width, t.scaled_width) as c_int,
-            precision(src.height, t.scaled_height) as c_int,
+            precision(src.width, t.lb.scaled_width) as c_int,
+            precision(src.height, t.lb.scaled_height) as c_int,
         ];
         let mut params: Vec<*mut c_void> = vec![
             (&y as *const *const u8).cast_mut().cast(),
@@ -340,8 +337,8 @@ impl Letterboxer {
         let r = unsafe {
             (self.driver.launch)(
                 self.function,
-                t.input_width.div_ceil(bx),
-                t.input_height.div_ceil(by),
+                t.lb.input_width.div_ceil(bx),
+                t.lb.input_height.div_ceil(by),
                 1,
                 bx,
                 by,
@@ -448,13 +445,13 @@ mod reference {
     }
 
     pub fn letterbox(y: &[u8], cb: &[u8], cr: &[u8], p: &Planes, t: &Target) -> Vec<u8> {
-        let (px, py) = (precision(p.width, t.scaled_width), precision(p.height, t.scaled_height));
-        let mut out = vec![PAD_VALUE; t.input_width as usize * t.input_height as usize * 3];
-        for dy in 0..t.scaled_height {
-            let ys = taps(dy, p.height, t.scaled_height, py);
-            for dx in 0..t.scaled_width {
+        let (px, py) = (precision(p.width, t.lb.scaled_width), precision(p.height, t.lb.scaled_height));
+        let mut out = vec![PAD_VALUE; t.lb.input_width as usize * t.lb.input_height as usize * 3];
+        for dy in 0..t.lb.scaled_height {
+            let ys = taps(dy, p.height, t.lb.scaled_height, py);
+            for dx in 0..t.lb.scaled_width {
                 let mut acc = [1i32 << (px - 1); 3];
-                for (x, wx) in taps(dx, p.width, t.scaled_width, px) {
+                for (x, wx) in taps(dx, p.width, t.lb.scaled_width, px) {
                     let mut col = [1i32 << (py - 1); 3];
                     for &(row, wy) in &ys {
                         let c = rgb_at(y, cb, cr, p, x, row);
@@ -462,7 +459,7 @@ mod reference {
                     }
                     (0..3).for_each(|k| acc[k] += (col[k] >> py).clamp(0, 255) * wx);
                 }
-                let o = (((dy + t.pad_y) * t.input_width + dx + t.pad_x) * 3) as usize;
+                let o = (((dy + t.lb.pad_y) * t.lb.input_width + dx + t.lb.pad_x) * 3) as usize;
                 for k in 0..3 {
                     out[o + if t.bgr { 2 - k } else { k }] = (acc[k] >> px).clamp(0, 255) as u8;
                 }
@@ -542,15 +539,7 @@ mod tests {
                     v: vs as u32,
                 };
                 let lb = letterbox_geometry(w as u32, h as u32, input, input);
-                let target = Target {
-                    input_width: input,
-                    input_height: input,
-                    pad_x: lb.pad_x,
-                    pad_y: lb.pad_y,
-                    scaled_width: lb.scaled_width,
-                    scaled_height: lb.scaled_height,
-                    bgr,
-                };
+                let target = Target { lb, bgr };
                 let ours = reference::letterbox(yp, cb, cr, &planes, &target);
                 let options = crate::PreprocessOptions {
                     channel_order: if bgr { crate::ChannelOrder::Bgr } else { crate::ChannelOrder::Rgb },

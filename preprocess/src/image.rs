@@ -162,8 +162,8 @@ impl Preprocessor {
     /// Decode and letterbox both on the GPU (nvJPEG and the letterbox kernel), for a
     /// JPEG the GPU takes when nothing asks for a step only the CPU path has: an
     /// EXIF turn, a scaled decode, the antialiased filter. `None`: the CPU path.
-    fn prepare_on_gpu(&mut self, bytes: &[u8], orientation: u8) -> Result<Option<Preprocessed>, PreprocessError> {
-        let Some(gpu) = self.gpu.filter(|g| g.letterboxing()) else { return Ok(None) };
+    fn prepare_on_gpu(&self, bytes: &[u8], orientation: u8) -> Result<Option<Preprocessed>, PreprocessError> {
+        let Some(gpu) = self.gpu else { return Ok(None) };
         let o = &self.options;
         if orientation > 1
             || o.decode_scale != DecodeScale::Off
@@ -172,19 +172,9 @@ impl Preprocessor {
         {
             return Ok(None);
         }
-        let t0 = std::time::Instant::now();
         let (fit, iw, ih) = (o.input_fit, self.input_width, self.input_height);
         let bgr = o.channel_order == ChannelOrder::Bgr;
-        let placed = gpu.letterbox(bytes, o.max_pixels, |w, h| fit_geometry(fit, w, h, iw, ih), bgr)?;
-        Ok(placed.map(|p| Preprocessed {
-            tensor: p.tensor,
-            letterbox: p.letterbox,
-            width: p.width,
-            height: p.height,
-            // One step on the GPU: all of it counts as decode.
-            decode_seconds: t0.elapsed().as_secs_f64(),
-            resize_seconds: 0.0,
-        }))
+        gpu.letterbox(bytes, o.max_pixels, |w, h| fit_geometry(fit, w, h, iw, ih), bgr)
     }
 
     /// Scales an RGB image into the model input (grey bars around it, or stretched).

@@ -34,7 +34,7 @@ use visionq_contract::Letterbox;
 
 use crate::decode::Decoded;
 use crate::gpu_letterbox::{Letterboxer, Planes, Target};
-use crate::image::PreprocessError;
+use crate::image::{PreprocessError, Preprocessed};
 
 type Status = i32;
 type CudaError = i32;
@@ -235,22 +235,14 @@ struct Request {
 // SAFETY: the pointers are only used while the sending thread waits for the reply.
 unsafe impl Send for Request {}
 
-/// A frame decoded and letterboxed on the GPU: the model input, where the image
-/// lands in it, and the image's size.
-pub struct Placed {
-    pub tensor: Vec<u8>,
-    pub letterbox: Letterbox,
-    pub width: u32,
-    pub height: u32,
-}
-
 /// What a decoder thread copied back for one frame.
 struct Copied {
     bytes: Vec<u8>,
     width: u32,
     height: u32,
-    /// The bytes are the letterboxed model input, not the whole image.
-    letterboxed: bool,
+    /// Where the image landed, when the bytes are the letterboxed model input
+    /// rather than the whole image.
+    target: Option<Target>,
 }
 
 /// The process's GPU JPEG decoder (see the module doc).
@@ -356,41 +348,31 @@ impl GpuJpeg {
     /// Decodes `jpeg` and letterboxes it into the model input on the GPU, where
     /// `geometry` (the image's size → where it lands) puts it; BGR when `bgr`.
     /// `Ok(None)`: the CPU decodes this frame (as [`GpuJpeg::decode`]), or the
-    /// kernel is not loaded.
+    /// kernel is not loaded. All of the time counts as decode (one step here).
     pub fn letterbox(
         &self,
         jpeg: &[u8],
         max_pixels: u64,
         geometry: impl FnOnce(u32, u32) -> Letterbox,
         bgr: bool,
-    ) -> Result<Option<Placed>, PreprocessError> {
+    ) -> Result<Option<Preprocessed>, PreprocessError> {
         if !self.letterboxing {
             return Ok(None);
         }
-        let mut placed = None;
-        let target = |w: u32, h: u32| {
-            // The triangle upsampling needs a few samples each way; tiny frames stay
-            // with the CPU.
-            if w < 16 || h < 16 {
-                return None;
-            }
-            let lb = geometry(w, h);
-            let t = Target {
-                input_width: lb.input_width,
-                input_height: lb.input_height,
-                pad_x: lb.pad_x,
-                pad_y: lb.pad_y,
-                scaled_width: lb.scaled_width,
-                scaled_height: lb.scaled_height,
-                bgr,
-            };
-            placed = Some(lb);
-            Some(t)
-        };
+        let t0 = std::time::Instant::now();
+        // The triangle upsampling needs a few samples each way; tiny frames stay with
+        // the CPU.
+        let target = |w: u32, h: u32| (w >= 16 && h >= 16).then(|| Target { lb: geometry(w, h), bgr });
         let out = self.run(jpeg, max_pixels, target)?;
         Ok(out.and_then(|c| {
-            let letterbox = placed.filter(|_| c.letterboxed)?;
-            Some(Placed { tensor: c.bytes, letterbox, width: c.width, height: c.height })
+            Some(Preprocessed {
+                letterbox: c.target?.lb,
+                tensor: c.bytes,
+                width: c.width,
+                height: c.height,
+                decode_seconds: t0.elapsed().as_secs_f64(),
+                resize_seconds: 0.0,
+            })
         }))
     }
 
@@ -417,7 +399,7 @@ impl GpuJpeg {
         }
         let target = target(w, h);
         let bytes = match target {
-            Some(t) => t.input_width as usize * t.input_height as usize * 3,
+            Some(t) => t.lb.input_width as usize * t.lb.input_height as usize * 3,
             None => w as usize * h as usize * 3,
         };
         let outcome = CALLER.with(|cell| {
@@ -438,7 +420,7 @@ impl GpuJpeg {
         match outcome {
             Ok(pixels) => {
                 self.gpu_frames.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(Copied { bytes: pixels, width: w, height: h, letterboxed: target.is_some() }))
+                Ok(Some(Copied { bytes: pixels, width: w, height: h, target }))
             }
             Err(e) => {
                 tracing::debug!(error = %e, "nvJPEG did not decode a frame: the CPU decodes it");
@@ -645,7 +627,7 @@ impl Decoder {
                 }
                 Some(t) => {
                     let (cw, ch) = (info.chroma_width as usize, info.chroma_height as usize);
-                    let input = t.input_width as usize * t.input_height as usize * 3;
+                    let input = t.lb.input_width as usize * t.lb.input_height as usize * 3;
                     let base = self.buffer(first_slot + i, w * h + 2 * cw * ch + input)?;
                     // SAFETY: offsets inside the buffer just sized for all four parts.
                     let (cb, cr, out) = unsafe { (base.add(w * h), base.add(w * h + cw * ch), base.add(w * h + 2 * cw * ch)) };
@@ -687,7 +669,7 @@ impl Decoder {
                     // SAFETY: the planes were decoded into on this stream, `out` holds
                     // the whole input; the buffers stay ours until the next batch.
                     unsafe { kernel.launch(p, *out, t, self.stream)? };
-                    (out.cast_const(), t.input_width as usize * t.input_height as usize * 3)
+                    (out.cast_const(), t.lb.input_width as usize * t.lb.input_height as usize * 3)
                 }
                 _ => (img.channel[0].cast_const(), r.width as usize * r.height as usize * 3),
             };
