@@ -1,6 +1,7 @@
-//! Images made from pixels, for tests here and in the crates above (never on a
-//! request path): lossless PNG and WebP of given RGB pixels (the same pixels back
-//! when decoded), and a noisy JPEG, large for its size.
+//! Images made from pixels, for tests here and in the crates above and for warming
+//! decoders up at start (never on a request path): lossless PNG and WebP of given
+//! RGB pixels (the same pixels back when decoded), a noisy JPEG, large for its
+//! size, and a smooth 4:2:0 one, shaped like a camera's.
 
 /// `rgb` (`w`×`h`, RGB) as a PNG.
 pub fn png_of(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
@@ -34,4 +35,17 @@ pub fn noise_jpeg(w: usize, h: usize, quality: i32, seed: u32) -> Vec<u8> {
         .collect();
     let image = turbojpeg::Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
     turbojpeg::compress(image, quality, turbojpeg::Subsamp::None).expect("JPEG").to_vec()
+}
+
+/// A `w`×`h` JPEG of smooth colour gradients, 4:2:0 at quality 90: the layout
+/// most cameras send.
+pub fn gradient_jpeg(w: usize, h: usize) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            rgb.extend_from_slice(&[(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, ((x + y) % 256) as u8]);
+        }
+    }
+    let image = turbojpeg::Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+    turbojpeg::compress(image, 90, turbojpeg::Subsamp::Sub2x2).expect("JPEG").to_vec()
 }

@@ -296,7 +296,10 @@ impl GpuJpeg {
             std::thread::Builder::new()
                 .name(format!("visionq-nvjpeg-{i}"))
                 .spawn(move || match Decoder::new(api, device, max_batch, letterbox) {
-                    Ok(decoder) => {
+                    Ok(mut decoder) => {
+                        if let Err(e) = decoder.warm_up() {
+                            tracing::warn!(error = %e, "nvJPEG warm-up failed: the first batches pay for their buffers");
+                        }
                         let _ = ready_tx.send(Ok((decoder.backend, decoder.engines, decoder.letterboxer.is_some())));
                         decoder.serve(&rx);
                     }
@@ -497,6 +500,40 @@ impl Decoder {
             }
         }
         Ok(decoder)
+    }
+
+    /// Decodes a made-up camera frame (1920×1080, 4:2:0) at every batch size up to
+    /// the bound, in the output format real requests will ask for, then drops the
+    /// answers: nvJPEG's per-size states and its own buffers, and this thread's
+    /// device buffers, then exist before the first frame arrives. Without it the
+    /// first batch of each size pays for them (allocations that wait on the whole
+    /// device) while the node is already taking load.
+    fn warm_up(&mut self) -> Result<(), String> {
+        let (w, h) = (1920u32, 1080u32);
+        let jpeg = crate::encode::gradient_jpeg(w as usize, h as usize);
+        let target = self
+            .letterboxer
+            .is_some()
+            .then(|| Target { lb: crate::letterbox::letterbox_geometry(w, h, 640, 640), bgr: false });
+        let bytes = target.map_or(w as usize * h as usize * 3, |t| t.lb.input_width as usize * t.lb.input_height as usize * 3);
+        let mut dest = vec![0u8; bytes * self.max_batch];
+        let (reply, _answers) = mpsc::sync_channel(self.max_batch);
+        for n in 1..=self.max_batch {
+            let requests: Vec<Request> = (0..n)
+                .map(|i| Request {
+                    data: jpeg.as_ptr(),
+                    len: jpeg.len(),
+                    // SAFETY: `dest` holds `max_batch` answers of `bytes` each.
+                    dest: unsafe { dest.as_mut_ptr().add(i * bytes) },
+                    width: w,
+                    height: h,
+                    target,
+                    reply: reply.clone(),
+                })
+                .collect();
+            self.decode(&requests)?;
+        }
+        Ok(())
     }
 
     fn serve(mut self, requests: &Mutex<mpsc::Receiver<Request>>) {

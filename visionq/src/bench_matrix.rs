@@ -42,6 +42,14 @@ pub struct MatrixArgs {
     /// Seconds of load per row.
     #[arg(long, default_value_t = 6.0)]
     seconds: f64,
+    /// Seconds of the same load before each row's measurement begins (not counted):
+    /// what a node has seen before an ordinary minute of its day.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_seconds: f64,
+    /// Print each row's answered frames by the second they were sent in (count,
+    /// p50, p99, max): whether a tail is the first seconds or spread over the run.
+    #[arg(long)]
+    timeline: bool,
     /// Seconds a row may take after the load to answer what it accepted.
     #[arg(long, default_value_t = 4.0)]
     drain_seconds: f64,
@@ -68,6 +76,8 @@ struct Row {
     client_cores: f64,
     gpu_util_median: Option<f64>,
     top_threads: String,
+    /// (second, frames, p50, p99, max) by when the frames were sent.
+    timeline: Vec<(usize, usize, f64, f64, f64)>,
 }
 
 /// A `visionq run` child serving on a free port.
@@ -166,6 +176,18 @@ async fn run_row(
     let mut child = start_child(&envs, &data).await?;
     let pid = child.process.id().context("child pid")?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
+    if args.warmup_seconds > 0.0 {
+        let warm = Load {
+            stations: args.stations,
+            rate: args.rate,
+            duration: Duration::from_secs_f64(args.warmup_seconds),
+            station_prefix: "warmup".into(),
+            wait_ms: 30_000,
+        };
+        let limit = Duration::from_secs_f64(args.warmup_seconds + args.drain_seconds);
+        let warmed = Arc::new(Mutex::new(Tally::default()));
+        let _ = tokio::time::timeout(limit, drive(client.clone(), &child.base, photos.clone(), &warm, warmed.clone())).await;
+    }
     let before = scrape(&client, &child.base).await?;
     let (server0, threads0, client0) = (cpu_seconds(pid)?, thread_cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -213,6 +235,7 @@ async fn run_row(
         client_cores: (client1 - client0) / elapsed,
         gpu_util_median: median(&mut gpu_samples),
         top_threads: busiest(&threads0, &threads1, elapsed, 4),
+        timeline: t.by_second(),
     })
 }
 
@@ -274,7 +297,10 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
         args.seconds,
         dir.display()
     );
-    println!("isolated pass ms by max batch: {isolated:?}; extra env: {:?}", args.envs);
+    println!(
+        "isolated pass ms by max batch: {isolated:?}; extra env: {:?}; warm-up {} s a row (not counted)",
+        args.envs, args.warmup_seconds
+    );
     println!(
         "{:>4} {:>8} {:>5} | {:>9} {:>8} {:>8} | {:>8} {:>8} {:>6} | {:>6} {:>6} {:>5} | busiest threads (cores)",
         "conc", "input", "batch", "results/s", "p50 ms", "p99 ms", "pass ms", "isolated", "batch", "server", "client", "gpu%"
@@ -301,6 +327,11 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
                     r.gpu_util_median.map_or("-".into(), |u| format!("{:.0}", u * 100.0)),
                     r.top_threads
                 );
+                if args.timeline {
+                    for (second, n, p50, p99, max) in &r.timeline {
+                        println!("      second {second:>3}: {n:>6} answered  p50 {p50:>8.1}  p99 {p99:>8.1}  max {max:>8.1} ms");
+                    }
+                }
                 rows.push(r);
             }
         }

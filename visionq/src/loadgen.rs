@@ -26,6 +26,9 @@ pub struct Load {
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub latencies_ms: Vec<f64>,
+    /// For each answered frame (200), when it was sent (seconds after the load
+    /// began) and its latency (ms): where in a run a tail came from.
+    pub sent_latency: Vec<(f64, f64)>,
     pub statuses: BTreeMap<u16, usize>,
     pub transport_errors: usize,
     pub detections: usize,
@@ -46,6 +49,22 @@ impl Tally {
         let mut lat = self.latencies_ms.clone();
         lat.sort_by(f64::total_cmp);
         [percentile(&lat, 50.0), percentile(&lat, 95.0), percentile(&lat, 99.0), lat.last().copied().unwrap_or(f64::NAN)]
+    }
+
+    /// The answered frames by the second they were sent in: (second, frames, p50 ms,
+    /// p99 ms, max ms), one row per second that sent any.
+    pub fn by_second(&self) -> Vec<(usize, usize, f64, f64, f64)> {
+        let mut seconds: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for &(sent, ms) in &self.sent_latency {
+            seconds.entry(sent.max(0.0) as usize).or_default().push(ms);
+        }
+        seconds
+            .into_iter()
+            .map(|(s, mut v)| {
+                v.sort_by(f64::total_cmp);
+                (s, v.len(), percentile(&v, 50.0), percentile(&v, 99.0), v[v.len() - 1])
+            })
+            .collect()
     }
 
     /// Counts one result object's detections.
@@ -90,6 +109,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// are spread evenly over one period.
 pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String, Bytes)>>, load: &Load, tally: Arc<Mutex<Tally>>) {
     let mut stations = tokio::task::JoinSet::new();
+    let began = Instant::now();
     let frames = (load.rate * load.duration.as_secs_f64()).round() as usize;
     let period = Duration::from_secs_f64(1.0 / load.rate.max(0.001));
     for s in 0..load.stations {
@@ -109,6 +129,7 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
                 let (client, url, tally) = (client.clone(), url.clone(), tally.clone());
                 requests.spawn(async move {
                     let t0 = Instant::now();
+                    let sent = t0.duration_since(began).as_secs_f64();
                     let r = client.post(&url).header("content-type", "image/jpeg").body(body).send().await;
                     let mut t = Tally::default();
                     match r {
@@ -116,7 +137,9 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
                             let status = resp.status().as_u16();
                             let text = resp.text().await.unwrap_or_default();
                             if status == 200 {
-                                t.latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                                t.latencies_ms.push(ms);
+                                t.sent_latency.push((sent, ms));
                                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                                     t.count_detections(&v);
                                 }
@@ -127,6 +150,7 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
                     }
                     let mut all = tally.lock().expect("tally lock");
                     all.latencies_ms.extend(t.latencies_ms);
+                    all.sent_latency.extend(t.sent_latency);
                     all.detections += t.detections;
                     all.transport_errors += t.transport_errors;
                     for (k, v) in t.per_class {
@@ -184,6 +208,12 @@ mod tests {
         let (passes, dist) = batch_distribution(&before, &after);
         assert_eq!(passes, 5.0);
         assert_eq!(dist, "1:1 2:4");
+    }
+
+    #[test]
+    fn by_second_groups_answers_by_when_they_were_sent() {
+        let t = Tally { sent_latency: vec![(0.1, 5.0), (0.9, 7.0), (1.0, 900.0), (2.5, 3.0), (2.6, 4.0)], ..Default::default() };
+        assert_eq!(t.by_second(), vec![(0, 2, 7.0, 7.0, 7.0), (1, 1, 900.0, 900.0, 900.0), (2, 2, 4.0, 4.0, 4.0)]);
     }
 
     #[test]
