@@ -511,10 +511,8 @@ impl Decoder {
     fn warm_up(&mut self) -> Result<(), String> {
         let (w, h) = (1920u32, 1080u32);
         let jpeg = crate::encode::gradient_jpeg(w as usize, h as usize);
-        let target = self
-            .letterboxer
-            .is_some()
-            .then(|| Target { lb: crate::letterbox::letterbox_geometry(w, h, 640, 640), bgr: false });
+        let target =
+            self.letterboxer.is_some().then(|| Target { lb: crate::letterbox::letterbox_geometry(w, h, 640, 640), bgr: false });
         let bytes = target.map_or(w as usize * h as usize * 3, |t| t.lb.input_width as usize * t.lb.input_height as usize * 3);
         let mut dest = vec![0u8; bytes * self.max_batch];
         let (reply, _answers) = mpsc::sync_channel(self.max_batch);
