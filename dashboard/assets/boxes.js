@@ -1,5 +1,5 @@
 // Detections drawn over a frame, coloured by confidence band: shared by the
-// dashboard (app.js) and the station page (station.js). `t` is the page's
+// dashboard (frame.js) and the station page (station.js). `t` is the page's
 // configuration: { accept_threshold, low_threshold }.
 
 export function confClass(score, t) {

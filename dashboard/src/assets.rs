@@ -16,8 +16,23 @@ pub const INDEX: Asset =
 pub const STATION: Asset =
     Asset { name: "station.html", content_type: "text/html; charset=utf-8", body: include_str!("../assets/station.html") };
 
+/// The dashboard's script is app.js and the ES modules it imports (each one here);
+/// `assets/tests/` and `assets/package.json` are for node, not served.
 const FILES: &[Asset] = &[
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/app.js") },
+    Asset { name: "access.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/access.js") },
+    Asset { name: "alerts.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/alerts.js") },
+    Asset { name: "counts.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/counts.js") },
+    Asset { name: "detail.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/detail.js") },
+    Asset { name: "dom.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/dom.js") },
+    Asset { name: "frame.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/frame.js") },
+    Asset { name: "live.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/live.js") },
+    Asset { name: "pipeline.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/pipeline.js") },
+    Asset { name: "prom.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/prom.js") },
+    Asset { name: "review.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/review.js") },
+    Asset { name: "state.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/state.js") },
+    Asset { name: "tiles.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/tiles.js") },
+    Asset { name: "time.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/time.js") },
     Asset { name: "boxes.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/boxes.js") },
     Asset { name: "station.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/station.js") },
     Asset { name: "station.css", content_type: "text/css; charset=utf-8", body: include_str!("../assets/station.css") },

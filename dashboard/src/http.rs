@@ -138,7 +138,7 @@ pub(crate) async fn station_page(Path(station): Path<String>, headers: HeaderMap
     serve(&assets::STATION, &headers)
 }
 
-/// One of the pages' files (`app.js`, `app.css`, `boxes.js`, `station.js`, `station.css`, `icon.svg`).
+/// One of the pages' files (`app.js` and the ES modules it imports, `app.css`, `boxes.js`, `station.js`, `station.css`, `icon.svg`).
 #[utoipa::path(
     get,
     path = "/dashboard/{file}",
@@ -246,7 +246,7 @@ fn feed_message(kind: &'static str, previews: &Previews, cursor: &mut Cursor) ->
     get,
     path = "/v1/dashboard/stations",
     tag = "dashboard",
-    responses((status = 200, description = "Every station's tile", body = Feed), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "Not an operator token", body = ErrorBody)),
+    responses((status = 200, description = "Every station's tile", body = Feed), visionq_http::doc::OperatorRefusals),
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
@@ -262,8 +262,7 @@ pub(crate) async fn stations(State(s): State<Arc<DashboardState>>) -> Response {
     responses(
         (status = 101, description = "Switching to the WebSocket; each message is a feed message", body = Feed),
         (status = 400, description = "A query parameter, or not a WebSocket request", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an operator token", body = ErrorBody),
+        visionq_http::doc::OperatorRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -331,8 +330,7 @@ async fn feed(mut socket: WebSocket, s: Arc<DashboardState>) {
     responses(
         (status = 200, description = "The JPEG (`x-visionq-frame-id` names its frame)", content_type = "image/jpeg", body = String),
         (status = 400, description = "A bad parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an operator token", body = ErrorBody),
+        visionq_http::doc::OperatorRefusals,
         (status = 404, description = "No frame of this station to show (yet)", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -369,8 +367,7 @@ pub(crate) async fn latest_jpeg(
     params(("source" = usize, Path, description = "Index into `dashboard_metrics_urls`, from 0")),
     responses(
         (status = 200, description = "That role's Prometheus metrics", content_type = "text/plain", body = String),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an operator token", body = ErrorBody),
+        visionq_http::doc::OperatorRefusals,
         (status = 404, description = "No such source", body = ErrorBody),
         (status = 502, description = "The source does not answer", body = ErrorBody),
     ),
