@@ -127,8 +127,7 @@ fn unknown_sink(name: &str) -> Response {
     responses(
         (status = 200, description = "The configured sinks", body = SinkList),
         (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 503, description = "The outbox cannot be read", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -162,8 +161,7 @@ pub(crate) async fn list(State(s): State<Arc<SinksState>>, RawQuery(raw): RawQue
     responses(
         (status = 200, description = "The sink's dead events", body = DeadLetters),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 404, description = "No sink of that name (`unknown_sink`)", body = ErrorBody),
         (status = 503, description = "The outbox cannot be read", body = ErrorBody),
     ),
@@ -194,8 +192,7 @@ pub(crate) async fn dead(State(s): State<Arc<SinksState>>, Path(name): Path<Stri
     responses(
         (status = 200, description = "How many were made pending again", body = Replayed),
         (status = 400, description = "A bad body (`bad_request`) or query parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 404, description = "No sink of that name (`unknown_sink`)", body = ErrorBody),
         (status = 503, description = "The outbox cannot be written", body = ErrorBody),
     ),
@@ -244,7 +241,7 @@ pub(crate) async fn replay(
     responses(
         (status = 200, description = "The alerts", body = Alerts),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
     ),
     security((), ("bearer" = [])),
 )]
@@ -281,8 +278,7 @@ pub(crate) async fn alerts(
     responses(
         (status = 200, description = "The rules, lines and zones of the file are in use", body = crate::Reloaded),
         (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 409, description = "Nothing to reload into (`events_off`: no sinks, rules, lines or zones at start; `no_config_file`), or the sinks changed (`restart_needed`); what is in use stays", body = ErrorBody),
         (status = 422, description = "The file does not load (`bad_config`, with the reason); what is in use stays", body = ErrorBody),
     ),
@@ -346,7 +342,7 @@ pub struct Counts {
     responses(
         (status = 200, description = "The counts", body = Counts),
         (status = 400, description = "A bad query parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 503, description = "The outbox cannot be read", body = ErrorBody),
     ),
     security((), ("bearer" = [])),

@@ -6,12 +6,16 @@
 //! - [`ApiError`]: the one refusal every route answers with — status, the
 //!   contract's `{error, code}` body (with `param`, `served_by`), and what the client
 //!   needs to act on it: `Retry-After`, the `WWW-Authenticate` challenge, and
-//!   `Connection: close` where the body was not read.
+//!   `Connection: close` where the body was not read;
+//! - [`doc`]: the access check's refusals as OpenAPI response sets, named in each
+//!   route's `responses(...)`.
 //!
-//! It imports only the contract (for tokens, scopes and the error body) and axum; it
-//! must not import a role crate, the queue, or the dashboard — they import it.
+//! It imports only the contract (for tokens, scopes and the error body), axum and
+//! utoipa; it must not import a role crate, the queue, or the dashboard — they
+//! import it.
 
 pub mod access;
 mod api_error;
+pub mod doc;
 
 pub use api_error::ApiError;

@@ -106,7 +106,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
         (status = 200, description = "The result (with `wait_ms`)", body = FrameResult),
         (status = 504, description = "No result within `wait_ms`; the frame still completes", body = Queued),
         (status = 400, description = "Bad parameter, body, header or station id", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 404, description = "Station not in the allow-list", body = ErrorBody),
         (status = 413, description = "Too many bytes or pixels", body = ErrorBody),

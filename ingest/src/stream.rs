@@ -90,7 +90,7 @@ fn read_query(state: &IngestState, query: Option<&str>) -> (Option<String>, Resu
     responses(
         (status = 101, description = "Switching to the WebSocket protocol of docs/STREAMING.md"),
         (status = 400, description = "Bad parameter or station id, or not a WebSocket upgrade", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 404, description = "Station not in the allow-list", body = ErrorBody),
     ),

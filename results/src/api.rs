@@ -136,7 +136,7 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     responses(
         (status = 200, description = "The result", body = FrameResult),
         (status = 400, description = "Not a frame id, or a query parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 404, description = "No result for this frame (yet), or another station's", body = ErrorBody),
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),
@@ -237,7 +237,7 @@ fn unknown_class(classes: Option<&[String]>, class: Option<&str>) -> Option<Resp
     responses(
         (status = 200, description = "A page of results", body = Page),
         (status = 400, description = "A bad station id, parameter or cursor; a class the model does not have", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),
@@ -338,7 +338,7 @@ const MAX_BUCKETS: i64 = 10_000;
     responses(
         (status = 200, description = "Detections per class per interval", body = Counts),
         (status = 400, description = "A bad station id or parameter; more than 10,000 intervals", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),
@@ -390,7 +390,7 @@ pub(crate) async fn station_counts(
     responses(
         (status = 101, description = "Switching to the WebSocket; each message is a result", body = FrameResult),
         (status = 400, description = "A bad station id or parameter, or not a WebSocket request", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's, or all stations with a station token", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -437,7 +437,7 @@ pub(crate) async fn stream(
     responses(
         (status = 200, description = "Every station seen, by id", body = StationList),
         (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),
     security((), ("bearer" = [])),

@@ -130,7 +130,7 @@ fn may_change(s: &ResultsState, caller: &Caller) -> Option<Response> {
     responses(
         (status = 200, description = "The station's expectation", body = Expectation),
         (status = 400, description = "A bad station id, or a query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Another station's token", body = ErrorBody),
         (status = 404, description = "The station has no expectation", body = ErrorBody),
     ),
@@ -165,8 +165,7 @@ pub(crate) async fn get_expectation(
     responses(
         (status = 200, description = "Stored; later results of the station are decided against it", body = Expectation),
         (status = 400, description = "A bad station id, parameter or body (`bad_expectation`, `param` names the field)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 409, description = "No rules file: decisions are off", body = ErrorBody),
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),
@@ -204,8 +203,7 @@ pub(crate) async fn put_expectation(
     responses(
         (status = 204, description = "The station has no expectation now"),
         (status = 400, description = "A bad station id, or a query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 409, description = "No rules file: decisions are off", body = ErrorBody),
         (status = 503, description = "The database does not answer", body = ErrorBody),
     ),

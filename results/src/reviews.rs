@@ -107,7 +107,7 @@ fn queued_frame(s: &ResultsState, caller: &Caller, raw: Option<String>, id: &str
     responses(
         (status = 200, description = "A page of the queue", body = ReviewPage),
         (status = 400, description = "A bad parameter", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "A station token", body = ErrorBody),
         (status = 409, description = "No decisions are made (`decisions_off`)", body = ErrorBody),
         (status = 503, description = "The database is unavailable (`unavailable`)", body = ErrorBody),
@@ -162,7 +162,7 @@ fn queue_params(raw: Option<String>) -> Result<QueueParams, ParamError> {
     responses(
         (status = 200, description = "The frame's image as posted (JPEG, PNG or WebP)"),
         (status = 400, description = "Not a frame id", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "A station token", body = ErrorBody),
         (status = 404, description = "No image kept for the frame (`not_kept`)", body = ErrorBody),
         (status = 409, description = "No decisions are made (`decisions_off`)", body = ErrorBody),
@@ -208,7 +208,7 @@ pub(crate) async fn image(
     responses(
         (status = 200, description = "Stored: the frame's result with its review", body = FrameResult),
         (status = 400, description = "Not a frame id, a bad body, a detection the frame lacks, an unknown class, or a correction without a class or code", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
+        visionq_http::doc::TokenRefusals,
         (status = 403, description = "Not a reviewer or admin token", body = ErrorBody),
         (status = 404, description = "No such frame (`not_found`)", body = ErrorBody),
         (status = 409, description = "No decisions are made, the frame has no decision, or it was reviewed already (`already_reviewed`)", body = ErrorBody),

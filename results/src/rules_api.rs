@@ -31,8 +31,7 @@ pub struct Reloaded {
     responses(
         (status = 200, description = "The rules file was read and is in use", body = Reloaded),
         (status = 400, description = "A query parameter (this route takes none)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 409, description = "No rules file is configured (`decisions_off`)", body = ErrorBody),
         (status = 422, description = "The file does not load (`bad_rules`, with the reason); the rules in use stay", body = ErrorBody),
     ),

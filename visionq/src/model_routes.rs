@@ -111,8 +111,7 @@ fn no_repository() -> Response {
     tag = "models",
     responses(
         (status = 200, description = "The models", body = ModelList),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 503, description = "The repository cannot be read (`repository_unavailable`)", body = ErrorBody),
     ),
     security((), ("bearer" = [])),
@@ -167,8 +166,7 @@ pub(crate) async fn list(State(s): State<Arc<ModelsState>>) -> Response {
     responses(
         (status = 200, description = "Serving the version", body = Activation),
         (status = 400, description = "A bad name, version or body (`bad_parameter`)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 404, description = "No such model or version (`unknown_model`, `unknown_version`)", body = ErrorBody),
         (status = 409, description = "Not served here (`not_served`), or no repository (`no_repository`)", body = ErrorBody),
         (status = 422, description = "The version does not load, warm up or fit this worker (`model_refused`, `model_incompatible`, `bad_manifest`); the serving one stays", body = ErrorBody),
@@ -201,8 +199,7 @@ pub(crate) async fn activate(State(s): State<Arc<ModelsState>>, Path(name): Path
     responses(
         (status = 200, description = "Serving the previous version", body = Activation),
         (status = 400, description = "A bad name (`bad_parameter`)", body = ErrorBody),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
         (status = 404, description = "No such model (`unknown_model`)", body = ErrorBody),
         (status = 409, description = "Nothing to go back to (`no_previous_version`), not served here, or no repository", body = ErrorBody),
         (status = 422, description = "The previous version does not load or fit any more; the serving one stays", body = ErrorBody),

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use visionq_contract::auth::{Auth, Scope};
-use visionq_contract::refusal::ErrorBody;
 use visionq_contract::{Config, Metrics};
 use visionq_http::access::{self, Gate};
 use visionq_queue::SharedBroker;
@@ -94,8 +93,7 @@ pub(crate) async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoRespo
     tag = "process",
     responses(
         (status = 200, description = "The configuration", body = Config),
-        (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 403, description = "Not an admin token", body = ErrorBody),
+        visionq_http::doc::AdminRefusals,
     ),
     security((), ("bearer" = [])),
 )]
