@@ -6,7 +6,8 @@
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
 //! the one shape of its refusals ([`refusal`]), what the HTTP listener tells a
 //! handler about a slow body ([`http`]), how an outgoing TLS connection verifies its
-//! server ([`tls`]), and the telemetry (metric names, defined once, and log set-up).
+//! server ([`tls`]), and the telemetry (metric names, defined once, the typed events
+//! that log and count together ([`instrument`]), and log set-up).
 //! It does no I/O beyond reading the config file, CA files and this process's own
 //! figures in /proc.
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod decision;
 pub mod http;
+pub mod instrument;
 pub mod message;
 pub mod metrics;
 pub mod params;

@@ -2,12 +2,14 @@
 //! (`_seconds`, `_bytes`), counters end in `_total`, and no label is unbounded
 //! (never a frame id; classes are bounded by the model, stages and reasons by code).
 
+use crate::instrument::Stage;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
-/// The values of the `stage` label (durations, frames out, work in flight): bounded by code.
+/// The values of the `stage` label (durations, frames out, work in flight): bounded by
+/// code, the names of [`Stage`] in its order.
 pub const STAGES: &[&str] = &[
     "ingest_wait",
     "queue_wait_frames",
@@ -23,6 +25,8 @@ pub const STAGES: &[&str] = &[
     "db_write",
     "end_to_end",
     "selftest",
+    "ingest_stream",
+    "ingest_grpc",
 ];
 
 /// Every label name a visionq metric may carry; each has a value set bounded by code,
@@ -334,10 +338,9 @@ impl Metrics {
         }
     }
 
-    /// Records a stage's duration; `stage` is one of [`STAGES`].
-    pub fn observe_stage(&self, stage: &str, seconds: f64) {
-        debug_assert!(STAGES.contains(&stage), "stage `{stage}` is not in metrics::STAGES");
-        self.stage_duration_seconds.with_label_values(&[stage]).observe(seconds);
+    /// Records a stage's duration.
+    pub fn observe_stage(&self, stage: Stage, seconds: f64) {
+        self.stage_duration_seconds.with_label_values(&[stage.as_str()]).observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric (the process gauges sampled first).
@@ -482,10 +485,10 @@ mod tests {
         m.ingest_accepted_total.with_label_values(&["async"]).inc();
         m.ingest_rejected_total.with_label_values(&["not_an_image"]).inc();
         m.ingest_body_bytes.observe(30e3);
-        for stage in STAGES {
-            m.stage_frames_total.with_label_values(&[stage, "ok"]).inc();
+        for stage in Stage::ALL {
+            m.stage_frames_total.with_label_values(&[stage.as_str(), "ok"]).inc();
             m.observe_stage(stage, 0.01);
-            m.in_flight.with_label_values(&[stage]).set(1);
+            m.in_flight.with_label_values(&[stage.as_str()]).set(1);
         }
         m.batch_size.observe(4.0);
         m.queue_depth.with_label_values(&["frames"]).set(1);

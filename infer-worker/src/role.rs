@@ -12,7 +12,9 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tracing::{Instrument, Span};
 use visionq_contract::config::InferInput;
+use visionq_contract::instrument::{Emit, FrameDone, Stage, frame_span, record_frame};
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::TRACEPARENT_HEADER;
 use visionq_contract::{Config, Detection, FrameMeta, FrameResult, Letterbox, Metrics};
@@ -82,8 +84,14 @@ fn check_tensor(shared: &Shared, t: &TensorMessage) -> Result<(), BadMessage> {
 type Fed = Result<TensorMessage, (Option<FrameMeta>, Failure)>;
 
 /// Turns one delivery into a batch item, or settles it as failed or expired.
-#[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
 async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
+    let span = frame_span(Stage::Infer);
+    feed_in_span(shared, d, items, span.clone()).instrument(span).await
+}
+
+/// [`feed_one`] inside the delivery's [`frame_span`].
+#[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
+async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>, span: Span) {
     // The metadata is read once, here; a live frame already past its deadline is
     // not run: it is reported expired.
     let (source, parsed) = match shared.config.infer_input {
@@ -95,10 +103,13 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
         Ok(Err(f)) => Some(&f.meta),
         Err(_) => None,
     };
+    if let Some(frame) = frame {
+        record_frame(&span, frame, d.envelope.header(TRACEPARENT_HEADER));
+    }
     if let Some(frame) = frame
         && let Some(late_ms) = frame.late_ms(Utc::now())
     {
-        let fate = expire(&shared.broker, &shared.metrics, "infer", &d.envelope, frame, late_ms).await;
+        let fate = expire(&shared.broker, &shared.metrics, Stage::Infer, &d.envelope, frame, late_ms).await;
         d.settle(fate).await;
         return;
     }
@@ -120,7 +131,7 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
                 // From the tensor's publish to its arrival here (the batch wait is
                 // its own stage).
                 let waited_ms = elapsed_ms(meta.preprocessed_at, Utc::now());
-                shared.metrics.observe_stage("queue_wait_tensors", waited_ms / 1e3);
+                shared.metrics.observe_stage(Stage::QueueWaitTensors, waited_ms / 1e3);
                 meta.frame.timings_ms.insert("queue_wait_tensors".into(), waited_ms);
             }
             let item = Item { delivery: d, meta, tensor, ready_at: Instant::now() };
@@ -130,7 +141,7 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
         Err((frame, failure)) => {
             // A frame that cannot be preprocessed counts as the preprocessing's
             // failure, wherever it ran.
-            let fate = fail(&shared.broker, &shared.metrics, "preprocess", (source, &d.envelope), frame.as_ref(), failure).await;
+            let fate = fail(&shared.broker, &shared.metrics, Stage::Preprocess, (source, &d.envelope), frame.as_ref(), failure).await;
             d.settle(fate).await;
         }
     }
@@ -148,13 +159,13 @@ async fn publish(shared: Arc<Shared>, done: Done) {
             for item in done.items {
                 item.delivery.settle(Fate::Requeue).await;
             }
-            shared.metrics.in_flight.with_label_values(&["infer"]).sub(n as i64);
+            drop(done.held);
             return;
         }
     };
     let m = &shared.metrics;
     m.batch_size.observe(n as f64);
-    m.observe_stage("inference", done.inference_seconds);
+    m.observe_stage(Stage::Inference, done.inference_seconds);
     let served = done.served.clone();
     let class_name = |id: u32| served.class_name(id);
     let mut pending = JoinSet::new();
@@ -173,22 +184,17 @@ async fn publish(shared: Arc<Shared>, done: Done) {
             m.detection_score.with_label_values(&[&served.info.name]).observe(d.score as f64);
         }
         let postprocess_s = t0.elapsed().as_secs_f64();
-        m.observe_stage("postprocess", postprocess_s);
+        m.observe_stage(Stage::Postprocess, postprocess_s);
         timings.insert("postprocess".into(), postprocess_s * 1e3);
-        let traceparent = item.delivery.envelope.header(TRACEPARENT_HEADER);
-        tracing::debug!(
-            frame_id = %frame.frame_id,
-            station = frame.station,
-            detections = detections.len(),
-            trace_id = traceparent.and_then(visionq_contract::telemetry::trace_id),
-            "frame inferred"
-        );
+        let span = frame_span(Stage::Infer);
+        record_frame(&span, frame, item.delivery.envelope.header(TRACEPARENT_HEADER));
+        let found = detections.len();
         let result = FrameResult::detected(frame, served.info.clone(), detections, timings);
         let shared = shared.clone();
-        pending.spawn(async move {
+        let publish = async move {
             let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope).await {
                 Ok(()) => {
-                    shared.metrics.stage_frames_total.with_label_values(&["infer", "ok"]).inc();
+                    FrameDone { stage: Stage::Infer, detections: Some(found) }.emit(&shared.metrics);
                     Fate::Ack
                 }
                 Err(e) => {
@@ -197,10 +203,12 @@ async fn publish(shared: Arc<Shared>, done: Done) {
                 }
             };
             item.delivery.settle(fate).await;
-        });
+        };
+        pending.spawn(publish.instrument(span));
     }
     while pending.join_next().await.is_some() {}
-    shared.metrics.in_flight.with_label_values(&["infer"]).sub(n as i64);
+    // Out of flight once every result of the batch is published and its input settled.
+    drop(done.held);
 }
 
 /// Consumes until `shutdown`, then finishes the batches in flight.

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use visionq_contract::instrument::{InFlight, Stage};
 use visionq_contract::{Metrics, TensorMeta};
 use visionq_queue::Delivery;
 
@@ -43,6 +44,8 @@ pub(crate) struct Done {
     pub outcome: Result<Vec<Vec<Candidate>>, InferError>,
     pub inference_seconds: f64,
     pub batch_wait_seconds: Vec<f64>,
+    /// The batch's frames, counted in flight until the publisher is done with them.
+    pub held: InFlight,
 }
 
 /// How many forward passes are running now (the batcher sends at once while a
@@ -135,7 +138,7 @@ pub(crate) fn run_batches(
                 }
             }
         };
-        m.observe_stage("assemble", assemble_seconds);
+        m.observe_stage(Stage::Assemble, assemble_seconds);
         let previous = pending.take();
         pass_started(&running);
         let (passed, pass_s, (decoded, arrived)) = model.run_overlapped(set, n, |assembler, pass_done| {
@@ -221,9 +224,9 @@ pub(crate) fn finished(
     m: &Metrics,
     served: &Arc<Served>,
 ) -> Done {
-    m.in_flight.with_label_values(&["infer"]).add(batch.items.len() as i64);
+    let held = InFlight::new(m, Stage::Infer, batch.items.len());
     let batch_wait_seconds = batch.items.iter().map(|i| (batch.started_at - i.ready_at).as_secs_f64()).collect();
-    Done { items: batch.items, served: served.clone(), outcome, inference_seconds: secs, batch_wait_seconds }
+    Done { items: batch.items, served: served.clone(), outcome, inference_seconds: secs, batch_wait_seconds, held }
 }
 
 /// One of several inference streams: its own model (sessions, buffers, CUDA stream)
@@ -262,7 +265,7 @@ pub(crate) fn run_stream(
         drop(views);
         let (outcome, pass_s) = match outcome {
             Ok(n) => {
-                m.observe_stage("assemble", t0.elapsed().as_secs_f64());
+                m.observe_stage(Stage::Assemble, t0.elapsed().as_secs_f64());
                 pass_started(&running);
                 let t1 = Instant::now();
                 let images = batch.items.len();

@@ -20,13 +20,13 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 use visionq_contract::FrameMeta;
+use visionq_contract::instrument::{InFlight, Stage};
 
 use self::convert::{deadline_exceeded, refused_reply, status_of};
 use crate::admit::{Arrival, Door, check_rate, check_station, count_accepted, count_refused, frame_meta, valid_frame_key};
 use crate::body::{check_size, transport_limit};
 use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
 use crate::refusal::{Refusal, token};
-use crate::stream::InFlight;
 use crate::waiters::Waiting;
 
 /// The code generated from the `.proto` (tonic and prost).
@@ -273,7 +273,7 @@ impl StreamSession {
         };
         match published.await {
             Ok((frame_id, waiting)) => {
-                let counted = InFlight::new(&self.state, "ingest_grpc");
+                let counted = InFlight::new(&self.state.metrics, Stage::IngestGrpc, 1);
                 self.in_flight.push(Box::pin(outcome(self.state.clone(), client_id.clone(), frame_id, waiting, counted)));
                 self.send(StreamReply { client_id, reply: Some(stream_reply::Reply::Accepted(frame_id.to_string())) }).await
             }

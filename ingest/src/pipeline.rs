@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use visionq_contract::auth::Auth;
+use visionq_contract::instrument::{InFlight, Stage};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, telemetry};
 use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
@@ -81,8 +82,7 @@ pub(crate) async fn publish_frame(
 /// Holds a request until its frame's result arrives, up to `wait` or until the
 /// process stops (counted in flight meanwhile).
 pub(crate) async fn wait_result(state: &IngestState, wait: Duration, rx: &mut tokio::sync::oneshot::Receiver<FrameResult>) -> Waited {
-    let gauge = state.metrics.in_flight.with_label_values(&["ingest_wait"]);
-    gauge.inc();
+    let _held = InFlight::new(&state.metrics, Stage::IngestWait, 1);
     let mut stopping = state.stopping.clone();
     let waited = tokio::select! {
         r = tokio::time::timeout(wait, rx) => match r {
@@ -91,6 +91,5 @@ pub(crate) async fn wait_result(state: &IngestState, wait: Duration, rx: &mut to
         },
         _ = stopping.wait_for(|s| *s) => Waited::Stopping,
     };
-    gauge.dec();
     waited
 }

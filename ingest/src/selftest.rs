@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use uuid::Uuid;
+use visionq_contract::instrument::Stage;
 use visionq_contract::params::Params;
 use visionq_contract::refusal::ErrorBody;
 use visionq_contract::topology::TRACEPARENT_HEADER;
@@ -137,7 +138,7 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
         }
     };
     let total = started.elapsed().as_secs_f64();
-    state.metrics.observe_stage("selftest", total);
+    state.metrics.observe_stage(Stage::Selftest, total);
     let ok = result.status == ResultStatus::Ok;
     count(if ok { "ok" } else { "error" });
     tracing::info!(%frame_id, ok, total_ms = total * 1e3, "self-test done");

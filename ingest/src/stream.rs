@@ -28,6 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 use visionq_contract::FrameMeta;
+use visionq_contract::instrument::{InFlight, Stage};
 use visionq_contract::params::Params;
 use visionq_contract::refusal::ErrorBody;
 
@@ -44,8 +45,6 @@ const PROTOCOL: u32 = 1;
 /// Replies queued for a client at most; beyond it the session stops reading the
 /// client's messages until the client reads its answers.
 const OUTBOX: usize = 64;
-/// The `in_flight` gauge's stage: frames accepted on sockets, not yet answered.
-const IN_FLIGHT_STAGE: &str = "ingest_stream";
 
 /// What a socket was opened with.
 struct Grant {
@@ -322,7 +321,9 @@ impl Session {
             match publish_frame(&self.state, &meta, image, None).await {
                 Ok(()) => {
                     count_accepted(&self.state, Door::Stream, &self.station);
-                    let counted = InFlight::new(&self.state, IN_FLIGHT_STAGE);
+                    // Counted in flight until answered, also when the answer is dropped
+                    // with its stream.
+                    let counted = InFlight::new(&self.state.metrics, Stage::IngestStream, 1);
                     self.in_flight.push(Box::pin(outcome(self.state.clone(), id.clone(), frame_id, waiting, counted)));
                     self.reply(Reply::Accepted { id, frame_id }).await?;
                 }
@@ -342,24 +343,6 @@ impl Session {
             Some(next) => self.publish(next).await,
             None => Ok(()),
         }
-    }
-}
-
-/// A frame accepted on a stream and not yet answered, counted in
-/// `visionq_in_flight{stage}` while it is, also when its answer is dropped with
-/// its stream (`ingest_stream` for sockets, `ingest_grpc` for gRPC).
-pub(crate) struct InFlight(Arc<IngestState>, &'static str);
-
-impl InFlight {
-    pub(crate) fn new(state: &Arc<IngestState>, stage: &'static str) -> InFlight {
-        state.metrics.in_flight.with_label_values(&[stage]).inc();
-        InFlight(state.clone(), stage)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.metrics.in_flight.with_label_values(&[self.1]).dec();
     }
 }
 

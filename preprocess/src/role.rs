@@ -8,6 +8,8 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::{Instrument, Span};
+use visionq_contract::instrument::{Emit, FrameDone, InFlight, Stage, frame_span, record_frame};
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::TRACEPARENT_HEADER;
 use visionq_contract::{Config, FrameMeta, Metrics, TensorMeta};
@@ -43,41 +45,45 @@ pub fn prepare_frame(
     // From the publish to the start of the decode: the queue and the wait for a
     // pool thread, nothing of the work itself.
     let waited_ms = elapsed_ms(frame.published_at, Utc::now());
-    metrics.observe_stage("queue_wait_frames", waited_ms / 1e3);
+    metrics.observe_stage(Stage::QueueWaitFrames, waited_ms / 1e3);
     frame.timings_ms.insert("queue_wait_frames".into(), waited_ms);
     let p = match pre.prepare_oriented(&msg.image, frame.orientation) {
         Ok(p) => p,
         Err(e) => return Err((frame, e)),
     };
-    metrics.observe_stage("decode", p.decode_seconds);
-    metrics.observe_stage("resize", p.resize_seconds);
+    metrics.observe_stage(Stage::Decode, p.decode_seconds);
+    metrics.observe_stage(Stage::Resize, p.resize_seconds);
     frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);
     frame.timings_ms.insert("resize".into(), p.resize_seconds * 1e3);
     let meta = TensorMeta { frame, letterbox: p.letterbox, preprocessed_at: Utc::now() };
     Ok(TensorMessage { meta, tensor: p.tensor.into() })
 }
 
-#[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
+/// One delivery, in its own [`frame_span`]: every log line about the frame carries
+/// its id, station and trace id.
 async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
-    metrics.in_flight.with_label_values(&["preprocess"]).inc();
+    let span = frame_span(Stage::Preprocess);
+    handle_in_span(broker, metrics, pool, d, span.clone()).instrument(span).await
+}
+
+#[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
+async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery, span: Span) {
+    let _held = InFlight::new(&metrics, Stage::Preprocess, 1);
     let parsed = FrameMessage::from_envelope(&d.envelope);
+    if let Ok(msg) = &parsed {
+        record_frame(&span, &msg.meta, d.envelope.header(TRACEPARENT_HEADER));
+    }
     let late = parsed.as_ref().ok().and_then(|m| m.meta.late_ms(Utc::now()));
     let fate = match (parsed, late) {
-        (Err(bad), _) => fail(&broker, &metrics, "preprocess", (WorkQueue::Frames, &d.envelope), None, bad.failure()).await,
+        (Err(bad), _) => fail(&broker, &metrics, Stage::Preprocess, (WorkQueue::Frames, &d.envelope), None, bad.failure()).await,
         // A live frame already past its deadline is not decoded at all.
-        (Ok(msg), Some(late_ms)) => expire(&broker, &metrics, "preprocess", &d.envelope, &msg.meta, late_ms).await,
+        (Ok(msg), Some(late_ms)) => expire(&broker, &metrics, Stage::Preprocess, &d.envelope, &msg.meta, late_ms).await,
         (Ok(msg), None) => {
-            let frame_id = msg.meta.frame_id;
             let m = metrics.clone();
             match pool.run(move |pre| prepare_frame(pre, msg, &m)).await {
                 Ok(tensor) => match publish_when_room(&*broker, WorkQueue::Tensors, tensor.into_envelope(&d.envelope)).await {
                     Ok(()) => {
-                        tracing::debug!(
-                            frame_id = %frame_id,
-                            trace_id = d.envelope.header(TRACEPARENT_HEADER).and_then(visionq_contract::telemetry::trace_id),
-                            "frame preprocessed"
-                        );
-                        metrics.stage_frames_total.with_label_values(&["preprocess", "ok"]).inc();
+                        FrameDone { stage: Stage::Preprocess, detections: None }.emit(&metrics);
                         Fate::Ack
                     }
                     Err(e) => {
@@ -86,13 +92,12 @@ async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<Preproces
                     }
                 },
                 Err((frame, err)) => {
-                    fail(&broker, &metrics, "preprocess", (WorkQueue::Frames, &d.envelope), Some(&frame), err.failure()).await
+                    fail(&broker, &metrics, Stage::Preprocess, (WorkQueue::Frames, &d.envelope), Some(&frame), err.failure()).await
                 }
             }
         }
     };
     d.settle(fate).await;
-    metrics.in_flight.with_label_values(&["preprocess"]).dec();
 }
 
 /// Consumes frames until `shutdown`, then finishes what is in flight.

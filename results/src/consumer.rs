@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
+use visionq_contract::instrument::{Emit, InFlight, NotAResult, Stage};
 use visionq_contract::message::elapsed_ms;
 use visionq_contract::topology::event_routing_key;
 use visionq_contract::{Config, FrameResult, Metrics};
@@ -39,7 +40,7 @@ async fn persist(
         let written = match store.write_batch(&results).await {
             Ok(new) => {
                 write_s = t0.elapsed().as_secs_f64();
-                metrics.observe_stage("db_write", write_s);
+                metrics.observe_stage(Stage::DbWrite, write_s);
                 tracing::debug!(batch = results.len(), new, "results persisted");
                 // Every result's events, new or redelivered: the outbox keeps one row per event id.
                 match events {
@@ -72,7 +73,7 @@ async fn persist(
         // The broadcast copy also tells how long the write took (the stored one cannot).
         r.timings_ms.insert("db_write".into(), write_s * 1e3);
         metrics.results_persisted_total.with_label_values(&[r.status.as_str()]).inc();
-        metrics.observe_stage("end_to_end", elapsed_ms(r.received_at, now) / 1e3);
+        metrics.observe_stage(Stage::EndToEnd, elapsed_ms(r.received_at, now) / 1e3);
         let body = serde_json::to_vec(&r).expect("result serialises");
         if let Err(e) = broker.publish_event(&event_routing_key(&r.station), Envelope::new(body)).await {
             tracing::warn!(error = %e, "cannot broadcast a result (it is stored)");
@@ -143,17 +144,17 @@ pub async fn run(
                     batch.push((d, r));
                 }
                 Err(e) => {
-                    metrics.dead_lettered_total.with_label_values(&["results", "bad_message"]).inc();
-                    d.settle(Fate::DeadLetter(format!("not a result: {e}"))).await;
+                    let error = format!("not a result: {e}");
+                    NotAResult { error: &error }.emit(&metrics);
+                    d.settle(Fate::DeadLetter(error)).await;
                 }
             }
         }
-        let n = batch.len() as i64;
-        metrics.in_flight.with_label_values(&["results"]).add(n);
+        let held = InFlight::new(&metrics, Stage::Results, batch.len());
         // On shutdown, a batch still waiting for the database is handed back.
         let mut stop = shutdown.clone();
         let ok = persist(&store, &metrics, batch, &broker, events.as_deref(), &mut stop).await;
-        metrics.in_flight.with_label_values(&["results"]).sub(n);
+        drop(held);
         if !ok {
             break;
         }

@@ -2,6 +2,7 @@
 //! input settled — so nothing accepted ends without a result, and a result that
 //! cannot be published leaves the input to be delivered again.
 
+use visionq_contract::instrument::{Emit, FrameExpired, FrameFailed, Stage};
 use visionq_contract::{FrameMeta, FrameResult, Metrics, ModelInfo};
 use visionq_queue::{Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
 
@@ -23,41 +24,46 @@ pub async fn publish_result(broker: &SharedBroker, result: &FrameResult, input: 
 
 /// A frame that can never be run: its error result is published (when the frame's
 /// metadata could be read; a message without it has no station to answer), then
-/// the input is dead-lettered with the reason. `stage` labels the frame count;
+/// the input is dead-lettered with the reason ([`FrameFailed`] logs and counts it).
+/// `stage` labels the frame count;
 /// `input` is the queue and message that failed. Requeued if the result cannot be
 /// published.
 pub async fn fail(
     broker: &SharedBroker,
     metrics: &Metrics,
-    stage: &str,
+    stage: Stage,
     input: (WorkQueue, &Envelope),
     frame: Option<&FrameMeta>,
     failure: Failure,
 ) -> Fate {
     if let Some(frame) = frame {
-        tracing::debug!(frame_id = %frame.frame_id, station = frame.station, error = failure.reason, "frame failed");
         let result = FrameResult::failed(frame, ModelInfo::default(), failure.reason.clone());
         if let Err(e) = publish_result(broker, &result, input.1).await {
             tracing::warn!(error = %e, "cannot publish the error result; requeueing the frame");
             return Fate::Requeue;
         }
     }
-    metrics.stage_frames_total.with_label_values(&[stage, "error"]).inc();
-    metrics.dead_lettered_total.with_label_values(&[input.0.label(), failure.label]).inc();
+    FrameFailed { stage, queue: input.0.label(), label: failure.label, reason: &failure.reason }.emit(metrics);
     Fate::DeadLetter(failure.reason)
 }
 
 /// A frame past its deadline: its `expired` result is published (the station learns
 /// it was not run) and the input is acked. Requeued if the result cannot be
 /// published.
-pub async fn expire(broker: &SharedBroker, metrics: &Metrics, stage: &str, input: &Envelope, frame: &FrameMeta, late_ms: f64) -> Fate {
+pub async fn expire(
+    broker: &SharedBroker,
+    metrics: &Metrics,
+    stage: Stage,
+    input: &Envelope,
+    frame: &FrameMeta,
+    late_ms: f64,
+) -> Fate {
     let result = FrameResult::expired(frame, ModelInfo::default(), late_ms);
     if let Err(e) = publish_result(broker, &result, input).await {
         tracing::warn!(error = %e, "cannot publish the expired result; requeueing the frame");
         return Fate::Requeue;
     }
-    tracing::debug!(frame_id = %frame.frame_id, station = frame.station, late_ms, "frame expired before inference");
-    metrics.stage_frames_total.with_label_values(&[stage, "expired"]).inc();
+    FrameExpired { stage, late_ms }.emit(metrics);
     Fate::Ack
 }
 
@@ -87,14 +93,14 @@ mod tests {
         let (b, m, f) = (broker(10), Metrics::new(), frame());
         let input = Envelope::new(&b"jpeg"[..]);
         let failure = Failure { reason: "cannot decode JPEG: bad Huffman code".into(), label: "corrupt_image" };
-        let fate = fail(&b, &m, "preprocess", (WorkQueue::Frames, &input), Some(&f), failure.clone()).await;
+        let fate = fail(&b, &m, Stage::Preprocess, (WorkQueue::Frames, &input), Some(&f), failure.clone()).await;
         assert!(matches!(&fate, Fate::DeadLetter(r) if *r == failure.reason), "{fate:?}");
         let r = next_result(&b).await;
         assert_eq!((r.frame_id, r.status, r.error.as_deref()), (f.frame_id, ResultStatus::Error, Some(&failure.reason[..])));
         assert_eq!(m.dead_lettered_total.with_label_values(&["frames", "corrupt_image"]).get(), 1);
         assert_eq!(m.stage_frames_total.with_label_values(&["preprocess", "error"]).get(), 1);
         // A message without metadata has no station to answer: dead letter only.
-        let fate = fail(&b, &m, "preprocess", (WorkQueue::Frames, &input), None, failure).await;
+        let fate = fail(&b, &m, Stage::Preprocess, (WorkQueue::Frames, &input), None, failure).await;
         assert!(matches!(fate, Fate::DeadLetter(_)));
     }
 
@@ -102,7 +108,7 @@ mod tests {
     async fn an_expired_frame_is_reported_to_its_station_and_acked() {
         let (b, m, f) = (broker(10), Metrics::new(), frame());
         let input = Envelope::new(&b"jpeg"[..]);
-        assert!(matches!(expire(&b, &m, "infer", &input, &f, 120.0).await, Fate::Ack));
+        assert!(matches!(expire(&b, &m, Stage::Infer, &input, &f, 120.0).await, Fate::Ack));
         let r = next_result(&b).await;
         assert_eq!((r.frame_id, r.status), (f.frame_id, ResultStatus::Expired));
         assert_eq!(m.stage_frames_total.with_label_values(&["infer", "expired"]).get(), 1);
