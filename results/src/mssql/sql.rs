@@ -141,14 +141,14 @@ pub fn detections_of_sql(frames: usize) -> String {
     )
 }
 
-/// @P1 station, @P2 interval (s), @P3 since, @P4 until, @P5 min score. Seconds since
-/// the epoch from days and seconds-of-day: `DATEDIFF(SECOND, …)` alone overflows in 2038.
 /// Every station seen, its frame count and latest frame's status.
 pub const STATIONS_SQL: &str = "SELECT s.station, s.last_seen_at,
         (SELECT COUNT_BIG(*) FROM frames f WHERE f.station = s.station) AS n,
         (SELECT TOP (1) f.status FROM frames f WHERE f.station = s.station ORDER BY f.received_at DESC, f.frame_id DESC) AS last_status
      FROM stations s ORDER BY s.station";
 
+/// @P1 station, @P2 interval (s), @P3 since, @P4 until, @P5 min score. Seconds since
+/// the epoch from days and seconds-of-day: `DATEDIFF(SECOND, …)` alone overflows in 2038.
 pub const COUNTS_SQL: &str = "SELECT bucket, class_id, class_name, COUNT_BIG(*) AS n FROM (
          SELECT (t - (((t % @P2) + @P2) % @P2)) / @P2 AS bucket, class_id, class_name FROM (
              SELECT CAST(DATEDIFF(DAY, '19700101', f.received_at) AS BIGINT) * 86400
