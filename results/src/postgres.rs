@@ -542,3 +542,84 @@ impl ResultStore for PgStore {
         Ok(client.execute("DELETE FROM expectations WHERE station = $1", &[&station]).await.map_err(query_err)? > 0)
     }
 }
+
+/// The tests' fresh PostgreSQL databases (shared with `tests/`).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/common/pg.rs"]
+mod test_pg;
+
+#[cfg(test)]
+mod tests {
+    use visionq_contract::decision::Expected;
+
+    use super::test_pg as pg;
+    use super::*;
+
+    /// A database an older release left (the steps up to `old` applied and recorded,
+    /// a frame and its station stored) is brought up to date when the store
+    /// connects: the later tables exist and work, every version is recorded, the
+    /// data stays.
+    #[tokio::test]
+    async fn an_older_schema_is_brought_up_to_date() {
+        for old in 1..MIGRATIONS.len() {
+            let db = pg::TestDb::new(&format!("upgrade{old}")).await;
+            let client = db.client().await;
+            client
+                .batch_execute(
+                    "CREATE TABLE visionq_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
+                )
+                .await
+                .unwrap();
+            for (version, sql) in &MIGRATIONS[..old] {
+                client.batch_execute(sql).await.unwrap();
+                client.execute("INSERT INTO visionq_migrations (version) VALUES ($1)", &[version]).await.unwrap();
+            }
+            let frame_id = Uuid::now_v7();
+            client
+                .execute(
+                    "INSERT INTO frames (frame_id, station, status, width, height, model_name, model_version, timings_ms,
+                                         detection_count, received_at, completed_at)
+                     VALUES ($1, 'cam-old', 'ok', 640, 480, 'm', 'v1', '{}', 0, '2026-01-01T00:00:01Z', '2026-01-01T00:00:02Z')",
+                    &[&frame_id],
+                )
+                .await
+                .unwrap();
+            if old >= 2 {
+                client
+                    .batch_execute("INSERT INTO stations VALUES ('cam-old', '2026-01-01T00:00:01Z', '2026-01-01T00:00:01Z')")
+                    .await
+                    .unwrap();
+            }
+
+            let store = PgStore::connect(&db.url).await.unwrap();
+            let versions: Vec<i32> = client
+                .query("SELECT version FROM visionq_migrations ORDER BY version", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(versions, MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>(), "from version {old}: every version recorded");
+            let tables: Vec<String> = client
+                .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
+                assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
+            }
+            let got = store.get(frame_id).await.unwrap().expect("the old frame reads back");
+            assert_eq!((got.station.as_str(), got.decision, got.review), ("cam-old", None, None));
+            let stations = store.stations().await.unwrap();
+            assert_eq!(stations.iter().map(|s| (s.station.as_str(), s.frames)).collect::<Vec<_>>(), [("cam-old", 1)]);
+            assert_eq!(store.review_backlog().await.unwrap(), 0, "decisions and reviews are there");
+            let e = Expectation { reference: "ref".into(), codes: vec![Expected { code: "A".into(), quantity: None }] };
+            store.put_expectation("cam-old", &e).await.unwrap();
+            assert_eq!(store.expectations().await.unwrap().len(), 1);
+            drop((store, client));
+        }
+    }
+}

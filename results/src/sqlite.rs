@@ -559,3 +559,75 @@ impl ResultStore for SqliteStore {
         self.with(move |conn| Ok(conn.execute("DELETE FROM expectations WHERE station = ?1", [station]).map_err(q)? > 0)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use visionq_contract::decision::Expected;
+
+    use super::*;
+
+    /// A database an older release left (the steps up to `old` applied and recorded,
+    /// a frame and its station stored) is brought up to date when the store opens:
+    /// the later tables exist and work, every version is recorded, the data stays.
+    #[tokio::test]
+    async fn an_older_schema_is_brought_up_to_date() {
+        for old in 1..MIGRATIONS.len() {
+            let path = std::env::temp_dir().join(format!("visionq-upgrade-{}-{old}.db", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let frame_id = Uuid::now_v7();
+            {
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch(
+                    "CREATE TABLE visionq_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);",
+                )
+                .unwrap();
+                for (version, sql) in &MIGRATIONS[..old] {
+                    conn.execute_batch(sql).unwrap();
+                    conn.execute("INSERT INTO visionq_migrations (version) VALUES (?1)", [version]).unwrap();
+                }
+                conn.execute(
+                    "INSERT INTO frames (frame_id, station, status, width, height, model_name, model_version, timings_ms,
+                                         detection_count, received_at, completed_at)
+                     VALUES (?1, 'cam-old', 'ok', 640, 480, 'm', 'v1', '{}', 0, '2026-01-01T00:00:01.000000Z', '2026-01-01T00:00:02.000000Z')",
+                    [frame_id.to_string()],
+                )
+                .unwrap();
+                if old >= 2 {
+                    conn.execute(
+                        "INSERT INTO stations VALUES ('cam-old', '2026-01-01T00:00:01.000000Z', '2026-01-01T00:00:01.000000Z')",
+                        [],
+                    )
+                    .unwrap();
+                }
+            }
+
+            let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+            let (versions, tables) = store
+                .with(|conn| {
+                    let mut s = conn.prepare("SELECT version FROM visionq_migrations ORDER BY version").map_err(q)?;
+                    let versions = s.query_map([], |r| r.get::<_, i32>(0)).map_err(q)?.collect::<Result<Vec<_>, _>>().map_err(q)?;
+                    let mut s = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").map_err(q)?;
+                    let tables = s.query_map([], |r| r.get::<_, String>(0)).map_err(q)?.collect::<Result<Vec<_>, _>>().map_err(q)?;
+                    Ok((versions, tables))
+                })
+                .await
+                .unwrap();
+            assert_eq!(versions, MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>(), "from version {old}: every version recorded");
+            for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
+                assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
+            }
+            let got = store.get(frame_id).await.unwrap().expect("the old frame reads back");
+            assert_eq!((got.station.as_str(), got.decision, got.review), ("cam-old", None, None));
+            let stations = store.stations().await.unwrap();
+            assert_eq!(stations.iter().map(|s| (s.station.as_str(), s.frames)).collect::<Vec<_>>(), [("cam-old", 1)]);
+            assert_eq!(store.review_backlog().await.unwrap(), 0, "decisions and reviews are there");
+            let e = Expectation { reference: "ref".into(), codes: vec![Expected { code: "A".into(), quantity: None }] };
+            store.put_expectation("cam-old", &e).await.unwrap();
+            assert_eq!(store.expectations().await.unwrap().len(), 1);
+            drop(store);
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+            }
+        }
+    }
+}
