@@ -2,7 +2,8 @@
 //! idempotently (the frame id is the key; many results per transaction), each with
 //! its decision in the same transaction, behind a narrow [`store::ResultStore`] trait
 //! (SQL Server, PostgreSQL — over TLS as its URL's `sslmode` asks, [`pg_tls`] —,
-//! SQLite; one schema, versioned migrations per dialect), prunes old results
+//! SQLite; one schema, versioned migrations per dialect applied by one runner,
+//! `migrate`), prunes old results
 //! ([`retention`]), counts the review backlog ([`review`]), acks only after the
 //! commit — and, with sinks configured, after the results' events are in the outbox
 //! (`visionq-events`) —, then broadcasts each result so WebSocket subscribers and waiting ingest
@@ -24,6 +25,7 @@ pub mod api;
 pub mod consumer;
 pub mod evidence;
 pub mod expectations;
+mod migrate;
 pub mod mssql;
 pub mod open;
 pub mod openapi;

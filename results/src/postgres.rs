@@ -94,6 +94,26 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
     ),
 ];
 
+/// PostgreSQL's side of the migration runner, on the migrating transaction.
+struct Migrations<'a, 't>(&'a tokio_postgres::Transaction<'t>);
+
+impl crate::migrate::Dialect for Migrations<'_, '_> {
+    type Error = tokio_postgres::Error;
+    const STEPS: &'static [(i32, &'static str)] = MIGRATIONS;
+
+    async fn applied(&mut self) -> Result<Vec<i32>, tokio_postgres::Error> {
+        Ok(self.0.query("SELECT version FROM visionq_migrations", &[]).await?.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn apply(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.0.batch_execute(sql).await
+    }
+
+    async fn record(&mut self, version: i32) -> Result<(), tokio_postgres::Error> {
+        self.0.execute("INSERT INTO visionq_migrations (version) VALUES ($1)", &[&version]).await.map(|_| ())
+    }
+}
+
 pub struct PgStore {
     pool: Pool,
 }
@@ -134,14 +154,8 @@ impl PgStore {
         )
         .await
         .map_err(query_err)?;
-        let applied: HashSet<i32> =
-            tx.query("SELECT version FROM visionq_migrations", &[]).await.map_err(query_err)?.iter().map(|r| r.get(0)).collect();
-        for (version, sql) in MIGRATIONS {
-            if !applied.contains(version) {
-                tx.batch_execute(sql).await.map_err(query_err)?;
-                tx.execute("INSERT INTO visionq_migrations (version) VALUES ($1)", &[version]).await.map_err(query_err)?;
-                tracing::info!(version, "applied PostgreSQL migration");
-            }
+        for version in crate::migrate::run(&mut Migrations(&tx)).await.map_err(query_err)? {
+            tracing::info!(version, "applied PostgreSQL migration");
         }
         tx.commit().await.map_err(query_err)
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::FutureExt;
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 use visionq_contract::decision::{Decision, Expectation, Review};
@@ -148,20 +149,33 @@ impl SqliteStore {
     }
 }
 
+/// SQLite's side of the migration runner, on the connection's open transaction.
+struct Migrations<'a>(&'a Connection);
+
+impl crate::migrate::Dialect for Migrations<'_> {
+    type Error = rusqlite::Error;
+    const STEPS: &'static [(i32, &'static str)] = MIGRATIONS;
+
+    async fn applied(&mut self) -> Result<Vec<i32>, rusqlite::Error> {
+        let mut stmt = self.0.prepare("SELECT version FROM visionq_migrations")?;
+        stmt.query_map([], |r| r.get(0))?.collect()
+    }
+
+    async fn apply(&mut self, sql: &str) -> Result<(), rusqlite::Error> {
+        self.0.execute_batch(sql)
+    }
+
+    async fn record(&mut self, version: i32) -> Result<(), rusqlite::Error> {
+        self.0.execute("INSERT INTO visionq_migrations (version) VALUES (?1)", [version]).map(|_| ())
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(q)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS visionq_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);")
         .map_err(q)?;
-    for (version, sql) in MIGRATIONS {
-        let done: Option<i32> = tx
-            .query_row("SELECT version FROM visionq_migrations WHERE version = ?1", [version], |r| r.get(0))
-            .optional()
-            .map_err(q)?;
-        if done.is_none() {
-            tx.execute_batch(sql).map_err(q)?;
-            tx.execute("INSERT INTO visionq_migrations (version) VALUES (?1)", [version]).map_err(q)?;
-        }
-    }
+    // rusqlite is synchronous: every call of the runner's is done when first polled.
+    crate::migrate::run(&mut Migrations(&tx)).now_or_never().expect("SQLite's migration steps never wait").map_err(q)?;
     tx.commit().map_err(q)
 }
 

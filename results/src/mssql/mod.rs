@@ -61,49 +61,15 @@ impl MssqlStore {
     pub async fn connect(url: &str) -> Result<MssqlStore, StoreError> {
         let config = parse_config(url)?;
         let store = MssqlStore { pool: pool(config, 8, Duration::from_secs(10))? };
-        store.migrate().await?;
+        schema::migrate(&store.pool).await?;
         Ok(store)
     }
 
     pub fn pool(&self) -> &TdsPool {
         &self.pool
     }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.get().await.map_err(pool_err)?;
-        let result = async {
-            run(
-                &mut conn,
-                "SET XACT_ABORT ON; BEGIN TRANSACTION;
-                 EXEC sp_getapplock @Resource = 'visionq_migrations', @LockMode = 'Exclusive', @LockOwner = 'Transaction';
-                 IF OBJECT_ID(N'visionq_migrations', N'U') IS NULL
-                     CREATE TABLE visionq_migrations (version INT NOT NULL PRIMARY KEY,
-                                                      applied_at DATETIME2 NOT NULL DEFAULT SYSUTCDATETIME());",
-            )
-            .await?;
-            let applied: Vec<i32> = conn
-                .simple_query("SELECT version FROM visionq_migrations")
-                .await?
-                .into_first_result()
-                .await?
-                .iter()
-                .filter_map(|r| r.get::<i32, _>(0))
-                .collect();
-            for (version, sql) in MIGRATIONS {
-                if !applied.contains(version) {
-                    run(&mut conn, sql).await?;
-                    let mut q = Query::new("INSERT INTO visionq_migrations (version) VALUES (@P1)");
-                    q.bind(*version);
-                    q.execute(&mut conn).await?;
-                    tracing::info!(version, "applied SQL Server migration");
-                }
-            }
-            run(&mut conn, "COMMIT").await
-        }
-        .await;
-        settle(conn, result).await
-    }
 }
+
 #[async_trait::async_trait]
 impl ResultStore for MssqlStore {
     async fn write_batch(&self, results: &[FrameResult]) -> Result<usize, StoreError> {

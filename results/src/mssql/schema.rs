@@ -1,4 +1,10 @@
-//! The T-SQL schema: versioned migrations, applied in order, each once.
+//! The T-SQL schema: versioned migrations, applied in order, each once, by the
+//! crate's runner ([`crate::migrate`]) under an application lock.
+
+use tiberius::Query;
+
+use super::pool::{TdsClient, TdsPool, pool_err, run, settle};
+use crate::store::StoreError;
 
 /// Versioned migrations in T-SQL, applied in order, each once (the same logical
 /// schema as `postgres.rs` and `sqlite.rs`).
@@ -82,6 +88,59 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     ),
 ];
 
+/// SQL Server's side of the migration runner, on the migrating transaction.
+struct Migrations<'a>(&'a mut TdsClient);
+
+impl crate::migrate::Dialect for Migrations<'_> {
+    type Error = tiberius::error::Error;
+    const STEPS: &'static [(i32, &'static str)] = MIGRATIONS;
+
+    async fn applied(&mut self) -> Result<Vec<i32>, tiberius::error::Error> {
+        Ok(self
+            .0
+            .simple_query("SELECT version FROM visionq_migrations")
+            .await?
+            .into_first_result()
+            .await?
+            .iter()
+            .filter_map(|r| r.get::<i32, _>(0))
+            .collect())
+    }
+
+    async fn apply(&mut self, sql: &str) -> Result<(), tiberius::error::Error> {
+        run(self.0, sql).await
+    }
+
+    async fn record(&mut self, version: i32) -> Result<(), tiberius::error::Error> {
+        let mut q = Query::new("INSERT INTO visionq_migrations (version) VALUES (@P1)");
+        q.bind(version);
+        q.execute(self.0).await?;
+        Ok(())
+    }
+}
+
+/// Brings the schema up to date in one transaction, holding an application lock so
+/// that one replica migrates at a time; on failure it rolls back.
+pub(super) async fn migrate(pool: &TdsPool) -> Result<(), StoreError> {
+    let mut conn = pool.get().await.map_err(pool_err)?;
+    let result = async {
+        run(
+            &mut conn,
+            "SET XACT_ABORT ON; BEGIN TRANSACTION;
+             EXEC sp_getapplock @Resource = 'visionq_migrations', @LockMode = 'Exclusive', @LockOwner = 'Transaction';
+             IF OBJECT_ID(N'visionq_migrations', N'U') IS NULL
+                 CREATE TABLE visionq_migrations (version INT NOT NULL PRIMARY KEY,
+                                                  applied_at DATETIME2 NOT NULL DEFAULT SYSUTCDATETIME());",
+        )
+        .await?;
+        for version in crate::migrate::run(&mut Migrations(&mut conn)).await? {
+            tracing::info!(version, "applied SQL Server migration");
+        }
+        run(&mut conn, "COMMIT").await
+    }
+    .await;
+    settle(conn, result).await
+}
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
