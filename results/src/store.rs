@@ -1,4 +1,5 @@
-//! The store trait every database implements, and the choice of one by URL.
+//! The store trait every database implements (the choice of one by URL is `open.rs`;
+//! the migrations' runner, `migrate.rs`).
 //!
 //! One logical schema in every dialect (PostgreSQL, SQLite, SQL Server), applied by
 //! versioned migrations at start:
