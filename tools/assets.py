@@ -72,6 +72,12 @@ VENV_REQUIREMENTS = (
     # A gRPC client that did not come from this code, for the gRPC ingest's test
     # (visionq/tests/grpc.rs) and the README's example (docs/examples/grpc_client.py).
     "grpcio==1.85.3",
+    # Checking real results against docs/result.schema.json (visionq/tests/result_schema.rs).
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "referencing==0.37.0",
+    "rpds-py==2026.9.1",
+    "attrs==26.1.0",
 )
 
 ORT_VERSION = "1.31.1"

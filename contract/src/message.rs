@@ -168,6 +168,11 @@ pub struct FrameResult {
     /// Milliseconds per stage (`decode`, `resize`, `batch_wait`, `inference`, …).
     #[schema(value_type = BTreeMap<String, f64>)]
     pub timings_ms: Timings,
+    /// Frames in the forward pass that ran this frame (its `inference` time is the
+    /// whole pass's); absent where the frame was not run (and in rows stored before
+    /// the results schema's version 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub captured_at: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
@@ -198,14 +203,15 @@ impl FrameResult {
         r
     }
 
-    /// The result of a frame that was run: its detections and the timings of every
-    /// stage it went through.
-    pub fn detected(frame: &FrameMeta, model: ModelInfo, detections: Vec<Detection>, timings_ms: Timings) -> Self {
+    /// The result of a frame that was run in a pass of `batch_size` frames: its
+    /// detections and the timings of every stage it went through.
+    pub fn detected(frame: &FrameMeta, model: ModelInfo, detections: Vec<Detection>, timings_ms: Timings, batch_size: u32) -> Self {
         FrameResult {
             status: ResultStatus::Ok,
             error: None,
             detections,
             timings_ms,
+            batch_size: Some(batch_size),
             ..FrameResult::failed(frame, model, String::new())
         }
     }
@@ -223,6 +229,7 @@ impl FrameResult {
             decision: None,
             review: None,
             timings_ms: frame.timings_ms.clone(),
+            batch_size: None,
             captured_at: frame.captured_at,
             received_at: frame.received_at,
             completed_at: Utc::now(),

@@ -307,6 +307,7 @@ mod tests {
             decision: None,
             review: None,
             timings_ms: Default::default(),
+            batch_size: None,
             captured_at: None,
             received_at: chrono::Utc::now(),
             completed_at: chrono::Utc::now(),

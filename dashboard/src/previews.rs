@@ -353,6 +353,7 @@ mod tests {
             decision: None,
             review: None,
             timings_ms: Default::default(),
+            batch_size: None,
             captured_at: None,
             received_at: m.received_at,
             completed_at: m.received_at,

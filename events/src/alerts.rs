@@ -286,6 +286,7 @@ mod tests {
             decision: None,
             review: None,
             timings_ms: Default::default(),
+            batch_size: None,
             captured_at: None,
             received_at: at,
             completed_at: at,

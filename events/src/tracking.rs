@@ -282,6 +282,7 @@ mod tests {
             decision: None,
             review: None,
             timings_ms: Default::default(),
+            batch_size: None,
             captured_at: Some(at),
             received_at: at,
             completed_at: at,

@@ -166,6 +166,7 @@ pub(crate) mod tests {
             }),
             review: None,
             timings_ms: Default::default(),
+            batch_size: None,
             captured_at: None,
             received_at: at,
             completed_at: at,

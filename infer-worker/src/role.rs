@@ -178,7 +178,6 @@ async fn publish(shared: Arc<Shared>, done: Done) {
         let mut timings = frame.timings_ms.clone();
         timings.insert("batch_wait".into(), waited * 1e3);
         timings.insert("inference".into(), done.inference_seconds * 1e3);
-        timings.insert("batch_size".into(), n as f64);
         for d in &detections {
             m.detections_total.with_label_values(&[&d.class_name]).inc();
             m.detection_score.with_label_values(&[&served.info.name]).observe(d.score as f64);
@@ -189,7 +188,7 @@ async fn publish(shared: Arc<Shared>, done: Done) {
         let span = frame_span(Stage::Infer);
         record_frame(&span, frame, item.delivery.envelope.header(TRACEPARENT_HEADER));
         let found = detections.len();
-        let result = FrameResult::detected(frame, served.info.clone(), detections, timings);
+        let result = FrameResult::detected(frame, served.info.clone(), detections, timings, n as u32);
         let shared = shared.clone();
         let publish = async move {
             let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope).await {

@@ -56,6 +56,7 @@ async fn main() {
             decision: None,
             review: None,
             timings_ms: timings.clone(),
+            batch_size: None,
             captured_at: Some(t),
             received_at: t + Duration::microseconds(i as i64),
             completed_at: t + Duration::microseconds(i as i64 + 30_000),

@@ -92,6 +92,12 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
             reviewed_at timestamptz NOT NULL
         );",
     ),
+    (
+        5,
+        // Frames in the forward pass that ran the frame (a result's `batch_size`;
+        // before, a key of `timings_ms`). NULL for frames not run and older rows.
+        "ALTER TABLE frames ADD COLUMN batch_size integer;",
+    ),
 ];
 
 /// PostgreSQL's side of the migration runner, on the migrating transaction.
@@ -238,6 +244,7 @@ impl PgStore {
                     decision: decisions.remove(&frame_id),
                     review: reviews.remove(&frame_id),
                     timings_ms: serde_json::from_value(r.get("timings_ms")).unwrap_or_default(),
+                    batch_size: r.get::<_, Option<i32>>("batch_size").map(|b| b as u32),
                     captured_at: r.get("captured_at"),
                     received_at: r.get("received_at"),
                     completed_at: r.get("completed_at"),
@@ -247,8 +254,8 @@ impl PgStore {
     }
 }
 
-const FRAME_COLUMNS: &str =
-    "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, \
+                             received_at, completed_at, batch_size";
 
 #[async_trait::async_trait]
 impl ResultStore for PgStore {
@@ -274,13 +281,14 @@ impl ResultStore for PgStore {
         let captured: Vec<Option<DateTime<Utc>>> = results.iter().map(|r| r.captured_at).collect();
         let received: Vec<DateTime<Utc>> = results.iter().map(|r| r.received_at).collect();
         let completed: Vec<DateTime<Utc>> = results.iter().map(|r| r.completed_at).collect();
+        let batch_sizes: Vec<Option<i32>> = results.iter().map(|r| r.batch_size.map(|b| b as i32)).collect();
         let inserted = tx
             .query(
                 "INSERT INTO frames (frame_id, station, status, error, width, height, model_name, model_version,
-                                     timings_ms, detection_count, captured_at, received_at, completed_at)
+                                     timings_ms, detection_count, captured_at, received_at, completed_at, batch_size)
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[],
                                       $7::text[], $8::text[], $9::jsonb[], $10::int4[], $11::timestamptz[],
-                                      $12::timestamptz[], $13::timestamptz[])
+                                      $12::timestamptz[], $13::timestamptz[], $14::int4[])
                  ON CONFLICT (frame_id) DO NOTHING
                  RETURNING frame_id",
                 &[
@@ -297,6 +305,7 @@ impl ResultStore for PgStore {
                     &captured,
                     &received,
                     &completed,
+                    &batch_sizes,
                 ],
             )
             .await

@@ -93,6 +93,12 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
             reviewed_at TEXT NOT NULL
         );",
     ),
+    (
+        5,
+        // Frames in the forward pass that ran the frame (a result's `batch_size`;
+        // before, a key of `timings_ms`). NULL for frames not run and older rows.
+        "ALTER TABLE frames ADD COLUMN batch_size INTEGER;",
+    ),
 ];
 
 pub struct SqliteStore {
@@ -179,8 +185,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(q)
 }
 
-const FRAME_COLUMNS: &str =
-    "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, received_at, completed_at";
+const FRAME_COLUMNS: &str = "frame_id, station, status, error, width, height, model_name, model_version, timings_ms, captured_at, \
+                             received_at, completed_at, batch_size";
 
 fn load(
     conn: &Connection,
@@ -206,6 +212,7 @@ fn load(
             decision: None,
             review: None,
             timings_ms: serde_json::from_str(&r.get::<_, String>(8).map_err(q)?).unwrap_or_default(),
+            batch_size: r.get::<_, Option<u32>>(12).map_err(q)?,
             captured_at: captured.as_deref().map(parse_ts).transpose()?,
             received_at: parse_ts(&r.get::<_, String>(10).map_err(q)?)?,
             completed_at: parse_ts(&r.get::<_, String>(11).map_err(q)?)?,
@@ -302,7 +309,7 @@ impl ResultStore for SqliteStore {
             {
                 let mut frame = tx
                     .prepare_cached(&format!(
-                        "INSERT OR IGNORE INTO frames ({FRAME_COLUMNS}, detection_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        "INSERT OR IGNORE INTO frames ({FRAME_COLUMNS}, detection_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                     ))
                     .map_err(q)?;
                 let mut det = tx
@@ -341,6 +348,7 @@ impl ResultStore for SqliteStore {
                             r.captured_at.as_ref().map(ts),
                             ts(&r.received_at),
                             ts(&r.completed_at),
+                            r.batch_size,
                             r.detections.len() as i64,
                         ])
                         .map_err(q)?;

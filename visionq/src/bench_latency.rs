@@ -131,11 +131,11 @@ async fn tail(client: &reqwest::Client, base: &str, prefix: &str, stations: usiz
                 .into_iter()
                 .flatten()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-                .filter(|(k, v)| k.as_str() != "batch_size" && *v >= 0.05)
+                .filter(|(_, v)| *v >= 0.05)
                 .collect();
             stages.sort_by(|a, b| b.1.total_cmp(&a.1));
             let listed: Vec<String> = stages.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
-            let batch = r["timings_ms"]["batch_size"].as_f64().unwrap_or(f64::NAN);
+            let batch = r["batch_size"].as_f64().unwrap_or(f64::NAN);
             frames.push((server_ms, format!("received->completed {server_ms:.1} ms (batch of {batch}): {}", listed.join(", "))));
         }
     }

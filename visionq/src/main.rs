@@ -88,8 +88,13 @@ enum Command {
     Model(ModelCommand),
     /// Print the effective configuration (secrets redacted) as TOML.
     Config,
-    /// Print the OpenAPI document of the whole HTTP API (docs/openapi.json).
-    Openapi,
+    /// Print the OpenAPI document of the whole HTTP API (docs/openapi.json), or with
+    /// --result-schema the JSON Schema of a result (docs/result.schema.json).
+    Openapi {
+        /// The result's JSON Schema instead of the API's document.
+        #[arg(long)]
+        result_schema: bool,
+    },
     /// Edge agent beside a camera: capture, spool on disk, stream to the station's WebSocket.
     Station(station_agent::StationArgs),
     /// API tokens for stations, operators, reviewers and admins.
@@ -211,8 +216,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::New(args)) => token::new(args),
         Command::Dataset(DatasetCommand::Export(args)) => dataset::run(config, args).await,
-        Command::Openapi => {
-            openapi::print();
+        Command::Openapi { result_schema } => {
+            match result_schema {
+                false => openapi::print(),
+                true => openapi::print_result_schema(),
+            }
             Ok(())
         }
         _ => unreachable!("role commands are handled above"),

@@ -288,7 +288,10 @@ async fn result_stages_do_not_overlap_and_add_up_to_at_most_the_wait() {
                 assert!(v >= 0.0, "{input}: {stage} = {v}");
             }
             assert_eq!(t.contains_key("queue_wait_tensors"), input == "tensors", "{input}: {t:?}");
-            let sum: f64 = t.iter().filter(|(k, _)| k.as_str() != "batch_size").filter_map(|(_, v)| v.as_f64()).sum();
+            assert!(!t.contains_key("batch_size"), "{input}: the batch size is not a time: {t:?}");
+            let batch = result["batch_size"].as_u64().unwrap_or_else(|| panic!("{input}: no batch_size in {result}"));
+            assert!((1..=8).contains(&batch), "{input}: batch_size {batch}");
+            let sum: f64 = t.values().filter_map(Value::as_f64).sum();
             if i > 0 {
                 assert!(sum <= waited_ms + 1.0, "{input}: stages add up to {sum:.1} ms, the station waited {waited_ms:.1} ms: {t:?}");
             }

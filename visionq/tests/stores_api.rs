@@ -33,6 +33,7 @@ fn result(station: &str, t: DateTime<Utc>, class: (u32, &str)) -> FrameResult {
         decision: None,
         review: None,
         timings_ms: Timings::new(),
+        batch_size: None,
         captured_at: None,
         received_at: t,
         completed_at: t,

@@ -52,6 +52,7 @@ pub(super) fn frame_of(r: &Row) -> Result<FrameResult, tiberius::error::Error> {
         decision: None,
         review: None,
         timings_ms: serde_json::from_str(&text(r, "timings_ms")?).unwrap_or_default(),
+        batch_size: r.try_get::<i32, _>("batch_size")?.map(|b| b as u32),
         captured_at: naive_utc(r, "captured_at")?,
         received_at: naive_utc(r, "received_at")?.ok_or_else(|| missing("received_at"))?,
         completed_at: naive_utc(r, "completed_at")?.ok_or_else(|| missing("completed_at"))?,
@@ -183,6 +184,7 @@ pub(super) async fn write(conn: &mut TdsClient, results: &[FrameResult]) -> Resu
             q.bind(r.captured_at);
             q.bind(r.received_at);
             q.bind(r.completed_at);
+            q.bind(r.batch_size.map(|b| b as i32));
         }
         for row in q.query(conn).await?.into_first_result().await? {
             if let Some(id) = row.get::<Uuid, _>(0) {

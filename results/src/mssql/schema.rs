@@ -86,6 +86,12 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
             reviewed_at DATETIME2(7) NOT NULL
         );",
     ),
+    (
+        5,
+        // Frames in the forward pass that ran the frame (a result's `batch_size`;
+        // before, a key of `timings_ms`). NULL for frames not run and older rows.
+        "ALTER TABLE frames ADD batch_size INT NULL;",
+    ),
 ];
 
 /// SQL Server's side of the migration runner, on the migrating transaction.
@@ -182,6 +188,17 @@ mod tests {
                     .collect();
                 names.sort();
                 tables.insert(name, names);
+            }
+            // Columns added later: `ALTER TABLE t ADD [COLUMN] name …`.
+            let mut rest = *sql;
+            while let Some(i) = rest.find("ALTER TABLE ") {
+                rest = &rest[i + 12..];
+                let mut words = rest.split_whitespace().filter(|w| !w.eq_ignore_ascii_case("COLUMN"));
+                let (table, add, column) = (words.next().unwrap(), words.next().unwrap(), words.next().unwrap());
+                assert!(add.eq_ignore_ascii_case("ADD"), "only ADD is parsed: {sql}");
+                let names: &mut Vec<String> = tables.get_mut(table).expect("a table created earlier");
+                names.push(column.to_string());
+                names.sort();
             }
         }
         tables

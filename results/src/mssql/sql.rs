@@ -7,7 +7,7 @@ use crate::store::{DECISION_COLUMNS, REVIEW_COLUMNS};
 /// Parameters per statement (SQL Server's limit is 2100).
 pub const MAX_PARAMS: usize = 2000;
 /// Columns written per frame and per detection.
-pub const FRAME_COLUMNS: [&str; 13] = [
+pub const FRAME_COLUMNS: [&str; 14] = [
     "frame_id",
     "station",
     "status",
@@ -21,6 +21,7 @@ pub const FRAME_COLUMNS: [&str; 13] = [
     "captured_at",
     "received_at",
     "completed_at",
+    "batch_size",
 ];
 pub const DETECTION_COLUMNS: [&str; 13] =
     ["frame_id", "idx", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "x1_px", "y1_px", "x2_px", "y2_px"];
@@ -115,7 +116,7 @@ pub fn merge_stations_sql(rows: usize) -> String {
 }
 
 pub(super) const SELECT_FRAME: &str = "SELECT frame_id, station, status, error, width, height, model_name, model_version, timings_ms, \
-                            captured_at, received_at, completed_at FROM frames f";
+                            captured_at, received_at, completed_at, batch_size FROM frames f";
 
 /// @P1 station, @P2 since, @P3 until, @P4 filter on detections (bit), @P5 class,
 /// @P6 min score, @P7 limit, @P8/@P9 the cursor (received_at, frame_id), @P10 the
@@ -185,11 +186,11 @@ mod tests {
         assert!(rows * FRAME_COLUMNS.len() <= 2100);
         let sql = insert_frames_sql(rows);
         let p = params_in(&sql);
-        assert_eq!(p, (1..=rows * 13).collect::<Vec<_>>());
+        assert_eq!(p, (1..=rows * 14).collect::<Vec<_>>());
         assert!(sql.contains("WITH (UPDLOCK, HOLDLOCK)"), "{sql}");
         assert!(sql.contains("OUTPUT inserted.frame_id"));
         assert_eq!(insert_frames_sql(2).matches('(').count(), insert_frames_sql(2).matches(')').count());
-        assert!(insert_frames_sql(1).contains("(@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11, @P12, @P13)"));
+        assert!(insert_frames_sql(1).contains("(@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10, @P11, @P12, @P13, @P14)"));
     }
 
     #[test]
