@@ -1076,6 +1076,111 @@ mod tests {
         assert_eq!(unset, listed, "OPTIONAL_KEYS must list the keys without a default");
     }
 
+    /// The configuration's keys — in a file, as `VISIONQ_<KEY>` and in `GET /v1/config` —
+    /// are the flat names operators use; grouping the fields into sections must not
+    /// change one of them. (Written from the flat struct before it was grouped.)
+    #[test]
+    fn the_config_keys_are_the_flat_names_they_always_were() {
+        use std::collections::BTreeSet;
+        const KEYS: &[&str] = &[
+            "accept_threshold",
+            "amqp_tls_ca_file",
+            "amqp_url",
+            "amqp_url_file",
+            "batch_shapes",
+            "cache_dir",
+            "channel_order",
+            "conf_threshold",
+            "cuda_device_id",
+            "cudnn_conv_algo_search",
+            "dashboard_low_threshold",
+            "dashboard_max_stations",
+            "dashboard_metrics_urls",
+            "dashboard_preview_interval_ms",
+            "dashboard_preview_max_bytes",
+            "dashboard_stale_after_ms",
+            "dashboard_store_max_bytes",
+            "data_dir",
+            "database_url",
+            "database_url_file",
+            "decode_scale",
+            "durability",
+            "evidence_dir",
+            "evidence_max_bytes",
+            "evidence_max_days",
+            "execution_provider",
+            "exif_orientation",
+            "frame_deadline_ms",
+            "frames_max_length",
+            "http_body_timeout_ms",
+            "http_header_timeout_ms",
+            "http_idle_timeout_ms",
+            "http_max_connections",
+            "infer_input",
+            "infer_spinning",
+            "infer_streams",
+            "infer_threads",
+            "input_fit",
+            "input_size",
+            "iou_threshold",
+            "jpeg_decoder",
+            "line",
+            "listen",
+            "log_format",
+            "max_batch_size",
+            "max_batch_wait_ms",
+            "max_body_bytes",
+            "max_deliveries",
+            "max_detections",
+            "max_dimension",
+            "max_pixels",
+            "max_wait_ms",
+            "model",
+            "model_layout",
+            "model_name",
+            "model_repository",
+            "nvjpeg_letterbox",
+            "nvjpeg_max_batch",
+            "nvjpeg_threads",
+            "ort_dylib_path",
+            "pinned_input",
+            "pinned_output",
+            "preprocess_concurrency",
+            "queue_prefix",
+            "rate_limit_burst",
+            "rate_limit_fps",
+            "resize_filter",
+            "results_batch_size",
+            "results_batch_wait_ms",
+            "results_max_length",
+            "retention_chunk",
+            "retention_days",
+            "retention_interval_s",
+            "retry_after_s",
+            "rule",
+            "rules_file",
+            "shutdown_timeout_ms",
+            "sink",
+            "station",
+            "stations",
+            "stream_window",
+            "tensors_max_length",
+            "tls_cert_file",
+            "tls_key_file",
+            "tokens_file",
+            "track_iou",
+            "track_max_gap_s",
+            "zone",
+        ];
+        let mut keys: BTreeSet<String> = toml::Table::try_from(Config::default()).unwrap().keys().cloned().collect();
+        keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+        let expected: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(keys, expected);
+        let json = serde_json::to_value(Config::default().redacted()).unwrap();
+        let json: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(json, expected, "/v1/config's JSON keys");
+    }
+
     #[test]
     fn unknown_visionq_variables_are_collected_and_others_left_alone() {
         let c = Config::load_from(
