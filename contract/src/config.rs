@@ -140,31 +140,47 @@ pub struct StationSettings {
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Config {
+    // `#[schema(default)]` on a section: no `default` object for it in the OpenAPI
+    // document (each section's schema gives its keys' defaults, and a whole-section
+    // default would carry the machine's `preprocess_concurrency`).
     #[serde(flatten)]
+    #[schema(default)]
     pub broker: BrokerConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub database: DatabaseConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub http: HttpConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub ingest: IngestConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub model: ModelConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub runtime: RuntimeConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub batching: BatchingConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub preprocess: PreprocessConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub decode: DecodeConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub retention: RetentionConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub evidence: EvidenceConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub dashboard: DashboardConfig,
     #[serde(flatten)]
+    #[schema(default)]
     pub events: EventsConfig,
     // The keys every role reads.
     /// Where fetched models, the runtime and photos are cached.
