@@ -1,6 +1,9 @@
 //! Configuration every role reads: defaults in code, overridden by a TOML file
 //! (`--config FILE`), overridden by `VISIONQ_`-prefixed environment variables
 //! (`VISIONQ_MAX_BATCH_SIZE=4` sets `max_batch_size`). Units are in the names.
+//!
+//! The keys are flat; the fields are grouped into sections by the role that reads
+//! them (`config.batching.max_batch_size`), each flattened into [`Config`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,9 +129,94 @@ pub struct StationSettings {
     pub exif_orientation: Option<ExifOrientation>,
 }
 
+/// The whole configuration. Its keys are flat — `max_batch_size = 4` in a file,
+/// `VISIONQ_MAX_BATCH_SIZE=4` in the environment, `"max_batch_size": 4` in `GET /v1/config`
+/// — while the fields are grouped by the part of the pipeline that reads them: each
+/// section is `#[serde(flatten)]`ed, so a section's keys are the configuration's own
+/// (`config.batching.max_batch_size`). The few keys every role reads stay at the top.
+///
+/// Serde's flatten has no `deny_unknown_fields`: unknown keys are found by
+/// [`Config::load_from`] against the defaults' keys and `OPTIONAL_KEYS` instead.
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Config {
+    // `#[schema(default)]` on a section: no `default` object for it in the OpenAPI
+    // document (each section's schema gives its keys' defaults, and a whole-section
+    // default would carry the machine's `preprocess_concurrency`).
+    #[serde(flatten)]
+    #[schema(default)]
+    pub broker: BrokerConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub database: DatabaseConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub http: HttpConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub ingest: IngestConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub model: ModelConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub batching: BatchingConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub preprocess: PreprocessConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub decode: DecodeConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub retention: RetentionConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub evidence: EvidenceConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub dashboard: DashboardConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub events: EventsConfig,
+    // The keys every role reads.
+    /// Where fetched models, the runtime and photos are cached.
+    #[schema(value_type = String)]
+    pub cache_dir: PathBuf,
+    /// Where the embedded store keeps its file and the frames journal (default:
+    /// `<cache_dir>/data`).
+    #[schema(value_type = String)]
+    pub data_dir: PathBuf,
+    /// Stations allowed to post; empty accepts any well-formed station id.
+    #[serde(deserialize_with = "string_or_list")]
+    pub stations: Vec<String>,
+    /// Per-station overrides: `[station.l1-cam1]` with `deadline_ms`, `rate_limit_fps`,
+    /// `rate_limit_burst`, `exif_orientation`.
+    pub station: BTreeMap<String, StationSettings>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Deadline for finishing in-flight work on shutdown.
+    pub shutdown_timeout_ms: u64,
+    /// `VISIONQ_*` environment variables that name no configuration key (a typo, or
+    /// a key that was renamed): ignored, and warned about once logging is up. A file
+    /// key of that kind is refused instead, since a file is checked in with care.
+    #[serde(skip)]
+    pub unknown_env: Vec<String>,
+    /// The config file this was read from (`--config`), read again by a reload of
+    /// the event sinks, rules, lines and zones.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// The broker: RabbitMQ, or in embedded mode the in-process queue and its frames
+/// journal. Read by `visionq`'s composition, which opens the broker and hands these
+/// limits to the `queue` crate (the dashboard only asks whether `amqp_url` is set).
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct BrokerConfig {
     /// `amqp://…` or `amqps://…`; unset means the in-process queue (embedded mode).
     pub amqp_url: Option<String>,
     /// A file holding the AMQP URL (a mounted secret); read when `amqp_url` is unset.
@@ -140,11 +228,40 @@ pub struct Config {
     pub amqp_tls_ca_file: Option<PathBuf>,
     /// Prefix of every broker object (exchanges, queues).
     pub queue_prefix: String,
+    /// Queue length limits (messages); beyond them publishes are refused (backpressure).
+    pub frames_max_length: u32,
+    pub tensors_max_length: u32,
+    pub results_max_length: u32,
+    /// Deliveries of one message before it is dead-lettered as poison.
+    pub max_deliveries: u32,
+    /// Embedded mode: `durable` (default), `process` or `memory` (see [`Durability`]).
+    pub durability: Durability,
+}
+
+/// The results store (PostgreSQL, SQLite, SQL Server) and how results are written to it.
+/// Read by the results role (`results` crate) and the `visionq` commands that open the store.
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DatabaseConfig {
     /// `postgres://…`, `sqlite://PATH`; unset means `sqlite://<data_dir>/visionq.db`.
     pub database_url: Option<String>,
     /// A file holding the database URL (a mounted secret); read when `database_url` is unset.
     #[schema(value_type = Option<String>)]
     pub database_url_file: Option<PathBuf>,
+    pub results_batch_size: usize,
+    /// How long the results consumer waits for more results before writing a batch;
+    /// 0 writes what is there at once (batches still grow under load, since results
+    /// arriving during a write are taken together), so a waiting station is answered
+    /// without a timer's delay.
+    pub results_batch_wait_ms: u64,
+}
+
+/// Every role's HTTP listener: address, TLS, tokens and the slow-client limits. Read by
+/// `visionq`'s composition where it binds and serves (and by ingest for the idle timeout
+/// of its WebSockets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct HttpConfig {
     /// HTTP listen address of ingest/results.
     pub listen: String,
     /// PEM certificate chain and private key: when both are set the HTTP side speaks
@@ -158,65 +275,27 @@ pub struct Config {
     /// makes entries.
     #[schema(value_type = Option<String>)]
     pub tokens_file: Option<PathBuf>,
-    /// TOML file of decision rules (thresholds, `[rules.<name>]` label maps and
-    /// catalogues, `[station.<id>] rules = …`); unset: no decisions are made.
-    #[schema(value_type = Option<String>)]
-    pub rules_file: Option<PathBuf>,
-    /// Where fetched models, the runtime and photos are cached.
-    #[schema(value_type = String)]
-    pub cache_dir: PathBuf,
-    /// Where the embedded store keeps its file and the frames journal (default:
-    /// `<cache_dir>/data`).
-    #[schema(value_type = String)]
-    pub data_dir: PathBuf,
-    /// ONNX model file; unset means the default model in the cache. Ignored when
-    /// `model_repository` is set.
-    #[schema(value_type = Option<String>)]
-    pub model: Option<PathBuf>,
-    /// A model repository (`<dir>/<name>/<version>/model.onnx` with its `model.toml`,
-    /// the active version per name in `<dir>/active.toml`): when set, the infer role
-    /// serves the active version of `model_name` instead of `model`, and versions are
-    /// activated and rolled back without a restart (`visionq model activate`,
-    /// `POST /v1/models/{name}/activate`). A relative path resolves like `cache_dir`.
-    /// An infer process with a repository serves those admin routes, so it checks
-    /// tokens (`tokens_file`) as ingest and results do, unless it listens on loopback.
-    #[schema(value_type = Option<String>)]
-    pub model_repository: Option<PathBuf>,
-    /// The model in `model_repository` this process serves; unset: the repository's
-    /// only model.
-    pub model_name: Option<String>,
-    /// `libonnxruntime.so`; unset means `ORT_DYLIB_PATH`, then the cache.
-    #[schema(value_type = Option<String>)]
-    pub ort_dylib_path: Option<PathBuf>,
-    /// `cpu` or `cuda`.
-    pub execution_provider: ExecutionProvider,
-    pub cuda_device_id: i32,
-    /// On CUDA: the batch input buffers in pinned (page-locked) host memory, so the
-    /// copy to the device is a DMA transfer.
-    pub pinned_input: bool,
-    /// On CUDA: the output buffers pinned too. Off by default: ONNX Runtime 1.31
-    /// refuses to copy a CUDA output into a bound pinned buffer (CopyTensorAsync).
-    pub pinned_output: bool,
-    /// ONNX Runtime intra-op threads; 0: the cores this process may use (its CPU
-    /// affinity and its container's CPU quota), not every core of the machine.
-    pub infer_threads: usize,
-    /// Whether ONNX Runtime's idle intra-op threads spin waiting for work (its
-    /// default) instead of sleeping: spinning saves a wake-up per pass but burns
-    /// cores that decoding could use on a small machine.
-    pub infer_spinning: bool,
-    /// Which input shapes the device sees (see [`BatchShapes`]); `auto`: `buckets` on
-    /// CUDA, `exact` on the CPU.
-    pub batch_shapes: BatchShapes,
-    /// Inference streams: sessions of the model run by as many threads, so passes
-    /// overlap on the device (each stream holds its own sessions and buffers).
-    pub infer_streams: usize,
-    /// On CUDA: how cuDNN picks each convolution's algorithm, `exhaustive` (benchmark
-    /// them all, once per input shape), `heuristic` or `default`.
-    pub cudnn_conv_algo_search: String,
+    /// Every role's HTTP listener (docs/OPERATIONS.md, "Slow clients and connection
+    /// limits"): a request's headers must arrive within this of its first byte (of
+    /// the accept, for a connection's first request), else the connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// A request's body must arrive within this of its headers; else `408
+    /// body_timeout` and the connection is closed.
+    pub http_body_timeout_ms: u64,
+    /// A kept-alive connection with no request for this long is closed, and so is
+    /// one whose client stopped reading a response for this long.
+    pub http_idle_timeout_ms: u64,
+    /// Connections one process holds open at most; beyond it a connection gets `503
+    /// too_many_connections` with `Retry-After` (HTTPS: is closed) at accept.
+    pub http_max_connections: usize,
+}
 
-    /// Stations allowed to post; empty accepts any well-formed station id.
-    #[serde(deserialize_with = "string_or_list")]
-    pub stations: Vec<String>,
+/// What the ingest role accepts and how fast: body and image limits, waits, deadlines
+/// and rate limits (per-station overrides are `Config::station`). Read by the `ingest`
+/// crate; `max_pixels` also bounds the decoders (preprocess, dashboard previews).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_pixels: u64,
     pub max_dimension: u32,
@@ -238,27 +317,87 @@ pub struct Config {
     pub rate_limit_fps: f64,
     /// Frames a station may post at once above its rate (0: one second's worth).
     pub rate_limit_burst: u32,
-    /// `apply` (default) turns a JPEG by its EXIF Orientation tag before detection, so
-    /// boxes are in the image as a viewer shows it; `ignore` takes the pixels as stored.
-    pub exif_orientation: ExifOrientation,
-    /// Per-station overrides: `[station.l1-cam1]` with `deadline_ms`, `rate_limit_fps`,
-    /// `rate_limit_burst`, `exif_orientation`.
-    pub station: BTreeMap<String, StationSettings>,
+}
 
-    /// Every role's HTTP listener (docs/OPERATIONS.md, "Slow clients and connection
-    /// limits"): a request's headers must arrive within this of its first byte (of
-    /// the accept, for a connection's first request), else the connection is closed.
-    pub http_header_timeout_ms: u64,
-    /// A request's body must arrive within this of its headers; else `408
-    /// body_timeout` and the connection is closed.
-    pub http_body_timeout_ms: u64,
-    /// A kept-alive connection with no request for this long is closed, and so is
-    /// one whose client stopped reading a response for this long.
-    pub http_idle_timeout_ms: u64,
-    /// Connections one process holds open at most; beyond it a connection gets `503
-    /// too_many_connections` with `Retry-After` (HTTPS: is closed) at accept.
-    pub http_max_connections: usize,
+/// Which model is served and how its output is read into detections. Read by the
+/// infer-worker (`infer-worker` crate, with `models` for the repository).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct ModelConfig {
+    /// ONNX model file; unset means the default model in the cache. Ignored when
+    /// `model_repository` is set.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "model")]
+    pub file: Option<PathBuf>,
+    /// A model repository (`<dir>/<name>/<version>/model.onnx` with its `model.toml`,
+    /// the active version per name in `<dir>/active.toml`): when set, the infer role
+    /// serves the active version of `model_name` instead of `model`, and versions are
+    /// activated and rolled back without a restart (`visionq model activate`,
+    /// `POST /v1/models/{name}/activate`). A relative path resolves like `cache_dir`.
+    /// An infer process with a repository serves those admin routes, so it checks
+    /// tokens (`tokens_file`) as ingest and results do, unless it listens on loopback.
+    #[schema(value_type = Option<String>)]
+    pub model_repository: Option<PathBuf>,
+    /// The model in `model_repository` this process serves; unset: the repository's
+    /// only model.
+    pub model_name: Option<String>,
+    /// Overrides the output layout read from the model: `yolov5`, `yolov8`, `yolov10`.
+    pub model_layout: Option<String>,
+    pub conf_threshold: f32,
+    pub iou_threshold: f32,
+    pub max_detections: usize,
+}
 
+/// ONNX Runtime and the device it runs on. Read by the infer-worker; `execution_provider`
+/// and `cuda_device_id` also by preprocess (nvJPEG on the same GPU).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    /// `libonnxruntime.so`; unset means `ORT_DYLIB_PATH`, then the cache.
+    #[schema(value_type = Option<String>)]
+    pub ort_dylib_path: Option<PathBuf>,
+    /// `cpu` or `cuda`.
+    pub execution_provider: ExecutionProvider,
+    pub cuda_device_id: i32,
+    /// On CUDA: the batch input buffers in pinned (page-locked) host memory, so the
+    /// copy to the device is a DMA transfer.
+    pub pinned_input: bool,
+    /// On CUDA: the output buffers pinned too. Off by default: ONNX Runtime 1.31
+    /// refuses to copy a CUDA output into a bound pinned buffer (CopyTensorAsync).
+    pub pinned_output: bool,
+    /// ONNX Runtime intra-op threads; 0: the cores this process may use (its CPU
+    /// affinity and its container's CPU quota), not every core of the machine.
+    pub infer_threads: usize,
+    /// Whether ONNX Runtime's idle intra-op threads spin waiting for work (its
+    /// default) instead of sleeping: spinning saves a wake-up per pass but burns
+    /// cores that decoding could use on a small machine.
+    pub infer_spinning: bool,
+    /// Inference streams: sessions of the model run by as many threads, so passes
+    /// overlap on the device (each stream holds its own sessions and buffers).
+    pub infer_streams: usize,
+    /// On CUDA: how cuDNN picks each convolution's algorithm, `exhaustive` (benchmark
+    /// them all, once per input shape), `heuristic` or `default`.
+    pub cudnn_conv_algo_search: String,
+}
+
+/// How the infer-worker gathers frames into forward passes. Read by the infer-worker's
+/// batcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct BatchingConfig {
+    pub infer_input: InferInput,
+    pub max_batch_size: usize,
+    pub max_batch_wait_ms: u64,
+    /// Which input shapes the device sees (see [`BatchShapes`]); `auto`: `buckets` on
+    /// CUDA, `exact` on the CPU.
+    pub batch_shapes: BatchShapes,
+}
+
+/// How a frame becomes the model's input tensor. Read by preprocess workers, and by the
+/// infer-worker's inline preprocessing (`infer_input = "frames"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct PreprocessConfig {
     /// Side of the square model input, used by preprocess workers. A process that
     /// loads the model takes the model's own when this is left unset, and refuses to
     /// start when it is set to another; infer-workers refuse tensors of another size.
@@ -266,15 +405,6 @@ pub struct Config {
     /// Whether `input_size` was set (file or environment) rather than defaulted.
     #[serde(skip)]
     pub input_size_set: bool,
-    /// `VISIONQ_*` environment variables that name no configuration key (a typo, or
-    /// a key that was renamed): ignored, and warned about once logging is up. A file
-    /// key of that kind is refused instead, since a file is checked in with care.
-    #[serde(skip)]
-    pub unknown_env: Vec<String>,
-    /// The config file this was read from (`--config`), read again by a reload of
-    /// the event sinks, rules, lines and zones.
-    #[serde(skip)]
-    pub config_file: Option<PathBuf>,
     /// How the model was trained to see its input (README, "What the model sees"):
     /// `linear` (OpenCV INTER_LINEAR) or `antialias` (Pillow's bilinear).
     pub resize_filter: String,
@@ -282,6 +412,19 @@ pub struct Config {
     pub input_fit: String,
     /// `rgb` or `bgr`.
     pub channel_order: String,
+    /// `apply` (default) turns a JPEG by its EXIF Orientation tag before detection, so
+    /// boxes are in the image as a viewer shows it; `ignore` takes the pixels as stored.
+    pub exif_orientation: ExifOrientation,
+    /// Frames decoded at once (default: one per CPU of the machine).
+    #[schema(default)] // the default depends on the machine: none in the OpenAPI document
+    pub preprocess_concurrency: usize,
+}
+
+/// Where and how JPEGs are decoded (libjpeg-turbo or nvJPEG on the GPU). Read by the
+/// `preprocess` crate's decoders.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DecodeConfig {
     /// JPEG decode at 1/2, 1/4, 1/8 size when that still covers the model input:
     /// `off` or `auto`.
     pub decode_scale: String,
@@ -302,30 +445,25 @@ pub struct Config {
     /// model input comes back to the host; `false` copies the whole decoded image
     /// back and letterboxes on the CPU.
     pub nvjpeg_letterbox: bool,
-    /// Frames decoded at once (default: one per CPU of the machine).
-    #[schema(default)] // the default depends on the machine: none in the OpenAPI document
-    pub preprocess_concurrency: usize,
-    pub infer_input: InferInput,
-    pub max_batch_size: usize,
-    pub max_batch_wait_ms: u64,
-    pub conf_threshold: f32,
-    pub iou_threshold: f32,
-    pub max_detections: usize,
-    /// Overrides the output layout read from the model: `yolov5`, `yolov8`, `yolov10`.
-    pub model_layout: Option<String>,
+}
 
-    pub results_batch_size: usize,
-    /// How long the results consumer waits for more results before writing a batch;
-    /// 0 writes what is there at once (batches still grow under load, since results
-    /// arriving during a write are taken together), so a waiting station is answered
-    /// without a timer's delay.
-    pub results_batch_wait_ms: u64,
+/// How long stored results are kept. Read by the results role's retention task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct RetentionConfig {
     /// Results older than this many days (by `received_at`) are deleted; 0 keeps all.
     pub retention_days: u32,
     /// Frames deleted per transaction by retention.
     pub retention_chunk: usize,
     /// How often the results role runs retention.
     pub retention_interval_s: u64,
+}
+
+/// Frames kept for review and retraining, and their bounds. Read by the results role
+/// (`evidence` crate) and `visionq dataset export`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct EvidenceConfig {
     /// Where frames kept for review and retraining go: each frame's original image
     /// and a JSON sidecar with its result and decision (read by `visionq dataset
     /// export`). Unset: `<data_dir>/evidence`.
@@ -336,16 +474,13 @@ pub struct Config {
     pub evidence_max_bytes: u64,
     /// Days a kept frame stays at most (by its `received_at`); 0: no age bound.
     pub evidence_max_days: u32,
+}
 
-    /// Queue length limits (messages); beyond them publishes are refused (backpressure).
-    pub frames_max_length: u32,
-    pub tensors_max_length: u32,
-    pub results_max_length: u32,
-    /// Deliveries of one message before it is dead-lettered as poison.
-    pub max_deliveries: u32,
-    /// Embedded mode: `durable` (default), `process` or `memory` (see [`Durability`]).
-    pub durability: Durability,
-
+/// The dashboard: box colours, previews, the stations it follows. Read by the
+/// `dashboard` crate (in the results role; previews are sent by ingest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DashboardConfig {
     /// Score at or above which the dashboard shows a box as accepted (green).
     pub accept_threshold: f32,
     /// Below this score the dashboard shows a box dim (amber); between it and
@@ -368,11 +503,18 @@ pub struct Config {
     /// role's own (distributed mode: ingest, preprocess, infer-worker).
     #[serde(deserialize_with = "string_or_list")]
     pub dashboard_metrics_urls: Vec<String>,
-    /// Deadline for finishing in-flight work on shutdown.
-    pub shutdown_timeout_ms: u64,
-    /// `text` or `json`.
-    pub log_format: LogFormat,
+}
 
+/// Decisions, event sinks, alert rules and tracking (lines, zones). Read by the results
+/// role: `rules_file` by its decisions (`decide`), the rest by the `events` crate
+/// (reloaded from `config_file`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// TOML file of decision rules (thresholds, `[rules.<name>]` label maps and
+    /// catalogues, `[station.<id>] rules = …`); unset: no decisions are made.
+    #[schema(value_type = Option<String>)]
+    pub rules_file: Option<PathBuf>,
     /// Where results go as events (`[[sink]]` tables: webhooks and MQTT brokers,
     /// each with its filter and retry bounds; see [`crate::sink::SinkConfig`] and
     /// docs/EVENTS.md). Events wait in the outbox (`<data_dir>/outbox.db`) until
@@ -400,37 +542,46 @@ pub struct Config {
     pub track_max_gap_s: f64,
 }
 
-impl Default for Config {
+impl Default for BrokerConfig {
     fn default() -> Self {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Config {
+        BrokerConfig {
             amqp_url: None,
             amqp_url_file: None,
             amqp_tls_ca_file: None,
-            database_url: None,
-            database_url_file: None,
+            queue_prefix: "visionq".into(),
+            frames_max_length: 10_000,
+            tensors_max_length: 2_000,
+            results_max_length: 100_000,
+            max_deliveries: 5,
+            durability: Durability::Durable,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { database_url: None, database_url_file: None, results_batch_size: 64, results_batch_wait_ms: 0 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
             tls_cert_file: None,
             tls_key_file: None,
             tokens_file: None,
-            rules_file: None,
-            queue_prefix: "visionq".into(),
-            listen: "127.0.0.1:8080".into(),
-            cache_dir: PathBuf::from(".cache/visionq"),
-            data_dir: PathBuf::from(".cache/visionq/data"),
-            model: None,
-            model_repository: None,
-            model_name: None,
-            ort_dylib_path: None,
-            execution_provider: ExecutionProvider::Cpu,
-            cuda_device_id: 0,
-            pinned_input: true,
-            pinned_output: false,
-            infer_threads: 0,
-            infer_spinning: true,
-            batch_shapes: BatchShapes::Auto,
-            infer_streams: 1,
-            cudnn_conv_algo_search: "exhaustive".into(),
-            stations: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_idle_timeout_ms: 60_000,
+            http_max_connections: 1_024,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
             max_body_bytes: 8 * 1024 * 1024,
             max_pixels: 40_000_000,
             max_dimension: 16_384,
@@ -440,45 +591,88 @@ impl Default for Config {
             retry_after_s: 2,
             rate_limit_fps: 0.0,
             rate_limit_burst: 0,
-            exif_orientation: ExifOrientation::Apply,
-            station: BTreeMap::new(),
-            http_header_timeout_ms: 10_000,
-            http_body_timeout_ms: 30_000,
-            http_idle_timeout_ms: 60_000,
-            http_max_connections: 1_024,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            file: None,
+            model_repository: None,
+            model_name: None,
+            model_layout: None,
+            conf_threshold: 0.25,
+            iou_threshold: 0.45,
+            max_detections: 300,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            ort_dylib_path: None,
+            execution_provider: ExecutionProvider::Cpu,
+            cuda_device_id: 0,
+            pinned_input: true,
+            pinned_output: false,
+            infer_threads: 0,
+            infer_spinning: true,
+            infer_streams: 1,
+            cudnn_conv_algo_search: "exhaustive".into(),
+        }
+    }
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig { infer_input: InferInput::Tensors, max_batch_size: 8, max_batch_wait_ms: 5, batch_shapes: BatchShapes::Auto }
+    }
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        PreprocessConfig {
             input_size: 416,
             input_size_set: false,
-            unknown_env: Vec::new(),
-            config_file: None,
             resize_filter: "linear".into(),
             input_fit: "letterbox".into(),
             channel_order: "rgb".into(),
+            exif_orientation: ExifOrientation::Apply,
+            preprocess_concurrency: cpus,
+        }
+    }
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
             decode_scale: "off".into(),
             jpeg_decoder: "auto".into(),
             nvjpeg_threads: 4,
             nvjpeg_max_batch: 4,
             nvjpeg_letterbox: true,
-            preprocess_concurrency: cpus,
-            infer_input: InferInput::Tensors,
-            max_batch_size: 8,
-            max_batch_wait_ms: 5,
-            conf_threshold: 0.25,
-            iou_threshold: 0.45,
-            max_detections: 300,
-            model_layout: None,
-            results_batch_size: 64,
-            results_batch_wait_ms: 0,
-            retention_days: 0,
-            retention_chunk: 5_000,
-            retention_interval_s: 3_600,
-            evidence_dir: None,
-            evidence_max_bytes: 2 * 1024 * 1024 * 1024,
-            evidence_max_days: 30,
-            frames_max_length: 10_000,
-            tensors_max_length: 2_000,
-            results_max_length: 100_000,
-            max_deliveries: 5,
-            durability: Durability::Durable,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { retention_days: 0, retention_chunk: 5_000, retention_interval_s: 3_600 }
+    }
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig { evidence_dir: None, evidence_max_bytes: 2 * 1024 * 1024 * 1024, evidence_max_days: 30 }
+    }
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
             accept_threshold: 0.85,
             dashboard_low_threshold: 0.65,
             dashboard_preview_interval_ms: 500,
@@ -487,8 +681,14 @@ impl Default for Config {
             dashboard_store_max_bytes: 64 * 1024 * 1024,
             dashboard_stale_after_ms: 10_000,
             dashboard_metrics_urls: Vec::new(),
-            shutdown_timeout_ms: 20_000,
-            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            rules_file: None,
             sink: Vec::new(),
             rule: Vec::new(),
             line: Vec::new(),
@@ -499,12 +699,76 @@ impl Default for Config {
     }
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker: BrokerConfig::default(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            ingest: IngestConfig::default(),
+            model: ModelConfig::default(),
+            runtime: RuntimeConfig::default(),
+            batching: BatchingConfig::default(),
+            preprocess: PreprocessConfig::default(),
+            decode: DecodeConfig::default(),
+            retention: RetentionConfig::default(),
+            evidence: EvidenceConfig::default(),
+            dashboard: DashboardConfig::default(),
+            events: EventsConfig::default(),
+            cache_dir: PathBuf::from(".cache/visionq"),
+            data_dir: PathBuf::from(".cache/visionq/data"),
+            stations: Vec::new(),
+            station: BTreeMap::new(),
+            log_format: LogFormat::Text,
+            shutdown_timeout_ms: 20_000,
+            unknown_env: Vec::new(),
+            config_file: None,
+        }
+    }
+}
+
 /// Debug output is the redacted configuration (see [`Config::redacted`]): a
 /// `{config:?}` in a log line or a panic message never shows a password.
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown = serde_json::to_string(&self.redacted()).map_err(|_| std::fmt::Error)?;
         write!(f, "Config {shown}")
+    }
+}
+
+/// Debug output of the sections holding a secret URL is redacted too (`{config.broker:?}`).
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(&self.redacted()).map_err(|_| std::fmt::Error)?;
+        write!(f, "BrokerConfig {shown}")
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(&self.redacted()).map_err(|_| std::fmt::Error)?;
+        write!(f, "DatabaseConfig {shown}")
+    }
+}
+
+impl BrokerConfig {
+    /// This section with the password in `amqp_url` hidden.
+    pub fn redacted(&self) -> BrokerConfig {
+        BrokerConfig { amqp_url: self.amqp_url.as_deref().map(redact_url), ..self.clone() }
+    }
+}
+
+impl DatabaseConfig {
+    /// This section with the password in `database_url` hidden.
+    pub fn redacted(&self) -> DatabaseConfig {
+        DatabaseConfig { database_url: self.database_url.as_deref().map(redact_url), ..self.clone() }
+    }
+}
+
+impl EventsConfig {
+    /// This section with the sinks' secrets hidden.
+    pub fn redacted(&self) -> EventsConfig {
+        EventsConfig { sink: self.sink.iter().map(|s| s.redacted()).collect(), ..self.clone() }
     }
 }
 
@@ -562,9 +826,9 @@ impl Config {
                 None => ConfigError::Invalid(message),
             }
         })?;
-        config.amqp_url = secret(config.amqp_url.take(), config.amqp_url_file.as_deref())?;
-        config.database_url = secret(config.database_url.take(), config.database_url_file.as_deref())?;
-        config.input_size_set = input_size_set;
+        config.broker.amqp_url = secret(config.broker.amqp_url.take(), config.broker.amqp_url_file.as_deref())?;
+        config.database.database_url = secret(config.database.database_url.take(), config.database.database_url_file.as_deref())?;
+        config.preprocess.input_size_set = input_size_set;
         unknown_env.sort();
         config.unknown_env = unknown_env;
         config.config_file = file.map(Path::to_path_buf);
@@ -581,7 +845,9 @@ impl Config {
         if !data_dir_set {
             config.data_dir = config.cache_dir.join("data");
         }
-        for (key, dir) in [("evidence_dir", &mut config.evidence_dir), ("model_repository", &mut config.model_repository)] {
+        for (key, dir) in
+            [("evidence_dir", &mut config.evidence.evidence_dir), ("model_repository", &mut config.model.model_repository)]
+        {
             let Some(d) = dir.take() else { continue };
             let base = match (dirs_from_file.iter().any(|k| k == key), file_dir) {
                 (true, Some(f)) => f.to_path_buf(),
@@ -600,67 +866,67 @@ impl Config {
     /// (A model with a non-square input is left alone: only inline preprocessing,
     /// which letterboxes to the model's own shape, can feed it.)
     pub fn adopt_model_input(&mut self, model: &Path, width: u32, height: u32) -> Result<(), ConfigError> {
-        if width != height || width == self.input_size {
+        if width != height || width == self.preprocess.input_size {
             return Ok(());
         }
-        if self.input_size_set {
+        if self.preprocess.input_size_set {
             return Err(ConfigError::Invalid(format!(
                 "input_size is {} but the model {} takes {width}x{height}: set input_size to {width}, or leave it unset to take the model's",
-                self.input_size,
+                self.preprocess.input_size,
                 model.display()
             )));
         }
-        self.input_size = width;
+        self.preprocess.input_size = width;
         Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if self.max_batch_size == 0 || self.max_batch_size > 256 {
+        if self.batching.max_batch_size == 0 || self.batching.max_batch_size > 256 {
             return bad("max_batch_size must be 1..=256");
         }
-        if !(0.0..=1.0).contains(&self.conf_threshold) || !(0.0..=1.0).contains(&self.iou_threshold) {
+        if !(0.0..=1.0).contains(&self.model.conf_threshold) || !(0.0..=1.0).contains(&self.model.iou_threshold) {
             return bad("conf_threshold and iou_threshold must be within 0..1");
         }
-        if !(0.0..=1.0).contains(&self.accept_threshold)
-            || !(0.0..=1.0).contains(&self.dashboard_low_threshold)
-            || self.dashboard_low_threshold > self.accept_threshold
+        if !(0.0..=1.0).contains(&self.dashboard.accept_threshold)
+            || !(0.0..=1.0).contains(&self.dashboard.dashboard_low_threshold)
+            || self.dashboard.dashboard_low_threshold > self.dashboard.accept_threshold
         {
             return bad("dashboard_low_threshold and accept_threshold must be within 0..1, low <= accept");
         }
-        if self.http_header_timeout_ms == 0 || self.http_body_timeout_ms == 0 || self.http_idle_timeout_ms == 0 {
+        if self.http.http_header_timeout_ms == 0 || self.http.http_body_timeout_ms == 0 || self.http.http_idle_timeout_ms == 0 {
             return bad("http_header_timeout_ms, http_body_timeout_ms and http_idle_timeout_ms must be at least 1");
         }
-        if self.http_max_connections == 0 {
+        if self.http.http_max_connections == 0 {
             return bad("http_max_connections must be at least 1");
         }
-        if self.stream_window == 0 || self.stream_window > 1024 {
+        if self.ingest.stream_window == 0 || self.ingest.stream_window > 1024 {
             return bad("stream_window must be 1..=1024");
         }
-        if self.dashboard_max_stations == 0 {
+        if self.dashboard.dashboard_max_stations == 0 {
             return bad("dashboard_max_stations must be at least 1");
         }
-        if !matches!(self.cudnn_conv_algo_search.as_str(), "exhaustive" | "heuristic" | "default") {
+        if !matches!(self.runtime.cudnn_conv_algo_search.as_str(), "exhaustive" | "heuristic" | "default") {
             return bad("cudnn_conv_algo_search must be `exhaustive`, `heuristic` or `default`");
         }
-        if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
+        if self.preprocess.input_size < 32 || !self.preprocess.input_size.is_multiple_of(32) {
             return bad("input_size must be a positive multiple of 32");
         }
         for (key, value, allowed) in [
-            ("resize_filter", &self.resize_filter, &["linear", "antialias"][..]),
-            ("input_fit", &self.input_fit, &["letterbox", "stretch"]),
-            ("channel_order", &self.channel_order, &["rgb", "bgr"]),
-            ("decode_scale", &self.decode_scale, &["off", "auto"]),
-            ("jpeg_decoder", &self.jpeg_decoder, &["cpu", "nvjpeg", "auto"]),
+            ("resize_filter", &self.preprocess.resize_filter, &["linear", "antialias"][..]),
+            ("input_fit", &self.preprocess.input_fit, &["letterbox", "stretch"]),
+            ("channel_order", &self.preprocess.channel_order, &["rgb", "bgr"]),
+            ("decode_scale", &self.decode.decode_scale, &["off", "auto"]),
+            ("jpeg_decoder", &self.decode.jpeg_decoder, &["cpu", "nvjpeg", "auto"]),
         ] {
             if !allowed.contains(&value.as_str()) {
                 return Err(ConfigError::Invalid(format!("{key} must be one of {allowed:?}, not `{value}`")));
             }
         }
-        if !(1..=64).contains(&self.nvjpeg_threads) || !(1..=64).contains(&self.nvjpeg_max_batch) {
+        if !(1..=64).contains(&self.decode.nvjpeg_threads) || !(1..=64).contains(&self.decode.nvjpeg_max_batch) {
             return bad("nvjpeg_threads and nvjpeg_max_batch must be between 1 and 64");
         }
-        if self.results_batch_size == 0 || self.preprocess_concurrency == 0 {
+        if self.database.results_batch_size == 0 || self.preprocess.preprocess_concurrency == 0 {
             return bad("results_batch_size and preprocess_concurrency must be at least 1");
         }
         for s in self.stations.iter().chain(self.station.keys()) {
@@ -668,38 +934,34 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("station id `{s}` is not valid")));
             }
         }
-        let rates = std::iter::once(self.rate_limit_fps).chain(self.station.values().filter_map(|s| s.rate_limit_fps));
+        let rates = std::iter::once(self.ingest.rate_limit_fps).chain(self.station.values().filter_map(|s| s.rate_limit_fps));
         for r in rates {
             if !r.is_finite() || r < 0.0 {
                 return Err(ConfigError::Invalid(format!("rate_limit_fps must be a number >= 0, not {r}")));
             }
         }
-        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
             return bad("tls_cert_file and tls_key_file go together: set both for HTTPS, or neither");
         }
-        let sinks = self.sink.iter().map(|s| (s.name.as_str(), s.problem()));
-        let rules = self.rule.iter().map(|r| (r.name.as_str(), r.problem()));
+        let sinks = self.events.sink.iter().map(|s| (s.name.as_str(), s.problem()));
+        let rules = self.events.rule.iter().map(|r| (r.name.as_str(), r.problem()));
         named_tables("sinks", sinks)?;
         named_tables("rules", rules)?;
-        if !(self.track_iou > 0.0 && self.track_iou <= 1.0) {
+        if !(self.events.track_iou > 0.0 && self.events.track_iou <= 1.0) {
             return bad("track_iou must be above 0 and at most 1");
         }
-        if !(self.track_max_gap_s.is_finite() && self.track_max_gap_s > 0.0 && self.track_max_gap_s <= 3600.0) {
+        if !(self.events.track_max_gap_s.is_finite() && self.events.track_max_gap_s > 0.0 && self.events.track_max_gap_s <= 3600.0) {
             return bad("track_max_gap_s must be above 0 and at most 3600");
         }
-        let lines = self.line.iter().map(|l| (l.name.as_str(), l.problem()));
-        let zones = self.zone.iter().map(|z| (z.name.as_str(), z.problem()));
+        let lines = self.events.line.iter().map(|l| (l.name.as_str(), l.problem()));
+        let zones = self.events.zone.iter().map(|z| (z.name.as_str(), z.problem()));
         named_tables("lines or zones", lines.chain(zones))
     }
 
     /// This configuration with the passwords in its URLs hidden (for `Debug`, `visionq config`
     /// and `GET /v1/config`).
     pub fn redacted(&self) -> Config {
-        let mut c = self.clone();
-        c.amqp_url = c.amqp_url.map(|u| redact_url(&u));
-        c.database_url = c.database_url.map(|u| redact_url(&u));
-        c.sink = c.sink.iter().map(|s| s.redacted()).collect();
-        c
+        Config { broker: self.broker.redacted(), database: self.database.redacted(), events: self.events.redacted(), ..self.clone() }
     }
 
     /// The outbox events wait in until their sink took them.
@@ -716,40 +978,40 @@ impl Config {
 
     /// Where kept frames go (`evidence_dir`, else `<data_dir>/evidence`).
     pub fn evidence_dir(&self) -> PathBuf {
-        self.evidence_dir.clone().unwrap_or_else(|| self.data_dir.join("evidence"))
+        self.evidence.evidence_dir.clone().unwrap_or_else(|| self.data_dir.join("evidence"))
     }
 
     /// The default deadline (ms, 0: none) of a frame of `station`.
     pub fn deadline_ms(&self, station: &str) -> u64 {
-        self.station.get(station).and_then(|s| s.deadline_ms).unwrap_or(self.frame_deadline_ms)
+        self.station.get(station).and_then(|s| s.deadline_ms).unwrap_or(self.ingest.frame_deadline_ms)
     }
 
     /// Whether `station`'s frames are turned by their EXIF orientation.
     pub fn exif_orientation(&self, station: &str) -> ExifOrientation {
-        self.station.get(station).and_then(|s| s.exif_orientation).unwrap_or(self.exif_orientation)
+        self.station.get(station).and_then(|s| s.exif_orientation).unwrap_or(self.preprocess.exif_orientation)
     }
 
     /// `station`'s rate limit as (frames/s, burst); None when it has none.
     pub fn rate_limit(&self, station: &str) -> Option<(f64, u32)> {
         let own = self.station.get(station);
-        let fps = own.and_then(|s| s.rate_limit_fps).unwrap_or(self.rate_limit_fps);
+        let fps = own.and_then(|s| s.rate_limit_fps).unwrap_or(self.ingest.rate_limit_fps);
         if fps <= 0.0 {
             return None;
         }
-        let burst = own.and_then(|s| s.rate_limit_burst).unwrap_or(self.rate_limit_burst);
+        let burst = own.and_then(|s| s.rate_limit_burst).unwrap_or(self.ingest.rate_limit_burst);
         Some((fps, if burst == 0 { fps.ceil().max(1.0) as u32 } else { burst }))
     }
 
     /// The database URL, with the embedded default filled in.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("visionq.db").display()))
+        self.database.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("visionq.db").display()))
     }
 
     /// The batch sizes passes run at, ascending; empty means any size (`exact`).
     pub fn batch_buckets(&self, max_batch: usize) -> Vec<usize> {
         let max = max_batch.max(1);
-        let policy = match self.batch_shapes {
-            BatchShapes::Auto if self.execution_provider == ExecutionProvider::Cuda => BatchShapes::Buckets,
+        let policy = match self.batching.batch_shapes {
+            BatchShapes::Auto if self.runtime.execution_provider == ExecutionProvider::Cuda => BatchShapes::Buckets,
             BatchShapes::Auto => BatchShapes::Exact,
             other => other,
         };
@@ -765,11 +1027,12 @@ impl Config {
     }
 
     pub fn model_path(&self) -> PathBuf {
-        self.model.clone().unwrap_or_else(|| self.cache_dir.join("models/yolov3-tiny.onnx"))
+        self.model.file.clone().unwrap_or_else(|| self.cache_dir.join("models/yolov3-tiny.onnx"))
     }
 
     pub fn ort_dylib_path(&self) -> PathBuf {
-        self.ort_dylib_path
+        self.runtime
+            .ort_dylib_path
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| self.cache_dir.join("onnxruntime/libonnxruntime.so.1.31.1"))
@@ -916,7 +1179,7 @@ mod tests {
     fn the_k8s_events_overlays_config_file_loads() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../k8s/overlays/events/visionq.toml"));
         let c = Config::load_from(Some(path), env(&[])).unwrap();
-        assert_eq!((c.sink.len(), c.rule.len(), c.line.len()), (1, 1, 1));
+        assert_eq!((c.events.sink.len(), c.events.rule.len(), c.events.line.len()), (1, 1, 1));
         assert_eq!(c.config_file.as_deref(), Some(path));
     }
 
@@ -956,9 +1219,9 @@ mod tests {
         // The model repository likewise.
         std::fs::write(&file, "model_repository = \"models\"\nmodel_name = \"parts\"\n").unwrap();
         let c = Config::load_from(Some(&file), env(&[])).unwrap();
-        assert_eq!((c.model_repository, c.model_name.as_deref()), (Some(dir.join("models")), Some("parts")));
+        assert_eq!((c.model.model_repository, c.model.model_name.as_deref()), (Some(dir.join("models")), Some("parts")));
         let c = Config::load_from(Some(&file), env(&[("VISIONQ_MODEL_REPOSITORY", "m")])).unwrap();
-        assert_eq!(c.model_repository, Some(cwd.join("m")));
+        assert_eq!(c.model.model_repository, Some(cwd.join("m")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -971,11 +1234,11 @@ mod tests {
         let c =
             Config::load_from(Some(&file), env(&[("VISIONQ_MAX_BATCH_SIZE", "2"), ("VISIONQ_AMQP_URL", "amqp://x"), ("OTHER", "1")]))
                 .unwrap();
-        assert_eq!(c.max_batch_size, 2);
-        assert_eq!(c.max_batch_wait_ms, 9);
+        assert_eq!(c.batching.max_batch_size, 2);
+        assert_eq!(c.batching.max_batch_wait_ms, 9);
         assert_eq!(c.stations, vec!["a", "b"]);
-        assert_eq!(c.amqp_url.as_deref(), Some("amqp://x"));
-        assert_eq!(c.conf_threshold, 0.25);
+        assert_eq!(c.broker.amqp_url.as_deref(), Some("amqp://x"));
+        assert_eq!(c.model.conf_threshold, 0.25);
     }
 
     #[test]
@@ -987,7 +1250,7 @@ mod tests {
             assert!(e.contains(key) && e.contains(&format!("`{value}`")), "{e}");
         }
         let c = Config::load_from(None, [("VISIONQ_EXECUTION_PROVIDER".to_string(), "cuda".to_string())]).unwrap();
-        assert_eq!(c.execution_provider, ExecutionProvider::Cuda);
+        assert_eq!(c.runtime.execution_provider, ExecutionProvider::Cuda);
     }
 
     #[test]
@@ -1040,7 +1303,7 @@ mod tests {
         let file = dir.join("amqp-url");
         std::fs::write(&file, "amqp://svc:s3cret@rabbit:5672/%2f\n").unwrap();
         let c = Config::load_from(None, env(&[("VISIONQ_AMQP_URL_FILE", file.to_str().unwrap())])).unwrap();
-        assert_eq!(c.amqp_url.as_deref(), Some("amqp://svc:s3cret@rabbit:5672/%2f"));
+        assert_eq!(c.broker.amqp_url.as_deref(), Some("amqp://svc:s3cret@rabbit:5672/%2f"));
         let e = Config::load_from(None, env(&[("VISIONQ_DATABASE_URL_FILE", "/nonexistent/db-url")])).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/db-url"), "{e}");
         let e = Config::load_from(None, env(&[("VISIONQ_TLS_CERT_FILE", "/x.pem")])).unwrap_err();
@@ -1052,7 +1315,7 @@ mod tests {
         let model = Path::new("fall-detection-yolov8.onnx");
         let mut c = Config::load_from(None, env(&[])).unwrap();
         c.adopt_model_input(model, 640, 640).unwrap();
-        assert_eq!(c.input_size, 640, "unset: the model's");
+        assert_eq!(c.preprocess.input_size, 640, "unset: the model's");
         let mut c = Config::load_from(None, env(&[("VISIONQ_INPUT_SIZE", "640")])).unwrap();
         c.adopt_model_input(model, 640, 640).unwrap();
         let mut c = Config::load_from(None, env(&[("VISIONQ_INPUT_SIZE", "416")])).unwrap();
@@ -1060,7 +1323,7 @@ mod tests {
         assert!(e.contains("input_size is 416") && e.contains("640x640") && e.contains("fall-detection"), "{e}");
         let mut c = Config::load_from(None, env(&[])).unwrap();
         c.adopt_model_input(model, 640, 480).unwrap();
-        assert_eq!(c.input_size, 416, "a non-square model changes nothing");
+        assert_eq!(c.preprocess.input_size, 416, "a non-square model changes nothing");
     }
 
     #[test]
@@ -1076,6 +1339,205 @@ mod tests {
         assert_eq!(unset, listed, "OPTIONAL_KEYS must list the keys without a default");
     }
 
+    /// The configuration's keys — in a file, as `VISIONQ_<KEY>` and in `GET /v1/config` —
+    /// are the flat names operators use; grouping the fields into sections must not
+    /// change one of them. (Written from the flat struct before it was grouped.)
+    #[test]
+    fn the_config_keys_are_the_flat_names_they_always_were() {
+        use std::collections::BTreeSet;
+        const KEYS: &[&str] = &[
+            "accept_threshold",
+            "amqp_tls_ca_file",
+            "amqp_url",
+            "amqp_url_file",
+            "batch_shapes",
+            "cache_dir",
+            "channel_order",
+            "conf_threshold",
+            "cuda_device_id",
+            "cudnn_conv_algo_search",
+            "dashboard_low_threshold",
+            "dashboard_max_stations",
+            "dashboard_metrics_urls",
+            "dashboard_preview_interval_ms",
+            "dashboard_preview_max_bytes",
+            "dashboard_stale_after_ms",
+            "dashboard_store_max_bytes",
+            "data_dir",
+            "database_url",
+            "database_url_file",
+            "decode_scale",
+            "durability",
+            "evidence_dir",
+            "evidence_max_bytes",
+            "evidence_max_days",
+            "execution_provider",
+            "exif_orientation",
+            "frame_deadline_ms",
+            "frames_max_length",
+            "http_body_timeout_ms",
+            "http_header_timeout_ms",
+            "http_idle_timeout_ms",
+            "http_max_connections",
+            "infer_input",
+            "infer_spinning",
+            "infer_streams",
+            "infer_threads",
+            "input_fit",
+            "input_size",
+            "iou_threshold",
+            "jpeg_decoder",
+            "line",
+            "listen",
+            "log_format",
+            "max_batch_size",
+            "max_batch_wait_ms",
+            "max_body_bytes",
+            "max_deliveries",
+            "max_detections",
+            "max_dimension",
+            "max_pixels",
+            "max_wait_ms",
+            "model",
+            "model_layout",
+            "model_name",
+            "model_repository",
+            "nvjpeg_letterbox",
+            "nvjpeg_max_batch",
+            "nvjpeg_threads",
+            "ort_dylib_path",
+            "pinned_input",
+            "pinned_output",
+            "preprocess_concurrency",
+            "queue_prefix",
+            "rate_limit_burst",
+            "rate_limit_fps",
+            "resize_filter",
+            "results_batch_size",
+            "results_batch_wait_ms",
+            "results_max_length",
+            "retention_chunk",
+            "retention_days",
+            "retention_interval_s",
+            "retry_after_s",
+            "rule",
+            "rules_file",
+            "shutdown_timeout_ms",
+            "sink",
+            "station",
+            "stations",
+            "stream_window",
+            "tensors_max_length",
+            "tls_cert_file",
+            "tls_key_file",
+            "tokens_file",
+            "track_iou",
+            "track_max_gap_s",
+            "zone",
+        ];
+        let mut keys: BTreeSet<String> = toml::Table::try_from(Config::default()).unwrap().keys().cloned().collect();
+        keys.extend(OPTIONAL_KEYS.iter().map(|k| k.to_string()));
+        let expected: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        assert_eq!(keys, expected);
+        let json = serde_json::to_value(Config::default().redacted()).unwrap();
+        let json: BTreeSet<String> = json.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(json, expected, "/v1/config's JSON keys");
+    }
+
+    /// Each section reads its keys from the flat file and the flat environment as the
+    /// flat struct did: one key of every section from a file, some overridden by
+    /// variables (numbers, floats written as integers, enums, lists, paths and
+    /// optional keys, all through serde's flatten), every other key at its default.
+    #[test]
+    fn every_section_loads_its_keys_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("visionq-cfg-sections-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("visionq.toml");
+        std::fs::write(
+            &file,
+            r#"
+durability = "process"
+results_batch_wait_ms = 3
+listen = "0.0.0.0:9000"
+rate_limit_fps = 5
+model = "m.onnx"
+execution_provider = "cuda"
+max_batch_size = 4
+exif_orientation = "ignore"
+nvjpeg_max_batch = 2
+retention_days = 7
+evidence_max_days = 3
+dashboard_metrics_urls = ["http://infer:9090/metrics"]
+track_iou = 0.5
+log_format = "json"
+stations = ["cam-1"]
+"#,
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("VISIONQ_QUEUE_PREFIX", "plant1"),
+                ("VISIONQ_DATABASE_URL", "postgres://app:pw@db/visionq"),
+                ("VISIONQ_TLS_CERT_FILE", "/tls/cert.pem"),
+                ("VISIONQ_TLS_KEY_FILE", "/tls/key.pem"),
+                ("VISIONQ_MAX_WAIT_MS", "1500"),
+                ("VISIONQ_CONF_THRESHOLD", "0"),
+                ("VISIONQ_MODEL_NAME", "parts"),
+                ("VISIONQ_CUDA_DEVICE_ID", "1"),
+                ("VISIONQ_MAX_BATCH_SIZE", "16"),
+                ("VISIONQ_INFER_INPUT", "frames"),
+                ("VISIONQ_INPUT_SIZE", "640"),
+                ("VISIONQ_NVJPEG_LETTERBOX", "false"),
+                ("VISIONQ_RETENTION_CHUNK", "10"),
+                ("VISIONQ_EVIDENCE_MAX_BYTES", "1000"),
+                ("VISIONQ_DASHBOARD_METRICS_URLS", "http://a/metrics, http://b/metrics"),
+                ("VISIONQ_TRACK_MAX_GAP_S", "4"),
+                ("VISIONQ_SHUTDOWN_TIMEOUT_MS", "100"),
+            ]),
+        )
+        .unwrap();
+        let d = Config::default();
+        assert_eq!(c.broker, BrokerConfig { durability: Durability::Process, queue_prefix: "plant1".into(), ..d.broker.clone() });
+        let database_url = Some("postgres://app:pw@db/visionq".into());
+        assert_eq!(c.database, DatabaseConfig { results_batch_wait_ms: 3, database_url, ..d.database.clone() });
+        let (tls_cert_file, tls_key_file) = (Some(PathBuf::from("/tls/cert.pem")), Some(PathBuf::from("/tls/key.pem")));
+        assert_eq!(c.http, HttpConfig { listen: "0.0.0.0:9000".into(), tls_cert_file, tls_key_file, ..d.http.clone() });
+        assert_eq!(c.ingest, IngestConfig { rate_limit_fps: 5.0, max_wait_ms: 1500, ..d.ingest.clone() });
+        let model =
+            ModelConfig { file: Some("m.onnx".into()), model_name: Some("parts".into()), conf_threshold: 0.0, ..d.model.clone() };
+        assert_eq!(c.model, model);
+        assert_eq!(c.runtime, RuntimeConfig { execution_provider: ExecutionProvider::Cuda, cuda_device_id: 1, ..d.runtime.clone() });
+        assert_eq!(c.batching, BatchingConfig { max_batch_size: 16, infer_input: InferInput::Frames, ..d.batching.clone() });
+        let preprocess = PreprocessConfig {
+            exif_orientation: ExifOrientation::Ignore,
+            input_size: 640,
+            input_size_set: true,
+            ..d.preprocess.clone()
+        };
+        assert_eq!(c.preprocess, preprocess);
+        assert_eq!(c.decode, DecodeConfig { nvjpeg_max_batch: 2, nvjpeg_letterbox: false, ..d.decode.clone() });
+        assert_eq!(c.retention, RetentionConfig { retention_days: 7, retention_chunk: 10, ..d.retention.clone() });
+        assert_eq!(c.evidence, EvidenceConfig { evidence_max_days: 3, evidence_max_bytes: 1000, ..d.evidence.clone() });
+        let dashboard_metrics_urls = vec!["http://a/metrics".to_string(), "http://b/metrics".to_string()];
+        assert_eq!(c.dashboard, DashboardConfig { dashboard_metrics_urls, ..d.dashboard.clone() });
+        assert_eq!(c.events, EventsConfig { track_iou: 0.5, track_max_gap_s: 4.0, ..d.events.clone() });
+        assert_eq!((c.log_format, c.shutdown_timeout_ms, c.stations.clone()), (LogFormat::Json, 100, vec!["cam-1".to_string()]));
+        assert!(c.unknown_env.is_empty(), "{:?}", c.unknown_env);
+        // The JSON of /v1/config is as flat as the file.
+        let json = serde_json::to_value(c.redacted()).unwrap();
+        assert_eq!(
+            (&json["max_batch_size"], &json["listen"], &json["durability"]),
+            (&16.into(), &"0.0.0.0:9000".into(), &"process".into())
+        );
+        assert_eq!((&json["database_url"], &json["model"]), (&"postgres://app:***@db/visionq".into(), &"m.onnx".into()));
+        // A key no section has is still refused in a file, even one that looks like a section's.
+        std::fs::write(&file, "batching = 4\n").unwrap();
+        let e = Config::load_from(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown key `batching`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn unknown_visionq_variables_are_collected_and_others_left_alone() {
         let c = Config::load_from(
@@ -1089,20 +1551,22 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.max_batch_size, 4);
+        assert_eq!(c.batching.max_batch_size, 4);
         assert_eq!(c.unknown_env, ["VISIONQ_MAX_BATCH", "VISIONQ_MODLE"]);
     }
 
     #[test]
     fn debug_output_never_shows_a_password() {
         let c = Config {
-            amqp_url: Some("amqp://guest:s3cret-amqp@host:5672/%2f".into()),
-            database_url: Some("postgres://app:s3cret-pg@db/visionq".into()),
+            broker: BrokerConfig { amqp_url: Some("amqp://guest:s3cret-amqp@host:5672/%2f".into()), ..Default::default() },
+            database: DatabaseConfig { database_url: Some("postgres://app:s3cret-pg@db/visionq".into()), ..Default::default() },
             ..Default::default()
         };
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("amqp://guest:***@host:5672/%2f") && shown.contains("max_batch_size"), "{shown}");
+        let sections = format!("{:?} {:?}", c.broker, c.database);
+        assert!(!sections.contains("s3cret") && sections.contains("postgres://app:***@db/visionq"), "{sections}");
     }
 
     #[test]
@@ -1119,16 +1583,16 @@ mod tests {
     fn batch_buckets_keep_cuda_sessions_at_fixed_shapes() {
         let mut c = Config::default();
         assert!(c.batch_buckets(8).is_empty(), "CPU: a pass is its batch");
-        c.execution_provider = ExecutionProvider::Cuda;
+        c.runtime.execution_provider = ExecutionProvider::Cuda;
         assert_eq!(c.batch_buckets(8), [1, 2, 4, 8]);
         assert_eq!(c.batch_buckets(12), [1, 2, 4, 8, 12]);
         assert_eq!(c.batch_buckets(1), [1]);
-        c.batch_shapes = BatchShapes::Max;
+        c.batching.batch_shapes = BatchShapes::Max;
         assert_eq!(c.batch_buckets(16), [16]);
-        c.batch_shapes = BatchShapes::Exact;
+        c.batching.batch_shapes = BatchShapes::Exact;
         assert!(c.batch_buckets(16).is_empty());
         let c = Config::load_from(None, [("VISIONQ_BATCH_SHAPES".to_string(), "max".to_string())]).unwrap();
-        assert_eq!(c.batch_shapes, BatchShapes::Max);
+        assert_eq!(c.batching.batch_shapes, BatchShapes::Max);
         let e = Config::load_from(None, [("VISIONQ_CUDNN_CONV_ALGO_SEARCH".to_string(), "fast".to_string())]).unwrap_err();
         assert!(e.to_string().contains("cudnn_conv_algo_search"), "{e}");
     }

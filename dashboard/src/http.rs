@@ -169,16 +169,16 @@ pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Respo
 pub(crate) async fn page_config(State(s): State<Arc<DashboardState>>) -> Response {
     let c = &s.config;
     let mut sources = vec![MetricsSource { name: "this process".into(), url: "/metrics".into() }];
-    for (i, url) in c.dashboard_metrics_urls.iter().enumerate() {
+    for (i, url) in c.dashboard.dashboard_metrics_urls.iter().enumerate() {
         let name = if s.auth.enabled() { format!("role {}", i + 1) } else { visionq_contract::config::redact_url(url) };
         sources.push(MetricsSource { name, url: format!("/v1/dashboard/metrics/{i}") });
     }
     Json(PageConfig {
-        accept_threshold: as_shown(c.accept_threshold),
-        low_threshold: as_shown(c.dashboard_low_threshold),
-        stale_after_ms: c.dashboard_stale_after_ms,
-        preview_interval_ms: c.dashboard_preview_interval_ms,
-        mode: if c.amqp_url.is_some() { "distributed" } else { "embedded" },
+        accept_threshold: as_shown(c.dashboard.accept_threshold),
+        low_threshold: as_shown(c.dashboard.dashboard_low_threshold),
+        stale_after_ms: c.dashboard.dashboard_stale_after_ms,
+        preview_interval_ms: c.dashboard.dashboard_preview_interval_ms,
+        mode: if c.broker.amqp_url.is_some() { "distributed" } else { "embedded" },
         metrics_sources: sources,
         auth: AuthRequired { required: s.auth.enabled() },
         version: env!("CARGO_PKG_VERSION"),
@@ -374,8 +374,8 @@ pub(crate) async fn latest_jpeg(
     security((), ("bearer" = [])),
 )]
 pub(crate) async fn metrics_source(State(s): State<Arc<DashboardState>>, Path(source): Path<String>) -> Response {
-    let Some(url) = source.parse::<usize>().ok().and_then(|i| s.config.dashboard_metrics_urls.get(i)) else {
-        let n = s.config.dashboard_metrics_urls.len();
+    let Some(url) = source.parse::<usize>().ok().and_then(|i| s.config.dashboard.dashboard_metrics_urls.get(i)) else {
+        let n = s.config.dashboard.dashboard_metrics_urls.len();
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

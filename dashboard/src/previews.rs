@@ -108,9 +108,9 @@ impl Previews {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
         Previews {
             inner: Mutex::new(Inner::default()),
-            max_stations: config.dashboard_max_stations.max(1),
-            max_bytes: config.dashboard_store_max_bytes,
-            max_preview_bytes: config.dashboard_preview_max_bytes,
+            max_stations: config.dashboard.dashboard_max_stations.max(1),
+            max_bytes: config.dashboard.dashboard_store_max_bytes,
+            max_preview_bytes: config.dashboard.dashboard_preview_max_bytes,
             metrics,
         }
     }
@@ -368,7 +368,8 @@ mod tests {
     }
 
     fn store(max_stations: usize, max_bytes: usize) -> Previews {
-        let c = Config { dashboard_max_stations: max_stations, dashboard_store_max_bytes: max_bytes, ..Config::default() };
+        let mut c = Config::default();
+        (c.dashboard.dashboard_max_stations, c.dashboard.dashboard_store_max_bytes) = (max_stations, max_bytes);
         Previews::new(&c, Arc::new(Metrics::new()))
     }
 

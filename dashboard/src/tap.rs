@@ -81,11 +81,11 @@ impl PreviewTap {
     pub fn wrap(inner: SharedBroker, config: &Config, metrics: Arc<Metrics>) -> SharedBroker {
         Arc::new(PreviewTap {
             inner,
-            interval: Duration::from_millis(config.dashboard_preview_interval_ms),
-            max_bytes: config.dashboard_preview_max_bytes,
-            max_pixels: config.max_pixels,
-            max_held: config.dashboard_max_stations,
-            max_held_bytes: config.dashboard_store_max_bytes,
+            interval: Duration::from_millis(config.dashboard.dashboard_preview_interval_ms),
+            max_bytes: config.dashboard.dashboard_preview_max_bytes,
+            max_pixels: config.ingest.max_pixels,
+            max_held: config.dashboard.dashboard_max_stations,
+            max_held_bytes: config.dashboard.dashboard_store_max_bytes,
             metrics,
             throttle: Arc::new(Mutex::new(Throttle::default())),
         })
@@ -247,7 +247,8 @@ mod tests {
 
     fn tap(interval_ms: u64) -> (SharedBroker, SharedBroker, Arc<Metrics>) {
         let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 100, 3));
-        let config = Config { dashboard_preview_interval_ms: interval_ms, dashboard_preview_max_bytes: 8, ..Config::default() };
+        let mut config = Config::default();
+        (config.dashboard.dashboard_preview_interval_ms, config.dashboard.dashboard_preview_max_bytes) = (interval_ms, 8);
         let metrics = Arc::new(Metrics::new());
         (inner.clone(), PreviewTap::wrap(inner, &config, metrics.clone()), metrics)
     }
@@ -302,7 +303,7 @@ mod tests {
     async fn a_frame_over_the_limit_is_previewed_downscaled() {
         let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 100, 3));
         let config = Config::default();
-        assert_eq!(config.dashboard_preview_max_bytes, 1 << 20);
+        assert_eq!(config.dashboard.dashboard_preview_max_bytes, 1 << 20);
         let metrics = Arc::new(Metrics::new());
         let tap = PreviewTap::wrap(inner.clone(), &config, metrics.clone());
         let mut all = inner.subscribe_events(&[PREVIEW_EVENTS]).await.unwrap();

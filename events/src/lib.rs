@@ -102,24 +102,24 @@ impl Events {
     /// cannot be made (a bad `ca_file`). Blocking (opens a file).
     pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Option<Arc<Events>>, OutboxError> {
         let tracking = Tracking::new(config);
-        if config.sink.is_empty() && config.rule.is_empty() && tracking.is_none() {
+        if config.events.sink.is_empty() && config.events.rule.is_empty() && tracking.is_none() {
             return Ok(None);
         }
         let alerts = Self::engine(config);
         let mut transports = HashMap::new();
-        for sink in &config.sink {
+        for sink in &config.events.sink {
             let client = deliver::Transport::of(sink).map_err(|e| OutboxError::Sink(format!("sink `{}`: {e}", sink.name)))?;
             transports.insert(sink.name.clone(), client);
         }
         let outbox = Outbox::open(&config.outbox_path())?;
-        let wake = config.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
+        let wake = config.events.sink.iter().map(|s| (s.name.clone(), Arc::new(Notify::new()))).collect();
         let transports = std::sync::Mutex::new(transports);
         Ok(Some(Arc::new(Events {
             outbox,
             alerts: RwLock::new(alerts),
             tracking: RwLock::new(tracking.map(Arc::new)),
             config_file: config.config_file.clone(),
-            sinks: config.sink.clone(),
+            sinks: config.events.sink.clone(),
             transports,
             wake,
             metrics,
@@ -127,7 +127,8 @@ impl Events {
     }
 
     fn engine(config: &Config) -> Option<Arc<AlertEngine>> {
-        (!config.rule.is_empty()).then(|| Arc::new(AlertEngine::new(config.rule.clone(), &config.stations, chrono::Utc::now())))
+        (!config.events.rule.is_empty())
+            .then(|| Arc::new(AlertEngine::new(config.events.rule.clone(), &config.stations, chrono::Utc::now())))
     }
 
     /// Reads the config file again (the environment too, as at start) and takes its
@@ -144,29 +145,29 @@ impl Events {
     /// lines or zones their tracks. Sinks are made at start: a config whose sinks
     /// differ is refused whole, and everything in use stays.
     pub fn reload(&self, config: &Config) -> Result<Reloaded, ReloadError> {
-        if config.sink != self.sinks {
+        if config.events.sink != self.sinks {
             return Err(ReloadError::SinksChanged);
         }
         // What is in use is compared with what the file asks for: the engine keeps
         // its rules, the tracker its lines, zones and settings.
         let mut alerts = self.alerts.write().unwrap_or_else(|p| p.into_inner());
-        let rules_changed = alerts.as_ref().map_or(!config.rule.is_empty(), |e| e.rules() != config.rule.as_slice());
+        let rules_changed = alerts.as_ref().map_or(!config.events.rule.is_empty(), |e| e.rules() != config.events.rule.as_slice());
         if rules_changed {
             *alerts = Self::engine(config);
         }
         let mut tracking = self.tracking.write().unwrap_or_else(|p| p.into_inner());
         let tracking_changed = match tracking.as_ref() {
             Some(t) => !t.same_as(config),
-            None => !config.line.is_empty() || !config.zone.is_empty(),
+            None => !config.events.line.is_empty() || !config.events.zone.is_empty(),
         };
         if tracking_changed {
             *tracking = Tracking::new(config).map(Arc::new);
         }
         Ok(Reloaded {
             config_file: config.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            rules: config.rule.len(),
-            lines: config.line.len(),
-            zones: config.zone.len(),
+            rules: config.events.rule.len(),
+            lines: config.events.line.len(),
+            zones: config.events.zone.len(),
             rules_changed,
             tracking_changed,
         })

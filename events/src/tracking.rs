@@ -68,24 +68,24 @@ pub struct Tracking {
 impl Tracking {
     /// The tracking `config` asks for: None without lines and zones.
     pub fn new(config: &Config) -> Option<Tracking> {
-        if config.line.is_empty() && config.zone.is_empty() {
+        if config.events.line.is_empty() && config.events.zone.is_empty() {
             return None;
         }
         Some(Tracking {
-            lines: config.line.clone(),
-            zones: config.zone.clone(),
-            iou: config.track_iou,
-            max_gap_s: config.track_max_gap_s,
+            lines: config.events.line.clone(),
+            zones: config.events.zone.clone(),
+            iou: config.events.track_iou,
+            max_gap_s: config.events.track_max_gap_s,
             stations: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether `config` asks for exactly this tracking (lines, zones, settings).
     pub fn same_as(&self, config: &Config) -> bool {
-        self.lines == config.line
-            && self.zones == config.zone
-            && self.iou == config.track_iou
-            && self.max_gap_s == config.track_max_gap_s
+        self.lines == config.events.line
+            && self.zones == config.events.zone
+            && self.iou == config.events.track_iou
+            && self.max_gap_s == config.events.track_max_gap_s
     }
 
     /// Whether a line or a zone is drawn on `station`.
@@ -239,24 +239,23 @@ mod tests {
     use visionq_contract::track::{Anchor, Direction};
 
     fn config() -> Config {
-        Config {
-            line: vec![CountLine {
-                name: "door".into(),
-                stations: vec!["cam".into()],
-                from: [0.5, 0.0],
-                to: [0.5, 1.0],
-                classes: vec!["dog".into()],
-                anchor: Anchor::Center,
-            }],
-            zone: vec![Zone {
-                name: "bay".into(),
-                stations: vec![],
-                polygon: vec![[0.6, 0.0], [1.0, 0.0], [1.0, 1.0], [0.6, 1.0]],
-                classes: vec![],
-                anchor: Anchor::Center,
-            }],
-            ..Config::default()
-        }
+        let mut config = Config::default();
+        config.events.line = vec![CountLine {
+            name: "door".into(),
+            stations: vec!["cam".into()],
+            from: [0.5, 0.0],
+            to: [0.5, 1.0],
+            classes: vec!["dog".into()],
+            anchor: Anchor::Center,
+        }];
+        config.events.zone = vec![Zone {
+            name: "bay".into(),
+            stations: vec![],
+            polygon: vec![[0.6, 0.0], [1.0, 0.0], [1.0, 1.0], [0.6, 1.0]],
+            classes: vec![],
+            anchor: Anchor::Center,
+        }];
+        config
     }
 
     fn frame(station: &str, t: i64, boxes: &[(&str, f32)]) -> FrameResult {
@@ -326,7 +325,8 @@ mod tests {
         assert_eq!(ids(&frames[2]), vec![None], "older than the last frame tracked");
         // `bay` has no station list, so `elsewhere` is tracked too (a zone on every station).
         assert_eq!(ids(&frames[3]), vec![Some(1)]);
-        let only_door = Config { zone: vec![], ..config() };
+        let mut only_door = config();
+        only_door.events.zone = vec![];
         let t = Tracking::new(&only_door).unwrap();
         let mut other = vec![frame("elsewhere", 0, &[("dog", 0.1)])];
         t.observe(&mut other);

@@ -208,11 +208,11 @@ impl ModelSpec {
     /// What this configuration serves: the active version of `model_name` in
     /// `model_repository` when one is set, else the `model` file.
     pub fn from_config(config: &Config) -> Result<ModelSpec, InferError> {
-        match &config.model_repository {
+        match &config.model.model_repository {
             None => Ok(ModelSpec::file(config.model_path())),
             Some(root) => {
                 let repo = Repository::new(root);
-                let name = repo.serving_name(config.model_name.as_deref())?;
+                let name = repo.serving_name(config.model.model_name.as_deref())?;
                 Ok(ModelSpec::version(&repo.active(&name)?))
             }
         }
@@ -235,8 +235,8 @@ impl Model {
         let load = |e: ort::Error| InferError::Load { path: path.clone(), message: e.to_string() };
         let open = || -> Result<Session, InferError> {
             let mut builder = Session::builder(env).map_err(load)?;
-            builder = builder.with_intra_threads(intra_threads(config.infer_threads)).map_err(|e| load(e.into()))?;
-            if !config.infer_spinning {
+            builder = builder.with_intra_threads(intra_threads(config.runtime.infer_threads)).map_err(|e| load(e.into()))?;
+            if !config.runtime.infer_spinning {
                 builder = builder.with_intra_op_spinning(false).map_err(|e| load(e.into()))?;
             }
             builder = crate::provider::configure(builder, config)?;
@@ -273,7 +273,7 @@ impl Model {
         let batch = if n > 0 { BatchDim::Fixed(n as usize) } else { BatchDim::Dynamic };
         let buckets: Arc<[usize]> = match batch {
             BatchDim::Fixed(_) => Arc::from(Vec::new()),
-            BatchDim::Dynamic => Arc::from(config.batch_buckets(config.max_batch_size)),
+            BatchDim::Dynamic => Arc::from(config.batch_buckets(config.batching.max_batch_size)),
         };
         let input_name = input.name().to_string();
 
@@ -294,7 +294,7 @@ impl Model {
             None => meta.custom("names").and_then(|s| parse_names(&s)).unwrap_or_default(),
         };
         let classes = (!names.is_empty()).then_some(names.len());
-        let declared = manifest.layout.clone().or_else(|| config.model_layout.clone()).or_else(|| meta.custom("layout"));
+        let declared = manifest.layout.clone().or_else(|| config.model.model_layout.clone()).or_else(|| meta.custom("layout"));
         let layout = match declared {
             Some(l) => Layout::parse(&l).ok_or_else(|| InferError::Unsupported(format!("unknown layout `{l}`")))?,
             None => Layout::infer(a, b, classes)
@@ -307,15 +307,15 @@ impl Model {
         drop(meta);
         // Pinned host buffers on CUDA (DMA copies), unless turned off per side.
         let pinned = |on: bool, kind| -> Result<Allocator, InferError> {
-            if config.execution_provider != visionq_contract::config::ExecutionProvider::Cuda || !on {
+            if config.runtime.execution_provider != visionq_contract::config::ExecutionProvider::Cuda || !on {
                 return Ok(Allocator::default());
             }
-            MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.cuda_device_id, AllocatorType::Device, kind)
+            MemoryInfo::new(AllocationDevice::CUDA_PINNED, config.runtime.cuda_device_id, AllocatorType::Device, kind)
                 .and_then(|info| Allocator::new(&session, info))
                 .map_err(|e| InferError::CudaUnavailable(format!("no pinned host allocator: {e}")))
         };
-        let input_alloc = pinned(config.pinned_input, MemoryType::CPUInput)?;
-        let output_alloc = pinned(config.pinned_output, MemoryType::CPUOutput)?;
+        let input_alloc = pinned(config.runtime.pinned_input, MemoryType::CPUInput)?;
+        let output_alloc = pinned(config.runtime.pinned_output, MemoryType::CPUOutput)?;
         // One more session per further bucket: each keeps one input shape for good.
         let mut sessions = vec![session];
         for _ in 1..buckets.len() {
@@ -324,7 +324,7 @@ impl Model {
         tracing::info!(
             model = %path.display(), name = info.name, version = info.version, layout = layout.name(),
             input = ?in_dims, input_format = ?input_format, output = ?out, classes = names.len(),
-            provider = config.execution_provider.as_str(), batch_buckets = ?buckets, "model loaded"
+            provider = config.runtime.execution_provider.as_str(), batch_buckets = ?buckets, "model loaded"
         );
         Ok(Model {
             sessions,
@@ -343,9 +343,9 @@ impl Model {
             info,
             spec: spec.clone(),
             out_dims: (a, b),
-            conf: manifest.conf_threshold.unwrap_or(config.conf_threshold),
-            iou: manifest.iou_threshold.unwrap_or(config.iou_threshold),
-            max_detections: config.max_detections,
+            conf: manifest.conf_threshold.unwrap_or(config.model.conf_threshold),
+            iou: manifest.iou_threshold.unwrap_or(config.model.iou_threshold),
+            max_detections: config.model.max_detections,
         })
     }
 
@@ -358,8 +358,11 @@ impl Model {
     /// [`Self::load_warmed`] of `spec`.
     pub fn load_warmed_spec(config: &Config, spec: &ModelSpec) -> Result<Model, InferError> {
         let mut model = Model::load_spec(config, spec)?;
-        let sizes =
-            if config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda { config.max_batch_size } else { 1 };
+        let sizes = if config.runtime.execution_provider == visionq_contract::config::ExecutionProvider::Cuda {
+            config.batching.max_batch_size
+        } else {
+            1
+        };
         let t0 = std::time::Instant::now();
         model.warm_up(sizes)?;
         tracing::info!(batch_sizes = sizes, ms = t0.elapsed().as_millis() as u64, "model warmed up");

@@ -8,7 +8,7 @@ use visionq_contract::config::ExecutionProvider;
 use crate::error::InferError;
 
 pub fn configure(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
-    match config.execution_provider {
+    match config.runtime.execution_provider {
         ExecutionProvider::Cuda => cuda(builder, config),
         ExecutionProvider::Cpu => Ok(builder),
     }
@@ -17,13 +17,16 @@ pub fn configure(builder: SessionBuilder, config: &Config) -> Result<SessionBuil
 #[cfg(feature = "cuda")]
 fn cuda(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, InferError> {
     use ort::ep::cuda::ConvAlgorithmSearch;
-    let search = match config.cudnn_conv_algo_search.as_str() {
+    let search = match config.runtime.cudnn_conv_algo_search.as_str() {
         "heuristic" => ConvAlgorithmSearch::Heuristic,
         "default" => ConvAlgorithmSearch::Default,
         _ => ConvAlgorithmSearch::Exhaustive,
     };
-    let ep =
-        ort::ep::CUDA::default().with_device_id(config.cuda_device_id).with_conv_algorithm_search(search).build().error_on_failure();
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(config.runtime.cuda_device_id)
+        .with_conv_algorithm_search(search)
+        .build()
+        .error_on_failure();
     builder.with_execution_providers([ep]).map_err(|e| InferError::CudaUnavailable(e.to_string()))
 }
 

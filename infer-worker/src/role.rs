@@ -94,7 +94,7 @@ async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
 async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>, span: Span) {
     // The metadata is read once, here; a live frame already past its deadline is
     // not run: it is reported expired.
-    let (source, parsed) = match shared.config.infer_input {
+    let (source, parsed) = match shared.config.batching.infer_input {
         InferInput::Tensors => (WorkQueue::Tensors, TensorMessage::from_envelope(&d.envelope).map(Ok)),
         InferInput::Frames => (WorkQueue::Frames, FrameMessage::from_envelope(&d.envelope).map(Err)),
     };
@@ -127,7 +127,7 @@ async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item
     };
     match fed {
         Ok(TensorMessage { mut meta, tensor }) => {
-            if shared.config.infer_input == InferInput::Tensors {
+            if shared.config.batching.infer_input == InferInput::Tensors {
                 // From the tensor's publish to its arrival here (the batch wait is
                 // its own stage).
                 let waited_ms = elapsed_ms(meta.preprocessed_at, Utc::now());
@@ -231,16 +231,16 @@ pub async fn run_switchable(
     switch: Arc<Switch>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
-    let max_batch = model.max_batch(config.max_batch_size).min(config.max_batch_size.max(1));
+    let max_batch = model.max_batch(config.batching.max_batch_size).min(config.batching.max_batch_size.max(1));
     // A fixed-batch model takes its own batch size per pass (padded when short).
     let batch_limit = max_batch.max(1);
-    let source = match config.infer_input {
+    let source = match config.batching.infer_input {
         InferInput::Tensors => WorkQueue::Tensors,
         InferInput::Frames => WorkQueue::Frames,
     };
     metrics.model_info.with_label_values(&[&model.info.name, &model.info.version]).set(1.0);
-    let _gpu = (config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
-        .then(|| crate::gpu::export(metrics.clone(), config.cuda_device_id.max(0) as u32, Duration::from_secs(1)))
+    let _gpu = (config.runtime.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
+        .then(|| crate::gpu::export(metrics.clone(), config.runtime.cuda_device_id.max(0) as u32, Duration::from_secs(1)))
         .flatten();
     let shared = Arc::new(Shared {
         broker: broker.clone(),
@@ -248,23 +248,29 @@ pub async fn run_switchable(
         config: config.clone(),
         tensor_len: model.tensor_len(),
         input_size: (model.input_width, model.input_height),
-        pool: match config.infer_input {
+        pool: match config.batching.infer_input {
             InferInput::Tensors => None,
             InferInput::Frames => {
                 let (w, h) = (model.input_width, model.input_height);
                 let options = visionq_preprocess::PreprocessOptions::from_config(&config);
-                let pool = PreprocessPool::new(config.preprocess_concurrency, move || Preprocessor::with_options(w, h, options));
+                let pool =
+                    PreprocessPool::new(config.preprocess.preprocess_concurrency, move || Preprocessor::with_options(w, h, options));
                 Some(Arc::new(pool.expect("spawning the preprocessing threads")))
             }
         },
     });
     // Enough prefetch to fill the batch being gathered, the one running and the one publishing.
-    let prefetch = (batch_limit * 3 + config.preprocess_concurrency).min(u16::MAX as usize) as u16;
+    let prefetch = (batch_limit * 3 + config.preprocess.preprocess_concurrency).min(u16::MAX as usize) as u16;
     let mut deliveries = broker.consume(source, prefetch).await?;
-    tracing::info!(queue = source.label(), max_batch = batch_limit, wait_ms = config.max_batch_wait_ms, "infer-worker consuming");
+    tracing::info!(
+        queue = source.label(),
+        max_batch = batch_limit,
+        wait_ms = config.batching.max_batch_wait_ms,
+        "infer-worker consuming"
+    );
 
     // More streams: more sessions of the same model, each on its own thread.
-    let streams = config.infer_streams.max(1);
+    let streams = config.runtime.infer_streams.max(1);
     let spec = model.spec.clone();
     let mut models = vec![model];
     for _ in 1..streams {
@@ -286,7 +292,7 @@ pub async fn run_switchable(
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(streams);
     let (running_tx, running_rx) = tokio::sync::watch::channel(0usize);
-    let wait = Duration::from_millis(config.max_batch_wait_ms);
+    let wait = Duration::from_millis(config.batching.max_batch_wait_ms);
     let batcher = tokio::spawn(batcher(item_rx, batch_tx, batch_limit, wait, streams, running_rx));
 
     let rt = tokio::runtime::Handle::current();
@@ -324,9 +330,9 @@ pub async fn run_switchable(
 
     // Tensors need no work to become batch items; frames are preprocessed here, at
     // most `preprocess_concurrency` at a time.
-    let feed_limit = match config.infer_input {
+    let feed_limit = match config.batching.infer_input {
         InferInput::Tensors => prefetch as usize,
-        InferInput::Frames => config.preprocess_concurrency,
+        InferInput::Frames => config.preprocess.preprocess_concurrency,
     };
     let feed_slots = Arc::new(Semaphore::new(feed_limit.max(1)));
     let mut feeders = JoinSet::new();

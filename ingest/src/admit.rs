@@ -60,11 +60,14 @@ fn check_header(config: &Config, station: &str, image: &[u8]) -> Result<(u32, u3
     })?;
     let (w, h) = (header.width, header.height);
     let pixels = w as u64 * h as u64;
-    if w > config.max_dimension || h > config.max_dimension || pixels > config.max_pixels {
+    if w > config.ingest.max_dimension || h > config.ingest.max_dimension || pixels > config.ingest.max_pixels {
         return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_pixels",
-            format!("image is {w}x{h}; the limits are {} pixels and {} per side", config.max_pixels, config.max_dimension),
+            format!(
+                "image is {w}x{h}; the limits are {} pixels and {} per side",
+                config.ingest.max_pixels, config.ingest.max_dimension
+            ),
         ));
     }
     let orientation = match config.exif_orientation(station) {

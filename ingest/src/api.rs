@@ -68,7 +68,7 @@ impl Queued {
 pub fn router(state: Arc<IngestState>) -> Router {
     // The transport limit leaves room for base64 and multipart framing; the image
     // itself is held to `max_body_bytes` once extracted.
-    let transport_limit = transport_limit(state.config.max_body_bytes);
+    let transport_limit = transport_limit(state.config.ingest.max_body_bytes);
     Router::new()
         .route("/v1/stations/{station}/frames", post(post_frame))
         .route("/v1/selftest", post(crate::selftest::selftest))
@@ -162,7 +162,7 @@ async fn accept(
         },
     };
     let (image, captured_in_body) = read_image(state, req).await?;
-    let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.max_wait_ms)));
+    let wait = params.wait_ms.map(|ms| Duration::from_millis(ms.min(config.ingest.max_wait_ms)));
     let arrival = Arrival {
         station: &station,
         image: &image,

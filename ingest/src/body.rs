@@ -111,7 +111,7 @@ fn essence(content_type: &str) -> String {
 /// encodings (see [`ACCEPTED`]). Where the image's type is declared — the request's
 /// `Content-Type`, a multipart part's, a data URL's — its bytes must be of that type.
 pub(crate) async fn read_image(state: &IngestState, req: Request) -> Result<(Bytes, Option<DateTime<Utc>>), Refusal> {
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.ingest.max_body_bytes;
     let mime = essence(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""));
     let transport_limit = transport_limit(limit);
     let (image, declared, captured_at) = match mime.as_str() {

@@ -46,7 +46,7 @@ const STATION_METADATA: &str = "visionq-station";
 /// The gRPC services as routes of the ingest router: `visionq.v1.Detector` and
 /// `grpc.health.v1.Health` (serving until the process stops taking frames).
 pub fn routes(state: Arc<IngestState>) -> axum::Router {
-    let limit = transport_limit(state.config.max_body_bytes);
+    let limit = transport_limit(state.config.ingest.max_body_bytes);
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut stopping = state.stopping.clone();
     tokio::spawn(async move {
@@ -107,7 +107,7 @@ fn frame_details(req: &DetectRequest) -> Result<(Option<DateTime<Utc>>, Option<&
 /// A frame's checks after its station's: rate, size, details, header and limits.
 fn check_frame(state: &IngestState, station: &str, req: &DetectRequest, received_at: DateTime<Utc>) -> Result<FrameMeta, Refusal> {
     check_rate(state, station)?;
-    check_size(&req.image, state.config.max_body_bytes)?;
+    check_size(&req.image, state.config.ingest.max_body_bytes)?;
     let (captured_at, key) = frame_details(req)?;
     let arrival = Arrival {
         station,
@@ -139,7 +139,7 @@ impl Detector for Grpc {
             count_refused(state, &r);
             status_of(&r)
         })?;
-        let max_wait = Duration::from_millis(state.config.max_wait_ms);
+        let max_wait = Duration::from_millis(state.config.ingest.max_wait_ms);
         // The answer must reach the client before its deadline does: a margin of 5 %
         // (20 ms at least) for the way back.
         let before_deadline = |t: Duration| t.saturating_sub((t / 20).max(Duration::from_millis(20)));
@@ -202,7 +202,7 @@ struct StreamSession {
 
 impl StreamSession {
     fn new(state: Arc<IngestState>, station: String, tx: mpsc::Sender<Result<StreamReply, Status>>) -> StreamSession {
-        let window = state.config.stream_window.max(1);
+        let window = state.config.ingest.stream_window.max(1);
         StreamSession { state, station, window, seq: 0, tx, in_flight: FuturesUnordered::new() }
     }
 
@@ -287,7 +287,7 @@ impl StreamSession {
 
 /// Waits for a stream frame's result, up to `max_wait_ms`.
 async fn outcome(state: Arc<IngestState>, client_id: String, frame_id: Uuid, mut waiting: Waiting, _counted: InFlight) -> StreamReply {
-    let wait = Duration::from_millis(state.config.max_wait_ms);
+    let wait = Duration::from_millis(state.config.ingest.max_wait_ms);
     let reply = match tokio::time::timeout(wait, &mut waiting.rx).await {
         Ok(Ok(result)) => stream_reply::Reply::Result(convert::result(&result)),
         _ => stream_reply::Reply::Timeout(frame_id.to_string()),

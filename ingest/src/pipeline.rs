@@ -63,7 +63,7 @@ pub(crate) async fn publish_frame(
         };
         tracing::warn!(error = %e, station = meta.station, "frame not accepted");
         let mut r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
-        r.retry_after_s = Some(state.config.retry_after_s);
+        r.retry_after_s = Some(state.config.ingest.retry_after_s);
         return Err(r);
     }
     state.metrics.ingest_body_bytes.observe(bytes as f64);

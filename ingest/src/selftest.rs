@@ -99,7 +99,7 @@ pub async fn selftest(State(state): State<Arc<IngestState>>, RawQuery(query): Ra
         Err(e) => return Refusal::from(e).into_response(),
     };
     let started = Instant::now();
-    let wait = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(state.config.max_wait_ms));
+    let wait = Duration::from_millis(wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(state.config.ingest.max_wait_ms));
     let now = Utc::now();
     let meta = FrameMeta {
         frame_id: Uuid::now_v7(),

@@ -59,7 +59,7 @@ fn read_query(state: &IngestState, query: Option<&str>) -> (Option<String>, Resu
     let mut p = Params::parse(query);
     let token = p.get::<String>("token");
     let mut grant = || -> Result<Grant, Refusal> {
-        let window = p.get_in::<usize>("window", 1, state.config.stream_window)?.unwrap_or(state.config.stream_window);
+        let window = p.get_in::<usize>("window", 1, state.config.ingest.stream_window)?.unwrap_or(state.config.ingest.stream_window);
         let mode = match p.get::<String>("mode")? {
             None => Mode::Queue,
             Some(m) => Mode::parse(&m).ok_or_else(|| {
@@ -119,7 +119,7 @@ pub(crate) async fn station_stream(
     };
     // Room for a frame over the limit to be refused (`too_large`) with the stream
     // going on; a message beyond even this closes the socket (1009).
-    let limit = transport_limit(state.config.max_body_bytes);
+    let limit = transport_limit(state.config.ingest.max_body_bytes);
     upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| Session::new(state, station, grant).run(socket))
 }
 
@@ -165,7 +165,7 @@ impl Session {
         let state = self.state.clone();
         let _open = state.streams.enter();
         let (sink, mut incoming) = socket.split();
-        let idle = Duration::from_millis(self.state.config.http_idle_timeout_ms);
+        let idle = Duration::from_millis(self.state.config.http.http_idle_timeout_ms);
         let (tx, rx) = mpsc::channel(OUTBOX);
         let writer = tokio::spawn(write(sink, rx, idle));
         self.outbox = Some(tx);
@@ -175,8 +175,8 @@ impl Session {
             station: self.station.clone(),
             window: self.window.size(),
             mode: self.window.mode(),
-            max_frame_bytes: self.state.config.max_body_bytes,
-            max_wait_ms: self.state.config.max_wait_ms,
+            max_frame_bytes: self.state.config.ingest.max_body_bytes,
+            max_wait_ms: self.state.config.ingest.max_wait_ms,
         };
         let mut stopping = self.state.stopping.clone();
         let ended = match self.reply(hello).await {
@@ -268,7 +268,7 @@ impl Session {
         let id = info.id.unwrap_or(ClientId::Number(self.seq));
         let newest = id.clone();
         let checked = check_rate(&self.state, &self.station)
-            .and_then(|()| check_size(&image, self.state.config.max_body_bytes))
+            .and_then(|()| check_size(&image, self.state.config.ingest.max_body_bytes))
             .and_then(|()| {
                 let arrival = Arrival {
                     station: &self.station,
@@ -348,7 +348,7 @@ impl Session {
 
 /// Waits for a frame's result, up to `max_wait_ms`.
 async fn outcome(state: Arc<IngestState>, id: ClientId, frame_id: Uuid, mut waiting: Waiting, _counted: InFlight) -> Reply {
-    let wait = Duration::from_millis(state.config.max_wait_ms);
+    let wait = Duration::from_millis(state.config.ingest.max_wait_ms);
     match tokio::time::timeout(wait, &mut waiting.rx).await {
         Ok(Ok(result)) => Reply::Result { id, result: Box::new(result) },
         _ => {

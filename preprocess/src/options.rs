@@ -90,33 +90,33 @@ impl PreprocessOptions {
     /// an unknown value falls back to the default.
     pub fn from_config(config: &Config) -> Self {
         PreprocessOptions {
-            max_pixels: config.max_pixels,
-            resize_filter: match config.resize_filter.as_str() {
+            max_pixels: config.ingest.max_pixels,
+            resize_filter: match config.preprocess.resize_filter.as_str() {
                 "antialias" => ResizeFilter::Antialias,
                 _ => ResizeFilter::Linear,
             },
-            input_fit: match config.input_fit.as_str() {
+            input_fit: match config.preprocess.input_fit.as_str() {
                 "stretch" => InputFit::Stretch,
                 _ => InputFit::Letterbox,
             },
-            channel_order: match config.channel_order.as_str() {
+            channel_order: match config.preprocess.channel_order.as_str() {
                 "bgr" => ChannelOrder::Bgr,
                 _ => ChannelOrder::Rgb,
             },
-            decode_scale: match config.decode_scale.as_str() {
+            decode_scale: match config.decode.decode_scale.as_str() {
                 "auto" => DecodeScale::Auto,
                 _ => DecodeScale::Off,
             },
-            gpu_decode: match config.jpeg_decoder.as_str() {
+            gpu_decode: match config.decode.jpeg_decoder.as_str() {
                 "nvjpeg" => Some(true),
-                "auto" if config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda => Some(false),
+                "auto" if config.runtime.execution_provider == visionq_contract::config::ExecutionProvider::Cuda => Some(false),
                 _ => None,
             }
             .map(|required| GpuDecode {
-                device: config.cuda_device_id,
-                threads: config.nvjpeg_threads,
-                max_batch: config.nvjpeg_max_batch,
-                letterbox: config.nvjpeg_letterbox,
+                device: config.runtime.cuda_device_id,
+                threads: config.decode.nvjpeg_threads,
+                max_batch: config.decode.nvjpeg_max_batch,
+                letterbox: config.decode.nvjpeg_letterbox,
                 required,
             }),
         }
@@ -153,25 +153,26 @@ mod tests {
     #[test]
     fn jpeg_decoder_picks_the_gpu_only_when_asked_or_on_a_cuda_node() {
         let mut c = Config::default();
-        assert_eq!(c.jpeg_decoder, "auto", "auto is the default");
+        assert_eq!(c.decode.jpeg_decoder, "auto", "auto is the default");
         assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "auto on a CPU node");
-        c.jpeg_decoder = "cpu".into();
-        c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+        c.decode.jpeg_decoder = "cpu".into();
+        c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
         assert_eq!(PreprocessOptions::from_config(&c).gpu_decode, None, "cpu on a CUDA node");
-        c.jpeg_decoder = "auto".into();
-        c.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
-        c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
-        c.cuda_device_id = 1;
+        c.decode.jpeg_decoder = "auto".into();
+        c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
+        c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+        c.runtime.cuda_device_id = 1;
         let g = PreprocessOptions::from_config(&c).gpu_decode.expect("auto on a CUDA node");
-        assert_eq!((g.device, g.threads, g.max_batch, g.required), (1, c.nvjpeg_threads, c.nvjpeg_max_batch, false));
-        c.jpeg_decoder = "nvjpeg".into();
-        c.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
+        assert_eq!((g.device, g.threads, g.max_batch, g.required), (1, c.decode.nvjpeg_threads, c.decode.nvjpeg_max_batch, false));
+        c.decode.jpeg_decoder = "nvjpeg".into();
+        c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cpu;
         assert!(PreprocessOptions::from_config(&c).gpu_decode.expect("asked for").required);
     }
 
     #[test]
     fn a_node_without_nvjpeg_refuses_to_start_when_told_to_use_it_and_falls_back_on_auto() {
-        let mut c = Config { jpeg_decoder: "nvjpeg".into(), ..Default::default() };
+        let mut c = Config::default();
+        c.decode.jpeg_decoder = "nvjpeg".into();
         let required = PreprocessOptions::from_config(&c);
         match start_gpu_decode(&required) {
             // A machine with a GPU and nvJPEG (the lent GPU machine): it starts.
@@ -179,8 +180,8 @@ mod tests {
             Ok(None) => panic!("asked for nvJPEG and got neither it nor a refusal"),
             Err(e) => {
                 assert!(e.contains("jpeg_decoder = \"nvjpeg\"") && e.contains("nvJPEG"), "{e}");
-                c.jpeg_decoder = "auto".into();
-                c.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+                c.decode.jpeg_decoder = "auto".into();
+                c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
                 assert!(start_gpu_decode(&PreprocessOptions::from_config(&c)).unwrap().is_none());
             }
         }

@@ -107,16 +107,16 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
-    let concurrency = config.preprocess_concurrency;
+    let concurrency = config.preprocess.preprocess_concurrency;
     let mut deliveries = broker.consume(WorkQueue::Frames, (concurrency * 2).min(u16::MAX as usize) as u16).await?;
     let slots = Arc::new(Semaphore::new(concurrency));
-    let (size, options) = (config.input_size, PreprocessOptions::from_config(&config));
+    let (size, options) = (config.preprocess.input_size, PreprocessOptions::from_config(&config));
     let pool = Arc::new(
         PreprocessPool::new(concurrency, move || Preprocessor::with_options(size, size, options))
             .expect("spawning the preprocessing threads"),
     );
     let mut tasks = JoinSet::new();
-    tracing::info!(concurrency, input_size = config.input_size, "preprocess consuming frames");
+    tracing::info!(concurrency, input_size = config.preprocess.input_size, "preprocess consuming frames");
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

@@ -106,8 +106,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
     let Outlets { keeper, events } = outlets;
-    let max = config.results_batch_size;
-    let wait = Duration::from_millis(config.results_batch_wait_ms);
+    let max = config.database.results_batch_size;
+    let wait = Duration::from_millis(config.database.results_batch_wait_ms);
     let mut deliveries = broker.consume(WorkQueue::Results, (max * 2).min(u16::MAX as usize) as u16).await?;
     tracing::info!(batch = max, "results consuming");
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));

@@ -173,11 +173,12 @@ impl Keeper {
     /// The keeper of `config`'s evidence store (a local directory), fed by `hold`;
     /// `None` when `evidence_max_bytes` is 0.
     pub fn open(config: &Config, metrics: Arc<Metrics>, hold: Option<Arc<FrameHold>>) -> Result<Option<Arc<Keeper>>, EvidenceError> {
-        if config.evidence_max_bytes == 0 {
+        if config.evidence.evidence_max_bytes == 0 {
             return Ok(None);
         }
-        let days = u64::from(config.evidence_max_days);
-        let bounds = Bounds { max_bytes: config.evidence_max_bytes, max_age: (days > 0).then(|| Duration::from_secs(days * 86_400)) };
+        let days = u64::from(config.evidence.evidence_max_days);
+        let bounds =
+            Bounds { max_bytes: config.evidence.evidence_max_bytes, max_age: (days > 0).then(|| Duration::from_secs(days * 86_400)) };
         let store = LocalDir::open(&config.evidence_dir(), bounds)?;
         tracing::info!(dir = %config.evidence_dir().display(), frames = store.len(), bytes_in_process = hold.is_some(), "evidence store open");
         Ok(Some(Arc::new(Keeper { store: Arc::new(store), hold, metrics })))

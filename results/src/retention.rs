@@ -35,16 +35,21 @@ pub async fn prune_before(store: &SharedStore, cutoff: DateTime<Utc>, chunk: usi
 
 /// Prunes periodically until `shutdown` (does nothing when retention is off).
 pub async fn run(store: SharedStore, config: std::sync::Arc<Config>, shutdown: impl Future<Output = ()>) {
-    if config.retention_days == 0 {
+    if config.retention.retention_days == 0 {
         return;
     }
-    let every = Duration::from_secs(config.retention_interval_s.max(1));
-    let max_age = chrono::Duration::days(config.retention_days as i64);
-    tracing::info!(days = config.retention_days, chunk = config.retention_chunk, every_s = every.as_secs(), "retention on");
+    let every = Duration::from_secs(config.retention.retention_interval_s.max(1));
+    let max_age = chrono::Duration::days(config.retention.retention_days as i64);
+    tracing::info!(
+        days = config.retention.retention_days,
+        chunk = config.retention.retention_chunk,
+        every_s = every.as_secs(),
+        "retention on"
+    );
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let cutoff = Utc::now() - max_age;
-        match prune_before(&store, cutoff, config.retention_chunk).await {
+        match prune_before(&store, cutoff, config.retention.retention_chunk).await {
             Ok((0, _)) => {}
             Ok((n, chunks)) => tracing::info!(frames = n, chunks, %cutoff, "retention deleted old frames"),
             Err(e) => tracing::warn!(error = %e, "retention failed; retrying next round"),

@@ -48,7 +48,7 @@ pub(crate) async fn reload(
     if let Err(e) = query(raw).finish() {
         return ApiError::from(e).into_response();
     }
-    let Some(path) = s.config.rules_file.as_ref().filter(|_| s.decider.enabled()) else {
+    let Some(path) = s.config.events.rules_file.as_ref().filter(|_| s.decider.enabled()) else {
         return ApiError::new(
             StatusCode::CONFLICT,
             "decisions_off",

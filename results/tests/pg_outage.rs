@@ -110,7 +110,9 @@ async fn a_database_outage_mid_run_loses_nothing_and_doubles_nothing() {
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{}?connect_timeout=2", proxy.port, db.name);
     let store = visionq_results::open_store(&via_proxy).await.unwrap();
     let broker: SharedBroker = Arc::new(MemoryBroker::new(|_| 100_000, 1000));
-    let config = Arc::new(Config { results_batch_size: 16, results_batch_wait_ms: 5, ..Config::default() });
+    let mut config = Config::default();
+    (config.database.results_batch_size, config.database.results_batch_wait_ms) = (16, 5);
+    let config = Arc::new(config);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let consumer = tokio::spawn(visionq_results::run(
         broker.clone(),

@@ -38,8 +38,9 @@ pub fn fetch(config: &Config) -> anyhow::Result<()> {
 /// they are the configured ones and missing (a model or runtime named by the
 /// configuration is never fetched: its absence is reported when it is loaded).
 pub fn ensure_runtime(config: &Config) -> anyhow::Result<()> {
-    let runtime_default = config.ort_dylib_path.is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none();
-    let missing = (config.model.is_none() && !config.model_path().exists()) || (runtime_default && !config.ort_dylib_path().exists());
+    let runtime_default = config.runtime.ort_dylib_path.is_none() && std::env::var_os("ORT_DYLIB_PATH").is_none();
+    let missing =
+        (config.model.file.is_none() && !config.model_path().exists()) || (runtime_default && !config.ort_dylib_path().exists());
     if !missing {
         return Ok(());
     }

@@ -53,7 +53,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let photos = Arc::new(load_photos(&args.photos.clone().unwrap_or_else(|| config.cache_dir.join("photos")))?);
     let mode = if args.url.is_some() {
         "remote"
-    } else if config.amqp_url.is_some() {
+    } else if config.broker.amqp_url.is_some() {
         "in-process roles over RabbitMQ"
     } else {
         "embedded"
@@ -88,7 +88,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         args.rate,
         load.duration.as_secs_f64(),
         photos.len(),
-        config.max_batch_size
+        config.batching.max_batch_size
     );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();

@@ -39,8 +39,9 @@ pub struct DecodeBenchArgs {
 /// The preprocessing `config` asks for, decoding on the GPU (`nvjpeg`, required)
 /// or on the CPU.
 fn options(config: &Config, gpu: bool) -> PreprocessOptions {
-    let jpeg_decoder = if gpu { "nvjpeg" } else { "cpu" }.to_string();
-    PreprocessOptions::from_config(&Config { jpeg_decoder, ..config.clone() })
+    let mut config = config.clone();
+    config.decode.jpeg_decoder = if gpu { "nvjpeg" } else { "cpu" }.to_string();
+    PreprocessOptions::from_config(&config)
 }
 
 /// Mean and largest absolute difference of two equally long byte buffers, and the
@@ -59,7 +60,7 @@ fn diff(a: &[u8], b: &[u8]) -> (f64, u8, f64) {
 pub async fn run(config: Config, args: DecodeBenchArgs) -> anyhow::Result<()> {
     let dir = args.photos.clone().unwrap_or_else(|| config.cache_dir.join("photos-720p"));
     let photos = Arc::new(load_photos(&dir)?);
-    let size = config.input_size;
+    let size = config.preprocess.input_size;
     println!("visionq bench-decode: {} photos from {}, model input {size}x{size}", photos.len(), dir.display());
     if args.decoders.iter().any(|d| d == "nvjpeg") {
         let gpu = start_gpu_decode(&options(&config, true)).map_err(anyhow::Error::msg)?.context("nvJPEG not started")?;

@@ -55,7 +55,7 @@ pub struct InferBenchArgs {
 
 /// The photos letterboxed into the model's input, as preprocess would send them.
 fn tensors(config: &Config, photos: &[(String, Bytes)], w: u32, h: u32) -> anyhow::Result<Vec<(TensorMeta, Bytes)>> {
-    let mut pre = visionq_preprocess::Preprocessor::new(w, h, config.max_pixels);
+    let mut pre = visionq_preprocess::Preprocessor::new(w, h, config.ingest.max_pixels);
     photos
         .iter()
         .map(|(name, jpeg)| {
@@ -89,7 +89,7 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
     let inputs = tensors(config, photos, probe.input_width, probe.input_height)?;
     println!(
         "\n1. raw ONNX Runtime session ({} provider, {:?} input, {:?} batch): pre-assembled batches, {} s each, one session per batch size",
-        config.execution_provider, probe.input_format, probe.batch, args.seconds
+        config.runtime.execution_provider, probe.input_format, probe.batch, args.seconds
     );
     let fixed = probe.batch;
     drop(probe);
@@ -103,8 +103,8 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
         }
         // The session alone at this one shape.
         let mut c = config.clone();
-        c.max_batch_size = b;
-        c.batch_shapes = visionq_contract::config::BatchShapes::Max;
+        c.batching.max_batch_size = b;
+        c.batching.batch_shapes = visionq_contract::config::BatchShapes::Max;
         let mut model = Model::load(&c)?;
         let views: Vec<&[u8]> = (0..b).map(|i| &inputs[i % inputs.len()].1[..]).collect();
         // Assembly alone: the copy into the batch buffer.
@@ -151,9 +151,9 @@ fn raw(config: &Config, args: &InferBenchArgs, photos: &[(String, Bytes)]) -> an
 /// Section 2: one infer-worker run at `max_batch`. Returns frames/s.
 async fn worker(config: &Config, frames: usize, max_batch: usize, inputs: &[(TensorMeta, Bytes)]) -> anyhow::Result<f64> {
     let mut config = config.clone();
-    config.max_batch_size = max_batch;
-    config.max_batch_wait_ms = 2;
-    config.infer_input = visionq_contract::config::InferInput::Tensors;
+    config.batching.max_batch_size = max_batch;
+    config.batching.max_batch_wait_ms = 2;
+    config.batching.infer_input = visionq_contract::config::InferInput::Tensors;
     let broker = Arc::new(MemoryBroker::new(|_| usize::MAX, 5));
     let shared: SharedBroker = broker.clone();
     for i in 0..frames {
@@ -166,7 +166,7 @@ async fn worker(config: &Config, frames: usize, max_batch: usize, inputs: &[(Ten
     let c = config.clone();
     let model = tokio::task::spawn_blocking(move || {
         let mut m = Model::load(&c)?;
-        m.warm_up(c.max_batch_size)?;
+        m.warm_up(c.batching.max_batch_size)?;
         Ok::<_, visionq_infer_worker::InferError>(m)
     })
     .await??;
@@ -202,7 +202,7 @@ pub async fn run(config: Config, args: InferBenchArgs) -> anyhow::Result<()> {
     println!(
         "visionq bench-infer: model {}, provider {}, {} photos from {}",
         config.model_path().display(),
-        config.execution_provider,
+        config.runtime.execution_provider,
         photos.len(),
         dir.display()
     );

@@ -69,8 +69,8 @@ fn median(v: &[f64]) -> f64 {
 
 fn isolated(config: &Config, photos: &[(String, Bytes)], ceiling_seconds: f64) -> anyhow::Result<Isolated> {
     let mut one = config.clone();
-    one.max_batch_size = 1;
-    one.batch_shapes = BatchShapes::Max;
+    one.batching.max_batch_size = 1;
+    one.batching.batch_shapes = BatchShapes::Max;
     let mut model = Model::load(&one)?;
     let (w, h) = (model.input_width, model.input_height);
     let mut pre = Preprocessor::from_config(config, w, h);
@@ -99,8 +99,8 @@ fn isolated(config: &Config, photos: &[(String, Bytes)], ceiling_seconds: f64) -
     let pass1: Vec<f64> = (0..30).map(|i| pass(&mut model, 1, i)).collect::<anyhow::Result<_>>()?;
     drop(model);
     let mut eight = config.clone();
-    eight.max_batch_size = 8;
-    eight.batch_shapes = BatchShapes::Max;
+    eight.batching.max_batch_size = 8;
+    eight.batching.batch_shapes = BatchShapes::Max;
     let mut model = Model::load(&eight)?;
     for i in 0..3 {
         pass(&mut model, 8, i)?;
@@ -216,15 +216,15 @@ async fn saturate(
 pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
     let dir = args.photos.clone().unwrap_or_else(|| config.cache_dir.join("photos"));
     let photos = Arc::new(load_photos(&dir)?);
-    let mode = if config.amqp_url.is_some() { "in-process roles over RabbitMQ" } else { "embedded" };
+    let mode = if config.broker.amqp_url.is_some() { "in-process roles over RabbitMQ" } else { "embedded" };
     println!(
         "visionq bench-latency: model {}, provider {}, {} photos from {}, {mode}, durability {:?}, preprocess concurrency {}",
         config.model_path().display(),
-        config.execution_provider,
+        config.runtime.execution_provider,
         photos.len(),
         dir.display(),
-        config.durability,
-        config.preprocess_concurrency,
+        config.broker.durability,
+        config.preprocess.preprocess_concurrency,
     );
 
     let (c, p, secs) = (config.clone(), photos.clone(), args.ceiling_seconds);

@@ -251,7 +251,7 @@ fn isolated_passes(config: &Config, sizes: &[usize]) -> anyhow::Result<BTreeMap<
     let mut out = BTreeMap::new();
     for &b in sizes {
         let mut c = config.clone();
-        c.max_batch_size = b;
+        c.batching.max_batch_size = b;
         let mut model = Model::load(&c)?;
         let b = model.max_batch(b);
         model.warm_up(b)?;
@@ -276,8 +276,8 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
             bail!("--inputs: `{i}` is neither tensors nor frames");
         }
     }
-    let gpu = (config.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
-        .then(|| GpuProbe::open(config.cuda_device_id.max(0) as u32).map(Arc::new))
+    let gpu = (config.runtime.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
+        .then(|| GpuProbe::open(config.runtime.cuda_device_id.max(0) as u32).map(Arc::new))
         .transpose()
         .unwrap_or_else(|reason| {
             println!("GPU utilisation not read: {reason}");
@@ -289,8 +289,8 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
     println!(
         "visionq bench-matrix: model {}, provider {}, batch shapes {:?}, {} stations x {} frames/s ({} offered) for {} s a row, photos {}",
         config.model_path().display(),
-        config.execution_provider,
-        config.batch_shapes,
+        config.runtime.execution_provider,
+        config.batching.batch_shapes,
         args.stations,
         args.rate,
         args.stations as f64 * args.rate,

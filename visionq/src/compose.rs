@@ -28,17 +28,17 @@ pub enum Role {
 }
 
 pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
-    let Some(url) = &config.amqp_url else {
+    let Some(url) = &config.broker.amqp_url else {
         return crate::embedded::broker(config).await;
     };
     let limits = QueueLimits {
-        frames_max_length: config.frames_max_length,
-        tensors_max_length: config.tensors_max_length,
-        results_max_length: config.results_max_length,
-        max_deliveries: config.max_deliveries,
+        frames_max_length: config.broker.frames_max_length,
+        tensors_max_length: config.broker.tensors_max_length,
+        results_max_length: config.broker.results_max_length,
+        max_deliveries: config.broker.max_deliveries,
     };
-    let topology = Topology::new(config.queue_prefix.clone());
-    let tls_ca = match &config.amqp_tls_ca_file {
+    let topology = Topology::new(config.broker.queue_prefix.clone());
+    let tls_ca = match &config.broker.amqp_tls_ca_file {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading the broker CA {}", path.display()))?),
         None => None,
     };
@@ -146,20 +146,20 @@ pub async fn serve(
     // JPEG decode on the GPU starts before any frame needs it: a node told to use
     // nvJPEG that cannot refuses to start, with the reason.
     let decodes = roles.contains(&Role::Preprocess)
-        || (roles.contains(&Role::Infer) && config.infer_input == visionq_contract::config::InferInput::Frames);
+        || (roles.contains(&Role::Infer) && config.batching.infer_input == visionq_contract::config::InferInput::Frames);
     if decodes {
         let options = visionq_preprocess::PreprocessOptions::from_config(&config);
         tokio::task::spawn_blocking(move || visionq_preprocess::start_gpu_decode(&options)).await?.map_err(anyhow::Error::msg)?;
     }
     let addr: SocketAddr = match listen {
         Some(a) => a,
-        None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
+        None => config.http.listen.parse().with_context(|| format!("listen address `{}`", config.http.listen))?,
     };
     // Roles with an API check tokens (the infer role has one with a model repository:
     // the model admin routes); the others serve only health and metrics.
-    let model_api = roles.contains(&Role::Infer) && config.model_repository.is_some();
+    let model_api = roles.contains(&Role::Infer) && config.model.model_repository.is_some();
     let auth = Arc::new(if roles.contains(&Role::Ingest) || roles.contains(&Role::Results) || model_api {
-        Auth::for_listener(config.tokens_file.as_deref(), addr)?
+        Auth::for_listener(config.http.tokens_file.as_deref(), addr)?
     } else {
         Auth::off()
     });
@@ -169,7 +169,7 @@ pub async fn serve(
     }
     let metrics = Arc::new(Metrics::new());
     let broker = broker(&config).await?;
-    let embedded = config.amqp_url.is_none();
+    let embedded = config.broker.amqp_url.is_none();
     tracing::info!(roles = ?roles, mode = if embedded { "embedded" } else { "amqp" }, "starting visionq");
 
     let (role_stop_tx, role_stop) = crate::shutdown::channel();
@@ -193,7 +193,7 @@ pub async fn serve(
         let url = config.database_url();
         let s = visionq_results::open_store(&url).await.with_context(|| format!("opening the store at {}", redact_url(&url)))?;
         tracing::info!(store = redact_url(&url), "store ready");
-        let decider = Arc::new(visionq_decide::Decider::load(config.rules_file.as_deref(), classes.clone())?);
+        let decider = Arc::new(visionq_decide::Decider::load(config.events.rules_file.as_deref(), classes.clone())?);
         if decider.enabled() {
             let rules = decider.clone();
             reload_on_sighup("decision rules", move || rules.reload().map(|()| String::new()));
@@ -262,7 +262,7 @@ pub async fn serve(
             tokio::spawn(control.clone().follow_events(role_stop.clone().wait()));
         }
     }
-    let inline = roles.contains(&Role::Infer) && config.infer_input == visionq_contract::config::InferInput::Frames;
+    let inline = roles.contains(&Role::Infer) && config.batching.infer_input == visionq_contract::config::InferInput::Frames;
     if roles.contains(&Role::Preprocess) && !inline {
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         tasks.spawn(async move { visionq_preprocess::run(b, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
@@ -297,7 +297,7 @@ pub async fn serve(
         needs_model: roles.contains(&Role::Infer),
         metrics: metrics.clone(),
     });
-    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+    let tls = match (&config.http.tls_cert_file, &config.http.tls_key_file) {
         (Some(cert), Some(key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
@@ -310,7 +310,7 @@ pub async fn serve(
     // The configuration as in effect: the address actually listened on (`--listen`,
     // or the port the system chose for `:0`), not the configured default.
     let mut shown = config.redacted();
-    shown.listen = bound.to_string();
+    shown.http.listen = bound.to_string();
     let mut process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), &roles);
     if roles.contains(&Role::Infer) {
         process = process.merge(crate::model_routes::router(models_state, auth.clone()));
@@ -371,7 +371,7 @@ fn evidence_keeper(
     stop: &Shutdown,
 ) -> anyhow::Result<Option<Arc<visionq_results::evidence::Keeper>>> {
     use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper};
-    if config.evidence_max_bytes == 0 {
+    if config.evidence.evidence_max_bytes == 0 {
         return Ok(None);
     }
     if !roles.contains(&Role::Ingest) {
@@ -380,7 +380,7 @@ fn evidence_keeper(
         );
         return Ok(None);
     }
-    let max = HOLD_MAX_BYTES.min(usize::try_from(config.evidence_max_bytes).unwrap_or(usize::MAX));
+    let max = HOLD_MAX_BYTES.min(usize::try_from(config.evidence.evidence_max_bytes).unwrap_or(usize::MAX));
     let h = FrameHold::new(max);
     let Some(keeper) = Keeper::open(config, metrics.clone(), Some(h.clone()))
         .with_context(|| format!("opening the evidence store {}", config.evidence_dir().display()))?
@@ -388,7 +388,7 @@ fn evidence_keeper(
         return Ok(None);
     };
     *hold = Some(h);
-    let (k, interval, stop) = (keeper.clone(), Duration::from_secs(config.retention_interval_s.max(1)), stop.clone());
+    let (k, interval, stop) = (keeper.clone(), Duration::from_secs(config.retention.retention_interval_s.max(1)), stop.clone());
     tokio::spawn(async move { k.run_pruning(interval, stop.wait()).await });
     Ok(Some(keeper))
 }
@@ -446,7 +446,7 @@ impl Local {
     pub async fn start(mut config: Config, listen: SocketAddr) -> anyhow::Result<Local> {
         // The local commands talk plain HTTP, without tokens, to their own pipeline
         // on loopback.
-        (config.tls_cert_file, config.tls_key_file, config.tokens_file) = (None, None, None);
+        (config.http.tls_cert_file, config.http.tls_key_file, config.http.tokens_file) = (None, None, None);
         let (trigger, shutdown) = crate::shutdown::channel();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let roles = [Role::Ingest, Role::Preprocess, Role::Infer, Role::Results].into();

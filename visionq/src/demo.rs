@@ -38,7 +38,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<()> {
     let photos = Arc::new(load_photos(&config.cache_dir.join("photos"))?);
     let listen = match args.listen {
         Some(a) => a,
-        None => config.listen.parse().with_context(|| format!("listen address `{}`", config.listen))?,
+        None => config.http.listen.parse().with_context(|| format!("listen address `{}`", config.http.listen))?,
     };
     let local = Local::start(config.clone(), listen).await?;
     let base = local.base.clone();

@@ -127,7 +127,7 @@ pub async fn run(config: Config, args: DetectArgs) -> anyhow::Result<bool> {
             // and unknown: no journal, and a `visionq run` on the same data dir
             // keeps its own.
             let mut local = config.clone();
-            local.durability = visionq_contract::config::Durability::Memory;
+            local.broker.durability = visionq_contract::config::Durability::Memory;
             Some(Local::start(local, "127.0.0.1:0".parse()?).await?)
         }
     };

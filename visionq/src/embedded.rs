@@ -35,20 +35,20 @@ fn result_key(e: &Envelope) -> Option<String> {
 pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     let c = config.clone();
     let limits = move |q: WorkQueue| match q {
-        WorkQueue::Frames => c.frames_max_length as usize,
-        WorkQueue::Tensors => c.tensors_max_length as usize,
-        WorkQueue::Results => c.results_max_length as usize,
+        WorkQueue::Frames => c.broker.frames_max_length as usize,
+        WorkQueue::Tensors => c.broker.tensors_max_length as usize,
+        WorkQueue::Results => c.broker.results_max_length as usize,
     };
-    let sync = match config.durability {
+    let sync = match config.broker.durability {
         Durability::Memory => {
             tracing::info!("durability = memory: accepted frames are lost if the process dies");
-            return Ok(Arc::new(MemoryBroker::new(limits, config.max_deliveries)));
+            return Ok(Arc::new(MemoryBroker::new(limits, config.broker.max_deliveries)));
         }
         Durability::Durable => Sync::Full,
         Durability::Process => Sync::Normal,
     };
     let path = config.data_dir.join(JOURNAL_FILE);
-    let (p, replays) = (path.clone(), config.max_deliveries);
+    let (p, replays) = (path.clone(), config.broker.max_deliveries);
     let (journal, recovered) = tokio::task::spawn_blocking(move || Journal::open(&p, sync, replays))
         .await?
         .with_context(|| "opening the frames journal (set durability = \"memory\" to run without one)")?;
@@ -61,7 +61,7 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
             "frames accepted by the last run and not completed are queued again"
         );
     }
-    tracing::info!(journal = %path.display(), durability = ?config.durability, "frames journal open");
+    tracing::info!(journal = %path.display(), durability = ?config.broker.durability, "frames journal open");
     let durable = Durable { journal, frame_key: Arc::new(frame_key), result_key: Arc::new(result_key) };
-    Ok(Arc::new(MemoryBroker::durable(limits, config.max_deliveries, durable, recovered)))
+    Ok(Arc::new(MemoryBroker::durable(limits, config.broker.max_deliveries, durable, recovered)))
 }

@@ -66,11 +66,11 @@ pub struct Limits {
 impl Limits {
     pub fn from_config(c: &Config) -> Limits {
         Limits {
-            header: Duration::from_millis(c.http_header_timeout_ms),
-            body: Duration::from_millis(c.http_body_timeout_ms),
-            idle: Duration::from_millis(c.http_idle_timeout_ms),
-            max_connections: c.http_max_connections,
-            retry_after_s: c.retry_after_s,
+            header: Duration::from_millis(c.http.http_header_timeout_ms),
+            body: Duration::from_millis(c.http.http_body_timeout_ms),
+            idle: Duration::from_millis(c.http.http_idle_timeout_ms),
+            max_connections: c.http.http_max_connections,
+            retry_after_s: c.ingest.retry_after_s,
         }
     }
 }

@@ -32,7 +32,8 @@ pub struct AddArgs {
 }
 
 fn repository(config: &Config) -> anyhow::Result<Repository> {
-    let root = config.model_repository.as_ref().context("no model repository: set model_repository (VISIONQ_MODEL_REPOSITORY)")?;
+    let root =
+        config.model.model_repository.as_ref().context("no model repository: set model_repository (VISIONQ_MODEL_REPOSITORY)")?;
     Ok(Repository::new(root))
 }
 
@@ -116,7 +117,7 @@ pub async fn rollback(config: &Config, name: &str) -> anyhow::Result<()> {
 
 /// Tells running workers (RabbitMQ mode); says how they learn of it otherwise.
 async fn announce(config: &Config, name: &str, version: &str) -> anyhow::Result<()> {
-    if config.amqp_url.is_none() {
+    if config.broker.amqp_url.is_none() {
         println!("running workers on this repository switch to it within a few seconds");
         return Ok(());
     }

@@ -233,7 +233,9 @@ mod tests {
     /// The router `serve` builds for `roles`, with tokens on, an in-memory broker and
     /// a SQLite store in `dir`.
     async fn app_for(roles: &BTreeSet<Role>, dir: &std::path::Path) -> Router {
-        let config = Arc::new(Config { durability: Durability::Memory, data_dir: dir.to_path_buf(), ..Config::default() });
+        let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
+        config.broker.durability = Durability::Memory;
+        let config = Arc::new(config);
         let entry = TokenEntry { name: "admin".into(), scope: Scope::Admin, stations: vec![], sha256: token_hash("probe-token") };
         let auth = Arc::new(Auth::from_entries(vec![entry]).unwrap());
         let metrics = Arc::new(Metrics::new());
