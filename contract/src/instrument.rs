@@ -96,6 +96,10 @@ impl Outcome {
     }
 }
 
+/// The log target of every per-frame line (`RUST_LOG=info,visionq::frames=debug`
+/// shows them, whichever role writes them).
+pub const FRAMES_TARGET: &str = "visionq::frames";
+
 /// An event that logs and counts itself.
 pub trait Emit {
     fn emit(self, metrics: &Metrics);
@@ -111,7 +115,12 @@ pub struct FrameDone {
 
 impl Emit for FrameDone {
     fn emit(self, metrics: &Metrics) {
-        tracing::debug!(stage = self.stage.as_str(), detections = self.detections, "frame done");
+        let message = match self.stage {
+            Stage::Preprocess => "frame preprocessed",
+            Stage::Infer => "frame inferred",
+            _ => "frame done",
+        };
+        tracing::debug!(target: FRAMES_TARGET, detections = self.detections, "{message}");
         metrics.stage_frames_total.with_label_values(&[self.stage.as_str(), Outcome::Ok.as_str()]).inc();
     }
 }
@@ -129,7 +138,7 @@ pub struct FrameFailed<'a> {
 
 impl Emit for FrameFailed<'_> {
     fn emit(self, metrics: &Metrics) {
-        tracing::debug!(stage = self.stage.as_str(), queue = self.queue, label = self.label, error = self.reason, "frame failed");
+        tracing::debug!(target: FRAMES_TARGET, stage = self.stage.as_str(), queue = self.queue, label = self.label, error = self.reason, "frame failed");
         metrics.stage_frames_total.with_label_values(&[self.stage.as_str(), Outcome::Error.as_str()]).inc();
         metrics.dead_lettered_total.with_label_values(&[self.queue, self.label]).inc();
     }
@@ -144,7 +153,7 @@ pub struct FrameExpired {
 
 impl Emit for FrameExpired {
     fn emit(self, metrics: &Metrics) {
-        tracing::debug!(stage = self.stage.as_str(), late_ms = self.late_ms, "frame expired before inference");
+        tracing::debug!(target: FRAMES_TARGET, stage = self.stage.as_str(), late_ms = self.late_ms, "frame expired before inference");
         metrics.stage_frames_total.with_label_values(&[self.stage.as_str(), Outcome::Expired.as_str()]).inc();
     }
 }
@@ -157,7 +166,7 @@ pub struct NotAResult<'a> {
 
 impl Emit for NotAResult<'_> {
     fn emit(self, metrics: &Metrics) {
-        tracing::warn!(error = self.error, "a message on the results queue is not a result: dead-lettered");
+        tracing::warn!(target: FRAMES_TARGET, error = self.error, "a message on the results queue is not a result: dead-lettered");
         metrics.dead_lettered_total.with_label_values(&["results", "bad_message"]).inc();
     }
 }

@@ -433,7 +433,7 @@ async fn trace_context_travels_in_the_frame_tensor_and_result_messages() {
 async fn selftest_reports_each_stage_and_logs_are_json_lines() {
     let mut env = embedded_env("selftest");
     env.push(("VISIONQ_LOG_FORMAT", "json".into()));
-    env.push(("RUST_LOG", "info,visionq_infer_worker=debug".into()));
+    env.push(("RUST_LOG", "info,visionq::frames=debug".into()));
     let server = Server::start(&["run"], &env).await;
     let client = reqwest::Client::new();
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -480,9 +480,11 @@ async fn selftest_reports_each_stage_and_logs_are_json_lines() {
     let batch = lines.iter().find(|l| l["fields"]["message"] == "batch done").expect("a batch line");
     assert_eq!(batch["level"], "INFO", "{batch}");
     assert!(batch["fields"]["batch"].as_u64().unwrap() >= 1 && batch["fields"]["pass_ms"].as_f64().unwrap() > 0.0, "{batch}");
+    // The trace id is a field of the frame's span (contract::instrument::frame_span).
     let frame = lines
         .iter()
-        .find(|l| l["fields"]["message"] == "frame inferred" && l["fields"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
+        .find(|l| l["fields"]["message"] == "frame inferred" && l["span"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c")
         .expect("a per-frame line with the request's trace id");
+    assert_eq!(frame["span"]["station"], "selftest", "{frame}");
     assert_eq!(frame["level"], "DEBUG", "{frame}");
 }
