@@ -125,14 +125,42 @@ impl ReadSide {
     }
 }
 
-/// Runs `roles` until `shutdown`; returns when everything has stopped.
-pub async fn serve(
-    config: Config,
-    roles: BTreeSet<Role>,
-    listen: Option<SocketAddr>,
-    shutdown: Shutdown,
-    bound_to: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> anyhow::Result<()> {
+/// Binds the HTTP listener: `listen` (`--listen`), else the configured address.
+/// Bound before the roles are built, so a port already taken fails at once.
+pub async fn bind(config: &Config, listen: Option<SocketAddr>) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = match listen {
+        Some(a) => a,
+        None => config.http.listen.parse().with_context(|| format!("listen address `{}`", config.http.listen))?,
+    };
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+/// A process built for its roles: the roles running, the HTTP app made, and what
+/// its shutdown needs. [`serve`] runs it on a listener until the shutdown signal,
+/// then drains it.
+pub struct Built {
+    config: Arc<Config>,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    metrics: Arc<Metrics>,
+    broker: SharedBroker,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    role_stop: crate::shutdown::Trigger,
+    stopping: tokio::sync::watch::Sender<bool>,
+    open_streams: Option<Arc<visionq_ingest::IngestState>>,
+}
+
+impl Built {
+    /// `https` with a certificate configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
+/// Builds `roles` for a listener bound at `bound` (its address decides whether
+/// running without tokens is allowed, and is the `listen` the configuration
+/// reports): loads the model, opens the store and the broker, starts the roles.
+pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> anyhow::Result<Built> {
     let mut config = config;
     // The model loads first: its input size is the preprocessing's unless configured.
     let model = match roles.contains(&Role::Infer) {
@@ -151,15 +179,11 @@ pub async fn serve(
         let options = visionq_preprocess::PreprocessOptions::from_config(&config);
         tokio::task::spawn_blocking(move || visionq_preprocess::start_gpu_decode(&options)).await?.map_err(anyhow::Error::msg)?;
     }
-    let addr: SocketAddr = match listen {
-        Some(a) => a,
-        None => config.http.listen.parse().with_context(|| format!("listen address `{}`", config.http.listen))?,
-    };
     // Roles with an API check tokens (the infer role has one with a model repository:
     // the model admin routes); the others serve only health and metrics.
     let model_api = roles.contains(&Role::Infer) && config.model.model_repository.is_some();
     let auth = Arc::new(if roles.contains(&Role::Ingest) || roles.contains(&Role::Results) || model_api {
-        Auth::for_listener(config.http.tokens_file.as_deref(), addr)?
+        Auth::for_listener(config.http.tokens_file.as_deref(), bound)?
     } else {
         Auth::off()
     });
@@ -305,8 +329,6 @@ pub async fn serve(
         ),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    let bound = listener.local_addr()?;
     // The configuration as in effect: the address actually listened on (`--listen`,
     // or the port the system chose for `:0`), not the configured default.
     let mut shown = config.redacted();
@@ -317,32 +339,42 @@ pub async fn serve(
     }
     let open_streams = ingest_state.clone();
     let app = http_app(&roles, results_state, ingest_state, process);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%bound, scheme, "HTTP listening");
-    match bound_to {
-        Some(tx) => drop(tx.send(bound)),
-        None => println!("visionq listening on {scheme}://{bound}"),
-    }
+    Ok(Built { config, app, tls, metrics, broker, tasks, role_stop: role_stop_tx, stopping: stopping_tx, open_streams })
+}
 
-    let limits = crate::listener::Limits::from_config(&config);
-    let tls = tls.map(|t| t.get_inner());
-    let http = tokio::spawn(crate::listener::serve(listener, app, tls, limits, metrics.clone(), shutdown.clone()));
+/// Serves `built` on `listener` until `shutdown`, then drains it; returns when
+/// everything has stopped.
+pub async fn serve(built: Built, listener: tokio::net::TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, scheme = built.scheme(), "HTTP listening");
+    let limits = crate::listener::Limits::from_config(&built.config);
+    let tls = built.tls.as_ref().map(|t| t.get_inner());
+    let http = tokio::spawn(crate::listener::serve(listener, built.app.clone(), tls, limits, built.metrics.clone(), shutdown.clone()));
     shutdown.wait().await;
+    drain(built, http).await;
+    Ok(())
+}
+
+/// The stop after the shutdown signal: no new frames; in embedded mode the
+/// in-process queues drain first; requests still waiting get `202 queued` and
+/// station sockets close; then the roles stop, within the shutdown deadline.
+async fn drain(built: Built, http: tokio::task::JoinHandle<()>) {
+    let Built { config, broker, mut tasks, role_stop, stopping, open_streams, .. } = built;
     tracing::info!("shutting down: no new frames");
     let deadline = Duration::from_millis(config.shutdown_timeout_ms);
-    if embedded {
+    if config.broker.amqp_url.is_none() {
         // The in-process queues live in this process: let them drain before the roles stop.
         drain_embedded(&broker, deadline).await;
     }
     // Requests still held for a result get `202 queued`: their frames are in the queue;
     // station sockets are closed (1001), and given a moment to say so before the exit.
-    stopping_tx.send_replace(true);
+    stopping.send_replace(true);
     if let Some(ingest) = &open_streams
         && tokio::time::timeout(Duration::from_secs(2), ingest.streams.closed()).await.is_err()
     {
         tracing::warn!("station sockets still open at the exit");
     }
-    role_stop_tx.fire();
+    role_stop.fire();
     let stop_all = async {
         while let Some(r) = tasks.join_next().await {
             match r {
@@ -357,7 +389,6 @@ pub async fn serve(
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// The evidence store's keeper for a results role that makes decisions. The frames'
@@ -448,14 +479,12 @@ impl Local {
         // on loopback.
         (config.http.tls_cert_file, config.http.tls_key_file, config.http.tokens_file) = (None, None, None);
         let (trigger, shutdown) = crate::shutdown::channel();
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let roles = [Role::Ingest, Role::Preprocess, Role::Infer, Role::Results].into();
-        let task = tokio::spawn(serve(config, roles, Some(listen), shutdown, Some(tx)));
-        match rx.await {
-            Ok(addr) => Ok(Local { base: format!("http://{addr}"), trigger, task }),
-            // serve() ended before it listened: its error says why.
-            Err(_) => Err(task.await?.err().unwrap_or_else(|| anyhow::anyhow!("the pipeline stopped before it listened"))),
-        }
+        let listener = bind(&config, Some(listen)).await?;
+        let addr = listener.local_addr()?;
+        let built = build(config, roles, addr).await?;
+        let task = tokio::spawn(serve(built, listener, shutdown));
+        Ok(Local { base: format!("http://{addr}"), trigger, task })
     }
 
     /// Lets the pipeline drain (every accepted frame persisted), then stops it.

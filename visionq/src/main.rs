@@ -182,7 +182,12 @@ async fn main() -> anyhow::Result<()> {
         }
         let (trigger, shutdown) = shutdown::channel();
         shutdown::on_signals(trigger);
-        return compose::serve(config, roles, l.listen, shutdown, None).await;
+        let listener = compose::bind(&config, l.listen).await?;
+        let bound = listener.local_addr()?;
+        let built = compose::build(config, roles, bound).await?;
+        // Printed once the roles are up: scripts and tests wait for this line.
+        println!("visionq listening on {}://{bound}", built.scheme());
+        return compose::serve(built, listener, shutdown).await;
     }
     match cli.command {
         Command::Bench(args) => bench::run(config, args).await,
