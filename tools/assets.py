@@ -14,7 +14,8 @@ when `python3 -m venv` cannot work, Debian's python3-venv.
 Layout of the cache:
 
     venv/                                python with numpy, onnx, onnxruntime, OpenCV, Pillow, pycocotools, PyYAML, websocket-client
-    onnxruntime/libonnxruntime.so.1.31.1 for ort's load-dynamic (ORT_DYLIB_PATH)
+    onnxruntime/libonnxruntime.so.<ORT_VERSION> for ort's load-dynamic (ORT_DYLIB_PATH), and
+    the link onnxruntime/libonnxruntime.so to it that the binary loads by default
     models/yolov3-tiny.onnx              converted by tools/darknet2onnx.py
     models/fall-detection-yolov8.onnx    YOLOv8 layout, fixed batch 1
     models/darknet/                      the Darknet cfg, weights and coco.names
@@ -50,11 +51,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 
+# The one place the ONNX Runtime version is written: the venv's pip pin below uses it, the
+# binary finds the library through the unversioned link ORT_LINK (so no Rust code
+# names a version), and the Dockerfile's ORT_VERSION argument is checked against it
+# (tools/test_pins.py).
+ORT_VERSION = "1.31.1"
+ORT_LIB = f"libonnxruntime.so.{ORT_VERSION}"
+ORT_LINK = "onnxruntime/libonnxruntime.so"
+
 # Python packages of the tools venv: the whole resolved set, pinned.
 VENV_REQUIREMENTS = (
     "numpy==2.4.6",
     "onnx==1.23.2",
-    "onnxruntime==1.31.1",
+    f"onnxruntime=={ORT_VERSION}",
     "opencv-python-headless==4.14.0.94",
     "pillow==13.0.0",
     "protobuf==7.36.2",
@@ -80,8 +89,6 @@ VENV_REQUIREMENTS = (
     "attrs==26.1.0",
 )
 
-ORT_VERSION = "1.31.1"
-ORT_LIB = f"libonnxruntime.so.{ORT_VERSION}"
 
 DARKNET_DEB_VERSION = "0.0.0+git20180914.61c9d02e-2+b4"
 
@@ -650,6 +657,18 @@ def ensure_720p_photos(cache: Path, py: Path) -> None:
     say("derived", "photos-720p/", f"{len(srcs)} frames at 1280x720, q82")
 
 
+def ensure_ort_link(cache: Path) -> None:
+    """`onnxruntime/libonnxruntime.so` -> the pinned library: the path the binary
+    loads by default, the same whichever version is pinned."""
+    link = cache / ORT_LINK
+    if link.is_symlink() and os.readlink(link) == ORT_LIB:
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(ORT_LIB)
+    say("linked", ORT_LINK, ORT_LIB)
+
+
 def manifest(cache: Path, py: Path) -> dict:
     photos = sorted(
         m.dest for a in ARCHIVES for m in a.members if m.dest.startswith("photos/") and not m.dest.endswith(".json")
@@ -691,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_yolo_onnx(cache, py)
             ensure_u8_models(cache, py)
             ensure_720p_photos(cache, py)
+            ensure_ort_link(cache)
             m = manifest(cache, py)
             text = json.dumps(m, indent=2) + "\n"
             mf = cache / "assets.json"

@@ -1035,7 +1035,9 @@ impl Config {
             .ort_dylib_path
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| self.cache_dir.join("onnxruntime/libonnxruntime.so.1.31.1"))
+            // tools/assets.py links the library of the version it pins here, so the
+            // version is written in one place (assets.py's ORT_VERSION).
+            .unwrap_or_else(|| self.cache_dir.join("onnxruntime/libonnxruntime.so"))
     }
 
     /// Whether a station id is accepted: configured, or any well-formed id when none are.
