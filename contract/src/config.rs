@@ -218,7 +218,8 @@ pub struct Config {
 #[serde(default)]
 pub struct BrokerConfig {
     /// `amqp://…` or `amqps://…`; unset means the in-process queue (embedded mode).
-    pub amqp_url: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub amqp_url: Option<SecretUrl>,
     /// A file holding the AMQP URL (a mounted secret); read when `amqp_url` is unset.
     #[schema(value_type = Option<String>)]
     pub amqp_url_file: Option<PathBuf>,
@@ -244,7 +245,8 @@ pub struct BrokerConfig {
 #[serde(default)]
 pub struct DatabaseConfig {
     /// `postgres://…`, `sqlite://PATH`; unset means `sqlite://<data_dir>/visionq.db`.
-    pub database_url: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub database_url: Option<SecretUrl>,
     /// A file holding the database URL (a mounted secret); read when `database_url` is unset.
     #[schema(value_type = Option<String>)]
     pub database_url_file: Option<PathBuf>,
@@ -754,14 +756,14 @@ impl std::fmt::Debug for DatabaseConfig {
 impl BrokerConfig {
     /// This section with the password in `amqp_url` hidden.
     pub fn redacted(&self) -> BrokerConfig {
-        BrokerConfig { amqp_url: self.amqp_url.as_deref().map(redact_url), ..self.clone() }
+        BrokerConfig { amqp_url: self.amqp_url.as_ref().map(SecretUrl::redacted), ..self.clone() }
     }
 }
 
 impl DatabaseConfig {
     /// This section with the password in `database_url` hidden.
     pub fn redacted(&self) -> DatabaseConfig {
-        DatabaseConfig { database_url: self.database_url.as_deref().map(redact_url), ..self.clone() }
+        DatabaseConfig { database_url: self.database_url.as_ref().map(SecretUrl::redacted), ..self.clone() }
     }
 }
 
@@ -1002,9 +1004,13 @@ impl Config {
         Some((fps, if burst == 0 { fps.ceil().max(1.0) as u32 } else { burst }))
     }
 
-    /// The database URL, with the embedded default filled in.
+    /// The database URL, with the embedded default filled in: the plain text, with
+    /// its password, for opening the store (print it through [`redact_url`]).
     pub fn database_url(&self) -> String {
-        self.database.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("visionq.db").display()))
+        match &self.database.database_url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("visionq.db").display()),
+        }
     }
 
     /// The batch sizes passes run at, ascending; empty means any size (`exact`).
@@ -1084,12 +1090,12 @@ const OPTIONAL_KEYS: &[&str] = &[
 ];
 
 /// A secret given directly, or else read from `file` (surrounding whitespace trimmed).
-fn secret(direct: Option<String>, file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+fn secret(direct: Option<SecretUrl>, file: Option<&Path>) -> Result<Option<SecretUrl>, ConfigError> {
     match (direct, file) {
         (Some(v), _) => Ok(Some(v)),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            Ok(Some(text.trim().to_string()))
+            Ok(Some(SecretUrl::new(text.trim())))
         }
         (None, None) => Ok(None),
     }
@@ -1150,6 +1156,49 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 }
 
 /// A URL with its password replaced, for logs.
+/// A URL that may hold a password (the broker's, the database's). Printed — `{:?}`,
+/// `{}`, a log field — it shows the password as `***`; the plain text comes only
+/// from [`SecretUrl::expose`], for the one call that connects. It serialises as the
+/// plain URL (the config file's own form, read back by the loader); `/v1/config` and
+/// `visionq config` show [`Config::redacted`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+
+    /// The URL with its password, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The same URL with its password hidden.
+    pub fn redacted(&self) -> SecretUrl {
+        SecretUrl(redact_url(&self.0))
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> SecretUrl {
+        SecretUrl::new(url)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return redact_connection_string(url) };
     // No user info: a JDBC-style `…;password=…` may still carry one.
@@ -1239,7 +1288,7 @@ mod tests {
         assert_eq!(c.batching.max_batch_size, 2);
         assert_eq!(c.batching.max_batch_wait_ms, 9);
         assert_eq!(c.stations, vec!["a", "b"]);
-        assert_eq!(c.broker.amqp_url.as_deref(), Some("amqp://x"));
+        assert_eq!(c.broker.amqp_url.as_ref().map(SecretUrl::expose), Some("amqp://x"));
         assert_eq!(c.model.conf_threshold, 0.25);
     }
 
@@ -1305,7 +1354,7 @@ mod tests {
         let file = dir.join("amqp-url");
         std::fs::write(&file, "amqp://svc:s3cret@rabbit:5672/%2f\n").unwrap();
         let c = Config::load_from(None, env(&[("VISIONQ_AMQP_URL_FILE", file.to_str().unwrap())])).unwrap();
-        assert_eq!(c.broker.amqp_url.as_deref(), Some("amqp://svc:s3cret@rabbit:5672/%2f"));
+        assert_eq!(c.broker.amqp_url.as_ref().map(SecretUrl::expose), Some("amqp://svc:s3cret@rabbit:5672/%2f"));
         let e = Config::load_from(None, env(&[("VISIONQ_DATABASE_URL_FILE", "/nonexistent/db-url")])).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/db-url"), "{e}");
         let e = Config::load_from(None, env(&[("VISIONQ_TLS_CERT_FILE", "/x.pem")])).unwrap_err();
@@ -1569,6 +1618,17 @@ stations = ["cam-1"]
         assert!(shown.contains("amqp://guest:***@host:5672/%2f") && shown.contains("max_batch_size"), "{shown}");
         let sections = format!("{:?} {:?}", c.broker, c.database);
         assert!(!sections.contains("s3cret") && sections.contains("postgres://app:***@db/visionq"), "{sections}");
+        // The URL itself, however it is printed; the plain text only by asking for it.
+        let url = c.broker.amqp_url.clone().unwrap();
+        for printed in [format!("{url}"), format!("{url:?}"), format!("{:?}", c.broker.amqp_url)] {
+            assert!(!printed.contains("s3cret") && printed.contains("guest:***@host"), "{printed}");
+        }
+        assert_eq!(url.expose(), "amqp://guest:s3cret-amqp@host:5672/%2f");
+        // Written to a file and read back (the loader's own round trip), it keeps its password.
+        let text = toml::to_string(&c.broker).unwrap();
+        assert!(text.contains("s3cret-amqp"), "{text}");
+        let back: BrokerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.amqp_url.as_ref().map(SecretUrl::expose), Some(url.expose()));
     }
 
     #[test]

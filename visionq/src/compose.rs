@@ -45,14 +45,14 @@ pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     // A pod may start before the broker: keep trying for a while.
     let mut attempt = 0;
     loop {
-        match AmqpBroker::connect_tls(url, tls_ca.clone(), topology.clone(), limits.clone()).await {
+        match AmqpBroker::connect_tls(url.expose(), tls_ca.clone(), topology.clone(), limits.clone()).await {
             Ok(b) => return Ok(Arc::new(b)),
             Err(e) if attempt < 30 => {
                 attempt += 1;
-                tracing::warn!(url = redact_url(url), error = %e, "broker not reachable yet; retrying");
+                tracing::warn!(%url, error = %e, "broker not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", redact_url(url))),
+            Err(e) => return Err(e).with_context(|| format!("cannot connect to {url}")),
         }
     }
 }
