@@ -128,14 +128,14 @@ impl AlertRule {
 
     /// Whether the rule watches `station`.
     pub fn watches(&self, station: &str) -> bool {
-        crate::config::listed(&self.stations, station)
+        crate::names::listed(&self.stations, station)
     }
 
     /// Whether `r` counts towards the rule (never, for `silent`).
     pub fn hit(&self, r: &FrameResult) -> bool {
         match self.kind {
             RuleKind::Detections => {
-                r.detections.iter().any(|d| crate::config::listed(&self.classes, &d.class_name) && d.score >= self.min_score)
+                r.detections.iter().any(|d| crate::names::listed(&self.classes, &d.class_name) && d.score >= self.min_score)
             }
             RuleKind::Decision => r.decision.as_ref().is_some_and(|d| self.outcomes.contains(&d.outcome)),
             RuleKind::Status => self.statuses.contains(&r.status),
@@ -172,7 +172,7 @@ impl AlertRule {
     /// Why this rule cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if let Some(p) = crate::config::named_table_problem("rule", name, &self.stations) {
+        if let Some(p) = crate::names::named_table_problem("rule", name, &self.stations) {
             return Some(p);
         }
         let counted = !self.classes.is_empty()

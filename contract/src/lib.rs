@@ -19,6 +19,7 @@ pub mod http;
 pub mod instrument;
 pub mod message;
 pub mod metrics;
+pub mod names;
 pub mod params;
 pub mod refusal;
 pub mod sink;

@@ -2,11 +2,95 @@
 //! (`_seconds`, `_bytes`), counters end in `_total`, and no label is unbounded
 //! (never a frame id; classes are bounded by the model, stages and reasons by code).
 
-use crate::instrument::Stage;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// The values of the `stage` label (durations, frames out, work in flight): the
+/// names of [`STAGES`] in this order (checked by a test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    IngestWait,
+    QueueWaitFrames,
+    Decode,
+    Resize,
+    QueueWaitTensors,
+    Assemble,
+    Inference,
+    Postprocess,
+    Preprocess,
+    Infer,
+    Results,
+    DbWrite,
+    EndToEnd,
+    Selftest,
+    /// Frames accepted on a WebSocket stream and not yet answered.
+    IngestStream,
+    /// Frames accepted on a gRPC stream and not yet answered.
+    IngestGrpc,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 16] = [
+        Stage::IngestWait,
+        Stage::QueueWaitFrames,
+        Stage::Decode,
+        Stage::Resize,
+        Stage::QueueWaitTensors,
+        Stage::Assemble,
+        Stage::Inference,
+        Stage::Postprocess,
+        Stage::Preprocess,
+        Stage::Infer,
+        Stage::Results,
+        Stage::DbWrite,
+        Stage::EndToEnd,
+        Stage::Selftest,
+        Stage::IngestStream,
+        Stage::IngestGrpc,
+    ];
+
+    /// The label value, and the key of a result's `timings_ms` where the stage is one.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::IngestWait => "ingest_wait",
+            Stage::QueueWaitFrames => "queue_wait_frames",
+            Stage::Decode => "decode",
+            Stage::Resize => "resize",
+            Stage::QueueWaitTensors => "queue_wait_tensors",
+            Stage::Assemble => "assemble",
+            Stage::Inference => "inference",
+            Stage::Postprocess => "postprocess",
+            Stage::Preprocess => "preprocess",
+            Stage::Infer => "infer",
+            Stage::Results => "results",
+            Stage::DbWrite => "db_write",
+            Stage::EndToEnd => "end_to_end",
+            Stage::Selftest => "selftest",
+            Stage::IngestStream => "ingest_stream",
+            Stage::IngestGrpc => "ingest_grpc",
+        }
+    }
+}
+
+/// What became of a frame leaving a stage (the `outcome` of `visionq_stage_frames_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error,
+    Expired,
+}
+
+impl Outcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Expired => "expired",
+        }
+    }
+}
 
 /// The values of the `stage` label (durations, frames out, work in flight): bounded by
 /// code, the names of [`Stage`] in its order.

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::FrameResult;
-use crate::config::listed;
 use crate::decision::Outcome;
+use crate::names::listed;
 
 /// What a sink delivers to.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -225,7 +225,7 @@ impl SinkConfig {
     /// Why this sink cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if !crate::config::valid_station_id(name) {
+        if !crate::names::valid_station_id(name) {
             return Some(format!("sink name `{name}` is not valid: use 1-64 of A-Z a-z 0-9 . _ -"));
         }
         match self.kind {

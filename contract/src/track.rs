@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::Detection;
-use crate::config::listed;
+use crate::names::listed;
 
 /// The point of a box that stands for the object.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, utoipa::ToSchema)]
@@ -171,7 +171,7 @@ impl CountLine {
     /// Why this line cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if let Some(p) = crate::config::named_table_problem("line", name, &self.stations) {
+        if let Some(p) = crate::names::named_table_problem("line", name, &self.stations) {
             return Some(p);
         }
         if !in_picture(&self.from) || !in_picture(&self.to) {
@@ -210,7 +210,7 @@ impl Zone {
     /// Why this zone cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         let name = &self.name;
-        if let Some(p) = crate::config::named_table_problem("zone", name, &self.stations) {
+        if let Some(p) = crate::names::named_table_problem("zone", name, &self.stations) {
             return Some(p);
         }
         if self.polygon.len() < 3 || self.polygon.len() > 64 {

@@ -9,30 +9,7 @@ use crate::letterbox::{fit_geometry, place};
 use crate::nvjpeg::GpuJpeg;
 use crate::options::{ChannelOrder, DecodeScale, PreprocessOptions, ResizeFilter};
 use crate::orient::{orient, swaps_sides};
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum PreprocessError {
-    /// The reason starts with the format: `JPEG: Premature end of JPEG file`.
-    #[error("cannot decode {0}")]
-    Decode(String),
-    #[error("image is {width}x{height}, over the limit of {max_pixels} pixels")]
-    TooLarge { width: usize, height: usize, max_pixels: u64 },
-    #[error("cannot resize: {0}")]
-    Resize(String),
-}
-
-/// A model-ready frame.
-#[derive(Debug, Clone)]
-pub struct Preprocessed {
-    /// `input_height × input_width × 3`, row-major, RGB (BGR if the options say so).
-    pub tensor: Vec<u8>,
-    pub letterbox: Letterbox,
-    /// The image's size, whatever size it was decoded at.
-    pub width: u32,
-    pub height: u32,
-    pub decode_seconds: f64,
-    pub resize_seconds: f64,
-}
+use crate::prepared::{PreprocessError, Preprocessed};
 
 /// Decodes and letterboxes frames into a fixed model input. Keeps its decoder and
 /// resizer buffers between calls: make one per thread.

@@ -34,7 +34,8 @@ use visionq_contract::Letterbox;
 
 use crate::decode::Decoded;
 use crate::gpu_letterbox::{Letterboxer, Planes, Target};
-use crate::image::{PreprocessError, Preprocessed};
+use crate::options::PreprocessOptions;
+use crate::prepared::{PreprocessError, Preprocessed};
 
 type Status = i32;
 type CudaError = i32;
@@ -717,6 +718,29 @@ impl Decoder {
     }
 }
 
+/// Starts the GPU JPEG decoder the options ask for, once per process, before the
+/// preprocessing threads need it. `Ok(None)`: the CPU decodes (not asked for, or
+/// `auto` on a node where nvJPEG or its letterbox kernel does not start: logged);
+/// `Err` when `nvjpeg` was asked for and cannot start.
+pub fn start_gpu_decode(options: &PreprocessOptions) -> Result<Option<&'static GpuJpeg>, String> {
+    let Some(g) = options.gpu_decode else { return Ok(None) };
+    match GpuJpeg::shared(g.device, g.threads, g.max_batch, g.letterbox) {
+        Ok(d) if !g.required && !d.letterboxing() => {
+            tracing::warn!(
+                "jpeg_decoder = \"auto\": nvJPEG started but the letterbox kernel did not (NVRTC or the driver API missing, \
+                 or nvjpeg_letterbox = false), and nvJPEG's own colour conversion moves detections: JPEGs are decoded on the CPU"
+            );
+            Ok(None)
+        }
+        Ok(d) => Ok(Some(d)),
+        Err(e) if g.required => Err(format!("jpeg_decoder = \"nvjpeg\": {e}")),
+        Err(e) => {
+            tracing::warn!(error = %e, "jpeg_decoder = \"auto\": nvJPEG did not start, JPEGs are decoded on the CPU");
+            Ok(None)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,6 +775,24 @@ mod tests {
         assert!(!scan(&grey).unwrap().gpu_decodable());
         for broken in [&b""[..], b"\xff\xd8", b"\xff\xd8\xff\xda\x00\x02", b"not a jpeg at all", &jpeg[..sof + 5]] {
             assert!(scan(broken).is_none_or(|l| !l.gpu_decodable()), "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn a_node_without_nvjpeg_refuses_to_start_when_told_to_use_it_and_falls_back_on_auto() {
+        let mut c = visionq_contract::Config::default();
+        c.decode.jpeg_decoder = "nvjpeg".into();
+        let required = crate::PreprocessOptions::from_config(&c);
+        match start_gpu_decode(&required) {
+            // A machine with a GPU and nvJPEG (the lent GPU machine): it starts.
+            Ok(Some(gpu)) => assert!(["hardware", "gpu-hybrid"].contains(&gpu.backend())),
+            Ok(None) => panic!("asked for nvJPEG and got neither it nor a refusal"),
+            Err(e) => {
+                assert!(e.contains("jpeg_decoder = \"nvjpeg\"") && e.contains("nvJPEG"), "{e}");
+                c.decode.jpeg_decoder = "auto".into();
+                c.runtime.execution_provider = visionq_contract::config::ExecutionProvider::Cuda;
+                assert!(start_gpu_decode(&crate::PreprocessOptions::from_config(&c)).unwrap().is_none());
+            }
         }
     }
 }
