@@ -53,6 +53,9 @@ const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; connect-src '
 
 /// The page, its assets and its configuration are open (the page must load to ask
 /// for a token); every route that shows the plant's data needs an operator token.
+/// The paths `router` serves the page at besides `/`.
+pub const PAGE_ALIASES: [&str; 2] = ["/dashboard", "/dashboard/"];
+
 pub fn router(state: Arc<DashboardState>) -> Router {
     let operator = Gate::new(state.auth.clone(), Some(Scope::Operator));
     let data = Router::new()
@@ -63,8 +66,8 @@ pub fn router(state: Arc<DashboardState>) -> Router {
         .route_layer(middleware::from_fn_with_state(operator, access::check));
     Router::new()
         .route("/", get(index))
-        .route(crate::openapi::PAGE_ALIASES[0], get(index))
-        .route(crate::openapi::PAGE_ALIASES[1], get(index))
+        .route(PAGE_ALIASES[0], get(index))
+        .route(PAGE_ALIASES[1], get(index))
         .route("/dashboard/{file}", get(asset))
         .route("/station/{station}", get(station_page))
         .route("/v1/dashboard/config", get(page_config))

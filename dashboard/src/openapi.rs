@@ -22,15 +22,12 @@ use utoipa::openapi::OpenApi as Document;
 )]
 pub struct DashboardApi;
 
-/// The paths `router` serves the page at besides `/`.
-pub const PAGE_ALIASES: [&str; 2] = ["/dashboard", "/dashboard/"];
-
 struct PageAliases;
 
 impl utoipa::Modify for PageAliases {
     fn modify(&self, doc: &mut Document) {
         let Some(page) = doc.paths.paths.get("/").cloned() else { return };
-        for (alias, suffix) in PAGE_ALIASES.into_iter().zip(["dashboard", "dashboard_slash"]) {
+        for (alias, suffix) in crate::http::PAGE_ALIASES.into_iter().zip(["dashboard", "dashboard_slash"]) {
             let mut item = page.clone();
             // Operation ids are unique in a document.
             if let Some(op) = item.get.as_mut() {

@@ -17,15 +17,8 @@ use visionq_contract::{Config, Metrics};
 use visionq_queue::amqp::{AmqpBroker, QueueLimits};
 use visionq_queue::{SharedBroker, WorkQueue};
 
+pub use crate::role::Role;
 use crate::shutdown::Shutdown;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Ingest,
-    Preprocess,
-    Infer,
-    Results,
-}
 
 pub async fn broker(config: &Config) -> anyhow::Result<SharedBroker> {
     let Some(url) = &config.broker.amqp_url else {
@@ -333,7 +326,8 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
     // or the port the system chose for `:0`), not the configured default.
     let mut shown = config.redacted();
     shown.http.listen = bound.to_string();
-    let mut process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), &roles);
+    let document = crate::openapi::json(&crate::openapi::document(&roles));
+    let mut process = crate::process_routes::router(health, Arc::new(shown), auth.clone(), document);
     if roles.contains(&Role::Infer) {
         process = process.merge(crate::model_routes::router(models_state, auth.clone()));
     }

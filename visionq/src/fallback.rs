@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use visionq_http::ApiError;
 
-use crate::compose::Role;
+use crate::role::Role;
 
 fn name(role: Role) -> &'static str {
     match role {

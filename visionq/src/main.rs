@@ -22,6 +22,7 @@ mod model_routes;
 mod openapi;
 mod proc_stat;
 mod process_routes;
+mod role;
 mod shutdown;
 mod soak;
 mod station_agent;

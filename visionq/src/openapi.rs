@@ -18,7 +18,7 @@ use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use visionq_contract::refusal::ErrorBody;
 
-use crate::compose::Role;
+use crate::role::Role;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -279,7 +279,7 @@ mod tests {
             needs_model: false,
             metrics,
         });
-        let mut process = crate::process_routes::router(health, config.clone(), auth.clone(), roles);
+        let mut process = crate::process_routes::router(health, config.clone(), auth.clone(), json(&document(roles)));
         if roles.contains(&Role::Infer) {
             let models = Arc::new(crate::model_routes::ModelsState { control: None, serving: None });
             process = process.merge(crate::model_routes::router(models, auth));

@@ -3,7 +3,6 @@
 //! frame or result), the effective configuration (admins only) and the OpenAPI
 //! document of this process's own routes (open: it describes, it holds no data).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,8 +16,6 @@ use visionq_contract::{Config, Metrics};
 use visionq_http::access::{self, Gate};
 use visionq_queue::SharedBroker;
 use visionq_results::store::SharedStore;
-
-use crate::compose::Role;
 
 /// What `/readyz` checks.
 pub struct Health {
@@ -114,8 +111,10 @@ pub(crate) async fn openapi(State(doc): State<Arc<String>>) -> Response {
 
 /// These routes, for a process running `roles`; `shown` is the configuration as
 /// `/v1/config` shows it.
-pub fn router(health: Arc<Health>, shown: Arc<Config>, auth: Arc<Auth>, roles: &BTreeSet<Role>) -> Router {
-    let document = Arc::new(crate::openapi::json(&crate::openapi::document(roles)));
+/// The process's own routes; `document` is the OpenAPI document of its roles (JSON),
+/// served at `/v1/openapi.json`.
+pub fn router(health: Arc<Health>, shown: Arc<Config>, auth: Arc<Auth>, document: String) -> Router {
+    let document = Arc::new(document);
     let admin = Gate::new(auth, Some(Scope::Admin));
     Router::new()
         .route("/livez", get(livez))
