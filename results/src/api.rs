@@ -3,14 +3,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -25,7 +23,7 @@ use visionq_contract::topology::RESULT_EVENTS;
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_decide::Decider;
 use visionq_http::ApiError;
-use visionq_http::access::{self, Caller, Gate};
+use visionq_http::access::{self, Caller};
 use visionq_queue::{QueueError, SharedBroker};
 
 use crate::evidence::Keeper;
@@ -78,29 +76,6 @@ impl ResultsState {
         });
         Ok(Arc::new(ResultsState { store, metrics, live, config, auth, classes, decider, keeper, broker: broker.clone() }))
     }
-}
-
-/// The read side. Any valid token passes the gate; operators (and reviewers and
-/// admins) read everything, a station token its own station's frames, history,
-/// counts and stream.
-pub fn router(state: Arc<ResultsState>) -> Router {
-    let reader = Gate::new(state.auth.clone(), None);
-    Router::new()
-        .route("/v1/frames/{frame_id}", get(get_frame))
-        .route("/v1/stations/{station}/results", get(station_results))
-        .route("/v1/stations/{station}/counts", get(station_counts))
-        .route(
-            "/v1/stations/{station}/expectation",
-            put(crate::expectations::put_expectation)
-                .get(crate::expectations::get_expectation)
-                .delete(crate::expectations::delete_expectation),
-        )
-        .route("/v1/stations", get(stations))
-        .route("/v1/stream", get(stream))
-        .merge(crate::reviews::routes())
-        .route("/v1/rules/reload", axum::routing::post(crate::rules_api::reload))
-        .route_layer(middleware::from_fn_with_state(reader, access::check))
-        .with_state(state)
 }
 
 /// A refused query parameter value: `400 bad_parameter` naming it.

@@ -15,7 +15,8 @@
 //! review in the evidence store (`visionq-evidence`; [`evidence`] says where their
 //! bytes come from), and serves the review queue ([`reviews`]): the frames to review,
 //! their images, and the reviews, stored and pushed as the frames' final word; and
-//! the admins' reload of the rules file ([`rules_api`]).
+//! the admins' reload of the rules file ([`rules_api`]); [`routes`] puts them all
+//! behind one read gate.
 //!
 //! It imports the contract, the queue, the HTTP access check and error
 //! (`visionq-http`), the decider, the evidence store and the events outbox; it must not import the
@@ -34,6 +35,7 @@ pub mod postgres;
 pub mod retention;
 pub mod review;
 pub mod reviews;
+pub mod routes;
 pub mod rules_api;
 pub mod sqlite;
 pub mod store;

@@ -37,7 +37,7 @@ use crate::store::{Cursor, ReviewQuery};
 pub const MAX_PAGE: usize = 100;
 const DEFAULT_PAGE: usize = 20;
 
-/// The queue's routes (behind the read gate that `api::router` puts on them).
+/// The queue's routes (behind the read gate that `routes::router` puts on them).
 pub(crate) fn routes() -> Router<Arc<ResultsState>> {
     Router::new()
         .route("/v1/review", get(queue))

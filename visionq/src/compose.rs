@@ -84,7 +84,7 @@ pub fn http_app(
     let mut app = Router::new();
     if let Some(read) = read {
         app = app
-            .merge(visionq_results::api::router(read.results))
+            .merge(visionq_results::routes::router(read.results))
             .merge(visionq_dashboard::router(read.dashboard))
             .merge(visionq_events::api::router(read.sinks));
     }
