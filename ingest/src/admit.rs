@@ -15,8 +15,8 @@ use visionq_contract::message::elapsed_ms;
 use visionq_contract::{Config, FrameMeta, Timings};
 
 use crate::header::{self as image_header, HeaderError};
-use crate::pipeline::IngestState;
 use crate::refusal::Refusal;
+use crate::state::IngestState;
 
 /// Who posts, for which station, decided before any frame is read: the station id,
 /// the token (an unauthenticated caller learns nothing, not even whether the station

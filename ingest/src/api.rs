@@ -22,8 +22,9 @@ use visionq_contract::topology::TRACEPARENT_HEADER;
 
 use crate::admit::{Arrival, Door, check_rate, check_station, count_accepted, count_refused, frame_meta};
 use crate::body::{FrameForm, ImageBody, JsonFrame, read_image, transport_limit};
-use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
+use crate::pipeline::{Waited, publish_frame, wait_result};
 use crate::refusal::{Refusal, token};
+use crate::state::IngestState;
 
 /// `?wait_ms=`, `?captured_at=`, `?deadline_ms=`; anything else is refused.
 #[derive(Debug, utoipa::IntoParams)]

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::header::Format;
-use crate::pipeline::IngestState;
 use crate::refusal::Refusal;
+use crate::state::IngestState;
 
 /// `captured_at` is read as text so that a bad one is refused by its name.
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -25,8 +25,9 @@ use visionq_contract::instrument::{InFlight, Stage};
 use self::convert::{deadline_exceeded, refused_reply, status_of};
 use crate::admit::{Arrival, Door, check_rate, check_station, count_accepted, count_refused, frame_meta, valid_frame_key};
 use crate::body::{check_size, transport_limit};
-use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
+use crate::pipeline::{Waited, publish_frame, wait_result};
 use crate::refusal::{Refusal, token};
+use crate::state::IngestState;
 use crate::waiters::Waiting;
 
 /// The code generated from the `.proto` (tonic and prost).

@@ -1,37 +1,18 @@
-//! What ingest shares with the pipeline: its state (broker, waiters, limits, who may
-//! post), publishing a validated frame with its trace context, and holding a request
-//! until its frame's result arrives. Used by the frames route and the self-test.
+//! What ingest does with the pipeline: publishing a validated frame with its trace
+//! context, and holding a request until its frame's result arrives. Used by the
+//! frames route, the streams and the self-test.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use visionq_contract::auth::Auth;
 use visionq_contract::instrument::{InFlight, Stage};
 use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
-use visionq_contract::{Config, FrameMeta, FrameResult, Metrics, telemetry};
-use visionq_queue::{Envelope, QueueError, SharedBroker, WorkQueue};
+use visionq_contract::{FrameMeta, FrameResult, telemetry};
+use visionq_queue::{Envelope, QueueError, WorkQueue};
 
-use crate::limits::RateLimiter;
 use crate::refusal::Refusal;
-use crate::waiters::Waiters;
-
-pub struct IngestState {
-    pub broker: SharedBroker,
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<Config>,
-    pub waiters: Arc<Waiters>,
-    /// Who may post for which station (and run the self-test).
-    pub auth: Arc<Auth>,
-    pub limiter: RateLimiter,
-    /// Turns true when the process stops taking frames: requests still held for a
-    /// result are then answered `202 queued` (the frame is safe in the queue) instead
-    /// of being cut when the process exits.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// The station sockets open: a stopping process waits for them to close.
-    pub streams: crate::stream::OpenStreams,
-}
+use crate::state::IngestState;
 
 /// How a held request ended.
 pub(crate) enum Waited {

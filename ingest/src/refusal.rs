@@ -9,7 +9,7 @@ use visionq_contract::auth::{self, Denied, Scope};
 use visionq_contract::params::ParamError;
 use visionq_http::ApiError;
 
-use crate::pipeline::IngestState;
+use crate::state::IngestState;
 
 impl Refusal {
     pub(crate) fn code(&self) -> &'static str {

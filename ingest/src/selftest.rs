@@ -19,8 +19,9 @@ use visionq_contract::refusal::ErrorBody;
 use visionq_contract::topology::TRACEPARENT_HEADER;
 use visionq_contract::{FrameMeta, FrameResult, ResultStatus, Timings};
 
-use crate::pipeline::{IngestState, Waited, publish_frame, wait_result};
+use crate::pipeline::{Waited, publish_frame, wait_result};
 use crate::refusal::{Refusal, check_admin};
+use crate::state::IngestState;
 
 /// The station the self-test posts as (reserved: see the contract).
 pub use visionq_contract::config::SELFTEST_STATION;

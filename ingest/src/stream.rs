@@ -7,10 +7,7 @@
 //! in flight, one frame waiting for a slot (`mode=newest`), and a bounded outbox.
 
 mod messages;
-mod open;
 mod window;
-
-pub use self::open::OpenStreams;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,8 +33,9 @@ use self::messages::{ClientId, FrameInfo, Mode, Reply};
 use self::window::{Offer, Window};
 use crate::admit::{Arrival, Door, check_rate, check_station, count_accepted, count_refused, frame_meta};
 use crate::body::{check_size, transport_limit};
-use crate::pipeline::{IngestState, publish_frame};
+use crate::pipeline::publish_frame;
 use crate::refusal::{Refusal, token};
+use crate::state::IngestState;
 use crate::waiters::Waiting;
 
 /// The protocol version the hello announces.
