@@ -584,7 +584,6 @@ impl ResultStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use visionq_contract::decision::Expected;
 
     use super::*;
 
@@ -634,18 +633,8 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(versions, MIGRATIONS.iter().map(|(v, _)| *v).collect::<Vec<_>>(), "from version {old}: every version recorded");
-            for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
-                assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
-            }
-            let got = store.get(frame_id).await.unwrap().expect("the old frame reads back");
-            assert_eq!((got.station.as_str(), got.decision, got.review), ("cam-old", None, None));
-            let stations = store.stations().await.unwrap();
-            assert_eq!(stations.iter().map(|s| (s.station.as_str(), s.frames)).collect::<Vec<_>>(), [("cam-old", 1)]);
-            assert_eq!(store.review_backlog().await.unwrap(), 0, "decisions and reviews are there");
-            let e = Expectation { reference: "ref".into(), codes: vec![Expected { code: "A".into(), quantity: None }] };
-            store.put_expectation("cam-old", &e).await.unwrap();
-            assert_eq!(store.expectations().await.unwrap().len(), 1);
+            assert_eq!(versions.len(), MIGRATIONS.len(), "from version {old}: {versions:?}");
+            crate::store::assert_upgraded(&store, old, &versions, &tables, frame_id).await;
             drop(store);
             for ext in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{ext}", path.display()));

@@ -241,6 +241,26 @@ pub fn parse_interval(s: &str) -> Option<i64> {
     Some(n.checked_mul(mul)?).filter(|&v| v > 0)
 }
 
+/// What a store opened on an older schema must show once migrated (the SQLite and
+/// PostgreSQL upgrade tests): `versions` and `tables` as read from its database,
+/// and the frame of station `cam-old` stored before the upgrade.
+#[cfg(test)]
+pub(crate) async fn assert_upgraded(store: &dyn ResultStore, old: usize, versions: &[i32], tables: &[String], frame_id: uuid::Uuid) {
+    use visionq_contract::decision::{Expectation, Expected};
+    assert_eq!(versions, (1..).take(versions.len()).collect::<Vec<i32>>(), "from version {old}: every version recorded");
+    for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
+        assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
+    }
+    let got = store.get(frame_id).await.unwrap().expect("the old frame reads back");
+    assert_eq!((got.station.as_str(), got.decision, got.review), ("cam-old", None, None));
+    let stations = store.stations().await.unwrap();
+    assert_eq!(stations.iter().map(|s| (s.station.as_str(), s.frames)).collect::<Vec<_>>(), [("cam-old", 1)]);
+    assert_eq!(store.review_backlog().await.unwrap(), 0, "decisions and reviews are there");
+    let e = Expectation { reference: "ref".into(), codes: vec![Expected { code: "A".into(), quantity: None }] };
+    store.put_expectation("cam-old", &e).await.unwrap();
+    assert_eq!(store.expectations().await.unwrap().len(), 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

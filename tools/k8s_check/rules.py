@@ -1,14 +1,5 @@
-"""Project rules (policy), checked on each rendered kustomization: probes on /livez
-and /readyz, resources, the security context, a writable /tmp, grace period >
-shutdown budget, a PDB and a scraped Service for every role, autoscaler targets
-and KEDA queue names that match the queue prefix and the infer input mode, GPU
-requests iff CUDA, referenced ConfigMaps/Secrets exist, queue limits equal
-rabbitmq/definitions.json, the RabbitmqCluster's config equals
-rabbitmq/rabbitmq.conf, and every query of the alerts and the Grafana dashboard
-parses as PromQL and names only visionq_* metrics that exist in
-contract/src/metrics.rs, the one HTTP Ingress sends every path of
-docs/openapi.json to the role that serves it (by the path's tag), and an Ingress
-of gRPC (backend-protocol GRPC) sends each gRPC method to ingest.
+"""Project rules (policy), checked on each rendered kustomization: what they are is
+point 3 of the package's docstring (`tools/k8s_check/__init__.py`).
 
 Each rule is a generator of `Check`s (and `Note`s), in the order they are
 reported. Rules come in scopes; `policy()` runs, in order, the rules of POLICY,
