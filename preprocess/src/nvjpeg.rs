@@ -236,6 +236,19 @@ struct Request {
 // SAFETY: the pointers are only used while the sending thread waits for the reply.
 unsafe impl Send for Request {}
 
+/// The frame the decoder threads warm up on: a common camera size, so that most
+/// frames find buffers large enough already.
+const WARM_UP_SIZE: (u32, u32) = (1920, 1080);
+
+/// Bytes copied back for a `width`×`height` frame: the model input it is
+/// letterboxed into (`target`), or the whole RGB image.
+fn copied_len(width: u32, height: u32, target: Option<Target>) -> usize {
+    match target {
+        Some(t) => t.lb.input_width as usize * t.lb.input_height as usize * 3,
+        None => width as usize * height as usize * 3,
+    }
+}
+
 /// What a decoder thread copied back for one frame.
 struct Copied {
     bytes: Vec<u8>,
@@ -291,14 +304,16 @@ impl GpuJpeg {
         let (tx, rx) = mpsc::channel::<Request>();
         let rx = std::sync::Arc::new(Mutex::new(rx));
         let mut started = Vec::new();
+        // One made-up camera frame for every thread's warm-up (Decoder::warm_up).
+        let warm_frame = std::sync::Arc::new(crate::encode::gradient_jpeg(WARM_UP_SIZE.0 as usize, WARM_UP_SIZE.1 as usize));
         for i in 0..threads {
             let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-            let rx = rx.clone();
+            let (rx, warm_frame) = (rx.clone(), warm_frame.clone());
             std::thread::Builder::new()
                 .name(format!("visionq-nvjpeg-{i}"))
                 .spawn(move || match Decoder::new(api, device, max_batch, letterbox) {
                     Ok(mut decoder) => {
-                        if let Err(e) = decoder.warm_up() {
+                        if let Err(e) = decoder.warm_up(&warm_frame) {
                             tracing::warn!(error = %e, "nvJPEG warm-up failed: the first batches pay for their buffers");
                         }
                         let _ = ready_tx.send(Ok((decoder.backend, decoder.engines, decoder.letterboxer.is_some())));
@@ -402,10 +417,7 @@ impl GpuJpeg {
             return Err(PreprocessError::TooLarge { width: w as usize, height: h as usize, max_pixels });
         }
         let target = target(w, h);
-        let bytes = match target {
-            Some(t) => t.lb.input_width as usize * t.lb.input_height as usize * 3,
-            None => w as usize * h as usize * 3,
-        };
+        let bytes = copied_len(w, h, target);
         let outcome = CALLER.with(|cell| {
             let mut slot = cell.borrow_mut();
             let Caller { pinned, reply, answers } = slot.get_or_insert_with(|| {
@@ -503,18 +515,17 @@ impl Decoder {
         Ok(decoder)
     }
 
-    /// Decodes a made-up camera frame (1920×1080, 4:2:0) at every batch size up to
-    /// the bound, in the output format real requests will ask for, then drops the
-    /// answers: nvJPEG's per-size states and its own buffers, and this thread's
-    /// device buffers, then exist before the first frame arrives. Without it the
-    /// first batch of each size pays for them (allocations that wait on the whole
+    /// Decodes `jpeg`, a made-up camera frame of [`WARM_UP_SIZE`] (4:2:0), at every
+    /// batch size up to the bound, in the output format real requests will ask for,
+    /// then drops the answers: nvJPEG's per-size states and its own buffers, and this
+    /// thread's device buffers, then exist before the first frame arrives. Without it
+    /// the first batch of each size pays for them (allocations that wait on the whole
     /// device) while the node is already taking load.
-    fn warm_up(&mut self) -> Result<(), String> {
-        let (w, h) = (1920u32, 1080u32);
-        let jpeg = crate::encode::gradient_jpeg(w as usize, h as usize);
+    fn warm_up(&mut self, jpeg: &[u8]) -> Result<(), String> {
+        let (w, h) = WARM_UP_SIZE;
         let target =
             self.letterboxer.is_some().then(|| Target { lb: crate::letterbox::letterbox_geometry(w, h, 640, 640), bgr: false });
-        let bytes = target.map_or(w as usize * h as usize * 3, |t| t.lb.input_width as usize * t.lb.input_height as usize * 3);
+        let bytes = copied_len(w, h, target);
         let mut dest = vec![0u8; bytes * self.max_batch];
         let (reply, _answers) = mpsc::sync_channel(self.max_batch);
         for n in 1..=self.max_batch {
@@ -663,7 +674,7 @@ impl Decoder {
                 }
                 Some(t) => {
                     let (cw, ch) = (info.chroma_width as usize, info.chroma_height as usize);
-                    let input = t.lb.input_width as usize * t.lb.input_height as usize * 3;
+                    let input = copied_len(r.width, r.height, Some(t));
                     let base = self.buffer(first_slot + i, w * h + 2 * cw * ch + input)?;
                     // SAFETY: offsets inside the buffer just sized for all four parts.
                     let (cb, cr, out) = unsafe { (base.add(w * h), base.add(w * h + cw * ch), base.add(w * h + 2 * cw * ch)) };
@@ -700,15 +711,16 @@ impl Decoder {
             return nvjpeg("nvjpegDecodeBatched", s);
         }
         for ((r, img), placed) in group.iter().zip(&images).zip(&planes) {
-            let (src, bytes) = match (placed, &self.letterboxer) {
+            let src = match (placed, &self.letterboxer) {
                 (Some((p, out, t)), Some(kernel)) => {
                     // SAFETY: the planes were decoded into on this stream, `out` holds
                     // the whole input; the buffers stay ours until the next batch.
                     unsafe { kernel.launch(p, *out, t, self.stream)? };
-                    (out.cast_const(), t.lb.input_width as usize * t.lb.input_height as usize * 3)
+                    out.cast_const()
                 }
-                _ => (img.channel[0].cast_const(), r.width as usize * r.height as usize * 3),
+                _ => img.channel[0].cast_const(),
             };
+            let bytes = copied_len(r.width, r.height, r.target);
             // SAFETY: the caller's pinned buffer holds at least `bytes` (ensured
             // before it sent the request); the device buffer was written above.
             let e = unsafe { (api.memcpy_async)(r.dest.cast(), src.cast(), bytes, MEMCPY_DEVICE_TO_HOST, self.stream) };
