@@ -113,9 +113,12 @@ impl Drop for InFlight {
 
 /// The span of one delivery: every log line while a frame is handled carries its
 /// id, station and trace id (the fields are recorded once the message is parsed;
-/// `trace_id` from the W3C `traceparent` it travelled with).
+/// `trace_id` from the W3C `traceparent` it travelled with). At debug, under
+/// [`FRAMES_TARGET`] like the per-frame lines: on the hot path it costs nothing
+/// unless those lines are asked for.
 pub fn frame_span(stage: Stage) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
+        target: FRAMES_TARGET,
         "frame",
         stage = stage.as_str(),
         frame_id = tracing::field::Empty,
@@ -124,7 +127,8 @@ pub fn frame_span(stage: Stage) -> tracing::Span {
     )
 }
 
-/// Records `frame` (and the trace id of `traceparent`) on a [`frame_span`].
+/// Records `frame` (and the trace id of `traceparent`) on a [`frame_span`]: `span`,
+/// or the current one inside a future instrumented with it.
 pub fn record_frame(span: &tracing::Span, frame: &FrameMeta, traceparent: Option<&str>) {
     span.record("frame_id", tracing::field::display(frame.frame_id));
     span.record("station", frame.station.as_str());

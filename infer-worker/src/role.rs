@@ -85,13 +85,12 @@ type Fed = Result<TensorMessage, (Option<FrameMeta>, Failure)>;
 
 /// Turns one delivery into a batch item, or settles it as failed or expired.
 async fn feed_one(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
-    let span = frame_span(Stage::Infer);
-    feed_in_span(shared, d, items, span.clone()).instrument(span).await
+    feed_in_span(shared, d, items).instrument(frame_span(Stage::Infer)).await
 }
 
 /// [`feed_one`] inside the delivery's [`frame_span`].
 #[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
-async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>, span: Span) {
+async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item>) {
     // The metadata is read once, here; a live frame already past its deadline is
     // not run: it is reported expired.
     let (source, parsed) = match shared.config.batching.infer_input {
@@ -104,7 +103,7 @@ async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item
         Err(_) => None,
     };
     if let Some(frame) = frame {
-        record_frame(&span, frame, d.envelope.header(TRACEPARENT_HEADER));
+        record_frame(&Span::current(), frame, d.envelope.header(TRACEPARENT_HEADER));
     }
     if let Some(frame) = frame
         && let Some(late_ms) = frame.late_ms(Utc::now())

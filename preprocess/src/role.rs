@@ -62,16 +62,15 @@ pub fn prepare_frame(
 /// One delivery, in its own [`frame_span`]: every log line about the frame carries
 /// its id, station and trace id.
 async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
-    let span = frame_span(Stage::Preprocess);
-    handle_in_span(broker, metrics, pool, d, span.clone()).instrument(span).await
+    handle_in_span(broker, metrics, pool, d).instrument(frame_span(Stage::Preprocess)).await
 }
 
 #[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
-async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery, span: Span) {
+async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
     let _held = InFlight::new(&metrics, Stage::Preprocess, 1);
     let parsed = FrameMessage::from_envelope(&d.envelope);
     if let Ok(msg) = &parsed {
-        record_frame(&span, &msg.meta, d.envelope.header(TRACEPARENT_HEADER));
+        record_frame(&Span::current(), &msg.meta, d.envelope.header(TRACEPARENT_HEADER));
     }
     let late = parsed.as_ref().ok().and_then(|m| m.meta.late_ms(Utc::now()));
     let fate = match (parsed, late) {
