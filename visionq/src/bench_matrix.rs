@@ -177,32 +177,14 @@ async fn run_row(
     let pid = child.process.id().context("child pid")?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     if args.warmup_seconds > 0.0 {
-        let warm = Load {
-            stations: args.stations,
-            rate: args.rate,
-            duration: Duration::from_secs_f64(args.warmup_seconds),
-            station_prefix: "warmup".into(),
-            wait_ms: 30_000,
-        };
-        let limit = Duration::from_secs_f64(args.warmup_seconds + args.drain_seconds);
-        let warmed = Arc::new(Mutex::new(Tally::default()));
-        let _ = tokio::time::timeout(limit, drive(client.clone(), &child.base, photos.clone(), &warm, warmed.clone())).await;
+        drive_for(args, &client, &child.base, photos.clone(), args.warmup_seconds, "warmup").await;
     }
     let before = scrape(&client, &child.base).await?;
     let (server0, threads0, client0) = (cpu_seconds(pid)?, thread_cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_gpu(gpu, stop.clone());
-    let load = Load {
-        stations: args.stations,
-        rate: args.rate,
-        duration: Duration::from_secs_f64(args.seconds),
-        station_prefix: "matrix".into(),
-        wait_ms: 30_000,
-    };
-    let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
-    let limit = Duration::from_secs_f64(args.seconds + args.drain_seconds);
-    let _ = tokio::time::timeout(limit, drive(client.clone(), &child.base, photos, &load, tally.clone())).await;
+    let t = drive_for(args, &client, &child.base, photos, args.seconds, "matrix").await;
     let elapsed = start.elapsed().as_secs_f64();
     let (server1, threads1, client1) = (cpu_seconds(pid)?, thread_cpu_seconds(pid)?, cpu_seconds(std::process::id())?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -212,7 +194,6 @@ async fn run_row(
     let _ = child.process.wait().await;
     let _ = std::fs::remove_dir_all(&data);
 
-    let t = tally.lock().expect("tally lock").clone();
     let [p50, _, p99, _] = t.percentiles();
     let delta = |name, label| {
         let (s0, c0) = histogram(&before, name, label);
@@ -237,6 +218,29 @@ async fn run_row(
         top_threads: busiest(&threads0, &threads1, elapsed, 4),
         timeline: t.by_second(),
     })
+}
+
+/// The row's stations (`PREFIX-1…N`, `args.rate` frames/s each) for `seconds`, with
+/// `args.drain_seconds` more to answer what was accepted; what came back by then.
+async fn drive_for(
+    args: &MatrixArgs,
+    client: &reqwest::Client,
+    base: &str,
+    photos: Arc<Vec<(String, Bytes)>>,
+    seconds: f64,
+    prefix: &str,
+) -> Tally {
+    let load = Load {
+        stations: args.stations,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(seconds),
+        station_prefix: prefix.into(),
+        wait_ms: 30_000,
+    };
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let limit = Duration::from_secs_f64(seconds + args.drain_seconds);
+    let _ = tokio::time::timeout(limit, drive(client.clone(), base, photos, &load, tally.clone())).await;
+    tally.lock().expect("tally lock").clone()
 }
 
 fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
