@@ -242,12 +242,19 @@ pub fn parse_interval(s: &str) -> Option<i64> {
 }
 
 /// What a store opened on an older schema must show once migrated (the SQLite and
-/// PostgreSQL upgrade tests): `versions` and `tables` as read from its database,
-/// and the frame of station `cam-old` stored before the upgrade.
+/// PostgreSQL upgrade tests): `versions` (every one of the dialect's `migrations`)
+/// and `tables` as read from its database, and the frame of station `cam-old`
+/// stored before the upgrade.
 #[cfg(test)]
-pub(crate) async fn assert_upgraded(store: &dyn ResultStore, old: usize, versions: &[i32], tables: &[String], frame_id: uuid::Uuid) {
+pub(crate) async fn assert_upgraded(
+    store: &dyn ResultStore,
+    migrations: &[(i32, &str)],
+    old: usize,
+    (versions, tables): (&[i32], &[String]),
+    frame_id: uuid::Uuid,
+) {
     use visionq_contract::decision::{Expectation, Expected};
-    assert_eq!(versions, (1..).take(versions.len()).collect::<Vec<i32>>(), "from version {old}: every version recorded");
+    assert_eq!(versions, migrations.iter().map(|(v, _)| *v).collect::<Vec<_>>(), "from version {old}: every version recorded");
     for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
         assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
     }
