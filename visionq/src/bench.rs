@@ -81,6 +81,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.soak.map_or(args.duration, |m| m * 60.0)),
         station_prefix: args.station_prefix.clone(),
         wait_ms: args.wait_ms,
+        keep_timings: false,
     };
     println!(
         "visionq bench: {} stations x {} frames/s x {} s, {} photos, max batch {}, against {base} ({mode})",

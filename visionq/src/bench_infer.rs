@@ -252,6 +252,7 @@ pub async fn run(config: Config, args: InferBenchArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs_f64(args.e2e_seconds),
             station_prefix: "e2e".into(),
             wait_ms: 30_000,
+            keep_timings: false,
         };
         let tally = Arc::new(Mutex::new(Tally::default()));
         let start = Instant::now();

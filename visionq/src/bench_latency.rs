@@ -267,6 +267,7 @@ pub async fn run(config: Config, args: LatencyBenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.paced_seconds),
         station_prefix: "paced".into(),
         wait_ms: 30_000,
+        keep_timings: false,
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let cpu = Cpu::read()?;

@@ -47,7 +47,8 @@ pub struct MatrixArgs {
     #[arg(long, default_value_t = 0.0)]
     warmup_seconds: f64,
     /// Print each row's answered frames by the second they were sent in (count,
-    /// p50, p99, max): whether a tail is the first seconds or spread over the run.
+    /// p50, p99, max): whether a tail is the first seconds or spread over the run;
+    /// and each stage's mean and p99 (from `/metrics`): where in the pipeline.
     #[arg(long)]
     timeline: bool,
     /// Seconds a row may take after the load to answer what it accepted.
@@ -78,6 +79,10 @@ struct Row {
     top_threads: String,
     /// (second, frames, p50, p99, max) by when the frames were sent.
     timeline: Vec<(usize, usize, f64, f64, f64)>,
+    /// (stage, observations, mean ms, p99 bucket bound ms) over the measured load.
+    stages: Vec<(String, f64, f64, f64)>,
+    /// The frames at or above p99 latency: how many, and their mean ms per stage.
+    tail: (usize, Vec<(String, f64)>),
 }
 
 /// A `visionq run` child serving on a free port.
@@ -125,6 +130,58 @@ fn histogram(metrics: &str, name: &str, label: Option<&str>) -> (f64, f64) {
             .sum::<f64>()
     };
     (pick("sum"), pick("count"))
+}
+
+/// Per stage, between two scrapes of `visionq_stage_duration_seconds`: (stage,
+/// observations, mean ms, the upper bound in ms of the bucket holding the 99th
+/// percentile). Where in the pipeline a latency tail is spent.
+fn stage_tails(before: &str, after: &str) -> Vec<(String, f64, f64, f64)> {
+    // (stage, le) -> cumulative count; (stage) -> (sum, count)
+    fn parse(metrics: &str) -> (BTreeMap<(String, String), f64>, BTreeMap<String, (f64, f64)>) {
+        let (mut buckets, mut totals) = (BTreeMap::new(), BTreeMap::<String, (f64, f64)>::new());
+        for line in metrics.lines() {
+            let Some(rest) = line.strip_prefix("visionq_stage_duration_seconds_") else { continue };
+            let Some((kind, rest)) = rest.split_once('{') else { continue };
+            let Some((labels, value)) = rest.split_once("} ") else { continue };
+            let Ok(value) = value.trim().parse::<f64>() else { continue };
+            let label = |name: &str| {
+                labels.split(',').find_map(|kv| kv.strip_prefix(&format!("{name}=\""))?.strip_suffix('"').map(str::to_string))
+            };
+            let Some(stage) = label("stage") else { continue };
+            match kind {
+                "bucket" => {
+                    if let Some(le) = label("le") {
+                        buckets.insert((stage, le), value);
+                    }
+                }
+                "sum" => totals.entry(stage).or_default().0 = value,
+                "count" => totals.entry(stage).or_default().1 = value,
+                _ => {}
+            }
+        }
+        (buckets, totals)
+    }
+    let ((b0, t0), (b1, t1)) = (parse(before), parse(after));
+    let mut out = Vec::new();
+    for (stage, (sum1, count1)) in &t1 {
+        let (sum0, count0) = t0.get(stage).copied().unwrap_or_default();
+        let n = count1 - count0;
+        if n <= 0.0 {
+            continue;
+        }
+        let mut bounds: Vec<(f64, f64)> = b1
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|((s, le), c)| {
+                let upper = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                (upper, c - b0.get(&(s.clone(), le.clone())).copied().unwrap_or(0.0))
+            })
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let p99 = bounds.iter().find(|(_, c)| *c >= 0.99 * n).map_or(f64::INFINITY, |(u, _)| *u);
+        out.push((stage.clone(), n, (sum1 - sum0) / n * 1e3, p99 * 1e3));
+    }
+    out
 }
 
 async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
@@ -217,6 +274,8 @@ async fn run_row(
         gpu_util_median: median(&mut gpu_samples),
         top_threads: busiest(&threads0, &threads1, elapsed, 4),
         timeline: t.by_second(),
+        stages: stage_tails(&before, &after),
+        tail: t.tail_breakdown(99.0),
     })
 }
 
@@ -236,6 +295,7 @@ async fn drive_for(
         duration: Duration::from_secs_f64(seconds),
         station_prefix: prefix.into(),
         wait_ms: 30_000,
+        keep_timings: args.timeline,
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let limit = Duration::from_secs_f64(seconds + args.drain_seconds);
@@ -332,6 +392,12 @@ pub async fn run(config: Config, args: MatrixArgs) -> anyhow::Result<()> {
                     r.top_threads
                 );
                 if args.timeline {
+                    let stages: Vec<String> =
+                        r.stages.iter().map(|(s, n, mean, p99)| format!("{s} {n:.0}x {mean:.2}/{p99:.0}")).collect();
+                    println!("      stages (observations, mean ms / p99 at most ms): {}", stages.join(", "));
+                    let (n, tail) = &r.tail;
+                    let tail: Vec<String> = tail.iter().map(|(s, ms)| format!("{s} {ms:.1}")).collect();
+                    println!("      the {n} frames at or above p99, mean ms by stage: {}", tail.join(", "));
                     for (second, n, p50, p99, max) in &r.timeline {
                         println!("      second {second:>3}: {n:>6} answered  p50 {p50:>8.1}  p99 {p99:>8.1}  max {max:>8.1} ms");
                     }
@@ -389,4 +455,31 @@ fn checks(rows: &[Row]) {
         }
     }
     println!("  {failed} check(s) failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stage_tails;
+
+    #[test]
+    fn stage_tails_takes_the_difference_of_two_scrapes() {
+        let before = "visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"0.005\"} 10\n\
+                      visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"0.1\"} 10\n\
+                      visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"+Inf\"} 10\n\
+                      visionq_stage_duration_seconds_sum{stage=\"decode\"} 0.02\n\
+                      visionq_stage_duration_seconds_count{stage=\"decode\"} 10\n";
+        // 100 more: 98 under 5 ms, 2 between 5 and 100 ms, summing to 0.5 s.
+        let after = "visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"0.005\"} 108\n\
+                     visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"0.1\"} 110\n\
+                     visionq_stage_duration_seconds_bucket{stage=\"decode\",le=\"+Inf\"} 110\n\
+                     visionq_stage_duration_seconds_sum{stage=\"decode\"} 0.52\n\
+                     visionq_stage_duration_seconds_count{stage=\"decode\"} 110\n\
+                     visionq_stage_duration_seconds_count{stage=\"inference\"} 0\n";
+        let t = stage_tails(before, after);
+        assert_eq!(t.len(), 1, "{t:?}");
+        let (stage, n, mean, p99) = &t[0];
+        assert_eq!((stage.as_str(), *n), ("decode", 100.0));
+        assert!((mean - 5.0).abs() < 1e-9, "{mean}");
+        assert_eq!(*p99, 100.0);
+    }
 }

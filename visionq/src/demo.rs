@@ -59,6 +59,7 @@ pub async fn run(config: Config, args: DemoArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         station_prefix: "demo".into(),
         wait_ms: 30_000,
+        keep_timings: false,
     };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();

@@ -20,6 +20,8 @@ pub struct Load {
     pub station_prefix: String,
     /// How long each request waits for its result.
     pub wait_ms: u64,
+    /// Keep each answered frame's `timings_ms` (for [`Tally::tail_breakdown`]).
+    pub keep_timings: bool,
 }
 
 /// What came back so far.
@@ -29,6 +31,9 @@ pub struct Tally {
     /// For each answered frame (200), when it was sent (seconds after the load
     /// began) and its latency (ms): where in a run a tail came from.
     pub sent_latency: Vec<(f64, f64)>,
+    /// With [`Load::keep_timings`]: each answered frame's latency (ms) and the
+    /// stage timings its result reported (`timings_ms`).
+    pub timings: Vec<(f64, BTreeMap<String, f64>)>,
     pub statuses: BTreeMap<u16, usize>,
     pub transport_errors: usize,
     pub detections: usize,
@@ -65,6 +70,31 @@ impl Tally {
                 (s, v.len(), percentile(&v, 50.0), percentile(&v, 99.0), v[v.len() - 1])
             })
             .collect()
+    }
+
+    /// Where the frames at or above the `pct` percentile of latency spent it: the
+    /// mean of each stage the results reported, then `outside` (the client's latency
+    /// less the stages' sum: HTTP, the reply's wait, the client). Empty without
+    /// [`Load::keep_timings`].
+    pub fn tail_breakdown(&self, pct: f64) -> (usize, Vec<(String, f64)>) {
+        let mut lat: Vec<f64> = self.timings.iter().map(|(ms, _)| *ms).collect();
+        lat.sort_by(f64::total_cmp);
+        let cut = percentile(&lat, pct);
+        let slow: Vec<_> = self.timings.iter().filter(|(ms, _)| *ms >= cut).collect();
+        if slow.is_empty() {
+            return (0, Vec::new());
+        }
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        for (ms, stages) in &slow {
+            for (k, v) in stages.iter() {
+                *sums.entry(k.clone()).or_default() += v;
+            }
+            *sums.entry("outside".into()).or_default() += ms - stages.values().sum::<f64>();
+        }
+        let n = slow.len() as f64;
+        let mut out: Vec<(String, f64)> = sums.into_iter().map(|(k, v)| (k, v / n)).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        (slow.len(), out)
     }
 
     /// Counts one result object's detections.
@@ -115,6 +145,7 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
     for s in 0..load.stations {
         let (client, photos, tally) = (client.clone(), photos.clone(), tally.clone());
         let url = format!("{base}/v1/stations/{}-{}/frames?wait_ms={}", load.station_prefix, s + 1, load.wait_ms);
+        let keep_timings = load.keep_timings;
         // Independent cameras are not in phase: station s starts s/N of a period
         // late, so N stations at R frames/s offer N×R evenly, not N frames at once.
         let phase = period.mul_f64(s as f64 / load.stations as f64);
@@ -142,6 +173,10 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
                                 t.sent_latency.push((sent, ms));
                                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
                                     t.count_detections(&v);
+                                    if keep_timings {
+                                        let stages = v["timings_ms"].as_object().into_iter().flatten();
+                                        t.timings.push((ms, stages.filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()));
+                                    }
                                 }
                             }
                             t.statuses.insert(status, 1);
@@ -151,6 +186,7 @@ pub async fn drive(client: reqwest::Client, base: &str, photos: Arc<Vec<(String,
                     let mut all = tally.lock().expect("tally lock");
                     all.latencies_ms.extend(t.latencies_ms);
                     all.sent_latency.extend(t.sent_latency);
+                    all.timings.extend(t.timings);
                     all.detections += t.detections;
                     all.transport_errors += t.transport_errors;
                     for (k, v) in t.per_class {
@@ -214,6 +250,19 @@ mod tests {
     fn by_second_groups_answers_by_when_they_were_sent() {
         let t = Tally { sent_latency: vec![(0.1, 5.0), (0.9, 7.0), (1.0, 900.0), (2.5, 3.0), (2.6, 4.0)], ..Default::default() };
         assert_eq!(t.by_second(), vec![(0, 2, 7.0, 7.0, 7.0), (1, 1, 900.0, 900.0, 900.0), (2, 2, 4.0, 4.0, 4.0)]);
+    }
+
+    #[test]
+    fn tail_breakdown_averages_the_slowest_frames_stages() {
+        let stages = |q: f64, inf: f64| BTreeMap::from([("queue_wait_tensors".to_string(), q), ("inference".to_string(), inf)]);
+        let mut timings: Vec<(f64, BTreeMap<String, f64>)> = (0..98).map(|_| (10.0, stages(1.0, 2.0))).collect();
+        timings.push((500.0, stages(400.0, 2.0)));
+        timings.push((700.0, stages(600.0, 4.0)));
+        let t = Tally { timings, ..Default::default() };
+        let (n, by_stage) = t.tail_breakdown(99.0);
+        assert_eq!(n, 2);
+        assert_eq!(by_stage, vec![("queue_wait_tensors".into(), 500.0), ("outside".into(), 97.0), ("inference".into(), 3.0)]);
+        assert_eq!(Tally::default().tail_breakdown(99.0), (0, vec![]));
     }
 
     #[test]
