@@ -182,6 +182,9 @@ pub struct Config {
     #[serde(flatten)]
     #[schema(default)]
     pub events: EventsConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub drift: DriftConfig,
     // The keys every role reads.
     /// Where fetched models, the runtime and photos are cached.
     #[schema(value_type = String)]
@@ -507,6 +510,27 @@ pub struct DashboardConfig {
     pub dashboard_metrics_urls: Vec<String>,
 }
 
+/// Model drift: each model version's scores and detections per frame at each
+/// station, against the baseline it set there. Read by the results role
+/// (`visionq_results::drift`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DriftConfig {
+    /// Frames a model version's first results at a station take to set its baseline
+    /// there (stored in the results database, kept across restarts and replicas).
+    pub drift_baseline_frames: usize,
+    /// The rolling window compared with the baseline: a station's last this many
+    /// frames of the version.
+    pub drift_window_frames: usize,
+    /// The window drifts when the population stability index of its detection
+    /// scores (10 bins of 0.1) against the baseline's reaches this (0.1: a shift
+    /// worth a look; 0.25: a large one).
+    pub drift_max_psi: f64,
+    /// … or when its detections per frame reach this many times the baseline's, or
+    /// fall to its inverse (1.5: 50 % more, or a third fewer).
+    pub drift_max_detections_ratio: f64,
+}
+
 /// Decisions, event sinks, alert rules and tracking (lines, zones). Read by the results
 /// role: `rules_file` by its decisions (`decide`), the rest by the `events` crate
 /// (reloaded from `config_file`).
@@ -701,6 +725,12 @@ impl Default for EventsConfig {
     }
 }
 
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig { drift_baseline_frames: 500, drift_window_frames: 500, drift_max_psi: 0.25, drift_max_detections_ratio: 1.5 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -717,6 +747,7 @@ impl Default for Config {
             evidence: EvidenceConfig::default(),
             dashboard: DashboardConfig::default(),
             events: EventsConfig::default(),
+            drift: DriftConfig::default(),
             cache_dir: PathBuf::from(".cache/visionq"),
             data_dir: PathBuf::from(".cache/visionq/data"),
             stations: Vec::new(),
@@ -904,6 +935,16 @@ impl Config {
         }
         if self.ingest.stream_window == 0 || self.ingest.stream_window > 1024 {
             return bad("stream_window must be 1..=1024");
+        }
+        if !(10..=1_000_000).contains(&self.drift.drift_baseline_frames) || !(10..=1_000_000).contains(&self.drift.drift_window_frames)
+        {
+            return bad("drift_baseline_frames and drift_window_frames must be between 10 and 1000000");
+        }
+        if !(self.drift.drift_max_psi.is_finite() && self.drift.drift_max_psi > 0.0) {
+            return bad("drift_max_psi must be above 0");
+        }
+        if !(self.drift.drift_max_detections_ratio.is_finite() && self.drift.drift_max_detections_ratio > 1.0) {
+            return bad("drift_max_detections_ratio must be above 1");
         }
         if self.dashboard.dashboard_max_stations == 0 {
             return bad("dashboard_max_stations must be at least 1");
@@ -1399,6 +1440,10 @@ mod tests {
             "database_url",
             "database_url_file",
             "decode_scale",
+            "drift_baseline_frames",
+            "drift_max_detections_ratio",
+            "drift_max_psi",
+            "drift_window_frames",
             "durability",
             "evidence_dir",
             "evidence_max_bytes",

@@ -184,6 +184,13 @@ pub struct Metrics {
     pub review_backlog: IntGauge,
     /// Reviews stored (the review queue), by verdict (`outcome`: confirmed, corrected, rejected).
     pub reviews_total: IntCounterVec,
+    /// Per `model`, `version` and `station` with a drift baseline: 1 while the
+    /// rolling window has drifted from it, 0 while it holds (results role).
+    pub model_drift: IntGaugeVec,
+    /// The window's population stability index of detection scores against the baseline.
+    pub model_drift_psi: GaugeVec,
+    /// The window's detections per frame over the baseline's.
+    pub model_drift_detections_ratio: GaugeVec,
     /// Frames for the evidence store, by `outcome`: kept, unavailable (their bytes
     /// are not in this process), failed (not written), pruned (deleted by the bounds).
     pub evidence_frames_total: IntCounterVec,
@@ -324,6 +331,27 @@ impl Metrics {
                 "visionq_review_backlog",
                 "Stored results decided needs_review and not reviewed yet (within the retention window), as last counted."
             ))),
+            model_drift: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "visionq_model_drift",
+                    "1 while a model version's recent results at a station drift from its baseline there, else 0."
+                ),
+                &["model", "version", "station"]
+            )),
+            model_drift_psi: reg!(GaugeVec::new(
+                Opts::new(
+                    "visionq_model_drift_psi",
+                    "Population stability index of a model version's recent detection scores at a station against its baseline."
+                ),
+                &["model", "version", "station"]
+            )),
+            model_drift_detections_ratio: reg!(GaugeVec::new(
+                Opts::new(
+                    "visionq_model_drift_detections_ratio",
+                    "A model version's recent detections per frame at a station over its baseline's."
+                ),
+                &["model", "version", "station"]
+            )),
             reviews_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_reviews_total", "Reviews stored from the review queue, by verdict (outcome)."),
                 &["outcome"]

@@ -26,6 +26,7 @@ use visionq_http::ApiError;
 use visionq_http::access::{self, Caller};
 use visionq_queue::{QueueError, SharedBroker};
 
+use crate::drift::Drift;
 use crate::evidence::Keeper;
 use crate::store::{ClassCount, CountsQuery, Cursor, HistoryQuery, SharedStore, StationSummary, StoreError, parse_interval};
 
@@ -45,6 +46,8 @@ pub struct ResultsState {
     pub keeper: Option<Arc<Keeper>>,
     /// Where a review is pushed (the events, like every result).
     pub broker: SharedBroker,
+    /// Each model version's drift at each station (shared with the consumer).
+    pub drift: Arc<Drift>,
 }
 
 /// What the read side is made of, besides the broker it listens to.
@@ -57,13 +60,14 @@ pub struct ResultsParts {
     pub classes: Option<Vec<String>>,
     pub decider: Arc<Decider>,
     pub keeper: Option<Arc<Keeper>>,
+    pub drift: Arc<Drift>,
 }
 
 impl ResultsState {
     /// Subscribes to the completed results (and reviews) of every process, for the
     /// WebSocket clients.
     pub async fn start(broker: &SharedBroker, parts: ResultsParts) -> Result<Arc<Self>, QueueError> {
-        let ResultsParts { store, metrics, config, auth, classes, decider, keeper } = parts;
+        let ResultsParts { store, metrics, config, auth, classes, decider, keeper, drift } = parts;
         let (live, _) = broadcast::channel(1024);
         let mut events = broker.subscribe_events(&[RESULT_EVENTS]).await?;
         let tx = live.clone();
@@ -74,7 +78,7 @@ impl ResultsState {
                 }
             }
         });
-        Ok(Arc::new(ResultsState { store, metrics, live, config, auth, classes, decider, keeper, broker: broker.clone() }))
+        Ok(Arc::new(ResultsState { store, metrics, live, config, auth, classes, decider, keeper, broker: broker.clone(), drift }))
     }
 }
 

@@ -18,6 +18,7 @@ use visionq_queue::{Delivery, Envelope, Fate, QueueError, SharedBroker, WorkQueu
 
 use visionq_events::Events;
 
+use crate::drift::Drift;
 use crate::evidence::Keeper;
 use crate::store::SharedStore;
 
@@ -91,6 +92,8 @@ pub struct Outlets {
     /// Puts each result that passes a sink's filter in the outbox as an event,
     /// before the result is acked.
     pub events: Option<Arc<Events>>,
+    /// Follows each model version's scores at each station against its baseline.
+    pub drift: Option<Arc<Drift>>,
 }
 
 /// Consumes results until `shutdown`, finishing the batch in hand. Each result
@@ -105,7 +108,7 @@ pub async fn run(
     outlets: Outlets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
-    let Outlets { keeper, events } = outlets;
+    let Outlets { keeper, events, drift } = outlets;
     let max = config.database.results_batch_size;
     let wait = Duration::from_millis(config.database.results_batch_wait_ms);
     let mut deliveries = broker.consume(WorkQueue::Results, (max * 2).min(u16::MAX as usize) as u16).await?;
@@ -136,6 +139,9 @@ pub async fn run(
                     decider.retain_shown(&mut r);
                     if let Some(d) = &r.decision {
                         metrics.decisions_total.with_label_values(&[d.outcome.as_str()]).inc();
+                    }
+                    if let Some(drift) = &drift {
+                        drift.observe(&r);
                     }
                     let in_band = decider.in_review_band(&r);
                     if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r, in_band)) {

@@ -15,8 +15,9 @@
 //! review in the evidence store (`visionq-evidence`; [`evidence`] says where their
 //! bytes come from), and serves the review queue ([`reviews`]): the frames to review,
 //! their images, and the reviews, stored and pushed as the frames' final word; and
-//! the admins' reload of the rules file ([`rules_api`]); [`routes`] puts them all
-//! behind one read gate.
+//! the admins' reload of the rules file ([`rules_api`]); it follows each model
+//! version's drift at each station against the baseline it set there ([`drift`],
+//! read at `GET /v1/drift`); [`routes`] puts them all behind one read gate.
 //!
 //! It imports the contract, the queue, the HTTP access check and error
 //! (`visionq-http`), the decider, the evidence store and the events outbox; it must not import the
@@ -24,6 +25,8 @@
 
 pub mod api;
 pub mod consumer;
+pub mod drift;
+mod drift_api;
 pub mod evidence;
 pub mod expectations;
 mod migrate;

@@ -20,7 +20,8 @@ use utoipa::OpenApi;
         crate::reviews::image,
         crate::reviews::review,
         crate::rules_api::reload,
+        crate::drift_api::rows,
     ),
-    tags((name = "results", description = "Reading results: one frame, a station's history and counts, the stations, the live stream; a station's expectation; the review queue")),
+    tags((name = "results", description = "Reading results: one frame, a station's history and counts, the stations, the live stream; a station's expectation; the review queue; model drift")),
 )]
 pub struct ResultsApi;

@@ -13,7 +13,7 @@ use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
 use crate::store::{
     ClassCount, CountsQuery, DECISION_COLUMNS, HistoryQuery, REVIEW_BACKLOG_SQL, REVIEW_COLUMNS, ResultStore, ReviewQuery,
-    StationSummary, StoreError, bucket_start, distinct, expectation_of, keep_detection, outcome_of, verdict_of,
+    StationSummary, StoreError, StoredBaseline, bucket_start, distinct, expectation_of, keep_detection, outcome_of, verdict_of,
 };
 
 /// Versioned migrations, applied in order, each once.
@@ -97,6 +97,18 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         // Frames in the forward pass that ran the frame (a result's `batch_size`;
         // before, a key of `timings_ms`). NULL for frames not run and older rows.
         "ALTER TABLE frames ADD COLUMN batch_size integer;",
+    ),
+    (
+        6,
+        // Each model version's drift baseline at each station (`drift`).
+        "CREATE TABLE drift_baselines (
+            model text NOT NULL,
+            version text NOT NULL,
+            station text NOT NULL,
+            profile text NOT NULL,
+            set_at timestamptz NOT NULL,
+            PRIMARY KEY (model, version, station)
+        );",
     ),
 ];
 
@@ -563,6 +575,45 @@ impl ResultStore for PgStore {
     async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         Ok(client.execute("DELETE FROM expectations WHERE station = $1", &[&station]).await.map_err(query_err)? > 0)
+    }
+
+    async fn drift_baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = client
+            .query("SELECT model, version, station, profile, set_at FROM drift_baselines ORDER BY model, version, station", &[])
+            .await
+            .map_err(query_err)?;
+        Ok(rows.iter().map(baseline_of).collect())
+    }
+
+    async fn put_drift_baseline(&self, b: &StoredBaseline) -> Result<StoredBaseline, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        client
+            .execute(
+                "INSERT INTO drift_baselines (model, version, station, profile, set_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (model, version, station) DO NOTHING",
+                &[&b.model, &b.version, &b.station, &b.profile, &b.set_at],
+            )
+            .await
+            .map_err(query_err)?;
+        let row = client
+            .query_one(
+                "SELECT model, version, station, profile, set_at FROM drift_baselines WHERE model = $1 AND version = $2 AND station = $3",
+                &[&b.model, &b.version, &b.station],
+            )
+            .await
+            .map_err(query_err)?;
+        Ok(baseline_of(&row))
+    }
+}
+
+fn baseline_of(r: &tokio_postgres::Row) -> StoredBaseline {
+    StoredBaseline {
+        model: r.get("model"),
+        version: r.get("version"),
+        station: r.get("station"),
+        profile: r.get("profile"),
+        set_at: r.get("set_at"),
     }
 }
 

@@ -11,7 +11,7 @@ use axum::routing::{get, put};
 use visionq_http::access::{self, Gate};
 
 use crate::api::{ResultsState, get_frame, station_counts, station_results, stations, stream};
-use crate::{expectations, reviews, rules_api};
+use crate::{drift_api, expectations, reviews, rules_api};
 
 /// The read side. Any valid token passes the gate; operators (and reviewers and
 /// admins) read everything, a station token its own station's frames, history,
@@ -27,6 +27,7 @@ pub fn router(state: Arc<ResultsState>) -> Router {
             put(expectations::put_expectation).get(expectations::get_expectation).delete(expectations::delete_expectation),
         )
         .route("/v1/stations", get(stations))
+        .route("/v1/drift", get(drift_api::rows))
         .route("/v1/stream", get(stream))
         .merge(reviews::routes())
         .route("/v1/rules/reload", axum::routing::post(rules_api::reload))

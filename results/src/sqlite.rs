@@ -15,7 +15,8 @@ use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
 
 use crate::store::{
     ClassCount, CountsQuery, DECISION_COLUMNS, HistoryQuery, REVIEW_BACKLOG_SQL, REVIEW_COLUMNS, ResultStore, ReviewQuery,
-    STATIONS_SQL, StationSummary, StoreError, bucket_start, codes_json, expectation_of, keep_detection, outcome_of, verdict_of,
+    STATIONS_SQL, StationSummary, StoreError, StoredBaseline, bucket_start, codes_json, expectation_of, keep_detection, outcome_of,
+    verdict_of,
 };
 
 pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
@@ -98,6 +99,18 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
         // Frames in the forward pass that ran the frame (a result's `batch_size`;
         // before, a key of `timings_ms`). NULL for frames not run and older rows.
         "ALTER TABLE frames ADD COLUMN batch_size INTEGER;",
+    ),
+    (
+        6,
+        // Each model version's drift baseline at each station (`drift`).
+        "CREATE TABLE drift_baselines (
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            station TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            set_at TEXT NOT NULL,
+            PRIMARY KEY (model, version, station)
+        );",
     ),
 ];
 
@@ -580,6 +593,44 @@ impl ResultStore for SqliteStore {
         let station = station.to_string();
         self.with(move |conn| Ok(conn.execute("DELETE FROM expectations WHERE station = ?1", [station]).map_err(q)? > 0)).await
     }
+
+    async fn drift_baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SELECT_BASELINE} ORDER BY model, version, station")).map_err(q)?;
+            let rows = stmt.query_map([], baseline_row).map_err(q)?;
+            rows.map(|r| r.map_err(q)?).collect()
+        })
+        .await
+    }
+
+    async fn put_drift_baseline(&self, b: &StoredBaseline) -> Result<StoredBaseline, StoreError> {
+        let b = b.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO drift_baselines (model, version, station, profile, set_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (model, version, station) DO NOTHING",
+                params![b.model, b.version, b.station, b.profile, ts(&b.set_at)],
+            )
+            .map_err(q)?;
+            let mut stmt =
+                conn.prepare_cached(&format!("{SELECT_BASELINE} WHERE model = ?1 AND version = ?2 AND station = ?3")).map_err(q)?;
+            stmt.query_row(params![b.model, b.version, b.station], baseline_row).map_err(q)?
+        })
+        .await
+    }
+}
+
+const SELECT_BASELINE: &str = "SELECT model, version, station, profile, set_at FROM drift_baselines";
+
+fn baseline_row(r: &rusqlite::Row) -> rusqlite::Result<Result<StoredBaseline, StoreError>> {
+    let set_at: String = r.get(4)?;
+    Ok(parse_ts(&set_at).map(|set_at| StoredBaseline {
+        model: r.get_unwrap(0),
+        version: r.get_unwrap(1),
+        station: r.get_unwrap(2),
+        profile: r.get_unwrap(3),
+        set_at,
+    }))
 }
 
 #[cfg(test)]

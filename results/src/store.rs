@@ -124,6 +124,17 @@ pub(crate) const STATIONS_SQL: &str = "SELECT s.station, s.last_seen_at,
         (SELECT f.status FROM frames f WHERE f.station = s.station ORDER BY f.received_at DESC, f.frame_id DESC LIMIT 1) AS last_status
      FROM stations s ORDER BY s.station";
 
+/// A model version's drift baseline at a station, as stored: the profile is the
+/// JSON the drift monitor writes and reads ([`crate::drift`]); stores keep it as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBaseline {
+    pub model: String,
+    pub version: String,
+    pub station: String,
+    pub profile: String,
+    pub set_at: DateTime<Utc>,
+}
+
 #[async_trait::async_trait]
 pub trait ResultStore: Send + Sync + 'static {
     /// Writes results in one transaction; a frame already stored is left as it is.
@@ -155,6 +166,11 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn put_expectation(&self, station: &str, expectation: &Expectation) -> Result<(), StoreError>;
     /// Deletes `station`'s expectation; returns whether there was one.
     async fn delete_expectation(&self, station: &str) -> Result<bool, StoreError>;
+    /// Every stored drift baseline.
+    async fn drift_baselines(&self) -> Result<Vec<StoredBaseline>, StoreError>;
+    /// Stores `b` unless a baseline is stored for its model, version and station
+    /// already (another replica's came first); returns the one stored.
+    async fn put_drift_baseline(&self, b: &StoredBaseline) -> Result<StoredBaseline, StoreError>;
 }
 
 /// The columns of a decision row after its frame id, in every dialect.
@@ -255,7 +271,7 @@ pub(crate) async fn assert_upgraded(
 ) {
     use visionq_contract::decision::{Expectation, Expected};
     assert_eq!(versions, migrations.iter().map(|(v, _)| *v).collect::<Vec<_>>(), "from version {old}: every version recorded");
-    for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews"] {
+    for t in ["frames", "detections", "stations", "decisions", "expectations", "reviews", "drift_baselines"] {
         assert!(tables.iter().any(|n| n == t), "from version {old}: table {t} in {tables:?}");
     }
     let got = store.get(frame_id).await.unwrap().expect("the old frame reads back");
@@ -266,6 +282,21 @@ pub(crate) async fn assert_upgraded(
     let e = Expectation { reference: "ref".into(), codes: vec![Expected { code: "A".into(), quantity: None }] };
     store.put_expectation("cam-old", &e).await.unwrap();
     assert_eq!(store.expectations().await.unwrap().len(), 1);
+    // Drift baselines: the first one stored for a key stays; a second is answered with it.
+    let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let first = StoredBaseline {
+        model: "m".into(),
+        version: "1".into(),
+        station: "cam-old".into(),
+        profile: "{\"a\":1}".into(),
+        set_at: at(0),
+    };
+    assert_eq!(store.put_drift_baseline(&first).await.unwrap(), first);
+    let second = StoredBaseline { profile: "{\"a\":2}".into(), set_at: at(5), ..first.clone() };
+    assert_eq!(store.put_drift_baseline(&second).await.unwrap(), first, "from version {old}: the first baseline stays");
+    let other = StoredBaseline { version: "2".into(), ..second.clone() };
+    assert_eq!(store.put_drift_baseline(&other).await.unwrap(), other);
+    assert_eq!(store.drift_baselines().await.unwrap(), vec![first, other]);
 }
 
 #[cfg(test)]

@@ -136,8 +136,9 @@ fn histogram(metrics: &str, name: &str, label: Option<&str>) -> (f64, f64) {
 /// observations, mean ms, the upper bound in ms of the bucket holding the 99th
 /// percentile). Where in the pipeline a latency tail is spent.
 fn stage_tails(before: &str, after: &str) -> Vec<(String, f64, f64, f64)> {
-    // (stage, le) -> cumulative count; (stage) -> (sum, count)
-    fn parse(metrics: &str) -> (BTreeMap<(String, String), f64>, BTreeMap<String, (f64, f64)>) {
+    /// (stage, le) -> cumulative count; stage -> (sum, count).
+    type Parsed = (BTreeMap<(String, String), f64>, BTreeMap<String, (f64, f64)>);
+    fn parse(metrics: &str) -> Parsed {
         let (mut buckets, mut totals) = (BTreeMap::new(), BTreeMap::<String, (f64, f64)>::new());
         for line in metrics.lines() {
             let Some(rest) = line.strip_prefix("visionq_stage_duration_seconds_") else { continue };

@@ -227,7 +227,9 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
             true => evidence_keeper(&config, &roles, &metrics, &mut frame_hold, &role_stop)?,
             false => None,
         };
+        let drift = visionq_results::drift::Drift::start(config.drift.clone(), metrics.clone(), s.clone()).await;
         let parts = visionq_results::api::ResultsParts {
+            drift: drift.clone(),
             store: s.clone(),
             metrics: metrics.clone(),
             config: config.clone(),
@@ -259,7 +261,7 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
         let s2 = s.clone();
         tasks.spawn(async move {
-            let outlets = visionq_results::Outlets { keeper, events };
+            let outlets = visionq_results::Outlets { keeper, events, drift: Some(drift) };
             visionq_results::run(b, s2, m, c, decider, outlets, stop.wait()).await.map_err(anyhow::Error::from)
         });
         let (s3, c, stop) = (s.clone(), config.clone(), role_stop.clone());

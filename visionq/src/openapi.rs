@@ -246,8 +246,10 @@ mod tests {
                 let s = visionq_results::open_store(&format!("sqlite://{}/results.db", dir.display())).await.unwrap();
                 let decider = Arc::new(visionq_decide::Decider::load(None, None).unwrap());
                 store = Some(s.clone());
+                let drift = visionq_results::drift::Drift::start(config.drift.clone(), metrics.clone(), s.clone()).await;
                 let parts = visionq_results::api::ResultsParts {
                     store: s,
+                    drift,
                     metrics: metrics.clone(),
                     config: config.clone(),
                     auth: auth.clone(),

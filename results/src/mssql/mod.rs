@@ -43,8 +43,8 @@ pub use self::sql::{
 };
 pub use self::url::{is_mssql_url, parse_config};
 use crate::store::{
-    ClassCount, CountsQuery, Cursor, HistoryQuery, ResultStore, ReviewQuery, StationSummary, StoreError, bucket_start, codes_json,
-    expectation_of,
+    ClassCount, CountsQuery, Cursor, HistoryQuery, ResultStore, ReviewQuery, StationSummary, StoreError, StoredBaseline, bucket_start,
+    codes_json, expectation_of,
 };
 
 pub struct MssqlStore {
@@ -226,4 +226,37 @@ impl ResultStore for MssqlStore {
         let r = q.execute(&mut conn).await.map_err(query_err)?;
         Ok(r.total() > 0)
     }
+
+    async fn drift_baselines(&self) -> Result<Vec<StoredBaseline>, StoreError> {
+        let rows = self.all_rows(sql::SELECT_BASELINES_ORDERED).await?;
+        rows.iter().map(|r| baseline_of(r).map_err(query_err)).collect()
+    }
+
+    async fn put_drift_baseline(&self, b: &StoredBaseline) -> Result<StoredBaseline, StoreError> {
+        let mut conn = self.pool.get().await.map_err(pool_err)?;
+        let mut q = Query::new(sql::PUT_BASELINE_SQL);
+        q.bind(b.model.clone());
+        q.bind(b.version.clone());
+        q.bind(b.station.clone());
+        q.bind(b.profile.clone());
+        q.bind(b.set_at);
+        q.execute(&mut conn).await.map_err(query_err)?;
+        let mut q = Query::new(format!("{} WHERE model = @P1 AND version = @P2 AND station = @P3", sql::SELECT_BASELINE_SQL));
+        q.bind(b.model.clone());
+        q.bind(b.version.clone());
+        q.bind(b.station.clone());
+        let row = async { q.query(&mut conn).await?.into_row().await }.await.map_err(query_err)?;
+        let row = row.ok_or_else(|| StoreError::Query("the drift baseline just stored is not there".into()))?;
+        baseline_of(&row).map_err(query_err)
+    }
+}
+
+fn baseline_of(r: &Row) -> Result<StoredBaseline, tiberius::error::Error> {
+    Ok(StoredBaseline {
+        model: text(r, "model")?,
+        version: text(r, "version")?,
+        station: text(r, "station")?,
+        profile: text(r, "profile")?,
+        set_at: naive_utc(r, "set_at")?.ok_or_else(|| tiberius::error::Error::Conversion("set_at is NULL".into()))?,
+    })
 }

@@ -92,6 +92,18 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
         // before, a key of `timings_ms`). NULL for frames not run and older rows.
         "ALTER TABLE frames ADD batch_size INT NULL;",
     ),
+    (
+        6,
+        // Each model version's drift baseline at each station (`drift`).
+        "CREATE TABLE drift_baselines (
+            model NVARCHAR(256) NOT NULL,
+            version NVARCHAR(256) NOT NULL,
+            station NVARCHAR(64) NOT NULL,
+            profile NVARCHAR(MAX) NOT NULL,
+            set_at DATETIME2(7) NOT NULL,
+            CONSTRAINT pk_drift_baselines PRIMARY KEY (model, version, station)
+        );",
+    ),
 ];
 
 /// SQL Server's side of the migration runner, on the migrating transaction.
@@ -207,7 +219,10 @@ mod tests {
     #[test]
     fn one_logical_schema_in_every_dialect() {
         let ms = schema(MIGRATIONS);
-        assert_eq!(ms.keys().collect::<Vec<_>>(), vec!["decisions", "detections", "expectations", "frames", "reviews", "stations"]);
+        assert_eq!(
+            ms.keys().collect::<Vec<_>>(),
+            vec!["decisions", "detections", "drift_baselines", "expectations", "frames", "reviews", "stations"]
+        );
         assert_eq!(schema(crate::postgres::MIGRATIONS), ms, "PostgreSQL and SQL Server");
         assert_eq!(schema(crate::sqlite::MIGRATIONS), ms, "SQLite and SQL Server");
         let versions = |m: &[(i32, &str)]| m.iter().map(|(v, _)| *v).collect::<Vec<_>>();

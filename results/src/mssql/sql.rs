@@ -101,6 +101,17 @@ pub const PUT_EXPECTATION_SQL: &str = "MERGE expectations WITH (HOLDLOCK) AS e
      WHEN MATCHED THEN UPDATE SET reference = n.reference, codes = n.codes, updated_at = SYSUTCDATETIME()
      WHEN NOT MATCHED THEN INSERT (station, reference, codes, updated_at) VALUES (n.station, n.reference, n.codes, SYSUTCDATETIME());";
 
+/// Stores a drift baseline unless one is stored for its key.
+pub const PUT_BASELINE_SQL: &str = "MERGE drift_baselines WITH (HOLDLOCK) AS d
+     USING (VALUES (@P1, @P2, @P3, @P4, @P5)) AS n (model, version, station, profile, set_at)
+     ON d.model = n.model AND d.version = n.version AND d.station = n.station
+     WHEN NOT MATCHED THEN INSERT (model, version, station, profile, set_at)
+         VALUES (n.model, n.version, n.station, n.profile, n.set_at);";
+
+pub const SELECT_BASELINE_SQL: &str = "SELECT model, version, station, profile, set_at FROM drift_baselines";
+pub const SELECT_BASELINES_ORDERED: &str =
+    "SELECT model, version, station, profile, set_at FROM drift_baselines ORDER BY model, version, station";
+
 /// Inserts or widens the first/last-seen span of `rows` stations.
 pub fn merge_stations_sql(rows: usize) -> String {
     format!(
@@ -233,5 +244,7 @@ mod tests {
         assert_eq!(e, vec![1, 2, 3]);
         assert!(PUT_EXPECTATION_SQL.trim_end().ends_with(';'), "MERGE must end with a semicolon");
         assert!(PRUNE_SQL.contains("TOP (@P2)"));
+        assert_eq!(params_in(PUT_BASELINE_SQL), vec![1, 2, 3, 4, 5]);
+        assert!(PUT_BASELINE_SQL.trim_end().ends_with(';'), "MERGE must end with a semicolon");
     }
 }
