@@ -2,7 +2,7 @@
 // This entry wires the modules together: it reads the page's configuration, asks for
 // a token when one is needed, routes between the views and starts their timers.
 // Live view: live.js (the feed), tiles.js, detail.js. Pipeline view: pipeline.js over
-// prom.js. Review view: review.js. Strips under the header: alerts.js, counts.js.
+// prom.js, drift.js. Review view: review.js. Strips under the header: alerts.js, counts.js.
 'use strict';
 
 import { $ } from './dom.js';
@@ -15,6 +15,7 @@ import { applyFilter, layout } from './tiles.js';
 import { connect, watchdog } from './live.js';
 import { closeDetail, loadHistory } from './detail.js';
 import { pollMetrics } from './pipeline.js';
+import { loadDrift } from './drift.js';
 import { loadReview } from './review.js';
 
 // ---- views -------------------------------------------------------------------------
@@ -25,7 +26,7 @@ function route() {
     if (name === view) $(`tab-${name}`).setAttribute('aria-current', 'page'); else $(`tab-${name}`).removeAttribute('aria-current');
   }
   if (view === 'live') layout();
-  else if (view === 'pipeline') pollMetrics();
+  else if (view === 'pipeline') { pollMetrics(); loadDrift(); }
   else loadReview();
 }
 
@@ -71,6 +72,7 @@ async function start() {
   setInterval(watchdog, 1000);
   setInterval(() => { if (state.detail) loadHistory(); }, 5000);
   setInterval(pollMetrics, 2000);
+  setInterval(loadDrift, 5000);
   loadAlerts();
   setInterval(loadAlerts, 2000);
   loadCounts();

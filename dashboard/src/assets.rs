@@ -25,6 +25,7 @@ const FILES: &[Asset] = &[
     Asset { name: "counts.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/counts.js") },
     Asset { name: "detail.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/detail.js") },
     Asset { name: "dom.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/dom.js") },
+    Asset { name: "drift.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/drift.js") },
     Asset { name: "frame.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/frame.js") },
     Asset { name: "live.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/live.js") },
     Asset { name: "pipeline.js", content_type: "text/javascript; charset=utf-8", body: include_str!("../assets/pipeline.js") },

@@ -444,6 +444,19 @@ async fn operators_see_each_station_live_and_the_connection_state() {
     assert!(view["stages"].as_array().unwrap().iter().any(|s| s == "end to end"), "{view}");
     assert!(view["batches"].as_f64().unwrap() >= 1.0, "{view}");
     assert!(view["queues"].as_str().unwrap().contains("queue frames"), "{view}");
+    // … and the model drift card lists the station, still learning its baseline.
+    let drift = browser
+        .wait(
+            "the drift card lists the station",
+            Duration::from_secs(8),
+            r#"const tr = document.querySelector(`#drift tr[data-station="${arguments[0]}"]`);
+               return tr ? { state: tr.dataset.state, text: tr.textContent } : null;"#,
+            json!([station]),
+            |v| !v.is_null(),
+        )
+        .await;
+    assert_eq!(drift["state"], "learning", "{drift}");
+    assert!(drift["text"].as_str().unwrap().contains("learning (2/500)"), "two frames of 500: {drift}");
     browser.js("location.hash = '#live'", json!([])).await;
 
     // 50 stations fit on one control-room screen, every tile with its picture.
