@@ -477,9 +477,10 @@ pub struct EvidenceConfig {
     /// Days a kept frame stays at most (by its `received_at`); 0: no age bound.
     pub evidence_max_days: u32,
     /// Seconds a frame's image stays in the results process's memory after its
-    /// result when it was not kept (where ingest runs in the same process), so that
-    /// a reviewer who reviews a recent frame by its id (the live dashboard) still
-    /// gets its image kept; within the hold's 256 MiB. 0: dropped at its result.
+    /// result when it was not kept (a frame ingest published in the same process,
+    /// or an image an infer-worker sent on), so that a reviewer who reviews a
+    /// recent frame by its id (the live dashboard) still gets its image kept;
+    /// within the hold's 256 MiB (64 MiB without ingest). 0: dropped at its result.
     pub evidence_recent_s: u64,
     /// Distributed mode: the lowest detection score at which an infer-worker sends
     /// a frame's original image on with its result, so a results role without

@@ -30,7 +30,7 @@ use visionq_contract::decision::Outcome;
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_evidence::{Bounds, Evidence, EvidenceError, KeptFor, LocalDir, Review, SharedEvidence};
 
-pub use crate::frame_hold::{FrameHold, HOLD_MAX_BYTES};
+pub use crate::frame_hold::{FrameHold, HOLD_MAX_BYTES, SENT_ON_MAX_BYTES};
 
 /// What became of a frame meant for the evidence store (the metric's label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,9 @@ use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBrok
 
 /// Bytes of frames the hold keeps at most (waiting for results, and recent).
 pub const HOLD_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// The same for a results role without ingest, which holds only the recent images
+/// sent on with results (a pod with a small memory limit).
+pub const SENT_ON_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 struct Slot {
     bytes: Bytes,

@@ -72,8 +72,8 @@ pub struct EvidenceNote {
     pub kept: bool,
     /// `kept`; `image_gone`: its bytes are no longer held (it was not kept for review
     /// and its result came longer ago than `evidence_recent_s`, or the hold was
-    /// full); `not_kept_here`: this process keeps no evidence (no rules file, or
-    /// `evidence_max_bytes` 0); `failed`: the store could not write it.
+    /// full); `not_kept_here`: this process keeps no evidence (`evidence_max_bytes`
+    /// 0); `failed`: the store could not write it.
     pub code: String,
     pub message: String,
 }

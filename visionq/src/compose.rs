@@ -397,7 +397,7 @@ fn evidence_keeper(
     hold: &mut Option<Arc<visionq_results::evidence::FrameHold>>,
     stop: &Shutdown,
 ) -> anyhow::Result<Option<Arc<visionq_results::evidence::Keeper>>> {
-    use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper};
+    use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper, SENT_ON_MAX_BYTES};
     let ev = &config.evidence;
     if ev.evidence_max_bytes == 0 {
         return Ok(None);
@@ -414,7 +414,9 @@ fn evidence_keeper(
         ),
         _ => {}
     }
-    let max = HOLD_MAX_BYTES.min(usize::try_from(ev.evidence_max_bytes).unwrap_or(usize::MAX));
+    // Without ingest the hold has only the recent images sent on with results.
+    let hold_max = if roles.contains(&Role::Ingest) { HOLD_MAX_BYTES } else { SENT_ON_MAX_BYTES };
+    let max = hold_max.min(usize::try_from(ev.evidence_max_bytes).unwrap_or(usize::MAX));
     let h = FrameHold::new(max, Duration::from_secs(ev.evidence_recent_s));
     let Some(keeper) = Keeper::open(config, metrics.clone(), Some(h.clone()))
         .with_context(|| format!("opening the evidence store {}", config.evidence_dir().display()))?
