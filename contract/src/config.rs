@@ -479,6 +479,19 @@ pub struct EvidenceConfig {
     pub evidence_max_bytes: u64,
     /// Days a kept frame stays at most (by its `received_at`); 0: no age bound.
     pub evidence_max_days: u32,
+    /// Seconds a frame's image stays in the results process's memory after its
+    /// result when it was not kept (a frame ingest published in the same process,
+    /// or an image an infer-worker sent on), so that a reviewer who reviews a
+    /// recent frame by its id (the live dashboard) still gets its image kept;
+    /// within the hold's 256 MiB (64 MiB without ingest). 0: dropped at its result.
+    pub evidence_recent_s: u64,
+    /// Distributed mode: the lowest detection score at which an infer-worker sends
+    /// a frame's original image on with its result, so a results role without
+    /// ingest in its process can keep it (preprocess then carries every frame's
+    /// image on the tensors queue). Set it at or below the lowest `review`
+    /// threshold of the rules file; the results role warns at start when it is
+    /// above. Unset: images are not sent on.
+    pub evidence_forward_min_score: Option<f32>,
 }
 
 /// The dashboard: box colours, previews, the stations it follows. Read by the
@@ -692,7 +705,13 @@ impl Default for RetentionConfig {
 
 impl Default for EvidenceConfig {
     fn default() -> Self {
-        EvidenceConfig { evidence_dir: None, evidence_max_bytes: 2 * 1024 * 1024 * 1024, evidence_max_days: 30 }
+        EvidenceConfig {
+            evidence_dir: None,
+            evidence_max_bytes: 2 * 1024 * 1024 * 1024,
+            evidence_max_days: 30,
+            evidence_recent_s: 300,
+            evidence_forward_min_score: None,
+        }
     }
 }
 
@@ -921,6 +940,9 @@ impl Config {
         if !(0.0..=1.0).contains(&self.model.conf_threshold) || !(0.0..=1.0).contains(&self.model.iou_threshold) {
             return bad("conf_threshold and iou_threshold must be within 0..1");
         }
+        if self.evidence.evidence_forward_min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            return bad("evidence_forward_min_score must be within 0..1");
+        }
         if !(0.0..=1.0).contains(&self.dashboard.accept_threshold)
             || !(0.0..=1.0).contains(&self.dashboard.dashboard_low_threshold)
             || self.dashboard.dashboard_low_threshold > self.dashboard.accept_threshold
@@ -1123,6 +1145,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "tokens_file",
     "rules_file",
     "evidence_dir",
+    "evidence_forward_min_score",
     "model",
     "model_repository",
     "model_name",
@@ -1446,8 +1469,10 @@ mod tests {
             "drift_window_frames",
             "durability",
             "evidence_dir",
+            "evidence_forward_min_score",
             "evidence_max_bytes",
             "evidence_max_days",
+            "evidence_recent_s",
             "execution_provider",
             "exif_orientation",
             "frame_deadline_ms",

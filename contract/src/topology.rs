@@ -51,6 +51,10 @@ impl Topology {
 pub const META_HEADER: &str = "x-visionq-meta";
 /// Header a dead-lettered message carries: why it can never succeed.
 pub const ERROR_HEADER: &str = "x-visionq-error";
+/// On a tensor or result message that carries its frame's original image after
+/// its own body (`evidence_forward_min_score`): the image's length in bytes, as a
+/// decimal number. The body is the message's own bytes, then the image's.
+pub const ORIGINAL_HEADER: &str = "x-visionq-original";
 /// W3C trace context carried across stages.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 

@@ -74,7 +74,9 @@ async function sendReview(item, body) {
   const answer = r ? await r.json().catch(() => ({})) : { error: 'the service did not answer' };
   if (r && r.ok) {
     const rv = answer.review || {};
-    out.textContent = `${rv.verdict}${rv.code ? ` as ${rv.code}` : ''} by ${rv.reviewer || 'you'}`;
+    // The review is stored either way; say so when its image could not be kept with it.
+    const image = answer.evidence && !answer.evidence.kept ? ` (${answer.evidence.message})` : '';
+    out.textContent = `${rv.verdict}${rv.code ? ` as ${rv.code}` : ''} by ${rv.reviewer || 'you'}${image}`;
     item.classList.add('done');
     item.dataset.done = '1';
     review.items.delete(item.dataset.frame);

@@ -41,6 +41,12 @@ impl Decider {
         self.path.is_some()
     }
 
+    /// The lowest `review` threshold of the rules in use (see
+    /// [`RuleSet::lowest_review`]); `None` without a rules file.
+    pub fn lowest_review(&self) -> Option<f32> {
+        self.enabled().then(|| self.rules.read().expect("rules lock").lowest_review())
+    }
+
     /// Reads the rules file again; on an error the rules in use stay.
     pub fn reload(&self) -> Result<(), RulesError> {
         let Some(path) = &self.path else { return Ok(()) };

@@ -197,6 +197,14 @@ impl RuleSet {
         Ok(RuleSet { builtin: Rules::builtin(global), rules, stations })
     }
 
+    /// The lowest `review` threshold any station's frame can be decided by (global,
+    /// per rule set, per class): below it no frame is in a review band nor decided
+    /// `needs_review`.
+    pub fn lowest_review(&self) -> f32 {
+        let sets = std::iter::once(&self.builtin).chain(self.rules.values());
+        sets.flat_map(|r| std::iter::once(r.thresholds.review).chain(r.per_class.values().map(|t| t.review))).fold(1.0, f32::min)
+    }
+
     /// The rules a station's results are decided by.
     pub fn for_station(&self, station: &str) -> &Rules {
         self.stations.get(station).and_then(|name| self.rules.get(name)).or_else(|| self.rules.get("default")).unwrap_or(&self.builtin)
@@ -239,6 +247,10 @@ mod tests {
         let bare = RuleSet::parse("", Path::new("."), None).unwrap();
         assert_eq!(bare.for_station("any").name, "builtin");
         assert_eq!(bare.for_station("any").thresholds, Thresholds::default());
+        // The lowest review threshold any frame can meet: rule sets' and classes'.
+        assert_eq!((set.lowest_review(), bare.lowest_review()), (0.5, Thresholds::default().review));
+        let low_class = "[rules.default]\nclass.cat = { show = 0.1, review = 0.2 }\n";
+        assert_eq!(RuleSet::parse(low_class, Path::new("."), Some(&classes())).unwrap().lowest_review(), 0.2);
     }
 
     #[test]

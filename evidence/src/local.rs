@@ -3,6 +3,13 @@
 //! frame). `<stamp>` is the frame's `received_at` (UTC, microseconds), so names sort
 //! by time. An index of what is there (read from the names at open) keeps the byte
 //! total and the order pruning deletes in without reading the files again.
+//!
+//! Several processes may share one directory (results replicas on one
+//! ReadWriteMany volume): each writes its own frames whole (image, then sidecar,
+//! each renamed into place), a frame its index does not know is looked for on disk
+//! again before it is called missing, and pruning reads the directory again at
+//! least every [`RESCAN_EVERY`], so the bounds hold for the whole directory, not
+//! per process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,6 +30,9 @@ const IMAGE_EXTS: [&str; 3] = ["jpg", "png", "webp"];
 /// Files left by a write that never finished (no sidecar, or a `.tmp`) are removed
 /// at open once they are this old (younger ones may be another process's write).
 const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+/// How old the index may be when pruning (frames other processes wrote or deleted
+/// in a shared directory are seen at most this late by the bounds).
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
 /// A frame's place in the index: its `received_at` (to the microsecond) and id.
 type Key = (DateTime<Utc>, Uuid);
@@ -40,6 +50,8 @@ struct Index {
     entries: BTreeMap<Key, Entry>,
     by_id: HashMap<Uuid, DateTime<Utc>>,
     bytes: u64,
+    /// When the directory was last read.
+    scanned: std::time::Instant,
 }
 
 /// The local-directory evidence store.
@@ -99,7 +111,14 @@ impl Index {
 
     fn scan(root: &Path, bounds: Bounds) -> Result<Index, EvidenceError> {
         std::fs::create_dir_all(root).map_err(EvidenceError::io(root))?;
-        let mut index = Index { root: root.to_path_buf(), bounds, entries: BTreeMap::new(), by_id: HashMap::new(), bytes: 0 };
+        let mut index = Index {
+            root: root.to_path_buf(),
+            bounds,
+            entries: BTreeMap::new(),
+            by_id: HashMap::new(),
+            bytes: 0,
+            scanned: std::time::Instant::now(),
+        };
         for station in entries_of(root).into_iter().filter(|e| e.path().is_dir()) {
             let station_name = station_of_dir(&station.file_name().to_string_lossy());
             for day in entries_of(&station.path()).into_iter().filter(|e| e.path().is_dir()) {
@@ -140,6 +159,21 @@ impl Index {
             }
         }
         Ok(index)
+    }
+
+    /// Reads the directory again (what other processes sharing it wrote or deleted).
+    fn rescan(&mut self) -> Result<(), EvidenceError> {
+        *self = Index::scan(&self.root, self.bounds)?;
+        Ok(())
+    }
+
+    /// Where a frame is: from the index, else from the directory read again.
+    fn find(&mut self, frame_id: Uuid) -> Result<Option<DateTime<Utc>>, EvidenceError> {
+        if let Some(at) = self.by_id.get(&frame_id) {
+            return Ok(Some(*at));
+        }
+        self.rescan()?;
+        Ok(self.by_id.get(&frame_id).copied())
     }
 
     fn remove(&mut self, key: Key) -> Option<u64> {
@@ -278,21 +312,31 @@ impl EvidenceStore for LocalDir {
 
     async fn get(&self, frame_id: Uuid) -> Result<Option<(Evidence, Bytes)>, EvidenceError> {
         self.blocking(move |i| {
-            let Some(at) = i.by_id.get(&frame_id).copied() else { return Ok(None) };
+            let Some(at) = i.find(frame_id)? else { return Ok(None) };
             let (image, sidecar) = i.paths((at, frame_id), &i.entries[&(at, frame_id)]);
             let Some(evidence) = read_sidecar(&sidecar)? else { return Ok(None) };
-            let bytes = std::fs::read(&image).map_err(EvidenceError::io(&image))?;
-            Ok(Some((evidence, Bytes::from(bytes))))
+            match std::fs::read(&image) {
+                Ok(bytes) => Ok(Some((evidence, Bytes::from(bytes)))),
+                // Pruned meanwhile by another process sharing the directory.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(EvidenceError::Io { path: image, source: e }),
+            }
         })
         .await
     }
 
     async fn delete(&self, frame_id: Uuid) -> Result<bool, EvidenceError> {
-        Ok(self.blocking(move |i| i.by_id.get(&frame_id).copied().and_then(|at| i.remove((at, frame_id))).is_some()).await)
+        self.blocking(move |i| Ok(i.find(frame_id)?.and_then(|at| i.remove((at, frame_id))).is_some())).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<Pruned, EvidenceError> {
-        Ok(self.blocking(move |i| i.prune(now)).await)
+        self.blocking(move |i| {
+            if i.scanned.elapsed() >= RESCAN_EVERY {
+                i.rescan()?;
+            }
+            Ok(i.prune(now))
+        })
+        .await
     }
 
     async fn bytes(&self) -> u64 {
@@ -321,6 +365,28 @@ mod tests {
     fn kept(station: &str, when: &str) -> Evidence {
         let r = result(station, at(when), vec![det("dog", 0.5, [1.0, 2.0, 3.0, 4.0])], Some("dog"));
         Evidence::new(r, KeptFor::ReviewBand, Utc::now())
+    }
+
+    #[tokio::test]
+    async fn processes_sharing_a_directory_find_each_others_frames() {
+        let root = tmp("shared");
+        let unbounded = Bounds { max_bytes: u64::MAX, max_age: None };
+        let (a, b) = (LocalDir::open(&root, unbounded).unwrap(), LocalDir::open(&root, unbounded).unwrap());
+        let e = kept("cam-1", "2026-12-01T10:00:00Z");
+        let id = e.frame_id();
+        a.put(e, Bytes::from_static(JPEG)).await.unwrap();
+        // b opened before a wrote: it looks on disk again rather than calling it missing.
+        let (got, image) = b.get(id).await.unwrap().expect("b finds the frame a kept");
+        assert_eq!((got.frame_id(), &image[..]), (id, JPEG));
+        // A review through b lands in the same files; a reads it back.
+        let review =
+            Review { verdict: Verdict::Rejected, detection: None, class_name: None, code: None, reviewer: None, reviewed_at: None };
+        record_review(&b, id, review).await.unwrap();
+        assert_eq!(a.get(id).await.unwrap().unwrap().0.kept_for, KeptFor::Reviewed);
+        // Deleted by one, gone for the other; an id nobody kept is missing.
+        assert!(a.delete(id).await.unwrap());
+        assert_eq!(b.get(id).await.unwrap().map(|(e, _)| e.frame_id()), None);
+        assert_eq!(a.get(Uuid::now_v7()).await.unwrap().map(|(e, _)| e.frame_id()), None);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -61,6 +62,18 @@ struct Shared {
     input_size: (u32, u32),
     /// Inline preprocessing's threads (frames input only).
     pool: Option<Arc<PreprocessPool>>,
+    /// `evidence_forward_min_score`: a frame's original image goes on with its
+    /// result when a detection scores at least this.
+    forward_min_score: Option<f32>,
+}
+
+/// The original image a result carries on for the evidence store: only where a
+/// detection scores at or above `min_score`, the lowest score at which the results
+/// role's rules could keep the frame (a frame with nothing that high is never in a
+/// review band nor decided `needs_review`).
+pub fn original_to_forward<'a>(original: Option<&'a Bytes>, detections: &[Detection], min_score: Option<f32>) -> Option<&'a Bytes> {
+    let min = min_score?;
+    original.filter(|_| detections.iter().any(|d| d.score >= min))
 }
 
 /// A tensor message whose size the model cannot take.
@@ -121,11 +134,12 @@ async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item
         Ok(Err(frame)) => {
             let metrics = shared.metrics.clone();
             let pool = shared.pool.clone().expect("inline preprocessing has its pool");
-            pool.run(move |pre| prepare_frame(pre, frame, &metrics)).await.map_err(|(f, e)| (Some(f), e.failure()))
+            let keep_original = shared.forward_min_score.is_some();
+            pool.run(move |pre| prepare_frame(pre, frame, &metrics, keep_original)).await.map_err(|(f, e)| (Some(f), e.failure()))
         }
     };
     match fed {
-        Ok(TensorMessage { mut meta, tensor }) => {
+        Ok(TensorMessage { mut meta, tensor, original }) => {
             if shared.config.batching.infer_input == InferInput::Tensors {
                 // From the tensor's publish to its arrival here (the batch wait is
                 // its own stage).
@@ -133,7 +147,7 @@ async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item
                 shared.metrics.observe_stage(Stage::QueueWaitTensors, waited_ms / 1e3);
                 meta.frame.timings_ms.insert("queue_wait_tensors".into(), waited_ms);
             }
-            let item = Item { delivery: d, meta, tensor, ready_at: Instant::now() };
+            let item = Item { delivery: d, meta, tensor, original, ready_at: Instant::now() };
             // The batcher only goes away on shutdown; the delivery then returns to the queue.
             let _ = items.send(item).await;
         }
@@ -187,10 +201,11 @@ async fn publish(shared: Arc<Shared>, done: Done) {
         let span = frame_span(Stage::Infer);
         record_frame(&span, frame, item.delivery.envelope.header(TRACEPARENT_HEADER));
         let found = detections.len();
+        let original = original_to_forward(item.original.as_ref(), &detections, shared.forward_min_score).cloned();
         let result = FrameResult::detected(frame, served.info.clone(), detections, timings, n as u32);
         let shared = shared.clone();
         let publish = async move {
-            let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope).await {
+            let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope, original.as_ref()).await {
                 Ok(()) => {
                     FrameDone { stage: Stage::Infer, detections: Some(found) }.emit(&shared.metrics);
                     Fate::Ack
@@ -257,6 +272,7 @@ pub async fn run_switchable(
                 Some(Arc::new(pool.expect("spawning the preprocessing threads")))
             }
         },
+        forward_min_score: config.evidence.evidence_forward_min_score,
     });
     // Enough prefetch to fill the batch being gathered, the one running and the one publishing.
     let prefetch = (batch_limit * 3 + config.preprocess.preprocess_concurrency).min(u16::MAX as usize) as u16;

@@ -22,6 +22,8 @@ pub(crate) struct Item {
     pub delivery: Delivery,
     pub meta: TensorMeta,
     pub tensor: Bytes,
+    /// The frame's original image, where the tensor carried it on (evidence).
+    pub original: Option<Bytes>,
     pub ready_at: Instant,
 }
 

@@ -34,12 +34,15 @@ impl PreprocessError {
 /// Decodes and letterboxes one frame on the calling (pool) thread into its tensor
 /// message, timing the wait before it and each step into the frame's timings. The
 /// one preprocessing step of both the preprocess role and the infer-worker's inline
-/// input. The error keeps the frame's metadata for its error result.
+/// input. With `keep_original` (`evidence_forward_min_score` set) the tensor
+/// carries the frame's original image on for the evidence store. The error keeps
+/// the frame's metadata for its error result.
 #[allow(clippy::result_large_err)] // moved once per failed frame
 pub fn prepare_frame(
     pre: &mut Preprocessor,
     msg: FrameMessage,
     metrics: &Metrics,
+    keep_original: bool,
 ) -> Result<TensorMessage, (FrameMeta, PreprocessError)> {
     let mut frame = msg.meta;
     // From the publish to the start of the decode: the queue and the wait for a
@@ -56,17 +59,17 @@ pub fn prepare_frame(
     frame.timings_ms.insert("decode".into(), p.decode_seconds * 1e3);
     frame.timings_ms.insert("resize".into(), p.resize_seconds * 1e3);
     let meta = TensorMeta { frame, letterbox: p.letterbox, preprocessed_at: Utc::now() };
-    Ok(TensorMessage { meta, tensor: p.tensor.into() })
+    Ok(TensorMessage { meta, tensor: p.tensor.into(), original: keep_original.then_some(msg.image) })
 }
 
 /// One delivery, in its own [`frame_span`]: every log line about the frame carries
 /// its id, station and trace id.
-async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
-    handle_in_span(broker, metrics, pool, d).instrument(frame_span(Stage::Preprocess)).await
+async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, keep_original: bool, d: Delivery) {
+    handle_in_span(broker, metrics, pool, keep_original, d).instrument(frame_span(Stage::Preprocess)).await
 }
 
 #[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
-async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, d: Delivery) {
+async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, keep_original: bool, d: Delivery) {
     let _held = InFlight::new(&metrics, Stage::Preprocess, 1);
     let parsed = FrameMessage::from_envelope(&d.envelope);
     if let Ok(msg) = &parsed {
@@ -79,7 +82,7 @@ async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<P
         (Ok(msg), Some(late_ms)) => expire(&broker, &metrics, Stage::Preprocess, &d.envelope, &msg.meta, late_ms).await,
         (Ok(msg), None) => {
             let m = metrics.clone();
-            match pool.run(move |pre| prepare_frame(pre, msg, &m)).await {
+            match pool.run(move |pre| prepare_frame(pre, msg, &m, keep_original)).await {
                 Ok(tensor) => match publish_when_room(&*broker, WorkQueue::Tensors, tensor.into_envelope(&d.envelope)).await {
                     Ok(()) => {
                         FrameDone { stage: Stage::Preprocess, detections: None }.emit(&metrics);
@@ -115,7 +118,10 @@ pub async fn run(
             .expect("spawning the preprocessing threads"),
     );
     let mut tasks = JoinSet::new();
-    tracing::info!(concurrency, input_size = config.preprocess.input_size, "preprocess consuming frames");
+    // Every frame's image goes on with its tensor: which frames the results role
+    // keeps is only known after inference (the infer-worker drops the rest).
+    let keep_original = config.evidence.evidence_forward_min_score.is_some();
+    tracing::info!(concurrency, input_size = config.preprocess.input_size, keep_original, "preprocess consuming frames");
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -129,7 +135,7 @@ pub async fn run(
         while tasks.try_join_next().is_some() {}
         let (b, m, p) = (broker.clone(), metrics.clone(), pool.clone());
         tasks.spawn(async move {
-            handle(b, m, p, delivery).await;
+            handle(b, m, p, keep_original, delivery).await;
             drop(permit);
         });
     }

@@ -130,8 +130,12 @@ pub async fn run(
         let mut batch = Vec::with_capacity(taken.len());
         let mut to_keep = Vec::new();
         for d in taken {
-            match serde_json::from_slice::<FrameResult>(&d.envelope.body) {
-                Ok(mut r) => {
+            // The result, and the frame's image where an infer-worker sent it on after it.
+            let parsed = visionq_stage::split_original(&d.envelope)
+                .map_err(|e| e.to_string())
+                .and_then(|(body, sent)| serde_json::from_slice::<FrameResult>(&body).map(|r| (r, sent)).map_err(|e| e.to_string()));
+            match parsed {
+                Ok((mut r, sent)) => {
                     let now = Utc::now();
                     r.timings_ms.insert("queue_wait_results".into(), elapsed_ms(r.completed_at, now));
                     r.decision = decider.decide(&r);
@@ -144,7 +148,7 @@ pub async fn run(
                         drift.observe(&r);
                     }
                     let in_band = decider.in_review_band(&r);
-                    if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r, in_band)) {
+                    if let Some(image) = keeper.as_ref().and_then(|k| k.claim(&r, in_band, sent)) {
                         to_keep.push((r.clone(), image));
                     }
                     batch.push((d, r));

@@ -1,35 +1,36 @@
 //! Keeping frames for review and retraining (issue 15): a frame whose decision is
-//! `needs_review` is written to the evidence store (`visionq-evidence`) — its
-//! original image bytes and its decided result — once its result is persisted.
+//! `needs_review` (or whose best score is in its review band) is written to the
+//! evidence store (`visionq-evidence`) — its original image bytes and its decided
+//! result — once its result is persisted; so is a frame a reviewer reviews while its
+//! image is still at hand.
 //!
-//! Where the bytes come from: results only ever receive the result (JSON); the
-//! image travels ingest → frames queue → preprocess (or an inline infer-worker) and
-//! is not sent further. So a process that runs both ingest and results (embedded
-//! `visionq run`, `demo`, `detect`, or an all-roles `visionq run` on RabbitMQ) puts
-//! a [`FrameHold`] in front of ingest's broker: each frame published is held by id
-//! (the same reference-counted bytes the in-process queue holds, no copy) until its
-//! result comes through the consumer, which takes it back, keeping it only where the
-//! decision asks for review. The hold is bounded by bytes ([`HOLD_MAX_BYTES`]): the
-//! oldest frames leave it first. A results role without ingest in its process
-//! (distributed mode) has no bytes to keep: it keeps no evidence and says so at
-//! start; nor are frames replayed from the embedded journal after a restart kept
-//! (their bytes were never published through the hold in this process).
+//! Where the bytes come from: the image travels ingest → frames queue → preprocess
+//! (or an inline infer-worker). Two ways reach the results role:
+//! - a process that runs both ingest and results (embedded `visionq run`, `demo`,
+//!   `detect`, or an all-roles `visionq run` on RabbitMQ) puts a [`FrameHold`] in
+//!   front of ingest's broker: each frame published is held by id until its result
+//!   comes through the consumer, and for `evidence_recent_s` after (see
+//!   `frame_hold`);
+//! - with `evidence_forward_min_score` set, preprocess carries the image on after
+//!   the tensor and the infer-worker after the result, when a detection scores at
+//!   least that much (`visionq_stage::attach_original`): the results role takes it
+//!   from the message. So a separate `visionq results` Deployment keeps evidence.
+//!
+//! Without either, a frame meant to be kept is counted `unavailable`. Nor are frames
+//! replayed from the embedded journal after a restart kept (their bytes were never
+//! published through the hold in this process).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use uuid::Uuid;
 use visionq_contract::decision::Outcome;
-use visionq_contract::topology::META_HEADER;
 use visionq_contract::{Config, FrameResult, Metrics};
 use visionq_evidence::{Bounds, Evidence, EvidenceError, KeptFor, LocalDir, Review, SharedEvidence};
-use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBroker, WorkQueue};
 
-/// Bytes of frames the hold keeps at most while their results are on the way.
-pub const HOLD_MAX_BYTES: usize = 256 * 1024 * 1024;
+pub use crate::frame_hold::{FrameHold, HOLD_MAX_BYTES, SENT_ON_MAX_BYTES};
 
 /// What became of a frame meant for the evidence store (the metric's label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,112 +55,15 @@ impl Kept {
     }
 }
 
-#[derive(Default)]
-struct Held {
-    frames: HashMap<Uuid, Bytes>,
-    /// Ids in the order they came (some already taken back).
-    order: VecDeque<Uuid>,
-    bytes: usize,
-}
-
-/// Frames published by this process's ingest, by id, until their results come.
-pub struct FrameHold {
-    max_bytes: usize,
-    held: Mutex<Held>,
-}
-
-#[derive(serde::Deserialize)]
-struct FrameId {
-    frame_id: Uuid,
-}
-
-impl FrameHold {
-    pub fn new(max_bytes: usize) -> Arc<FrameHold> {
-        Arc::new(FrameHold { max_bytes, held: Mutex::new(Held::default()) })
-    }
-
-    fn hold(&self, id: Uuid, body: Bytes) {
-        let mut h = self.held.lock().expect("frame hold lock");
-        h.bytes += body.len();
-        if let Some(old) = h.frames.insert(id, body) {
-            h.bytes -= old.len();
-        }
-        h.order.push_back(id);
-        while h.bytes > self.max_bytes {
-            let Some(oldest) = h.order.pop_front() else { break };
-            if let Some(b) = h.frames.remove(&oldest) {
-                h.bytes -= b.len();
-            }
-        }
-        // Taken ids stay in `order` until they reach its front; compact now and then.
-        if h.order.len() > 2 * h.frames.len() + 1024 {
-            let Held { frames, order, .. } = &mut *h;
-            order.retain(|id| frames.contains_key(id));
-        }
-    }
-
-    /// A frame's bytes, which leave the hold.
-    pub fn take(&self, id: Uuid) -> Option<Bytes> {
-        let mut h = self.held.lock().expect("frame hold lock");
-        let b = h.frames.remove(&id)?;
-        h.bytes -= b.len();
-        Some(b)
-    }
-
-    /// Bytes held now.
-    pub fn bytes(&self) -> usize {
-        self.held.lock().expect("frame hold lock").bytes
-    }
-
-    /// `inner` with every frame published through it held here.
-    pub fn tap(self: &Arc<Self>, inner: SharedBroker) -> SharedBroker {
-        Arc::new(HoldTap { inner, hold: self.clone() })
-    }
-}
-
-/// A [`Broker`] decorator: holds each frame before publishing it (so its result can
-/// never come first), lets it go again when the publish is refused.
-struct HoldTap {
-    inner: SharedBroker,
-    hold: Arc<FrameHold>,
-}
-
-#[async_trait::async_trait]
-impl Broker for HoldTap {
-    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
-        let id = (queue == WorkQueue::Frames)
-            .then(|| serde_json::from_str::<FrameId>(message.header(META_HEADER)?).ok())
-            .flatten()
-            .map(|m| m.frame_id);
-        if let Some(id) = id {
-            self.hold.hold(id, message.body.clone());
-        }
-        let r = self.inner.publish(queue, message).await;
-        if let (Err(_), Some(id)) = (&r, id) {
-            self.hold.take(id);
-        }
-        r
-    }
-
-    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
-        self.inner.consume(queue, prefetch).await
-    }
-
-    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
-        self.inner.publish_event(routing_key, message).await
-    }
-
-    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
-        self.inner.subscribe_events(topics).await
-    }
-
-    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
-        self.inner.depth(queue).await
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
-    }
+/// What became of a reviewed frame's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewedImage {
+    /// Kept with the review (it was kept already, or its bytes were still held).
+    Kept,
+    /// Its bytes are no longer at hand: the review is stored, the image is not kept.
+    Gone,
+    /// The store could not write it (the reason).
+    Failed(String),
 }
 
 /// Decides which results are kept and writes them to the store.
@@ -170,8 +74,9 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// The keeper of `config`'s evidence store (a local directory), fed by `hold`;
-    /// `None` when `evidence_max_bytes` is 0.
+    /// The keeper of `config`'s evidence store (a local directory); `hold` has the
+    /// frames' bytes published in this process and the recent ones. `None` when
+    /// `evidence_max_bytes` is 0.
     pub fn open(config: &Config, metrics: Arc<Metrics>, hold: Option<Arc<FrameHold>>) -> Result<Option<Arc<Keeper>>, EvidenceError> {
         if config.evidence.evidence_max_bytes == 0 {
             return Ok(None);
@@ -180,7 +85,7 @@ impl Keeper {
         let bounds =
             Bounds { max_bytes: config.evidence.evidence_max_bytes, max_age: (days > 0).then(|| Duration::from_secs(days * 86_400)) };
         let store = LocalDir::open(&config.evidence_dir(), bounds)?;
-        tracing::info!(dir = %config.evidence_dir().display(), frames = store.len(), bytes_in_process = hold.is_some(), "evidence store open");
+        tracing::info!(dir = %config.evidence_dir().display(), frames = store.len(), "evidence store open");
         Ok(Some(Arc::new(Keeper { store: Arc::new(store), hold, metrics })))
     }
 
@@ -191,15 +96,25 @@ impl Keeper {
 
     /// The bytes of a decided result's frame when it is to be kept: decided
     /// `needs_review`, or its best score in the review band (`in_review_band`, under
-    /// the station's rules) whatever the decision. Every result takes its frame out
-    /// of the hold, kept or not.
-    pub fn claim(&self, result: &FrameResult, in_review_band: bool) -> Option<Bytes> {
-        let bytes = self.hold.as_ref().and_then(|h| h.take(result.frame_id));
+    /// the station's rules) whatever the decision. `sent` is the image that came
+    /// with the result (an infer-worker sends it on), else the hold has it. A frame
+    /// not to be kept stays in the hold as a recent frame (a reviewer may still ask
+    /// for it).
+    pub fn claim(&self, result: &FrameResult, in_review_band: bool, sent: Option<Bytes>) -> Option<Bytes> {
+        let id = result.frame_id;
         let wanted = in_review_band || result.decision.as_ref().is_some_and(|d| d.outcome == Outcome::NeedsReview);
-        if wanted && bytes.is_none() {
+        if !wanted {
+            if let Some(h) = &self.hold {
+                h.finish(id, sent);
+            }
+            return None;
+        }
+        let held = self.hold.as_ref().and_then(|h| h.take(id));
+        let bytes = sent.or(held);
+        if bytes.is_none() {
             self.count(Kept::Unavailable, 1);
         }
-        bytes.filter(|_| wanted)
+        bytes
     }
 
     fn count(&self, outcome: Kept, n: u64) {
@@ -224,15 +139,41 @@ impl Keeper {
         Ok(self.store.get(frame_id).await?.map(|(e, bytes)| (e.image.content_type, bytes)))
     }
 
-    /// Writes a stored review into the frame's sidecar, so the dataset export applies
-    /// it; a frame not kept (its image never reached this process, or was pruned)
-    /// has no sidecar to write to.
-    pub async fn reviewed(&self, frame_id: Uuid, review: Review) {
-        match visionq_evidence::record_review(self.store.as_ref(), frame_id, review).await {
-            Ok(()) => {}
-            Err(EvidenceError::NotFound(_)) => tracing::debug!(%frame_id, "a reviewed frame is not in the evidence store"),
-            Err(e) => tracing::warn!(%frame_id, error = %e, "cannot write a review into the evidence store"),
+    /// Keeps a stored review with the frame's image, so the dataset export applies
+    /// it: written into the sidecar of a kept frame; a frame not kept yet (outside
+    /// the review band) is kept now if its bytes are still held (a recent frame).
+    /// `result` is the frame's result as stored.
+    pub async fn reviewed(&self, result: &FrameResult, review: Review) -> ReviewedImage {
+        let frame_id = result.frame_id;
+        let outcome = match visionq_evidence::record_review(self.store.as_ref(), frame_id, review.clone()).await {
+            Ok(()) => ReviewedImage::Kept,
+            Err(EvidenceError::NotFound(_)) => match self.hold.as_ref().and_then(|h| h.take(frame_id)) {
+                Some(image) => {
+                    let mut evidence = Evidence::new(result.clone(), KeptFor::Reviewed, Utc::now());
+                    evidence.review = Some(review);
+                    match self.store.put(evidence, image).await {
+                        Ok(()) => {
+                            self.count(Kept::Kept, 1);
+                            ReviewedImage::Kept
+                        }
+                        Err(e) => {
+                            self.count(Kept::Failed, 1);
+                            ReviewedImage::Failed(e.to_string())
+                        }
+                    }
+                }
+                None => ReviewedImage::Gone,
+            },
+            Err(e) => ReviewedImage::Failed(e.to_string()),
+        };
+        match &outcome {
+            ReviewedImage::Kept => self.prune().await,
+            ReviewedImage::Gone => {
+                tracing::info!(%frame_id, "a reviewed frame's image is no longer held; the review is stored without it")
+            }
+            ReviewedImage::Failed(e) => tracing::warn!(%frame_id, error = %e, "cannot keep a reviewed frame's image"),
         }
+        outcome
     }
 
     /// Deletes what is beyond the store's bounds (oldest first).
@@ -259,45 +200,5 @@ impl Keeper {
                 _ = tokio::time::sleep(interval) => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use visionq_queue::memory::MemoryBroker;
-
-    fn frame(id: Uuid, body: &'static [u8]) -> Envelope {
-        Envelope::new(Bytes::from_static(body)).with_header(META_HEADER, format!("{{\"frame_id\":\"{id}\"}}"))
-    }
-
-    #[tokio::test]
-    async fn the_hold_keeps_published_frames_until_taken_within_its_bound() {
-        let hold = FrameHold::new(10);
-        let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 2, 5));
-        let tap = hold.tap(inner.clone());
-        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        tap.publish(WorkQueue::Frames, frame(a, b"aaaa")).await.unwrap();
-        tap.publish(WorkQueue::Frames, frame(b, b"bbbb")).await.unwrap();
-        assert_eq!(inner.depth(WorkQueue::Frames).await.unwrap(), 2, "frames go through");
-        assert_eq!(hold.take(a).as_deref(), Some(&b"aaaa"[..]));
-        assert_eq!(hold.take(a), None, "taken once");
-        // A refused publish (the queue is full) is not held.
-        assert!(tap.publish(WorkQueue::Frames, frame(c, b"cccc")).await.is_err());
-        assert_eq!((hold.take(c), hold.bytes()), (None, 4));
-        // Beyond 10 bytes the oldest leave.
-        let inner: SharedBroker = Arc::new(MemoryBroker::new(|_| 100, 5));
-        let tap = hold.tap(inner);
-        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
-        for id in &ids {
-            tap.publish(WorkQueue::Frames, frame(*id, b"xxxx")).await.unwrap();
-        }
-        assert_eq!(hold.bytes(), 8);
-        assert_eq!((hold.take(b), hold.take(ids[0])), (None, None), "the two oldest left the hold");
-        assert!(hold.take(ids[1]).is_some() && hold.take(ids[2]).is_some());
-        // Other queues and frames without an id pass untouched.
-        tap.publish(WorkQueue::Results, frame(Uuid::now_v7(), b"r")).await.unwrap();
-        tap.publish(WorkQueue::Frames, Envelope::new(Bytes::from_static(b"no id"))).await.unwrap();
-        assert_eq!(hold.bytes(), 0);
     }
 }

@@ -13,13 +13,16 @@
 //! a station's expectation ([`expectations`]: set over HTTP, handed to the Decider,
 //! stored). It keeps the frames whose decision asks for
 //! review in the evidence store (`visionq-evidence`; [`evidence`] says where their
-//! bytes come from), and serves the review queue ([`reviews`]): the frames to review,
+//! bytes come from: the frames held from this process's ingest, recent ones a while
+//! after their results — `frame_hold` —, or the image an infer-worker sent on after
+//! the result), and serves the review queue ([`reviews`]): the frames to review,
 //! their images, and the reviews, stored and pushed as the frames' final word; and
 //! the admins' reload of the rules file ([`rules_api`]); it follows each model
 //! version's drift at each station against the baseline it set there ([`drift`],
 //! read at `GET /v1/drift`); [`routes`] puts them all behind one read gate.
 //!
-//! It imports the contract, the queue, the HTTP access check and error
+//! It imports the contract, the queue, the stages' message codec (`visionq-stage`:
+//! an image carried after a result), the HTTP access check and error
 //! (`visionq-http`), the decider, the evidence store and the events outbox; it must not import the
 //! dashboard (which follows the same events on its own) or another role.
 
@@ -29,6 +32,7 @@ pub mod drift;
 mod drift_api;
 pub mod evidence;
 pub mod expectations;
+mod frame_hold;
 mod migrate;
 pub mod mssql;
 pub mod open;

@@ -6,8 +6,10 @@
 //! token's name is stored as the reviewer (with authentication off, on a loopback
 //! listener, the reviewer is `local`). A frame is reviewed once: the review is
 //! stored in the results database beside the decision (which stays as the machine
-//! made it), written into the frame's evidence sidecar (so the dataset export
-//! applies it), and the frame's result is pushed again on the events — to the live
+//! made it), kept with the frame's image in the evidence store (so the dataset
+//! export applies it: the sidecar of a kept frame, or a recent frame's image still
+//! held — the reply's `evidence` says which, and says so when the image is gone),
+//! and the frame's result is pushed again on the events — to the live
 //! stream and the station's subscribers — with `review` set: its final word.
 
 use std::sync::Arc;
@@ -52,6 +54,45 @@ pub struct ReviewPage {
     /// The cursor of the next page (`?after=`); absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// The answer to a review: the frame's result with its review, and what became of
+/// its image.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReviewReply {
+    #[serde(flatten)]
+    pub result: FrameResult,
+    pub evidence: EvidenceNote,
+}
+
+/// Whether a reviewed frame's image is kept with its review (in the evidence store,
+/// so `visionq dataset export` includes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EvidenceNote {
+    pub kept: bool,
+    /// `kept`; `image_gone`: its bytes are no longer held (it was not kept for review
+    /// and its result came longer ago than `evidence_recent_s`, or the hold was
+    /// full); `not_kept_here`: this process keeps no evidence (`evidence_max_bytes`
+    /// 0); `failed`: the store could not write it.
+    pub code: String,
+    pub message: String,
+}
+
+impl EvidenceNote {
+    fn of(image: Option<crate::evidence::ReviewedImage>) -> EvidenceNote {
+        use crate::evidence::ReviewedImage;
+        let (kept, code, message) = match image {
+            Some(ReviewedImage::Kept) => (true, "kept", "the frame's image is kept with its review".to_string()),
+            Some(ReviewedImage::Gone) => (
+                false,
+                "image_gone",
+                "the review is stored, but the frame's image is no longer available (not kept for review, and its result came longer ago than evidence_recent_s): it cannot be exported".to_string(),
+            ),
+            Some(ReviewedImage::Failed(e)) => (false, "failed", format!("the review is stored, but its image could not be kept: {e}")),
+            None => (false, "not_kept_here", "the review is stored; this process keeps no frame images (evidence_max_bytes is 0)".to_string()),
+        };
+        EvidenceNote { kept, code: code.into(), message }
+    }
 }
 
 /// A reviewer's verdict, as posted.
@@ -206,7 +247,7 @@ pub(crate) async fn image(
     params(("frame_id" = String, Path, description = "Frame id")),
     request_body = ReviewRequest,
     responses(
-        (status = 200, description = "Stored: the frame's result with its review", body = FrameResult),
+        (status = 200, description = "Stored: the frame's result with its review, and whether its image is kept with it (`evidence`)", body = ReviewReply),
         (status = 400, description = "Not a frame id, a bad body, a detection the frame lacks, an unknown class, or a correction without a class or code", body = ErrorBody),
         visionq_http::doc::TokenRefusals,
         (status = 403, description = "Not a reviewer or admin token", body = ErrorBody),
@@ -266,15 +307,16 @@ pub(crate) async fn review(
     }
     tracing::info!(frame_id = %id, station = %result.station, verdict = stored.verdict.as_str(), reviewer = stored.reviewer.as_deref().unwrap_or(""), "frame reviewed");
     s.metrics.reviews_total.with_label_values(&[stored.verdict.as_str()]).inc();
-    if let Some(keeper) = &s.keeper {
-        keeper.reviewed(id, stored.clone()).await;
-    }
-    result.review = Some(stored);
+    result.review = Some(stored.clone());
+    let image = match &s.keeper {
+        Some(keeper) => Some(keeper.reviewed(&result, stored).await),
+        None => None,
+    };
     let body = serde_json::to_vec(&result).expect("result serialises");
     if let Err(e) = s.broker.publish_event(&event_routing_key(&result.station), Envelope::new(body)).await {
         tracing::warn!(error = %e, frame_id = %id, "cannot push a review (it is stored)");
     }
-    Json(result).into_response()
+    Json(ReviewReply { result, evidence: EvidenceNote::of(image) }).into_response()
 }
 
 fn already(id: Uuid, done: &Review) -> Response {

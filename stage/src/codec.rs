@@ -37,25 +37,33 @@ impl FrameMessage {
 }
 
 /// A model-ready tensor on the tensors queue: the frame's metadata, where the image
-/// sits in the input, and the `input_height × input_width × 3` u8 pixels.
+/// sits in the input, and the `input_height × input_width × 3` u8 pixels; with
+/// `evidence_forward_min_score` set, also the frame's original image (after the
+/// tensor in the body, see [`crate::attach_original`]).
 #[derive(Debug, Clone)]
 pub struct TensorMessage {
     pub meta: TensorMeta,
     pub tensor: Bytes,
+    pub original: Option<Bytes>,
 }
 
 impl TensorMessage {
     pub fn from_envelope(e: &Envelope) -> Result<TensorMessage, BadMessage> {
-        Ok(TensorMessage { meta: meta(e)?, tensor: e.body.clone() })
+        let meta = meta(e)?;
+        let (tensor, original) = crate::split_original(e)?;
+        Ok(TensorMessage { meta, tensor, original })
     }
 
     /// The tensors-queue message, carrying on the headers of the frame message it
     /// was made from (trace context, and whatever ingest set).
     pub fn into_envelope(self, from: &Envelope) -> Envelope {
         let mut out = Envelope::new(self.tensor);
-        out.headers = from.headers.clone();
+        out.headers = crate::original::without_original(from);
         out.headers.insert(META_HEADER.into(), serde_json::to_string(&self.meta).expect("meta serialises"));
-        out
+        match &self.original {
+            Some(original) => crate::attach_original(out, original),
+            None => out,
+        }
     }
 }
 
@@ -110,10 +118,18 @@ pub(crate) mod tests {
         let meta = TensorMeta { frame: frame(), letterbox: lb, preprocessed_at: Utc::now() };
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let input = Envelope::new(&b"jpeg"[..]).with_header(TRACEPARENT_HEADER, tp).with_header("x-other", "kept");
-        let out = TensorMessage { meta: meta.clone(), tensor: Bytes::from(vec![7u8; 12]) }.into_envelope(&input);
+        let out = TensorMessage { meta: meta.clone(), tensor: Bytes::from(vec![7u8; 12]), original: None }.into_envelope(&input);
         assert_eq!((out.header(TRACEPARENT_HEADER), out.header("x-other")), (Some(tp), Some("kept")));
         let back = TensorMessage::from_envelope(&out).unwrap();
         assert_eq!((back.meta.frame.frame_id, back.meta.letterbox, back.tensor.len()), (meta.frame.frame_id, lb, 12));
+        assert_eq!(back.original, None);
+        // With the frame's original image after the tensor: both come back apart.
+        let jpeg = Bytes::from_static(b"\xff\xd8 original jpeg");
+        let with = TensorMessage { meta: meta.clone(), tensor: Bytes::from(vec![7u8; 12]), original: Some(jpeg.clone()) };
+        let out = with.into_envelope(&input);
+        assert_eq!(out.body.len(), 12 + jpeg.len());
+        let back = TensorMessage::from_envelope(&out).unwrap();
+        assert_eq!((back.tensor.len(), back.original), (12, Some(jpeg)));
         let result = FrameResult::failed(&meta.frame, ModelInfo::default(), "broken");
         let r = result_envelope(&result, &input);
         assert_eq!((r.header(TRACEPARENT_HEADER), r.header("x-other")), (Some(tp), None));

@@ -2,6 +2,7 @@
 //! input settled — so nothing accepted ends without a result, and a result that
 //! cannot be published leaves the input to be delivered again.
 
+use bytes::Bytes;
 use visionq_contract::instrument::{Emit, FrameExpired, FrameFailed, Stage};
 use visionq_contract::{FrameMeta, FrameResult, Metrics, ModelInfo};
 use visionq_queue::{Envelope, Fate, QueueError, SharedBroker, WorkQueue, publish_when_room};
@@ -17,9 +18,20 @@ pub struct Failure {
     pub label: &'static str,
 }
 
-/// Publishes `result` on the results queue, continuing `input`'s trace.
-pub async fn publish_result(broker: &SharedBroker, result: &FrameResult, input: &Envelope) -> Result<(), QueueError> {
-    publish_when_room(&**broker, WorkQueue::Results, result_envelope(result, input)).await
+/// Publishes `result` on the results queue, continuing `input`'s trace; with the
+/// frame's `original` image after it where one is sent on for the evidence store.
+pub async fn publish_result(
+    broker: &SharedBroker,
+    result: &FrameResult,
+    input: &Envelope,
+    original: Option<&Bytes>,
+) -> Result<(), QueueError> {
+    let envelope = result_envelope(result, input);
+    let envelope = match original {
+        Some(o) => crate::attach_original(envelope, o),
+        None => envelope,
+    };
+    publish_when_room(&**broker, WorkQueue::Results, envelope).await
 }
 
 /// A frame that can never be run: its error result is published (when the frame's
@@ -38,7 +50,7 @@ pub async fn fail(
 ) -> Fate {
     if let Some(frame) = frame {
         let result = FrameResult::failed(frame, ModelInfo::default(), failure.reason.clone());
-        if let Err(e) = publish_result(broker, &result, input.1).await {
+        if let Err(e) = publish_result(broker, &result, input.1, None).await {
             tracing::warn!(error = %e, "cannot publish the error result; requeueing the frame");
             return Fate::Requeue;
         }
@@ -59,7 +71,7 @@ pub async fn expire(
     late_ms: f64,
 ) -> Fate {
     let result = FrameResult::expired(frame, ModelInfo::default(), late_ms);
-    if let Err(e) = publish_result(broker, &result, input).await {
+    if let Err(e) = publish_result(broker, &result, input, None).await {
         tracing::warn!(error = %e, "cannot publish the expired result; requeueing the frame");
         return Fate::Requeue;
     }

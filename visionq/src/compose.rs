@@ -224,7 +224,7 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
             });
         }
         let keeper = match decider.enabled() {
-            true => evidence_keeper(&config, &roles, &metrics, &mut frame_hold, &role_stop)?,
+            true => evidence_keeper(&config, &roles, &metrics, &decider, &mut frame_hold, &role_stop)?,
             false => None,
         };
         let drift = visionq_results::drift::Drift::start(config.drift.clone(), metrics.clone(), s.clone()).await;
@@ -388,33 +388,46 @@ async fn drain(built: Built, http: tokio::task::JoinHandle<()>) {
 }
 
 /// The evidence store's keeper for a results role that makes decisions. The frames'
-/// bytes are only here when ingest runs in this process too: then `hold` is set for
-/// ingest to publish through (visionq_results::evidence says why).
+/// bytes reach it two ways (visionq_results::evidence says why): where ingest runs in
+/// this process too, `hold` is set for ingest to publish through; with
+/// `evidence_forward_min_score`, the infer-workers send them on with the results.
 fn evidence_keeper(
     config: &Config,
     roles: &BTreeSet<Role>,
     metrics: &Arc<Metrics>,
+    decider: &visionq_decide::Decider,
     hold: &mut Option<Arc<visionq_results::evidence::FrameHold>>,
     stop: &Shutdown,
 ) -> anyhow::Result<Option<Arc<visionq_results::evidence::Keeper>>> {
-    use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper};
-    if config.evidence.evidence_max_bytes == 0 {
+    use visionq_results::evidence::{FrameHold, HOLD_MAX_BYTES, Keeper, SENT_ON_MAX_BYTES};
+    let ev = &config.evidence;
+    if ev.evidence_max_bytes == 0 {
         return Ok(None);
     }
-    if !roles.contains(&Role::Ingest) {
-        tracing::info!(
-            "evidence: frames needing review are not kept by a results role without ingest in its process (their bytes never reach it)"
-        );
-        return Ok(None);
+    let forward = ev.evidence_forward_min_score;
+    match (roles.contains(&Role::Ingest), forward, decider.lowest_review()) {
+        (false, None, _) => tracing::warn!(
+            "evidence: frames needing review are not kept by a results role without ingest in its process unless the infer-workers send their images on: set evidence_forward_min_score (docs/OPERATIONS.md)"
+        ),
+        (_, Some(min), Some(lowest)) if min > lowest => tracing::warn!(
+            evidence_forward_min_score = min,
+            lowest_review = lowest,
+            "evidence: images are sent on only from evidence_forward_min_score, above the rules' lowest review threshold: frames scoring between them are not kept"
+        ),
+        _ => {}
     }
-    let max = HOLD_MAX_BYTES.min(usize::try_from(config.evidence.evidence_max_bytes).unwrap_or(usize::MAX));
-    let h = FrameHold::new(max);
+    // Without ingest the hold has only the recent images sent on with results.
+    let hold_max = if roles.contains(&Role::Ingest) { HOLD_MAX_BYTES } else { SENT_ON_MAX_BYTES };
+    let max = hold_max.min(usize::try_from(ev.evidence_max_bytes).unwrap_or(usize::MAX));
+    let h = FrameHold::new(max, Duration::from_secs(ev.evidence_recent_s));
     let Some(keeper) = Keeper::open(config, metrics.clone(), Some(h.clone()))
         .with_context(|| format!("opening the evidence store {}", config.evidence_dir().display()))?
     else {
         return Ok(None);
     };
-    *hold = Some(h);
+    if roles.contains(&Role::Ingest) {
+        *hold = Some(h);
+    }
     let (k, interval, stop) = (keeper.clone(), Duration::from_secs(config.retention.retention_interval_s.max(1)), stop.clone());
     tokio::spawn(async move { k.run_pruning(interval, stop.wait()).await });
     Ok(Some(keeper))
