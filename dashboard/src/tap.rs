@@ -1,4 +1,4 @@
-//! The ingest side of the frame previews: a [`Broker`] decorator that, after a
+//! The ingest side of the frame previews: a publish tap ([`PublishTap`]) that, after a
 //! frame's publish was confirmed, sends a sampled copy of it as a preview event. A
 //! frame over `dashboard_preview_max_bytes` (a 12 MP camera's), one turned by its
 //! EXIF orientation, and a PNG or WebP one, is sent as a small JPEG instead (at most 640 px on its long
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use visionq_contract::topology::{EVENT_KIND_HEADER, META_HEADER, PREVIEW_EVENT, preview_routing_key};
 use visionq_contract::{Config, FrameMeta, Metrics};
 use visionq_preprocess::{PREVIEW_MAX_SIDE, preview_jpeg};
-use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBroker, WorkQueue};
+use visionq_queue::{Envelope, PublishTap, QueueError, SharedBroker, WorkQueue, tapped};
 
 /// Whether an event is a frame preview (and not a result).
 pub fn is_preview(e: &Envelope) -> bool {
@@ -79,16 +79,20 @@ enum Due {
 
 impl PreviewTap {
     pub fn wrap(inner: SharedBroker, config: &Config, metrics: Arc<Metrics>) -> SharedBroker {
-        Arc::new(PreviewTap {
-            inner,
-            interval: Duration::from_millis(config.dashboard.dashboard_preview_interval_ms),
-            max_bytes: config.dashboard.dashboard_preview_max_bytes,
-            max_pixels: config.ingest.max_pixels,
-            max_held: config.dashboard.dashboard_max_stations,
-            max_held_bytes: config.dashboard.dashboard_store_max_bytes,
-            metrics,
-            throttle: Arc::new(Mutex::new(Throttle::default())),
-        })
+        // The preview events are published on the broker underneath, from its own tasks.
+        tapped(
+            inner.clone(),
+            PreviewTap {
+                inner,
+                interval: Duration::from_millis(config.dashboard.dashboard_preview_interval_ms),
+                max_bytes: config.dashboard.dashboard_preview_max_bytes,
+                max_pixels: config.ingest.max_pixels,
+                max_held: config.dashboard.dashboard_max_stations,
+                max_held_bytes: config.dashboard.dashboard_store_max_bytes,
+                metrics,
+                throttle: Arc::new(Mutex::new(Throttle::default())),
+            },
+        )
     }
 
     fn outcome(&self, o: &str) {
@@ -178,37 +182,17 @@ impl PreviewTap {
 }
 
 #[async_trait::async_trait]
-impl Broker for PreviewTap {
-    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+impl PublishTap for PreviewTap {
+    async fn publish(&self, inner: &SharedBroker, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
         if queue != WorkQueue::Frames {
-            return self.inner.publish(queue, message).await;
+            return inner.publish(queue, message).await;
         }
         let frame = message.clone();
-        self.inner.publish(queue, message).await?;
+        inner.publish(queue, message).await?;
         if let Some((station, due)) = self.offer(&frame) {
             self.send(station, due);
         }
         Ok(())
-    }
-
-    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
-        self.inner.consume(queue, prefetch).await
-    }
-
-    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
-        self.inner.publish_event(routing_key, message).await
-    }
-
-    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
-        self.inner.subscribe_events(topics).await
-    }
-
-    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
-        self.inner.depth(queue).await
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
     }
 }
 
@@ -219,6 +203,7 @@ mod tests {
     use futures_util::StreamExt;
     use uuid::Uuid;
     use visionq_contract::topology::{PREVIEW_EVENTS, RESULT_EVENTS};
+    use visionq_queue::Events;
     use visionq_queue::memory::MemoryBroker;
 
     fn frame(station: &str, body: &'static [u8]) -> Envelope {

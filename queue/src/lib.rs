@@ -119,6 +119,51 @@ pub trait Broker: Send + Sync + 'static {
 
 pub type SharedBroker = Arc<dyn Broker>;
 
+/// What a broker decorator does around the messages published through it; every
+/// other call passes through to the broker underneath ([`tapped`]).
+#[async_trait::async_trait]
+pub trait PublishTap: Send + Sync + 'static {
+    /// Publishes `message` to `queue` on `inner`, with the tap's own work around it.
+    async fn publish(&self, inner: &SharedBroker, queue: WorkQueue, message: Envelope) -> Result<(), QueueError>;
+}
+
+/// `inner` with `tap` around its publishes.
+pub fn tapped(inner: SharedBroker, tap: impl PublishTap) -> SharedBroker {
+    Arc::new(Tapped { inner, tap })
+}
+
+struct Tapped<T> {
+    inner: SharedBroker,
+    tap: T,
+}
+
+#[async_trait::async_trait]
+impl<T: PublishTap> Broker for Tapped<T> {
+    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+        self.tap.publish(&self.inner, queue, message).await
+    }
+
+    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
+        self.inner.consume(queue, prefetch).await
+    }
+
+    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
+        self.inner.publish_event(routing_key, message).await
+    }
+
+    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
+        self.inner.subscribe_events(topics).await
+    }
+
+    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
+        self.inner.depth(queue).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.inner.is_ready().await
+    }
+}
+
 /// What becomes of a delivery once its handler is done; decided in one place per stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fate {

@@ -164,7 +164,15 @@ struct Track {
     storing: bool,
     window: VecDeque<FrameStat>,
     now: Profile,
+    /// Frames since the gauges were last set.
+    unexported: u32,
+    /// Whether the window has been full (its gauges are set from then on).
+    filled: bool,
 }
+
+/// The gauges of a pair are set every this many frames (and when its window fills):
+/// the measures move slowly, and the results consumer is on every frame's path.
+const EXPORT_EVERY: u32 = 25;
 
 type Key = (String, String, String);
 
@@ -247,6 +255,12 @@ impl Drift {
             let old = t.window.pop_front().expect("not empty");
             t.now.remove(&old);
         }
+        t.unexported += 1;
+        let just_filled = t.window.len() == self.config.drift_window_frames && !t.filled;
+        if t.unexported < EXPORT_EVERY && !just_filled {
+            return;
+        }
+        (t.unexported, t.filled) = (0, t.filled || just_filled);
         let row = self.row(&key, t);
         drop(tracks);
         self.export(&row);

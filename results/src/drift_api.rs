@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, RawQuery, State};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use visionq_contract::refusal::ErrorBody;
 use visionq_http::ApiError;
@@ -48,17 +47,14 @@ pub(crate) async fn rows(
     State(s): State<Arc<ResultsState>>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Response {
-    if let Err(e) = query(raw).finish() {
-        return ApiError::from(e).into_response();
-    }
+) -> Result<Json<DriftList>, ApiError> {
+    query(raw).finish()?;
     let c = &s.config.drift;
-    Json(DriftList {
+    Ok(Json(DriftList {
         baseline_frames: c.drift_baseline_frames,
         window_frames: c.drift_window_frames,
         max_psi: c.drift_max_psi,
         max_detections_ratio: c.drift_max_detections_ratio,
         drift: s.drift.rows().into_iter().filter(|r| caller.may_read(&r.station)).collect(),
-    })
-    .into_response()
+    }))
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 use visionq_contract::topology::META_HEADER;
-use visionq_queue::{Broker, Deliveries, Envelope, Events, QueueError, SharedBroker, WorkQueue};
+use visionq_queue::{Envelope, PublishTap, QueueError, SharedBroker, WorkQueue, tapped};
 
 /// Bytes of frames the hold keeps at most (waiting for results, and recent).
 pub const HOLD_MAX_BYTES: usize = 256 * 1024 * 1024;
@@ -148,20 +148,19 @@ impl FrameHold {
 
     /// `inner` with every frame published through it held here.
     pub fn tap(self: &Arc<Self>, inner: SharedBroker) -> SharedBroker {
-        Arc::new(HoldTap { inner, hold: self.clone() })
+        tapped(inner, HoldTap { hold: self.clone() })
     }
 }
 
-/// A [`Broker`] decorator: holds each frame before publishing it (so its result can
-/// never come first), lets it go again when the publish is refused.
+/// A publish tap: holds each frame before publishing it (so its result can never
+/// come first), lets it go again when the publish is refused.
 struct HoldTap {
-    inner: SharedBroker,
     hold: Arc<FrameHold>,
 }
 
 #[async_trait::async_trait]
-impl Broker for HoldTap {
-    async fn publish(&self, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
+impl PublishTap for HoldTap {
+    async fn publish(&self, inner: &SharedBroker, queue: WorkQueue, message: Envelope) -> Result<(), QueueError> {
         let id = (queue == WorkQueue::Frames)
             .then(|| serde_json::from_str::<FrameId>(message.header(META_HEADER)?).ok())
             .flatten()
@@ -169,31 +168,11 @@ impl Broker for HoldTap {
         if let Some(id) = id {
             self.hold.hold(id, message.body.clone());
         }
-        let r = self.inner.publish(queue, message).await;
+        let r = inner.publish(queue, message).await;
         if let (Err(_), Some(id)) = (&r, id) {
             self.hold.take(id);
         }
         r
-    }
-
-    async fn consume(&self, queue: WorkQueue, prefetch: u16) -> Result<Deliveries, QueueError> {
-        self.inner.consume(queue, prefetch).await
-    }
-
-    async fn publish_event(&self, routing_key: &str, message: Envelope) -> Result<(), QueueError> {
-        self.inner.publish_event(routing_key, message).await
-    }
-
-    async fn subscribe_events(&self, topics: &[&str]) -> Result<Events, QueueError> {
-        self.inner.subscribe_events(topics).await
-    }
-
-    async fn depth(&self, queue: WorkQueue) -> Result<u64, QueueError> {
-        self.inner.depth(queue).await
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.inner.is_ready().await
     }
 }
 
