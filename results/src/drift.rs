@@ -166,8 +166,6 @@ struct Track {
     now: Profile,
     /// Frames since the gauges were last set.
     unexported: u32,
-    /// Whether the window has been full (its gauges are set from then on).
-    filled: bool,
 }
 
 /// The gauges of a pair are set every this many frames (and when its window fills):
@@ -248,19 +246,19 @@ impl Drift {
             }
             return;
         }
+        let was_full = t.window.len() >= self.config.drift_window_frames;
+        t.now.add(&stat);
         t.window.push_back(stat);
-        let last = t.window.back().expect("just pushed").clone();
-        t.now.add(&last);
         while t.window.len() > self.config.drift_window_frames {
             let old = t.window.pop_front().expect("not empty");
             t.now.remove(&old);
         }
         t.unexported += 1;
-        let just_filled = t.window.len() == self.config.drift_window_frames && !t.filled;
+        let just_filled = !was_full && t.window.len() == self.config.drift_window_frames;
         if t.unexported < EXPORT_EVERY && !just_filled {
             return;
         }
-        (t.unexported, t.filled) = (0, t.filled || just_filled);
+        t.unexported = 0;
         let row = self.row(&key, t);
         drop(tracks);
         self.export(&row);
