@@ -19,6 +19,8 @@ Layout of the cache:
     models/yolov3-tiny.onnx              converted by tools/darknet2onnx.py
     models/fall-detection-yolov8.onnx    YOLOv8 layout, fixed batch 1
     models/darknet/                      the Darknet cfg, weights and coco.names
+    models/ocr/                          PP-OCRv4 text recogniser and the PP-OCR text
+                                         direction classifier (model chains, issue 22)
     photos/                              dog, eagle, giraffe, horses, kite, person,
                                          scream, bus, zidane (.jpg), terrain2.png
                                          and terrain2_coco.json (5 labelled cars)
@@ -196,6 +198,24 @@ ARCHIVES: tuple[Archive, ...] = (
                    "c02019c4979c191eb739ddd944445ef408dad5679acab6fd520ef9d434bfbc63"),
             Member("ultralytics/assets/zidane.jpg", "photos/zidane.jpg",
                    "16d73869e3267a7d4ed00de8e860833bd1657c1b252e94c0c348277adc7b6edb"),
+        ),
+        pip_args=("--only-binary", ":all:"),
+    ),
+    Archive(
+        label="rapidocr-onnxruntime wheel (PP-OCR text recogniser, direction classifier)",
+        source="pypi",
+        project="rapidocr-onnxruntime",
+        version="1.4.4",
+        filename="rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+        sha256="971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+        size=14915192,
+        members=(
+            # The recogniser's character dictionary is in its ONNX metadata (`character`).
+            Member("rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", "models/ocr/ch_PP-OCRv4_rec_infer.onnx",
+                   "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b"),
+            Member("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                   "models/ocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                   "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
         ),
         pip_args=("--only-binary", ":all:"),
     ),

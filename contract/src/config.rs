@@ -185,6 +185,9 @@ pub struct Config {
     #[serde(flatten)]
     #[schema(default)]
     pub drift: DriftConfig,
+    #[serde(flatten)]
+    #[schema(default)]
+    pub chain: ChainConfig,
     // The keys every role reads.
     /// Where fetched models, the runtime and photos are cached.
     #[schema(value_type = String)]
@@ -744,6 +747,30 @@ impl Default for EventsConfig {
     }
 }
 
+/// Model chains (issue 22): a second model on the crops of chosen detections, run by
+/// the infer-worker before it publishes a frame's result. Read by the infer-worker
+/// (the `chain` crate); preprocess workers send each frame's original image on with
+/// its tensor while a chain is configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct ChainConfig {
+    /// Chains (`[[chain]]` tables: name, kind `classifier` or `text`, model file,
+    /// stations, classes, min_score, max_crops, region, margin_px, input_size,
+    /// channels, mean, std, keep_aspect, labels, top_k, dict_file; see
+    /// [`crate::chain::ChainSpec`] and the README). File only (no environment variable).
+    pub chain: Vec<crate::chain::ChainSpec>,
+    /// Most crops in one pass of a chain's model (crops of several frames).
+    pub chain_max_batch_size: usize,
+    /// How long a chain's batch waits for more crops after its first.
+    pub chain_max_batch_wait_ms: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig { chain: Vec::new(), chain_max_batch_size: 16, chain_max_batch_wait_ms: 2 }
+    }
+}
+
 impl Default for DriftConfig {
     fn default() -> Self {
         DriftConfig { drift_baseline_frames: 500, drift_window_frames: 500, drift_max_psi: 0.25, drift_max_detections_ratio: 1.5 }
@@ -767,6 +794,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             events: EventsConfig::default(),
             drift: DriftConfig::default(),
+            chain: ChainConfig::default(),
             cache_dir: PathBuf::from(".cache/visionq"),
             data_dir: PathBuf::from(".cache/visionq/data"),
             stations: Vec::new(),
@@ -957,6 +985,15 @@ impl Config {
         }
         if self.ingest.stream_window == 0 || self.ingest.stream_window > 1024 {
             return bad("stream_window must be 1..=1024");
+        }
+        if self.chain.chain_max_batch_size == 0 || self.chain.chain_max_batch_size > 256 {
+            return bad("chain_max_batch_size must be 1..=256");
+        }
+        for (i, c) in self.chain.chain.iter().enumerate() {
+            c.check().map_err(ConfigError::Invalid)?;
+            if self.chain.chain[..i].iter().any(|o| o.name == c.name) {
+                return Err(ConfigError::Invalid(format!("two [[chain]] tables are named `{}`", c.name)));
+            }
         }
         if !(10..=1_000_000).contains(&self.drift.drift_baseline_frames) || !(10..=1_000_000).contains(&self.drift.drift_window_frames)
         {
@@ -1448,6 +1485,9 @@ mod tests {
             "amqp_url_file",
             "batch_shapes",
             "cache_dir",
+            "chain",
+            "chain_max_batch_size",
+            "chain_max_batch_wait_ms",
             "channel_order",
             "conf_threshold",
             "cuda_device_id",

@@ -1,6 +1,7 @@
 //! The contract between visionq's roles. This crate owns what every stage must agree
 //! on and nothing else: the messages that travel between ingest, preprocess,
-//! infer-worker and results (and the result object stations receive), the names of
+//! infer-worker and results (and the result object stations receive, with what a
+//! model chain adds to a detection, [`chain`]), the names of
 //! the broker topology, the configuration every role reads (with the event sinks and
 //! their filters, [`sink`], and the alert rules, [`alert`]), who may call what
 //! (tokens and scopes), how the HTTP API's query parameters are read ([`params`]),
@@ -13,6 +14,7 @@
 
 pub mod alert;
 pub mod auth;
+pub mod chain;
 pub mod config;
 pub mod decision;
 pub mod http;

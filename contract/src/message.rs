@@ -133,6 +133,13 @@ pub struct Detection {
     /// through (docs/EVENTS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_id: Option<u64>,
+    /// A chained classifier's output on the detection's crop (`[[chain]]`, kind
+    /// `classifier`); absent where no classifier chain took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<crate::chain::Classification>,
+    /// A chained text recogniser's reading of the detection's crop (kind `text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<crate::chain::TextReading>,
 }
 
 /// Intersection over union of two `[x1, y1, x2, y2]` boxes (0 when they do not
@@ -288,6 +295,8 @@ mod tests {
             bbox: [0.1, 0.2, 0.3, 0.4],
             box_px: [1.0, 4.0, 3.0, 8.0],
             track_id: None,
+            classification: None,
+            text: None,
         });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "error");

@@ -174,6 +174,10 @@ pub struct Metrics {
     pub detections_total: IntCounterVec,
     /// Confidence of emitted detections, by `model`; a falling mean is the first sign of drift.
     pub detection_score: HistogramVec,
+    /// One pass of a chain's second model (`[[chain]]`), by `model` (the chain's name).
+    pub chain_duration_seconds: HistogramVec,
+    /// Crops a chain's model ran on, by `model` and `outcome` (ok, error).
+    pub chain_crops_total: IntCounterVec,
     /// 1 for the model a worker serves, labelled with `name` and `version`.
     pub model_info: GaugeVec,
     pub results_persisted_total: IntCounterVec,
@@ -314,6 +318,14 @@ impl Metrics {
                     &[0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9, 0.95]
                 ),
                 &["model"]
+            )),
+            chain_duration_seconds: reg!(HistogramVec::new(
+                hist("visionq_chain_duration_seconds", "One pass of a model chain's second model, by chain.", DURATION_BUCKETS),
+                &["model"]
+            )),
+            chain_crops_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_chain_crops_total", "Crops a model chain's second model ran on, by chain and outcome."),
+                &["model", "outcome"]
             )),
             model_info: reg!(GaugeVec::new(
                 Opts::new("visionq_model_info", "The model a worker serves (value 1)."),

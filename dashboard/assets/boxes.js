@@ -20,6 +20,16 @@ export function scoreText(score, t) {
   return String(score);
 }
 
+// What a model chain (issue 22) added to a detection, as drawn beside its box: the
+// text read ("“…”" and its score) and/or the second classifier's label and score;
+// '' when no chain took it.
+export function chainText(d) {
+  const parts = [];
+  if (d.text) parts.push(`“${d.text.value}” ${d.text.score.toFixed(2)}`);
+  if (d.classification) parts.push(`${d.classification.label} ${d.classification.score.toFixed(2)}`);
+  return parts.join(' · ');
+}
+
 // Replaces what `layer` (absolutely positioned over the picture) shows with one
 // `.box` per detection, placed in percent of the picture (boxes are normalised).
 export function drawBoxes(layer, detections, t) {
@@ -39,8 +49,16 @@ export function drawBoxes(layer, detections, t) {
     const label = document.createElement('span');
     label.className = 'label';
     label.textContent = `${d.class_name} ${scoreText(d.score, t)}`;
-    b.title = label.textContent;
     b.append(label);
+    const chained = chainText(d);
+    if (chained) {
+      const second = document.createElement('span');
+      second.className = 'chain';
+      second.textContent = chained;
+      b.dataset.chain = chained;
+      b.append(second);
+    }
+    b.title = [label.textContent, chained].filter(Boolean).join(' · ');
     layer.append(b);
   }
 }

@@ -216,6 +216,8 @@ mod tests {
                 bbox: [0.0; 4],
                 box_px: [0.0; 4],
                 track_id: None,
+                classification: None,
+                text: None,
             });
             r
         };

@@ -124,6 +124,8 @@ mod tests {
             bbox: [0.1, 0.1, 0.5, 0.5],
             box_px: [10.0, 10.0, 50.0, 50.0],
             track_id: None,
+            classification: None,
+            text: None,
         }
     }
 

@@ -276,6 +276,8 @@ mod tests {
                     bbox: [*x, 0.4, x + 0.2, 0.6],
                     box_px: [0.0; 4],
                     track_id: None,
+                    classification: None,
+                    text: None,
                 })
                 .collect(),
             decision: None,

@@ -142,6 +142,8 @@ pub(crate) mod tests {
             bbox: [b[0] / 640.0, b[1] / 480.0, b[2] / 640.0, b[3] / 480.0],
             box_px: b,
             track_id: None,
+            classification: None,
+            text: None,
         }
     }
 

@@ -10,9 +10,12 @@
 //! workers' activations, switching models between two batches. It imports the
 //! contract, the queue, the stage messages (parsed once per delivery; failing and
 //! expiring frames; publishing results), the preprocess library and the model
-//! repository; it must not import ingest, results or the dashboard.
+//! repository, and the model chains (`visionq-chain`: a second model on the crops of
+//! chosen detections, run before a frame's result is published); it must not import
+//! ingest, results or the dashboard.
 
 mod batcher;
+mod chained;
 mod control;
 pub mod decode;
 mod error;
@@ -23,6 +26,7 @@ mod role;
 mod runner;
 mod swap;
 
+pub use chained::{load_chains, needs_original};
 pub use control::{ActivateError, Activated, ModelControl};
 pub use error::InferError;
 pub use model::{Assembler, BatchDim, InputFormat, Model, ModelSpec, PassDone};

@@ -26,7 +26,7 @@ use crate::error::InferError;
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
 /// Loads the ONNX Runtime library once per process.
-fn environment(dylib: &Path) -> Result<&'static ort::environment::Environment, InferError> {
+pub(crate) fn environment(dylib: &Path) -> Result<&'static ort::environment::Environment, InferError> {
     let env = ENVIRONMENT.get_or_init(|| {
         if !dylib.exists() {
             return Err("file not found".to_string());

@@ -49,6 +49,8 @@ pub fn to_detections(
                 bbox: [px[0] / w, px[1] / h, px[2] / w, px[3] / h],
                 box_px: px,
                 track_id: None,
+                classification: None,
+                text: None,
             }
         })
         .collect()
@@ -65,6 +67,8 @@ struct Shared {
     /// `evidence_forward_min_score`: a frame's original image goes on with its
     /// result when a detection scores at least this.
     forward_min_score: Option<f32>,
+    /// Model chains (`[[chain]]`): a second model on chosen detections' crops.
+    chains: Option<Arc<crate::chained::Chained>>,
 }
 
 /// The original image a result carries on for the evidence store: only where a
@@ -134,7 +138,7 @@ async fn feed_in_span(shared: Arc<Shared>, d: Delivery, items: mpsc::Sender<Item
         Ok(Err(frame)) => {
             let metrics = shared.metrics.clone();
             let pool = shared.pool.clone().expect("inline preprocessing has its pool");
-            let keep_original = shared.forward_min_score.is_some();
+            let keep_original = shared.forward_min_score.is_some() || shared.chains.is_some();
             pool.run(move |pre| prepare_frame(pre, frame, &metrics, keep_original)).await.map_err(|(f, e)| (Some(f), e.failure()))
         }
     };
@@ -185,7 +189,7 @@ async fn publish(shared: Arc<Shared>, done: Done) {
     for ((item, found), waited) in done.items.into_iter().zip(candidates).zip(done.batch_wait_seconds) {
         let t0 = Instant::now();
         let frame = &item.meta.frame;
-        let detections = to_detections(&found, &item.meta.letterbox, frame.width, frame.height, class_name);
+        let mut detections = to_detections(&found, &item.meta.letterbox, frame.width, frame.height, class_name);
         // Each stage is timed where it happens, so the stages do not overlap and
         // add up to the frame's time in the pipeline.
         let mut timings = frame.timings_ms.clone();
@@ -202,9 +206,19 @@ async fn publish(shared: Arc<Shared>, done: Done) {
         record_frame(&span, frame, item.delivery.envelope.header(TRACEPARENT_HEADER));
         let found = detections.len();
         let original = original_to_forward(item.original.as_ref(), &detections, shared.forward_min_score).cloned();
-        let result = FrameResult::detected(frame, served.info.clone(), detections, timings, n as u32);
-        let shared = shared.clone();
+        let (info, shared) = (served.info.clone(), shared.clone());
         let publish = async move {
+            // The second stage (model chains), if any: the result waits for all its crops.
+            let frame = &item.meta.frame;
+            let chained =
+                crate::chained::complete(shared.chains.as_deref(), frame, item.original.as_ref(), &mut detections, &mut timings);
+            if let Err(failure) = chained.await {
+                let source = (crate::chained::input_queue(&shared.config), &item.delivery.envelope);
+                let fate = fail(&shared.broker, &shared.metrics, Stage::Infer, source, Some(frame), failure).await;
+                item.delivery.settle(fate).await;
+                return;
+            }
+            let result = FrameResult::detected(frame, info, detections, timings, n as u32);
             let fate = match publish_result(&shared.broker, &result, &item.delivery.envelope, original.as_ref()).await {
                 Ok(()) => {
                     FrameDone { stage: Stage::Infer, detections: Some(found) }.emit(&shared.metrics);
@@ -273,6 +287,7 @@ pub async fn run_switchable(
             }
         },
         forward_min_score: config.evidence.evidence_forward_min_score,
+        chains: crate::chained::start(&config, &metrics).await,
     });
     // Enough prefetch to fill the batch being gathered, the one running and the one publishing.
     let prefetch = (batch_limit * 3 + config.preprocess.preprocess_concurrency).min(u16::MAX as usize) as u16;

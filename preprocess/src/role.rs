@@ -34,8 +34,9 @@ impl PreprocessError {
 /// Decodes and letterboxes one frame on the calling (pool) thread into its tensor
 /// message, timing the wait before it and each step into the frame's timings. The
 /// one preprocessing step of both the preprocess role and the infer-worker's inline
-/// input. With `keep_original` (`evidence_forward_min_score` set) the tensor
-/// carries the frame's original image on for the evidence store. The error keeps
+/// input. With `keep_original` (`evidence_forward_min_score` set, or a model
+/// chain configured) the tensor carries the frame's original image on for the
+/// evidence store or the chain's crops. The error keeps
 /// the frame's metadata for its error result.
 #[allow(clippy::result_large_err)] // moved once per failed frame
 pub fn prepare_frame(
@@ -120,7 +121,8 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     // Every frame's image goes on with its tensor: which frames the results role
     // keeps is only known after inference (the infer-worker drops the rest).
-    let keep_original = config.evidence.evidence_forward_min_score.is_some();
+    // The original goes on for the evidence store, or for a model chain to crop from.
+    let keep_original = config.evidence.evidence_forward_min_score.is_some() || !config.chain.chain.is_empty();
     tracing::info!(concurrency, input_size = config.preprocess.input_size, keep_original, "preprocess consuming frames");
     tokio::pin!(shutdown);
     loop {

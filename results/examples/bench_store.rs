@@ -51,6 +51,8 @@ async fn main() {
                     bbox: [0.1, 0.2, 0.3, 0.4],
                     box_px: [128.0, 144.0, 384.0, 288.0],
                     track_id: None,
+                    classification: None,
+                    text: None,
                 })
                 .collect(),
             decision: None,

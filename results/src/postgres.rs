@@ -202,6 +202,8 @@ impl PgStore {
                 bbox: [d.get("x1"), d.get("y1"), d.get("x2"), d.get("y2")],
                 box_px: [d.get("x1_px"), d.get("y1_px"), d.get("x2_px"), d.get("y2_px")],
                 track_id: None,
+                classification: None,
+                text: None,
             };
             if q.is_none_or(|q| keep_detection(q, &det.class_name, det.score)) {
                 by_frame.entry(d.get("frame_id")).or_default().push(det);

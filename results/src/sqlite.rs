@@ -247,6 +247,8 @@ fn load(
                     bbox: [d.get(3)?, d.get(4)?, d.get(5)?, d.get(6)?],
                     box_px: [d.get(7)?, d.get(8)?, d.get(9)?, d.get(10)?],
                     track_id: None,
+                    classification: None,
+                    text: None,
                 })
             })
             .map_err(q)?;

@@ -80,6 +80,8 @@ fn result(i: usize) -> FrameResult {
                 bbox: [0.0, 0.0, 0.5, 0.5],
                 box_px: [0.0, 0.0, 320.0, 240.0],
                 track_id: None,
+                classification: None,
+                text: None,
             })
             .collect(),
         decision: None,

@@ -24,6 +24,8 @@ fn det(class_id: u32, class_name: &str, score: f32) -> Detection {
         bbox: [0.125, 0.25, 0.5, 0.75],
         box_px: [80.0, 90.0, 320.0, 270.0],
         track_id: None,
+        classification: None,
+        text: None,
     }
 }
 

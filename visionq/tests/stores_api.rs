@@ -29,6 +29,8 @@ fn result(station: &str, t: DateTime<Utc>, class: (u32, &str)) -> FrameResult {
             bbox: [0.1, 0.1, 0.5, 0.5],
             box_px: [76.8, 57.6, 384.0, 288.0],
             track_id: None,
+            classification: None,
+            text: None,
         }],
         decision: None,
         review: None,

@@ -106,6 +106,8 @@ pub(super) fn detection_of(r: &Row) -> Result<(Uuid, Detection), tiberius::error
             bbox: [f("x1")?, f("y1")?, f("x2")?, f("y2")?],
             box_px: [f("x1_px")?, f("y1_px")?, f("x2_px")?, f("y2_px")?],
             track_id: None,
+            classification: None,
+            text: None,
         },
     ))
 }

@@ -1,0 +1,203 @@
+//! Model chains (issue 22): a second model on the crops of chosen detections, run by
+//! the real pipeline (`visionq run`, embedded) with the real detector on real photos
+//! and the real PP-OCR models of the rapidocr-onnxruntime wheel (tools/assets.py):
+//! a classifier chain labels the chosen class's detections only (both with inline
+//! preprocessing and through the tensors queue, where the original image travels
+//! after the tensor); a text chain reads a known string painted on a sign on a bus
+//! the detector finds; a second-stage model that fails at run time gives the frame
+//! an error result with its reason instead of a partial `ok`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn ocr_model(file: &str) -> PathBuf {
+    let p = cache().join("models/ocr").join(file);
+    assert!(p.exists(), "{} missing: run `python3 tools/assets.py` first", p.display());
+    p
+}
+
+fn python() -> PathBuf {
+    cache().join("venv/bin/python")
+}
+
+/// tools/chain_fixtures.py ARGS with the assets' Python.
+fn fixture(args: &[&str]) {
+    let out = Command::new(python()).arg(repo().join("tools/chain_fixtures.py")).args(args).output().unwrap();
+    assert!(out.status.success(), "chain_fixtures.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("visionq.toml");
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+async fn post(server: &Server, station: &str, body: Vec<u8>) -> Value {
+    let r = reqwest::Client::new()
+        .post(server.url(&format!("/v1/stations/{station}/frames?wait_ms=60000")))
+        .header("content-type", "image/jpeg")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn detections(result: &Value) -> &Vec<Value> {
+    result["detections"].as_array().unwrap()
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+const PERSON_CHAIN: &str = r#"
+[[chain]]
+name = "orientation"
+kind = "classifier"
+model = "MODEL"
+classes = ["person"]
+min_score = 0.4
+max_crops = 2
+input_size = [192, 48]
+labels = ["0", "180"]
+channels = "bgr"
+top_k = 2
+"#;
+
+/// Which detections of `result` the person chain takes: persons at 0.4 or more, the
+/// two best.
+fn chosen(result: &Value) -> Vec<usize> {
+    let d = detections(result);
+    let mut idx: Vec<usize> =
+        (0..d.len()).filter(|&i| d[i]["class_name"] == "person" && d[i]["score"].as_f64().unwrap() >= 0.4).collect();
+    idx.sort_by(|&a, &b| d[b]["score"].as_f64().unwrap().total_cmp(&d[a]["score"].as_f64().unwrap()).then(a.cmp(&b)));
+    idx.truncate(2);
+    idx
+}
+
+async fn classifier_chain_on_photos(infer_input: &str) {
+    let dir = scratch(&format!("chain-cls-{infer_input}"));
+    let cls = ocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let config = write_config(&dir, &PERSON_CHAIN.replace("MODEL", &cls.display().to_string()));
+    let env = vec![("VISIONQ_INFER_INPUT", infer_input.to_string())];
+    let server = Server::start(&["run", "--config", &config], &env).await;
+    let (mut crops, mut cut_short) = (0, false);
+    for photo in ["person.jpg", "bus.jpg", "zidane.jpg", "dog.jpg", "horses.jpg", "eagle.jpg"] {
+        let r = post(&server, "line-1", photo_bytes(photo)).await;
+        assert_eq!(r["status"], "ok", "{photo}: {r}");
+        let chosen = chosen(&r);
+        let persons = detections(&r).iter().filter(|d| d["class_name"] == "person" && d["score"].as_f64().unwrap() >= 0.4).count();
+        cut_short |= persons > chosen.len();
+        for (i, d) in detections(&r).iter().enumerate() {
+            let c = &d["classification"];
+            if chosen.contains(&i) {
+                let label = c["label"].as_str().unwrap_or_else(|| panic!("{photo}: detection {i} has no classification: {d}"));
+                assert!(label == "0" || label == "180", "{photo}: {c}");
+                let top = c["top_k"].as_array().unwrap();
+                assert_eq!(top.len(), 2, "{c}");
+                let sum: f64 = top.iter().map(|t| t["score"].as_f64().unwrap()).sum();
+                assert!((sum - 1.0).abs() < 1e-3, "two classes' probabilities add up to 1: {c}");
+                assert_eq!(top[0]["label"], c["label"]);
+                assert_eq!(c["model"], "orientation");
+            } else {
+                assert!(d.get("classification").is_none(), "{photo}: detection {i} is not chosen but classified: {d}");
+            }
+            assert!(d.get("text").is_none(), "{d}");
+        }
+        crops += chosen.len();
+        // The second stage shows in the frame's timings when it ran.
+        assert_eq!(r["timings_ms"].get("chain").is_some(), !chosen.is_empty(), "{photo}: {}", r["timings_ms"]);
+    }
+    assert!(crops >= 5, "the photos give the chain persons to classify ({crops})");
+    assert!(cut_short, "at least one photo has more persons than max_crops");
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "visionq_chain_crops_total{model=\"orientation\",outcome=\"ok\"}"), crops as f64, "{m}");
+    assert!(metric(&m, "visionq_chain_duration_seconds_count{model=\"orientation\"}") >= 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_classifier_chain_labels_the_chosen_class_only_inline() {
+    classifier_chain_on_photos("frames").await;
+}
+
+#[tokio::test]
+async fn a_classifier_chain_labels_the_chosen_class_only_through_the_tensors_queue() {
+    classifier_chain_on_photos("tensors").await;
+}
+
+/// The sign: this part of the bus's box (as the chain's `region`, a little larger
+/// so that a box a few pixels off still holds the whole text).
+const SIGN: [f64; 4] = [0.1, 0.08, 0.9, 0.24];
+const READ: [f64; 4] = [0.12, 0.1, 0.88, 0.22];
+const TEXT: &str = "VQ2026-0417";
+
+#[tokio::test]
+async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
+    let dir = scratch("chain-ocr");
+    let rec = ocr_model("ch_PP-OCRv4_rec_infer.onnx");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[[chain]]\nname = \"sign\"\nkind = \"text\"\nmodel = \"{}\"\nclasses = [\"bus\"]\nmin_score = 0.3\nmax_crops = 1\nregion = {READ:?}\n",
+            rec.display()
+        ),
+    );
+    let server = Server::start(&["run", "--config", &config], &[]).await;
+    // Where the detector sees the bus in the photo as it is.
+    let plain = post(&server, "depot", photo_bytes("bus.jpg")).await;
+    let bus = detections(&plain).iter().find(|d| d["class_name"] == "bus").unwrap_or_else(|| panic!("no bus: {plain}"));
+    let b: Vec<String> = bus["box_px"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    // The same photo with a sign painted on that part of the bus.
+    let signed = dir.join("bus-sign.jpg");
+    let region: Vec<String> = SIGN.iter().map(|v| v.to_string()).collect();
+    let (input, output) = (photo("bus.jpg").display().to_string(), signed.display().to_string());
+    let mut args = vec!["plate", input.as_str(), output.as_str(), "--box"];
+    args.extend(b.iter().map(String::as_str));
+    args.push("--region");
+    args.extend(region.iter().map(String::as_str));
+    args.extend(["--text", TEXT]);
+    fixture(&args);
+    let r = post(&server, "depot", std::fs::read(&signed).unwrap()).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let buses: Vec<&Value> = detections(&r).iter().filter(|d| d["class_name"] == "bus").collect();
+    assert!(!buses.is_empty(), "the bus is still detected with the sign on it: {r}");
+    let best = buses.iter().max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap())).unwrap();
+    assert_eq!(best["text"]["value"], TEXT, "{best}");
+    assert!(best["text"]["score"].as_f64().unwrap() > 0.8, "{best}");
+    assert!(detections(&r).iter().filter(|d| d["class_name"] != "bus").all(|d| d.get("text").is_none()), "{r}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_second_stage_gives_the_frame_an_error_result() {
+    let dir = scratch("chain-fail");
+    let model = dir.join("fails-at-run.onnx");
+    std::fs::create_dir_all(&dir).unwrap();
+    fixture(&["failing-model", &model.display().to_string()]);
+    let config = write_config(
+        &dir,
+        &format!("[[chain]]\nname = \"broken\"\nkind = \"classifier\"\nmodel = \"{}\"\nclasses = [\"person\"]\n", model.display()),
+    );
+    let server = Server::start(&["run", "--config", &config], &[]).await;
+    let r = post(&server, "line-1", photo_bytes("person.jpg")).await;
+    assert_eq!(r["status"], "error", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("chain `broken` failed") && error.to_lowercase().contains("reshape"), "{error}");
+    assert!(detections(&r).is_empty(), "no partial detections: {r}");
+    // A frame the chain takes nothing from is not affected.
+    let r = post(&server, "line-1", photo_bytes("eagle.jpg")).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    assert!(!detections(&r).is_empty() && detections(&r).iter().all(|d| d["class_name"] != "person"), "{r}");
+    let m = server.metrics().await;
+    assert_eq!(metric(&m, "visionq_chain_crops_total{model=\"broken\",outcome=\"error\"}"), 1.0, "{m}");
+    server.stop().await;
+}
