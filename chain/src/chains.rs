@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use visionq_contract::chain::ChainSpec;
+use visionq_contract::config::ExecutionProvider;
 use visionq_contract::{Config, Detection, FrameMeta, Metrics};
 use visionq_preprocess::{Preprocessor, orient};
 
@@ -38,7 +39,8 @@ pub fn load(config: &Config, open: &Opener) -> Result<Option<Loaded>, ChainError
         }
         let dict = spec.dict_file.as_ref().map(|d| resolve(config, d));
         let spec = Arc::new(spec.clone());
-        models.push(ChainModel::load(spec.clone(), &resolve(config, &spec.model), dict.as_deref(), open)?);
+        let cuda = config.runtime.execution_provider == ExecutionProvider::Cuda;
+        models.push(ChainModel::load(spec.clone(), &resolve(config, &spec.model), dict.as_deref(), open, cuda)?);
     }
     Ok(Some(Loaded(models)))
 }

@@ -23,11 +23,19 @@ pub enum Output {
     Text(TextReading),
 }
 
-/// Text recognisers: PP-OCR's input height and its base width (grown to the
-/// widest crop of a batch, up to `MAX_WIDTH_FACTOR` times).
+/// Text recognisers: PP-OCR's input height and its base width, grown to the widest
+/// crop of a batch, in steps of these many halves of the base width (so a GPU
+/// session sees a few input shapes, not one per crop width: CUDA picks its kernels
+/// per shape). The same steps on every provider, so CPU and CUDA see the same input.
 const TEXT_HEIGHT: usize = 48;
 const TEXT_WIDTH: usize = 320;
-const MAX_WIDTH_FACTOR: usize = 8;
+const WIDTH_STEPS: [usize; 7] = [2, 3, 4, 6, 8, 12, 16];
+
+/// The width of a pass whose widest crop scales to `widest`: the first step of the
+/// base width that holds it (at most 8 times the base width).
+fn width_step(base: usize, widest: usize) -> usize {
+    WIDTH_STEPS.iter().map(|halves| base * halves / 2).find(|w| *w >= widest).unwrap_or(base * 8)
+}
 
 pub struct ChainModel {
     session: Session,
@@ -42,6 +50,9 @@ pub struct ChainModel {
     open_width: bool,
     labels: Vec<String>,
     alphabet: Option<Alphabet>,
+    /// Pad each pass to a power-of-two batch (with blank crops): on CUDA, so a
+    /// session sees a few batch shapes.
+    pad_batches: bool,
 }
 
 fn dims(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -68,7 +79,13 @@ impl ChainModel {
     /// Opens `path` for `spec`, checking that its input is float `[N, 3, H, W]` and its
     /// output fits the kind (`[N, classes]`, or `[N, T, characters]` matching the
     /// dictionary).
-    pub fn load(spec: Arc<ChainSpec>, path: &Path, dict: Option<&Path>, open: &Opener) -> Result<ChainModel, ChainError> {
+    pub fn load(
+        spec: Arc<ChainSpec>,
+        path: &Path,
+        dict: Option<&Path>,
+        open: &Opener,
+        pad_batches: bool,
+    ) -> Result<ChainModel, ChainError> {
         let bad = |message: String| ChainError::Load { chain: spec.name.clone(), message };
         if !path.exists() {
             return Err(bad(format!("model file {} not found", path.display())));
@@ -153,6 +170,7 @@ impl ChainModel {
             open_width: fixed(w).is_none() && spec.kind == ChainKind::Text,
             labels,
             alphabet,
+            pad_batches,
             spec,
         })
     }
@@ -169,7 +187,7 @@ impl ChainModel {
         let mut width = self.width;
         if self.open_width {
             let widest = crops.iter().map(|c| (self.height as f32 * c.aspect()).ceil() as usize).max().unwrap_or(0);
-            width = widest.clamp(self.width, self.width * MAX_WIDTH_FACTOR);
+            width = width_step(self.width, widest);
         }
         Fit {
             width,
@@ -193,7 +211,11 @@ impl ChainModel {
     fn pass(&mut self, crops: &[CropImage]) -> Result<Vec<Output>, ChainError> {
         let failed = |message: String| ChainError::Run { chain: self.spec.name.clone(), message };
         let fit = self.fit(crops);
-        let n = self.fixed_batch.unwrap_or(crops.len());
+        let n = match (self.fixed_batch, self.pad_batches) {
+            (Some(n), _) => n,
+            (None, true) => crops.len().next_power_of_two(),
+            (None, false) => crops.len(),
+        };
         let plane = 3 * fit.height * fit.width;
         let mut data = vec![0.0f32; n * plane];
         for (crop, slot) in crops.iter().zip(data.chunks_exact_mut(plane)) {
@@ -221,6 +243,15 @@ impl ChainModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn text_widths_grow_in_steps() {
+        use super::width_step;
+        assert_eq!(
+            [10, 320, 321, 480, 481, 700, 2000, 2561, 9999].map(|w| width_step(320, w)),
+            [320, 320, 480, 480, 640, 960, 2560, 2560, 2560]
+        );
+    }
+
     #[test]
     fn names_from_metadata() {
         assert_eq!(super::parse_names(r#"["a", "b"]"#), ["a", "b"]);

@@ -63,6 +63,7 @@ const PERSON_CHAIN: &str = r#"
 name = "orientation"
 kind = "classifier"
 model = "MODEL"
+stations = ["line-1"]
 classes = ["person"]
 min_score = 0.4
 max_crops = 2
@@ -117,6 +118,10 @@ async fn classifier_chain_on_photos(infer_input: &str) {
         assert_eq!(r["timings_ms"].get("chain").is_some(), !chosen.is_empty(), "{photo}: {}", r["timings_ms"]);
     }
     assert!(crops >= 5, "the photos give the chain persons to classify ({crops})");
+    // A station the chain is not drawn for gets plain detections.
+    let other = post(&server, "line-2", photo_bytes("person.jpg")).await;
+    assert!(!chosen(&other).is_empty() && detections(&other).iter().all(|d| d.get("classification").is_none()), "{other}");
+    assert!(other["timings_ms"].get("chain").is_none(), "{other}");
     assert!(cut_short, "at least one photo has more persons than max_crops");
     let m = server.metrics().await;
     assert_eq!(metric(&m, "visionq_chain_crops_total{model=\"orientation\",outcome=\"ok\"}"), crops as f64, "{m}");
