@@ -145,23 +145,12 @@ const SIGN: [f64; 4] = [0.1, 0.08, 0.9, 0.24];
 const READ: [f64; 4] = [0.12, 0.1, 0.88, 0.22];
 const TEXT: &str = "VQ2026-0417";
 
-#[tokio::test]
-async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
-    let dir = scratch("chain-ocr");
-    let rec = ocr_model("ch_PP-OCRv4_rec_infer.onnx");
-    let config = write_config(
-        &dir,
-        &format!(
-            "[[chain]]\nname = \"sign\"\nkind = \"text\"\nmodel = \"{}\"\nclasses = [\"bus\"]\nmin_score = 0.3\nmax_crops = 1\nregion = {READ:?}\n",
-            rec.display()
-        ),
-    );
-    let server = Server::start(&["run", "--config", &config], &[]).await;
-    // Where the detector sees the bus in the photo as it is.
-    let plain = post(&server, "depot", photo_bytes("bus.jpg")).await;
+/// bus.jpg with a sign reading [`TEXT`] painted at [`SIGN`] of the bus that
+/// `server`'s detector finds in the photo as it is.
+async fn signed_bus(server: &Server, dir: &Path) -> PathBuf {
+    let plain = post(server, "depot", photo_bytes("bus.jpg")).await;
     let bus = detections(&plain).iter().find(|d| d["class_name"] == "bus").unwrap_or_else(|| panic!("no bus: {plain}"));
     let b: Vec<String> = bus["box_px"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-    // The same photo with a sign painted on that part of the bus.
     let signed = dir.join("bus-sign.jpg");
     let region: Vec<String> = SIGN.iter().map(|v| v.to_string()).collect();
     let (input, output) = (photo("bus.jpg").display().to_string(), signed.display().to_string());
@@ -171,6 +160,23 @@ async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     args.extend(region.iter().map(String::as_str));
     args.extend(["--text", TEXT]);
     fixture(&args);
+    signed
+}
+
+fn text_chain(max_crops: usize) -> String {
+    let rec = ocr_model("ch_PP-OCRv4_rec_infer.onnx");
+    format!(
+        "[[chain]]\nname = \"sign\"\nkind = \"text\"\nmodel = \"{}\"\nclasses = [\"bus\"]\nmin_score = 0.3\nmax_crops = {max_crops}\nregion = {READ:?}\n",
+        rec.display()
+    )
+}
+
+#[tokio::test]
+async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
+    let dir = scratch("chain-ocr");
+    let config = write_config(&dir, &text_chain(1));
+    let server = Server::start(&["run", "--config", &config], &[]).await;
+    let signed = signed_bus(&server, &dir).await;
     let r = post(&server, "depot", std::fs::read(&signed).unwrap()).await;
     assert_eq!(r["status"], "ok", "{r}");
     let buses: Vec<&Value> = detections(&r).iter().filter(|d| d["class_name"] == "bus").collect();
@@ -205,4 +211,63 @@ async fn a_failing_second_stage_gives_the_frame_an_error_result() {
     let m = server.metrics().await;
     assert_eq!(metric(&m, "visionq_chain_crops_total{model=\"broken\",outcome=\"error\"}"), 1.0, "{m}");
     server.stop().await;
+}
+
+/// CUDA against CPU: with `VISIONQ_TEST_CUDA=1` — on a GPU machine, the binary built
+/// with `--features cuda`, ONNX Runtime's GPU library as `ORT_DYLIB_PATH` — both
+/// chains run on either provider over the photos and the signed bus: the same
+/// detections, and on them the same text and labels, the scores within 1e-3.
+/// Without the variable it checks nothing (as the SQL Server tests without theirs).
+#[tokio::test]
+async fn a_cuda_run_of_the_chains_matches_the_cpu_run() {
+    if std::env::var("VISIONQ_TEST_CUDA").as_deref() != Ok("1") {
+        eprintln!("VISIONQ_TEST_CUDA is not 1: CUDA against CPU not checked");
+        return;
+    }
+    let dir = scratch("chain-cuda");
+    let cls = ocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let both = format!("{}{}", PERSON_CHAIN.replace("MODEL", &cls.display().to_string()), text_chain(2));
+    let config = write_config(&dir, &both);
+    let mut runs = Vec::new();
+    let mut signed = None;
+    for ep in ["cpu", "cuda"] {
+        let server = Server::start(&["run", "--config", &config], &[("VISIONQ_EXECUTION_PROVIDER", ep.to_string())]).await;
+        if signed.is_none() {
+            signed = Some(signed_bus(&server, &dir).await);
+        }
+        let mut results = Vec::new();
+        for photo in ["person.jpg", "bus.jpg", "zidane.jpg", "horses.jpg"] {
+            results.push(post(&server, "line-1", photo_bytes(photo)).await);
+        }
+        results.push(post(&server, "line-1", std::fs::read(signed.as_ref().unwrap()).unwrap()).await);
+        server.stop().await;
+        runs.push(results);
+    }
+    let mut compared = (0, 0);
+    for (cpu, cuda) in runs[0].iter().zip(&runs[1]) {
+        same_detections(cpu, cuda, "cpu against cuda");
+        for d in detections(cpu) {
+            let twin = detections(cuda)
+                .iter()
+                .filter(|e| e["class_name"] == d["class_name"])
+                .max_by(|x, y| iou(box_of(x), box_of(d)).total_cmp(&iou(box_of(y), box_of(d))))
+                .unwrap();
+            assert_eq!(d.get("classification").is_some(), twin.get("classification").is_some(), "{d} against {twin}");
+            assert_eq!(d.get("text").is_some(), twin.get("text").is_some(), "{d} against {twin}");
+            if let Some(c) = d.get("classification") {
+                let t = &twin["classification"];
+                assert_eq!(c["label"], t["label"], "{d} against {twin}");
+                assert!((c["score"].as_f64().unwrap() - t["score"].as_f64().unwrap()).abs() < 1e-3, "{d} against {twin}");
+                compared.0 += 1;
+            }
+            if let Some(x) = d.get("text") {
+                let t = &twin["text"];
+                assert_eq!(x["value"], t["value"], "{d} against {twin}");
+                assert!((x["score"].as_f64().unwrap() - t["score"].as_f64().unwrap()).abs() < 1e-3, "{d} against {twin}");
+                compared.1 += 1;
+            }
+        }
+    }
+    assert!(compared.0 >= 3 && compared.1 >= 1, "classifications and texts compared: {compared:?}");
+    eprintln!("CUDA matches CPU on {} classifications and {} texts", compared.0, compared.1);
 }
