@@ -151,8 +151,16 @@ mod tests {
         let mut r = FrameResult::failed(&meta, ModelInfo::default(), "x");
         r.status = ResultStatus::Ok;
         r.error = None;
-        r.detections =
-            vec![Detection { class_id: 16, class_name: "dog".into(), score, bbox: [0.0; 4], box_px: [0.0; 4], track_id: None }];
+        r.detections = vec![Detection {
+            class_id: 16,
+            class_name: "dog".into(),
+            score,
+            bbox: [0.0; 4],
+            box_px: [0.0; 4],
+            track_id: None,
+            classification: None,
+            text: None,
+        }];
         r
     }
 
