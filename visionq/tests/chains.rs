@@ -54,6 +54,24 @@ fn detections(result: &Value) -> &Vec<Value> {
     result["detections"].as_array().unwrap()
 }
 
+/// The checked-in result schema's verdict on each of `docs` (empty: valid), by
+/// Python's `jsonschema` (Draft 2020-12) as in tests/result_schema.rs.
+fn schema_errors(docs: &[Value], tag: &str) -> Vec<String> {
+    let input = scratch(tag).join("results.jsonl");
+    std::fs::create_dir_all(input.parent().unwrap()).unwrap();
+    std::fs::write(&input, docs.iter().map(|d| format!("{d}\n")).collect::<String>()).unwrap();
+    let script = r#"
+import json, sys
+import jsonschema
+v = jsonschema.Draft202012Validator(json.load(open(sys.argv[1])))
+for line in open(sys.argv[2]):
+    print(json.dumps("; ".join(sorted(e.message for e in v.iter_errors(json.loads(line))))))
+"#;
+    let out = Command::new(python()).args(["-c", script]).arg(repo().join("docs/result.schema.json")).arg(&input).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str::<String>(l).unwrap()).collect()
+}
+
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }
@@ -91,6 +109,7 @@ async fn classifier_chain_on_photos(infer_input: &str) {
     let env = vec![("VISIONQ_INFER_INPUT", infer_input.to_string())];
     let server = Server::start(&["run", "--config", &config], &env).await;
     let (mut crops, mut cut_short) = (0, false);
+    let mut results = Vec::new();
     for photo in ["person.jpg", "bus.jpg", "zidane.jpg", "dog.jpg", "horses.jpg", "eagle.jpg"] {
         let r = post(&server, "line-1", photo_bytes(photo)).await;
         assert_eq!(r["status"], "ok", "{photo}: {r}");
@@ -114,10 +133,15 @@ async fn classifier_chain_on_photos(infer_input: &str) {
             assert!(d.get("text").is_none(), "{d}");
         }
         crops += chosen.len();
+        results.push(r.clone());
         // The second stage shows in the frame's timings when it ran.
         assert_eq!(r["timings_ms"].get("chain").is_some(), !chosen.is_empty(), "{photo}: {}", r["timings_ms"]);
     }
     assert!(crops >= 5, "the photos give the chain persons to classify ({crops})");
+    // Results with classifications are what docs/result.schema.json says.
+    for (r, errors) in results.iter().zip(schema_errors(&results, &format!("chain-cls-schema-{infer_input}"))) {
+        assert!(errors.is_empty(), "{errors}: {r}");
+    }
     // A station the chain is not drawn for gets plain detections.
     let other = post(&server, "line-2", photo_bytes("person.jpg")).await;
     assert!(!chosen(&other).is_empty() && detections(&other).iter().all(|d| d.get("classification").is_none()), "{other}");
@@ -184,6 +208,15 @@ async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     let best = buses.iter().max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap())).unwrap();
     assert_eq!(best["text"]["value"], TEXT, "{best}");
     assert!(best["text"]["score"].as_f64().unwrap() > 0.8, "{best}");
+    // The schema takes the reading, and refuses one bent out of shape.
+    let mut bent = r.clone();
+    for d in bent["detections"].as_array_mut().unwrap() {
+        if d.get("text").is_some() {
+            d["text"]["value"] = serde_json::json!(2026);
+        }
+    }
+    let verdicts = schema_errors(&[r.clone(), bent], "chain-ocr-schema");
+    assert!(verdicts[0].is_empty() && !verdicts[1].is_empty(), "{verdicts:?}");
     assert!(detections(&r).iter().filter(|d| d["class_name"] != "bus").all(|d| d.get("text").is_none()), "{r}");
     server.stop().await;
 }
