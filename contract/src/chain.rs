@@ -190,6 +190,35 @@ pub struct TextReading {
     pub model: String,
 }
 
+/// What the model chains added to a detection, as the stores keep it: one JSON text
+/// (None when nothing was added, so rows of unchained detections stay NULL).
+pub fn stored(d: &crate::Detection) -> Option<String> {
+    #[derive(Serialize)]
+    struct Added<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        classification: Option<&'a Classification>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        text: Option<&'a TextReading>,
+    }
+    if d.classification.is_none() && d.text.is_none() {
+        return None;
+    }
+    serde_json::to_string(&Added { classification: d.classification.as_ref(), text: d.text.as_ref() }).ok()
+}
+
+/// Puts back on `d` what [`stored`] kept (nothing for NULL or a text it cannot read).
+pub fn restore(d: &mut crate::Detection, stored: Option<&str>) {
+    #[derive(Deserialize)]
+    struct Added {
+        classification: Option<Classification>,
+        text: Option<TextReading>,
+    }
+    if let Some(a) = stored.and_then(|s| serde_json::from_str::<Added>(s).ok()) {
+        d.classification = a.classification;
+        d.text = a.text;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +240,27 @@ mod tests {
         assert!(picky.takes("bus", 0.5) && !picky.takes("bus", 0.49) && !picky.takes("car", 0.9));
         assert!(picky.runs_for("a") && !picky.runs_for("b"));
         assert!(spec("name = \"x\"\nkind = \"text\"\nmodel = \"m\"\nbogus = 1").is_err());
+    }
+
+    #[test]
+    fn what_a_chain_added_round_trips_through_the_stored_text() {
+        let mut d = crate::Detection {
+            class_id: 5,
+            class_name: "bus".into(),
+            score: 0.9,
+            bbox: [0.0; 4],
+            box_px: [0.0; 4],
+            track_id: None,
+            classification: None,
+            text: None,
+        };
+        assert_eq!(stored(&d), None);
+        d.text = Some(TextReading { value: "VQ-1".into(), score: 0.98, model: "sign".into() });
+        let kept = stored(&d).unwrap();
+        let mut back = crate::Detection { text: None, ..d.clone() };
+        restore(&mut back, Some(&kept));
+        assert_eq!(back, d);
+        restore(&mut back, None);
+        assert_eq!(back, d, "NULL leaves it as it is");
     }
 }

@@ -110,6 +110,12 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
             PRIMARY KEY (model, version, station)
         );",
     ),
+    (
+        7,
+        // What model chains added to a detection (`classification`, `text`) as JSON;
+        // NULL where none did (issue 22).
+        "ALTER TABLE detections ADD COLUMN chain text;",
+    ),
 ];
 
 /// PostgreSQL's side of the migration runner, on the migrating transaction.
@@ -187,7 +193,7 @@ impl PgStore {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.get("frame_id")).collect();
         let dets = client
             .query(
-                "SELECT frame_id, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px
+                "SELECT frame_id, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px, chain
                  FROM detections WHERE frame_id = ANY($1) ORDER BY frame_id, idx",
                 &[&ids],
             )
@@ -195,7 +201,7 @@ impl PgStore {
             .map_err(query_err)?;
         let mut by_frame: std::collections::HashMap<Uuid, Vec<Detection>> = Default::default();
         for d in dets {
-            let det = Detection {
+            let mut det = Detection {
                 class_id: d.get::<_, i32>("class_id") as u32,
                 class_name: d.get("class_name"),
                 score: d.get("score"),
@@ -205,6 +211,7 @@ impl PgStore {
                 classification: None,
                 text: None,
             };
+            visionq_contract::chain::restore(&mut det, d.get::<_, Option<&str>>("chain"));
             if q.is_none_or(|q| keep_detection(q, &det.class_name, det.score)) {
                 by_frame.entry(d.get("frame_id")).or_default().push(det);
             }
@@ -343,6 +350,7 @@ impl ResultStore for PgStore {
         let mut d_name = Vec::new();
         let mut d_score = Vec::new();
         let mut d_box: [Vec<f32>; 8] = Default::default();
+        let mut d_chain: Vec<Option<String>> = Vec::new();
         for r in results.iter().filter(|r| new.contains(&r.frame_id)) {
             for (i, d) in r.detections.iter().enumerate() {
                 d_frame.push(r.frame_id);
@@ -350,6 +358,7 @@ impl ResultStore for PgStore {
                 d_class.push(d.class_id as i32);
                 d_name.push(d.class_name.clone());
                 d_score.push(d.score);
+                d_chain.push(visionq_contract::chain::stored(d));
                 for k in 0..4 {
                     d_box[k].push(d.bbox[k]);
                     d_box[k + 4].push(d.box_px[k]);
@@ -358,13 +367,13 @@ impl ResultStore for PgStore {
         }
         if !d_frame.is_empty() {
             tx.execute(
-                "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px)
+                "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px, chain)
                  SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::float4[], $6::float4[],
                                       $7::float4[], $8::float4[], $9::float4[], $10::float4[], $11::float4[],
-                                      $12::float4[], $13::float4[])",
+                                      $12::float4[], $13::float4[], $14::text[])",
                 &[
                     &d_frame, &d_idx, &d_class, &d_name, &d_score, &d_box[0], &d_box[1], &d_box[2], &d_box[3], &d_box[4], &d_box[5],
-                    &d_box[6], &d_box[7],
+                    &d_box[6], &d_box[7], &d_chain,
                 ],
             )
             .await

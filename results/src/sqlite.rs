@@ -112,6 +112,12 @@ pub(crate) const MIGRATIONS: &[(i32, &str)] = &[
             PRIMARY KEY (model, version, station)
         );",
     ),
+    (
+        7,
+        // What model chains added to a detection (`classification`, `text`) as JSON;
+        // NULL where none did (issue 22).
+        "ALTER TABLE detections ADD COLUMN chain TEXT;",
+    ),
 ];
 
 pub struct SqliteStore {
@@ -233,14 +239,14 @@ fn load(
     }
     let mut dstmt = conn
         .prepare_cached(
-            "SELECT class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px
+            "SELECT class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px, chain
              FROM detections WHERE frame_id = ?1 ORDER BY idx",
         )
         .map_err(q)?;
     for f in &mut frames {
         let dets = dstmt
             .query_map([f.frame_id.to_string()], |d| {
-                Ok(Detection {
+                let mut det = Detection {
                     class_id: d.get(0)?,
                     class_name: d.get(1)?,
                     score: d.get(2)?,
@@ -249,7 +255,9 @@ fn load(
                     track_id: None,
                     classification: None,
                     text: None,
-                })
+                };
+                visionq_contract::chain::restore(&mut det, d.get::<_, Option<String>>(11)?.as_deref());
+                Ok(det)
             })
             .map_err(q)?;
         for d in dets {
@@ -329,8 +337,8 @@ impl ResultStore for SqliteStore {
                     .map_err(q)?;
                 let mut det = tx
                     .prepare_cached(
-                        "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                        "INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px, chain)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                     )
                     .map_err(q)?;
                 let mut decision = tx
@@ -374,8 +382,24 @@ impl ResultStore for SqliteStore {
                     station.execute(params![r.station, ts(&r.received_at)]).map_err(q)?;
                     for (i, d) in r.detections.iter().enumerate() {
                         let (b, p) = (d.bbox, d.box_px);
-                        det.execute(params![id, i as i64, d.class_id, d.class_name, d.score, b[0], b[1], b[2], b[3], p[0], p[1], p[2], p[3]])
-                            .map_err(q)?;
+                        let chain = visionq_contract::chain::stored(d);
+                        det.execute(params![
+                            id,
+                            i as i64,
+                            d.class_id,
+                            d.class_name,
+                            d.score,
+                            b[0],
+                            b[1],
+                            b[2],
+                            b[3],
+                            p[0],
+                            p[1],
+                            p[2],
+                            p[3],
+                            chain
+                        ])
+                        .map_err(q)?;
                     }
                     if let Some(x) = &r.decision {
                         decision

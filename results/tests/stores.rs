@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use common::Backend;
 use uuid::Uuid;
+use visionq_contract::chain::{ClassScore, Classification, TextReading};
 use visionq_contract::decision::{Decision, Expectation, Expected, Outcome, Review, Verdict};
 use visionq_contract::message::{ImageSize, Timings};
 use visionq_contract::{Detection, FrameResult, ModelInfo, ResultStatus};
@@ -62,7 +63,13 @@ fn history(station: &str, limit: usize) -> HistoryQuery {
 }
 
 async fn round_trip(store: SharedStore, station: String) {
-    let ok = result(&station, at(1) + Duration::microseconds(123_456), vec![det(16, "dog", 0.875), det(0, "person", 0.5)]);
+    // What model chains added (issue 22) is kept with the detection it belongs to.
+    let mut read = det(16, "dog", 0.875);
+    read.text = Some(TextReading { value: "VQ2026-0417".into(), score: 0.96875, model: "sign".into() });
+    let mut classified = det(0, "person", 0.5);
+    let top_k = vec![ClassScore { label: "180".into(), score: 0.75 }, ClassScore { label: "0".into(), score: 0.25 }];
+    classified.classification = Some(Classification { label: "180".into(), score: 0.75, top_k, model: "orientation".into() });
+    let ok = result(&station, at(1) + Duration::microseconds(123_456), vec![read, classified, det(2, "car", 0.625)]);
     let mut failed = result(&station, at(2), vec![]);
     failed.status = ResultStatus::Error;
     failed.error = Some("corrupt JPEG: unexpected end of data".into());

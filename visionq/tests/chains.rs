@@ -208,6 +208,10 @@ async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     let best = buses.iter().max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap())).unwrap();
     assert_eq!(best["text"]["value"], TEXT, "{best}");
     assert!(best["text"]["score"].as_f64().unwrap() > 0.8, "{best}");
+    // The reading is stored with its detection: the frame read back has it.
+    let id = r["frame_id"].as_str().unwrap();
+    let stored: Value = reqwest::get(server.url(&format!("/v1/frames/{id}"))).await.unwrap().json().await.unwrap();
+    assert_eq!(stored["detections"], r["detections"], "{stored}");
     // The schema takes the reading, and refuses one bent out of shape.
     let mut bent = r.clone();
     for d in bent["detections"].as_array_mut().unwrap() {

@@ -97,19 +97,18 @@ pub(super) fn review_of(r: &Row) -> Result<(Uuid, Review), tiberius::error::Erro
 
 pub(super) fn detection_of(r: &Row) -> Result<(Uuid, Detection), tiberius::error::Error> {
     let f = |c: &str| -> Result<f32, tiberius::error::Error> { Ok(r.try_get::<f32, _>(c)?.unwrap_or_default()) };
-    Ok((
-        r.try_get::<Uuid, _>("frame_id")?.unwrap_or_default(),
-        Detection {
-            class_id: r.try_get::<i32, _>("class_id")?.unwrap_or_default() as u32,
-            class_name: text(r, "class_name")?,
-            score: f("score")?,
-            bbox: [f("x1")?, f("y1")?, f("x2")?, f("y2")?],
-            box_px: [f("x1_px")?, f("y1_px")?, f("x2_px")?, f("y2_px")?],
-            track_id: None,
-            classification: None,
-            text: None,
-        },
-    ))
+    let mut d = Detection {
+        class_id: r.try_get::<i32, _>("class_id")?.unwrap_or_default() as u32,
+        class_name: text(r, "class_name")?,
+        score: f("score")?,
+        bbox: [f("x1")?, f("y1")?, f("x2")?, f("y2")?],
+        box_px: [f("x1_px")?, f("y1_px")?, f("x2_px")?, f("y2_px")?],
+        track_id: None,
+        classification: None,
+        text: None,
+    };
+    visionq_contract::chain::restore(&mut d, r.try_get::<&str, _>("chain")?);
+    Ok((r.try_get::<Uuid, _>("frame_id")?.unwrap_or_default(), d))
 }
 
 /// Reads the frames a query selects, with their detections (filtered for history).
@@ -210,6 +209,7 @@ pub(super) async fn write(conn: &mut TdsClient, results: &[FrameResult]) -> Resu
             for v in d.bbox.iter().chain(d.box_px.iter()) {
                 q.bind(*v);
             }
+            q.bind(visionq_contract::chain::stored(d));
         }
         q.execute(conn).await?;
     }

@@ -104,6 +104,12 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
             CONSTRAINT pk_drift_baselines PRIMARY KEY (model, version, station)
         );",
     ),
+    (
+        7,
+        // What model chains added to a detection (`classification`, `text`) as JSON;
+        // NULL where none did (issue 22).
+        "ALTER TABLE detections ADD chain NVARCHAR(MAX) NULL;",
+    ),
 ];
 
 /// SQL Server's side of the migration runner, on the migrating transaction.

@@ -23,8 +23,8 @@ pub const FRAME_COLUMNS: [&str; 14] = [
     "completed_at",
     "batch_size",
 ];
-pub const DETECTION_COLUMNS: [&str; 13] =
-    ["frame_id", "idx", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "x1_px", "y1_px", "x2_px", "y2_px"];
+pub const DETECTION_COLUMNS: [&str; 14] =
+    ["frame_id", "idx", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "x1_px", "y1_px", "x2_px", "y2_px", "chain"];
 
 /// `@P{first}, …, @P{first + n - 1}`.
 pub(super) fn placeholders(first: usize, n: usize) -> String {
@@ -147,7 +147,7 @@ pub fn history_sql() -> String {
 
 pub fn detections_of_sql(frames: usize) -> String {
     format!(
-        "SELECT frame_id, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px
+        "SELECT frame_id, class_id, class_name, score, x1, y1, x2, y2, x1_px, y1_px, x2_px, y2_px, chain
          FROM detections WHERE frame_id IN ({}) ORDER BY frame_id, idx",
         placeholders(1, frames)
     )
@@ -208,7 +208,7 @@ mod tests {
     fn detection_insert_and_station_merge() {
         let sql = insert_detections_sql(2);
         assert!(sql.starts_with("INSERT INTO detections (frame_id, idx, class_id, class_name, score, x1"));
-        assert!(sql.ends_with("(@P14, @P15, @P16, @P17, @P18, @P19, @P20, @P21, @P22, @P23, @P24, @P25, @P26)"));
+        assert!(sql.ends_with("(@P15, @P16, @P17, @P18, @P19, @P20, @P21, @P22, @P23, @P24, @P25, @P26, @P27, @P28)"));
         let m = merge_stations_sql(2);
         assert_eq!(params_in(&m), vec![1, 2, 3, 4, 5, 6]);
         assert!(m.trim_end().ends_with(';'), "MERGE must end with a semicolon");
