@@ -250,6 +250,23 @@ async fn a_failing_second_stage_gives_the_frame_an_error_result() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_chain_that_cannot_load_fails_the_frames_it_would_take() {
+    let dir = scratch("chain-missing");
+    let config = write_config(
+        &dir,
+        "[[chain]]\nname = \"absent\"\nkind = \"classifier\"\nmodel = \"/nonexistent/model.onnx\"\nclasses = [\"person\"]\n",
+    );
+    let server = Server::start(&["run", "--config", &config], &[]).await;
+    let r = post(&server, "line-1", photo_bytes("person.jpg")).await;
+    assert_eq!(r["status"], "error", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("chain `absent` cannot load") && error.contains("/nonexistent/model.onnx"), "{error}");
+    let r = post(&server, "line-1", photo_bytes("eagle.jpg")).await;
+    assert_eq!(r["status"], "ok", "a frame the chain takes nothing from: {r}");
+    server.stop().await;
+}
+
 /// CUDA against CPU: with `VISIONQ_TEST_CUDA=1` — on a GPU machine, the binary built
 /// with `--features cuda`, ONNX Runtime's GPU library as `ORT_DYLIB_PATH` — both
 /// chains run on either provider over the photos and the signed bus: the same
