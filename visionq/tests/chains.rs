@@ -5,7 +5,8 @@
 //! preprocessing and through the tensors queue, where the original image travels
 //! after the tensor); a text chain reads a known string painted on a sign on a bus
 //! the detector finds; a second-stage model that fails at run time gives the frame
-//! an error result with its reason instead of a partial `ok`.
+//! an error result with its reason instead of a partial `ok`; the distributed path
+//! (RabbitMQ, PostgreSQL, one process per role) reads the sign too.
 
 mod common;
 
@@ -223,6 +224,37 @@ async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     assert!(verdicts[0].is_empty() && !verdicts[1].is_empty(), "{verdicts:?}");
     assert!(detections(&r).iter().filter(|d| d["class_name"] != "bus").all(|d| d.get("text").is_none()), "{r}");
     server.stop().await;
+}
+
+/// The distributed path: ingest, preprocess, infer and results as separate processes
+/// on this machine's RabbitMQ and PostgreSQL. The original JPEG travels after the
+/// tensor through the broker (preprocess sees the chain in its config), the infer
+/// role reads the sign, and the results role stores the reading in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_text_chain_reads_the_sign_through_rabbitmq_and_postgresql() {
+    let dir = scratch("chain-amqp");
+    let config = write_config(&dir, &text_chain(1));
+    let prefix = common::unique("chain");
+    let db = TestDb::new("chain").await;
+    let env: Vec<_> = amqp_env(&prefix, &db.url).into_iter().chain([("VISIONQ_INFER_INPUT", "tensors".to_string())]).collect();
+    let results = Server::start(&["results"], &env).await;
+    let infer = Server::start(&["infer", "--config", &config], &env).await;
+    let preprocess = Server::start(&["preprocess", "--config", &config], &env).await;
+    let ingest = Server::start(&["ingest"], &env).await;
+    let signed = signed_bus(&ingest, &dir).await;
+    let r = post(&ingest, "depot", std::fs::read(&signed).unwrap()).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let read: Vec<&Value> = detections(&r).iter().filter(|d| d.get("text").is_some()).collect();
+    assert_eq!(read.len(), 1, "{r}");
+    assert_eq!(read[0]["text"]["value"], TEXT, "{r}");
+    assert!(r["timings_ms"]["chain"].as_f64().unwrap() > 0.0, "{r}");
+    let id = r["frame_id"].as_str().unwrap();
+    let stored: Value = reqwest::get(results.url(&format!("/v1/frames/{id}"))).await.unwrap().json().await.unwrap();
+    assert_eq!(stored["detections"], r["detections"], "read back from PostgreSQL: {stored}");
+    for s in [ingest, preprocess, infer, results] {
+        s.stop().await;
+    }
+    delete_topology(&prefix).await;
 }
 
 #[tokio::test]
