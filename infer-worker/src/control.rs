@@ -18,7 +18,7 @@ use visionq_queue::{Envelope, SharedBroker};
 
 use crate::error::InferError;
 use crate::model::{Model, ModelSpec};
-use crate::swap::Switch;
+use crate::serving::{CandidateReport, Ended, Plan, Slot};
 
 /// Why an activation or rollback did not happen; the serving model stays.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,11 @@ pub enum ActivateError {
     NotServed { asked: String, served: String },
     #[error("the worker is not running: {0}")]
     Unavailable(String),
+    /// A candidate must be another version than the active one.
+    #[error("{0} is the active version; a candidate is another version")]
+    CandidateIsActive(String),
+    #[error("model `{0}` has no candidate version running")]
+    NoCandidate(String),
 }
 
 impl ActivateError {
@@ -46,6 +51,8 @@ impl ActivateError {
             ActivateError::Incompatible { .. } => "model_incompatible",
             ActivateError::NotServed { .. } => "not_served",
             ActivateError::Unavailable(_) => "unavailable",
+            ActivateError::CandidateIsActive(_) => "candidate_is_active",
+            ActivateError::NoCandidate(_) => "no_candidate",
         }
     }
 }
@@ -66,7 +73,7 @@ pub struct ModelControl {
     config: Arc<Config>,
     repo: Repository,
     name: String,
-    switch: Arc<Switch>,
+    slot: Arc<Slot>,
     serving: Mutex<ModelInfo>,
     /// What a new version must take: the input size the tensors are made at, and the
     /// batch size the batcher gathers up to.
@@ -91,7 +98,7 @@ impl ModelControl {
         Some(Arc::new(ModelControl {
             repo: Repository::new(root),
             name: model.info.name.clone(),
-            switch: Arc::new(Switch::default()),
+            slot: Slot::new(model.info.name.clone()),
             serving: Mutex::new(model.info.clone()),
             input: (model.input_width, model.input_height),
             batch_limit,
@@ -103,9 +110,59 @@ impl ModelControl {
         }))
     }
 
-    /// Where the worker takes the switched models from (see [`crate::run_switchable`]).
-    pub fn switch(&self) -> Arc<Switch> {
-        self.switch.clone()
+    /// What the worker serves this name under (see [`crate::run_models`]): switched
+    /// models are taken from its lanes, a candidate runs beside the active version.
+    pub fn slot(&self) -> Arc<Slot> {
+        self.slot.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The candidate running now, and the last one that ended.
+    pub fn candidate(&self) -> (Option<CandidateReport>, Option<Ended>) {
+        (self.slot.candidate().map(|c| self.slot.report(&c)), self.slot.ended())
+    }
+
+    /// Starts `version` as a candidate beside the active version (replacing a
+    /// candidate running): loaded, warmed and checked like an activation, on an
+    /// engine of its own. Nothing is recorded in the repository; a restart ends it.
+    pub async fn start_candidate(&self, name: &str, version: &str, plan: Plan) -> Result<CandidateReport, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        if self.serving().version == version {
+            return Err(ActivateError::CandidateIsActive(format!("{}:{version}", self.name)));
+        }
+        let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
+        let target = blocking(move || repo.version(&n, &v)).await?;
+        let model = self.load(&target, 1).await?.pop().expect("one copy");
+        let c = self
+            .slot
+            .start_candidate(model, plan, &self.metrics)
+            .ok_or_else(|| ActivateError::Unavailable("the worker is not running".into()))?;
+        tracing::info!(model = %target.label(), plan = ?c.plan, "candidate started");
+        Ok(self.slot.report(&c))
+    }
+
+    /// Ends the running candidate (`cancelled`); its frames in flight finish on it.
+    pub async fn end_candidate(&self, name: &str) -> Result<Ended, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        self.slot
+            .end_candidate(None, "cancelled", "ended over the API".into(), &self.metrics)
+            .ok_or_else(|| ActivateError::NoCandidate(self.name.clone()))
+    }
+
+    /// An activation or rollback to `version` ends the candidate: promoted when it
+    /// is that version, replaced otherwise.
+    fn settle_candidate(&self, version: &str, why: &str) {
+        let Some(c) = self.slot.candidate() else { return };
+        let (reason, detail) = match c.info.version == version {
+            true => ("promoted", format!("activated by {why}")),
+            false => (if why == "rollback" { "rolled_back" } else { "replaced" }, format!("{why} to {version}")),
+        };
+        self.slot.end_candidate(Some(&c.info.version), reason, detail, &self.metrics);
     }
 
     pub fn repository(&self) -> &Repository {
@@ -126,7 +183,7 @@ impl ModelControl {
         let previous = self.serving().version;
         let models = match previous == version {
             true => None,
-            false => Some(self.load(&target).await?),
+            false => Some(self.load(&target, self.slot.switch.streams()).await?),
         };
         let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
         let before = blocking(move || repo.record_activation(&n, &v)).await?;
@@ -134,6 +191,7 @@ impl ModelControl {
             self.switch_to(models, &target, before).await?;
             self.broadcast(version).await;
         }
+        self.settle_candidate(version, "activation");
         Ok(Activated { name: self.name.clone(), version: version.into(), switched: previous != version, previous })
     }
 
@@ -146,7 +204,7 @@ impl ModelControl {
         let previous = self.serving().version;
         let models = match previous == target.version {
             true => None,
-            false => Some(self.load(&target).await?),
+            false => Some(self.load(&target, self.slot.switch.streams()).await?),
         };
         let (repo, n, v) = (self.repo.clone(), self.name.clone(), target.version.clone());
         let before = blocking(move || repo.record_rollback(&n, &v)).await?;
@@ -154,6 +212,7 @@ impl ModelControl {
             self.switch_to(models, &target, before).await?;
             self.broadcast(&target.version).await;
         }
+        self.settle_candidate(&target.version, "rollback");
         Ok(Activated { name: self.name.clone(), switched: previous != target.version, version: target.version, previous })
     }
 
@@ -180,9 +239,10 @@ impl ModelControl {
             }
             *refused = None;
         }
-        let loaded = self.load(&target).await;
+        let loaded = self.load(&target, self.slot.switch.streams()).await;
         let models = loaded.inspect_err(|_| *self.refused.lock().expect("refused lock") = Some(target.version.clone()))?;
         self.swap(models, &target).await?;
+        self.settle_candidate(&target.version, "activation");
         Ok(true)
     }
 
@@ -235,11 +295,12 @@ impl ModelControl {
         Ok(())
     }
 
-    /// Loads and warms `target`, one copy per inference stream, and checks it fits.
-    async fn load(&self, target: &Version) -> Result<Vec<Model>, ActivateError> {
+    /// Loads and warms `copies` of `target` (one per inference stream), and checks
+    /// they fit.
+    async fn load(&self, target: &Version, copies: usize) -> Result<Vec<Model>, ActivateError> {
         let served = label(&self.serving());
         let spec = ModelSpec::version(target);
-        let streams = self.switch.streams().max(1);
+        let streams = copies.max(1);
         let mut models = Vec::with_capacity(streams);
         for _ in 0..streams {
             let (c, s) = (self.config.clone(), spec.clone());
@@ -288,7 +349,7 @@ impl ModelControl {
     }
 
     async fn swap(&self, models: Vec<Model>, target: &Version) -> Result<(), ActivateError> {
-        let old = self.switch.hand_over(models).await.map_err(|e| ActivateError::Unavailable(e.to_string()))?;
+        let old = self.slot.switch.hand_over(models).await.map_err(|e| ActivateError::Unavailable(e.to_string()))?;
         let before = std::mem::replace(
             &mut *self.serving.lock().expect("serving lock"),
             ModelInfo { name: target.name.clone(), version: target.version.clone() },
