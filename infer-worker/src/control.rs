@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use visionq_contract::topology::{EVENT_KIND_HEADER, MODEL_EVENT, MODEL_EVENTS, model_routing_key};
 use visionq_contract::{Config, Metrics, ModelInfo};
-use visionq_models::{RepoError, Repository, Version};
+use visionq_models::{CandidateState, RepoError, Repository, Version};
 use visionq_queue::{Envelope, SharedBroker};
 
 use crate::error::InferError;
@@ -82,6 +82,8 @@ pub struct ModelControl {
     busy: tokio::sync::Mutex<()>,
     /// The active version this worker failed to follow (not tried again until it changes).
     refused: Mutex<Option<String>>,
+    /// The recorded candidate (`version@started_at`) this worker failed to start.
+    refused_candidate: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     broker: SharedBroker,
 }
@@ -104,6 +106,7 @@ impl ModelControl {
             batch_limit,
             busy: tokio::sync::Mutex::new(()),
             refused: Mutex::new(None),
+            refused_candidate: Mutex::new(None),
             config,
             metrics,
             broker,
@@ -131,6 +134,18 @@ impl ModelControl {
     pub async fn start_candidate(&self, name: &str, version: &str, plan: Plan) -> Result<CandidateReport, ActivateError> {
         self.check_served(name)?;
         let _one = self.busy.lock().await;
+        let report = self.run_candidate(version, plan.clone()).await?;
+        let (repo, n, state) = (self.repo.clone(), self.name.clone(), state_of(version, &plan));
+        if let Err(e) = blocking(move || repo.record_candidate(&n, Some(state))).await {
+            self.slot.end_candidate(Some(version), "cancelled", format!("could not be recorded: {e}"), &self.metrics);
+            return Err(e);
+        }
+        self.broadcast(&self.serving().version).await;
+        Ok(report)
+    }
+
+    /// Loads, warms, checks and starts `version` as this worker's candidate.
+    async fn run_candidate(&self, version: &str, plan: Plan) -> Result<CandidateReport, ActivateError> {
         if self.serving().version == version {
             return Err(ActivateError::CandidateIsActive(format!("{}:{version}", self.name)));
         }
@@ -149,9 +164,14 @@ impl ModelControl {
     pub async fn end_candidate(&self, name: &str) -> Result<Ended, ActivateError> {
         self.check_served(name)?;
         let _one = self.busy.lock().await;
-        self.slot
+        let ended = self
+            .slot
             .end_candidate(None, "cancelled", "ended over the API".into(), &self.metrics)
-            .ok_or_else(|| ActivateError::NoCandidate(self.name.clone()))
+            .ok_or_else(|| ActivateError::NoCandidate(self.name.clone()))?;
+        let (repo, n) = (self.repo.clone(), self.name.clone());
+        blocking(move || repo.record_candidate(&n, None)).await?;
+        self.broadcast(&self.serving().version).await;
+        Ok(ended)
     }
 
     /// An activation or rollback to `version` ends the candidate: promoted when it
@@ -222,6 +242,14 @@ impl ModelControl {
     /// the active version changes. Returns whether it switched.
     pub async fn follow(&self) -> Result<bool, ActivateError> {
         let _one = self.busy.lock().await;
+        let switched = self.follow_active().await?;
+        if let Err(e) = self.follow_candidate().await {
+            tracing::error!(error = %e, model = self.name, "cannot follow the recorded candidate");
+        }
+        Ok(switched)
+    }
+
+    async fn follow_active(&self) -> Result<bool, ActivateError> {
         let (repo, n) = (self.repo.clone(), self.name.clone());
         let target = match blocking(move || repo.active(&n)).await {
             Ok(v) => v,
@@ -246,6 +274,57 @@ impl ModelControl {
         Ok(true)
     }
 
+    /// Runs the candidate the repository records, as every worker serving the name
+    /// does: starts it (or the one replacing it), ends one no longer recorded, and
+    /// withdraws the record of one that ended here after it was recorded (a line it
+    /// crossed here, or a `DELETE`), so the other workers end theirs too.
+    async fn follow_candidate(&self) -> Result<(), ActivateError> {
+        let repo = self.repo.clone();
+        let state = blocking(move || repo.state()).await?;
+        let recorded = state.models.get(&self.name).and_then(|t| t.candidate.clone());
+        let local = self.slot.candidate();
+        let Some(r) = recorded else {
+            if let Some(c) = local {
+                let detail = "no longer recorded (ended by another worker, or by an activation)".to_string();
+                self.slot.end_candidate(Some(&c.info.version), "ended_elsewhere", detail, &self.metrics);
+            }
+            return Ok(());
+        };
+        let plan = plan_of(&r);
+        if local.as_ref().is_some_and(|c| c.info.version == r.version && c.plan == plan) {
+            return Ok(());
+        }
+        let recorded_at = chrono::DateTime::parse_from_rfc3339(&r.started_at).map(|t| t.with_timezone(&chrono::Utc)).ok();
+        if local.is_none()
+            && let Some(e) = self.slot.ended()
+            && e.report.info.version == r.version
+            && recorded_at.is_some_and(|at| e.ended_at >= at)
+        {
+            let (repo, n) = (self.repo.clone(), self.name.clone());
+            blocking(move || repo.record_candidate(&n, None)).await?;
+            self.broadcast(&self.serving().version).await;
+            tracing::info!(model = self.name, version = r.version, reason = e.reason, "candidate ended here; its record withdrawn");
+            return Ok(());
+        }
+        let key = format!("{}@{}", r.version, r.started_at);
+        if self.refused_candidate.lock().expect("refused lock").as_deref() == Some(key.as_str()) {
+            return Ok(());
+        }
+        match self.run_candidate(&r.version, plan).await {
+            Ok(_) => {
+                tracing::info!(model = self.name, version = r.version, mode = r.mode, "followed a recorded candidate");
+                Ok(())
+            }
+            Err(e) => {
+                // Not tried again unless it changes; a worker not running yet tries again.
+                if !matches!(e, ActivateError::Unavailable(_)) {
+                    *self.refused_candidate.lock().expect("refused lock") = Some(key);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Follows the activations of other workers until `shutdown`: at once when one is
     /// announced on the events exchange, and otherwise within [`FOLLOW_INTERVAL`] from
     /// the repository's state (an announcement missed while the broker was away, or
@@ -266,6 +345,8 @@ impl ModelControl {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
+                // A candidate ended here (a line crossed): the others are told at once.
+                _ = self.slot.candidate_ended() => {}
                 e = events.next() => match e {
                     Some(e) if self.announces_mine(&e) => {}
                     Some(_) => continue,
@@ -369,6 +450,27 @@ impl ModelControl {
             tracing::warn!(error = %e, "cannot announce the activation; other workers serve it after their restart");
         }
     }
+}
+
+/// A recorded candidate's plan.
+fn plan_of(c: &CandidateState) -> Plan {
+    match c.mode.as_str() {
+        "shadow" => Plan::Shadow { sample: c.sample },
+        _ => Plan::Canary { share: c.share, stations: c.stations.clone() },
+    }
+}
+
+/// How a candidate is recorded.
+fn state_of(version: &str, plan: &Plan) -> CandidateState {
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut c = CandidateState { version: version.into(), started_at, ..Default::default() };
+    match plan {
+        Plan::Canary { share, stations } => {
+            (c.mode, c.share, c.stations) = ("canary".into(), *share, stations.clone());
+        }
+        Plan::Shadow { sample } => (c.mode, c.sample) = ("shadow".into(), *sample),
+    }
+    c
 }
 
 fn label(info: &ModelInfo) -> String {

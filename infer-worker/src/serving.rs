@@ -225,6 +225,8 @@ pub struct Slot {
     active: RwLock<Option<Arc<EngineIn>>>,
     candidate: RwLock<Option<Arc<Candidate>>>,
     ended: Mutex<Option<Ended>>,
+    /// Woken when a candidate ends (see [`Slot::candidate_ended`]).
+    ended_wake: tokio::sync::Notify,
     starter: Mutex<Option<Starter>>,
 }
 
@@ -236,6 +238,7 @@ impl Slot {
             active: RwLock::new(None),
             candidate: RwLock::new(None),
             ended: Mutex::new(None),
+            ended_wake: tokio::sync::Notify::new(),
             starter: Mutex::new(None),
         })
     }
@@ -315,7 +318,14 @@ impl Slot {
         drop(book);
         tracing::info!(model = %label(&c.info), reason, detail = %ended.detail, "candidate ended");
         *self.ended.lock().expect("slot lock") = Some(ended.clone());
+        self.ended_wake.notify_one();
         ended
+    }
+
+    /// Resolves when a candidate has ended (one ending while nobody waits is kept
+    /// for the next wait).
+    pub async fn candidate_ended(&self) {
+        self.ended_wake.notified().await
     }
 
     pub fn report(&self, c: &Candidate) -> CandidateReport {

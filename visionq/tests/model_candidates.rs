@@ -255,6 +255,8 @@ async fn a_shadow_run_records_agreement_publishes_nothing_and_one_that_disagrees
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(agreement["frames"].as_u64(), Some(32), "{agreement}");
+    let state = std::fs::read_to_string(repo.join("active.toml")).unwrap();
+    assert!(state.contains("[models.yolo.candidate]") && state.contains("mode = \"shadow\""), "recorded: {state}");
     assert_eq!((agreement["precision"].as_f64(), agreement["recall"].as_f64()), (Some(1.0), Some(1.0)), "{agreement}");
     assert!(agreement["score_shift"].as_f64().is_some_and(|s| s.abs() < 1e-6), "{agreement}");
     let metrics = server.metrics().await;
@@ -283,6 +285,16 @@ async fn a_shadow_run_records_agreement_publishes_nothing_and_one_that_disagrees
     let metrics = server.metrics().await;
     assert_eq!(metric(&metrics, "visionq_model_rollbacks_total{model=\"yolo\",reason=\"agreement\"}"), Some(1.0), "{metrics}");
     assert!(!metrics.contains("visionq_model_agreement{measure=\"recall\",model=\"yolo\",version=\"3\"}"));
+    // Its record is withdrawn, so no other worker (and no restart) runs it again.
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = std::fs::read_to_string(repo.join("active.toml")).unwrap();
+        if !state.contains("candidate") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!state.contains("candidate"), "{state}");
     // Production never changed: the active version answered throughout.
     assert_eq!(entry["serving"], "1");
     assert!(admin.post("line-1", 8, "yolo").await.values().all(|v| v == "1"));
