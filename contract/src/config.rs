@@ -127,6 +127,11 @@ pub struct StationSettings {
     pub rate_limit_burst: Option<u32>,
     /// `apply` or `ignore` this station's EXIF orientation, instead of `exif_orientation`.
     pub exif_orientation: Option<ExifOrientation>,
+    /// The model of `model_repository` this station's frames run on (its active
+    /// version), instead of `model_name`. An infer-worker serves every model its
+    /// stations name, each batched on its own; the preprocess role letterboxes the
+    /// station's frames at that model's `input_size` (from its `model.toml`).
+    pub model: Option<String>,
 }
 
 /// The whole configuration. Its keys are flat — `max_batch_size = 4` in a file,
@@ -354,6 +359,19 @@ pub struct ModelConfig {
     pub conf_threshold: f32,
     pub iou_threshold: f32,
     pub max_detections: usize,
+    /// Frames a candidate version (a canary or a shadow run, `POST
+    /// /v1/models/{name}/candidate`) runs before it is judged against the lines
+    /// below; crossing one ends it automatically, with the reason logged, counted
+    /// (`visionq_model_rollbacks_total`) and shown in `GET /v1/models`.
+    pub candidate_min_frames: u64,
+    /// The candidate's share of frames whose forward pass failed, above which it ends.
+    pub candidate_max_error_rate: f64,
+    /// The candidate's mean pass time per frame over the active version's, above
+    /// which it ends.
+    pub candidate_max_latency_ratio: f64,
+    /// A shadow candidate's agreement with the active version (F1 of its boxes
+    /// IoU-matched to the active version's), below which it ends; 0: not judged.
+    pub candidate_min_agreement: f64,
 }
 
 /// ONNX Runtime and the device it runs on. Read by the infer-worker; `execution_provider`
@@ -647,6 +665,10 @@ impl Default for ModelConfig {
             conf_threshold: 0.25,
             iou_threshold: 0.45,
             max_detections: 300,
+            candidate_min_frames: 200,
+            candidate_max_error_rate: 0.02,
+            candidate_max_latency_ratio: 3.0,
+            candidate_min_agreement: 0.5,
         }
     }
 }
@@ -967,6 +989,26 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.model.conf_threshold) || !(0.0..=1.0).contains(&self.model.iou_threshold) {
             return bad("conf_threshold and iou_threshold must be within 0..1");
+        }
+        let m = &self.model;
+        let lines_ok = m.candidate_min_frames > 0
+            && (0.0..=1.0).contains(&m.candidate_max_error_rate)
+            && m.candidate_max_latency_ratio.is_finite()
+            && m.candidate_max_latency_ratio > 1.0
+            && (0.0..=1.0).contains(&m.candidate_min_agreement);
+        if !lines_ok {
+            return bad(
+                "candidate_min_frames must be at least 1, candidate_max_error_rate and candidate_min_agreement within 0..1, candidate_max_latency_ratio above 1",
+            );
+        }
+        for (station, s) in &self.station {
+            if let Some(name) = &s.model
+                && self.model.model_repository.is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[station.{station}] model = \"{name}\" names a model of the repository, but model_repository is not set"
+                )));
+            }
         }
         if self.evidence.evidence_forward_min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
             return bad("evidence_forward_min_score must be within 0..1");
@@ -1485,6 +1527,10 @@ mod tests {
             "amqp_url_file",
             "batch_shapes",
             "cache_dir",
+            "candidate_max_error_rate",
+            "candidate_max_latency_ratio",
+            "candidate_min_agreement",
+            "candidate_min_frames",
             "chain",
             "chain_max_batch_size",
             "chain_max_batch_wait_ms",

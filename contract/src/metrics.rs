@@ -180,6 +180,20 @@ pub struct Metrics {
     pub chain_crops_total: IntCounterVec,
     /// 1 for the model a worker serves, labelled with `name` and `version`.
     pub model_info: GaugeVec,
+    /// Frames an infer-worker ran, by `model`, `version` and `route`: `active`, `canary`
+    /// (a share or stations sent to a candidate version) or `shadow` (a candidate run
+    /// on a sample beside the active version, its result not published).
+    pub model_frames_total: IntCounterVec,
+    /// From a frame's receipt to its result leaving the infer-worker, by `model` and
+    /// `version` (published results only: not shadow runs).
+    pub model_latency_seconds: HistogramVec,
+    /// Candidates ended automatically, by `model` and `reason` (error_rate, latency,
+    /// agreement).
+    pub model_rollbacks_total: IntCounterVec,
+    /// A shadow candidate's agreement with the active version, by `model`, `version`
+    /// and `measure`: precision and recall of its boxes IoU-matched to the active
+    /// version's, and the mean score shift of the matched ones.
+    pub model_agreement: GaugeVec,
     pub results_persisted_total: IntCounterVec,
     /// Decisions made on results (with a rules file), by outcome.
     pub decisions_total: IntCounterVec,
@@ -330,6 +344,26 @@ impl Metrics {
             model_info: reg!(GaugeVec::new(
                 Opts::new("visionq_model_info", "The model a worker serves (value 1)."),
                 &["name", "version"]
+            )),
+            model_frames_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_model_frames_total", "Frames an infer-worker ran, by model, version and route."),
+                &["model", "version", "route"]
+            )),
+            model_latency_seconds: reg!(HistogramVec::new(
+                hist(
+                    "visionq_model_latency_seconds",
+                    "From a frame's receipt to its result leaving the infer-worker, by model and version.",
+                    &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+                ),
+                &["model", "version"]
+            )),
+            model_rollbacks_total: reg!(IntCounterVec::new(
+                Opts::new("visionq_model_rollbacks_total", "Candidate versions ended automatically, by model and reason."),
+                &["model", "reason"]
+            )),
+            model_agreement: reg!(GaugeVec::new(
+                Opts::new("visionq_model_agreement", "A shadow candidate's agreement with the active version."),
+                &["model", "version", "measure"]
             )),
             results_persisted_total: reg!(IntCounterVec::new(
                 Opts::new("visionq_results_persisted_total", "Results written to the store, by status."),
@@ -620,6 +654,10 @@ mod tests {
         m.detections_total.with_label_values(&["dog"]).inc();
         m.detection_score.with_label_values(&["yolov3-tiny"]).observe(0.5);
         m.model_info.with_label_values(&["yolov3-tiny", "1"]).set(1.0);
+        m.model_frames_total.with_label_values(&["yolov3-tiny", "1", "active"]).inc();
+        m.model_latency_seconds.with_label_values(&["yolov3-tiny", "1"]).observe(0.02);
+        m.model_rollbacks_total.with_label_values(&["yolov3-tiny", "agreement"]).inc();
+        m.model_agreement.with_label_values(&["yolov3-tiny", "2", "recall"]).set(0.9);
         m.results_persisted_total.with_label_values(&["ok"]).inc();
         m.decisions_total.with_label_values(&["accepted"]).inc();
         m.review_backlog.set(3);

@@ -212,6 +212,8 @@ function renderPipeline(now, prev) {
     table.append(tr);
   }
 
+  renderModels(now, prev);
+
   // Detections by class.
   const classes = pick(s, 'visionq_detections_total').map((x) => ({ label: x.labels.class, value: x.value }))
     .sort((a, b) => b.value - a.value).slice(0, 10);
@@ -227,4 +229,42 @@ function renderPipeline(now, prev) {
   kv(sk, 'preview store', `${fmt(total(s, 'visionq_dashboard_preview_store_bytes') / 1048576, 1)} MiB`);
   kv(sk, 'mode', state.config.mode || '–');
   svc.append(sk);
+}
+
+// Per model version and route (active, canary, shadow): frames/s, latency from
+// receipt to result (published frames only), mean confidence of the model's
+// detections, and a shadow candidate's agreement with the active version.
+function renderModels(now, prev) {
+  const s = now.samples;
+  const table = $('models');
+  const head = el('tr');
+  for (const [t, c] of [['model', ''], ['route', ''], ['frames', 'num'], ['/s', 'num'], ['p50', 'num'], ['p95', 'num'], ['confidence', 'num'], ['agreement', 'num']]) {
+    head.append(el('th', c, t));
+  }
+  const rows = pick(s, 'visionq_model_frames_total').sort((a, b) => a.labels.model.localeCompare(b.labels.model)
+    || a.labels.version.localeCompare(b.labels.version) || a.labels.route.localeCompare(b.labels.route));
+  const body = rows.map((x) => {
+    const { model, version, route } = x.labels;
+    const tr = el('tr', `model-${route}`);
+    tr.dataset.model = `${model}:${version}`;
+    tr.dataset.route = route;
+    const lat = buckets(s, 'visionq_model_latency_seconds', { model, version });
+    const published = route !== 'shadow' && lat.length && lat[lat.length - 1].count > 0;
+    const scoreSum = total(s, 'visionq_detection_score_sum', { model });
+    const scoreCount = total(s, 'visionq_detection_score_count', { model });
+    const agree = (measure) => pick(s, 'visionq_model_agreement', { model, version, measure })[0];
+    const [p, r] = [agree('precision'), agree('recall')];
+    const agreement = route === 'shadow' && p && r ? `P ${fmt(p.value, 2)} · R ${fmt(r.value, 2)}` : '–';
+    tr.append(el('td', '', `${model} ${version}`), el('td', '', route), el('td', 'num', fmt(x.value, 0)),
+      el('td', 'num', fmt(rate(now, prev, 'visionq_model_frames_total', { model, version, route }))),
+      el('td', 'num', published ? fmtMs(quantile(0.5, lat)) : '–'), el('td', 'num', published ? fmtMs(quantile(0.95, lat)) : '–'),
+      el('td', 'num', route === 'shadow' || !scoreCount ? '–' : fmt(scoreSum / scoreCount, 2)), el('td', 'num', agreement));
+    return tr;
+  });
+  table.replaceChildren(head, ...body);
+  const rollbacks = pick(s, 'visionq_model_rollbacks_total').filter((x) => x.value > 0)
+    .map((x) => `${x.labels.model}: ${fmt(x.value, 0)} × ${x.labels.reason}`);
+  $('models-note').textContent = rows.length
+    ? `Latency: receipt to result, by the model version that answered (both versions of a canary). ${rollbacks.length ? `Candidates rolled back automatically — ${rollbacks.join(', ')}.` : 'No candidate rolled back automatically.'}`
+    : 'No infer-worker metrics here yet (distributed mode: dashboard_metrics_urls).';
 }

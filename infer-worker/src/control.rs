@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use visionq_contract::topology::{EVENT_KIND_HEADER, MODEL_EVENT, MODEL_EVENTS, model_routing_key};
 use visionq_contract::{Config, Metrics, ModelInfo};
-use visionq_models::{RepoError, Repository, Version};
+use visionq_models::{CandidateState, RepoError, Repository, Version};
 use visionq_queue::{Envelope, SharedBroker};
 
 use crate::error::InferError;
 use crate::model::{Model, ModelSpec};
-use crate::swap::Switch;
+use crate::serving::{CandidateReport, Ended, Plan, Slot};
 
 /// Why an activation or rollback did not happen; the serving model stays.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,11 @@ pub enum ActivateError {
     NotServed { asked: String, served: String },
     #[error("the worker is not running: {0}")]
     Unavailable(String),
+    /// A candidate must be another version than the active one.
+    #[error("{0} is the active version; a candidate is another version")]
+    CandidateIsActive(String),
+    #[error("model `{0}` has no candidate version running")]
+    NoCandidate(String),
 }
 
 impl ActivateError {
@@ -46,6 +51,8 @@ impl ActivateError {
             ActivateError::Incompatible { .. } => "model_incompatible",
             ActivateError::NotServed { .. } => "not_served",
             ActivateError::Unavailable(_) => "unavailable",
+            ActivateError::CandidateIsActive(_) => "candidate_is_active",
+            ActivateError::NoCandidate(_) => "no_candidate",
         }
     }
 }
@@ -66,7 +73,7 @@ pub struct ModelControl {
     config: Arc<Config>,
     repo: Repository,
     name: String,
-    switch: Arc<Switch>,
+    slot: Arc<Slot>,
     serving: Mutex<ModelInfo>,
     /// What a new version must take: the input size the tensors are made at, and the
     /// batch size the batcher gathers up to.
@@ -75,6 +82,8 @@ pub struct ModelControl {
     busy: tokio::sync::Mutex<()>,
     /// The active version this worker failed to follow (not tried again until it changes).
     refused: Mutex<Option<String>>,
+    /// The recorded candidate (`version@started_at`) this worker failed to start.
+    refused_candidate: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     broker: SharedBroker,
 }
@@ -91,21 +100,89 @@ impl ModelControl {
         Some(Arc::new(ModelControl {
             repo: Repository::new(root),
             name: model.info.name.clone(),
-            switch: Arc::new(Switch::default()),
+            slot: Slot::new(model.info.name.clone()),
             serving: Mutex::new(model.info.clone()),
             input: (model.input_width, model.input_height),
             batch_limit,
             busy: tokio::sync::Mutex::new(()),
             refused: Mutex::new(None),
+            refused_candidate: Mutex::new(None),
             config,
             metrics,
             broker,
         }))
     }
 
-    /// Where the worker takes the switched models from (see [`crate::run_switchable`]).
-    pub fn switch(&self) -> Arc<Switch> {
-        self.switch.clone()
+    /// What the worker serves this name under (see [`crate::run_models`]): switched
+    /// models are taken from its lanes, a candidate runs beside the active version.
+    pub fn slot(&self) -> Arc<Slot> {
+        self.slot.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The candidate running now, and the last one that ended.
+    pub fn candidate(&self) -> (Option<CandidateReport>, Option<Ended>) {
+        (self.slot.candidate().map(|c| self.slot.report(&c)), self.slot.ended())
+    }
+
+    /// Starts `version` as a candidate beside the active version (replacing a
+    /// candidate running): loaded, warmed and checked like an activation, on an
+    /// engine of its own. Nothing is recorded in the repository; a restart ends it.
+    pub async fn start_candidate(&self, name: &str, version: &str, plan: Plan) -> Result<CandidateReport, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        let report = self.run_candidate(version, plan.clone()).await?;
+        let (repo, n, state) = (self.repo.clone(), self.name.clone(), state_of(version, &plan));
+        if let Err(e) = blocking(move || repo.record_candidate(&n, Some(state))).await {
+            self.slot.end_candidate(Some(version), "cancelled", format!("could not be recorded: {e}"), &self.metrics);
+            return Err(e);
+        }
+        self.broadcast(&self.serving().version).await;
+        Ok(report)
+    }
+
+    /// Loads, warms, checks and starts `version` as this worker's candidate.
+    async fn run_candidate(&self, version: &str, plan: Plan) -> Result<CandidateReport, ActivateError> {
+        if self.serving().version == version {
+            return Err(ActivateError::CandidateIsActive(format!("{}:{version}", self.name)));
+        }
+        let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
+        let target = blocking(move || repo.version(&n, &v)).await?;
+        let model = self.load(&target, 1).await?.pop().expect("one copy");
+        let c = self
+            .slot
+            .start_candidate(model, plan, &self.metrics)
+            .ok_or_else(|| ActivateError::Unavailable("the worker is not running".into()))?;
+        tracing::info!(model = %target.label(), plan = ?c.plan, "candidate started");
+        Ok(self.slot.report(&c))
+    }
+
+    /// Ends the running candidate (`cancelled`); its frames in flight finish on it.
+    pub async fn end_candidate(&self, name: &str) -> Result<Ended, ActivateError> {
+        self.check_served(name)?;
+        let _one = self.busy.lock().await;
+        let ended = self
+            .slot
+            .end_candidate(None, "cancelled", "ended over the API".into(), &self.metrics)
+            .ok_or_else(|| ActivateError::NoCandidate(self.name.clone()))?;
+        let (repo, n) = (self.repo.clone(), self.name.clone());
+        blocking(move || repo.record_candidate(&n, None)).await?;
+        self.broadcast(&self.serving().version).await;
+        Ok(ended)
+    }
+
+    /// An activation or rollback to `version` ends the candidate: promoted when it
+    /// is that version, replaced otherwise.
+    fn settle_candidate(&self, version: &str, why: &str) {
+        let Some(c) = self.slot.candidate() else { return };
+        let (reason, detail) = match c.info.version == version {
+            true => ("promoted", format!("activated by {why}")),
+            false => (if why == "rollback" { "rolled_back" } else { "replaced" }, format!("{why} to {version}")),
+        };
+        self.slot.end_candidate(Some(&c.info.version), reason, detail, &self.metrics);
     }
 
     pub fn repository(&self) -> &Repository {
@@ -126,7 +203,7 @@ impl ModelControl {
         let previous = self.serving().version;
         let models = match previous == version {
             true => None,
-            false => Some(self.load(&target).await?),
+            false => Some(self.load(&target, self.slot.switch.streams()).await?),
         };
         let (repo, n, v) = (self.repo.clone(), self.name.clone(), version.to_string());
         let before = blocking(move || repo.record_activation(&n, &v)).await?;
@@ -134,6 +211,7 @@ impl ModelControl {
             self.switch_to(models, &target, before).await?;
             self.broadcast(version).await;
         }
+        self.settle_candidate(version, "activation");
         Ok(Activated { name: self.name.clone(), version: version.into(), switched: previous != version, previous })
     }
 
@@ -146,7 +224,7 @@ impl ModelControl {
         let previous = self.serving().version;
         let models = match previous == target.version {
             true => None,
-            false => Some(self.load(&target).await?),
+            false => Some(self.load(&target, self.slot.switch.streams()).await?),
         };
         let (repo, n, v) = (self.repo.clone(), self.name.clone(), target.version.clone());
         let before = blocking(move || repo.record_rollback(&n, &v)).await?;
@@ -154,6 +232,7 @@ impl ModelControl {
             self.switch_to(models, &target, before).await?;
             self.broadcast(&target.version).await;
         }
+        self.settle_candidate(&target.version, "rollback");
         Ok(Activated { name: self.name.clone(), switched: previous != target.version, version: target.version, previous })
     }
 
@@ -163,6 +242,14 @@ impl ModelControl {
     /// the active version changes. Returns whether it switched.
     pub async fn follow(&self) -> Result<bool, ActivateError> {
         let _one = self.busy.lock().await;
+        let switched = self.follow_active().await?;
+        if let Err(e) = self.follow_candidate().await {
+            tracing::error!(error = %e, model = self.name, "cannot follow the recorded candidate");
+        }
+        Ok(switched)
+    }
+
+    async fn follow_active(&self) -> Result<bool, ActivateError> {
         let (repo, n) = (self.repo.clone(), self.name.clone());
         let target = match blocking(move || repo.active(&n)).await {
             Ok(v) => v,
@@ -180,10 +267,62 @@ impl ModelControl {
             }
             *refused = None;
         }
-        let loaded = self.load(&target).await;
+        let loaded = self.load(&target, self.slot.switch.streams()).await;
         let models = loaded.inspect_err(|_| *self.refused.lock().expect("refused lock") = Some(target.version.clone()))?;
         self.swap(models, &target).await?;
+        self.settle_candidate(&target.version, "activation");
         Ok(true)
+    }
+
+    /// Runs the candidate the repository records, as every worker serving the name
+    /// does: starts it (or the one replacing it), ends one no longer recorded, and
+    /// withdraws the record of one that ended here after it was recorded (a line it
+    /// crossed here, or a `DELETE`), so the other workers end theirs too.
+    async fn follow_candidate(&self) -> Result<(), ActivateError> {
+        let repo = self.repo.clone();
+        let state = blocking(move || repo.state()).await?;
+        let recorded = state.models.get(&self.name).and_then(|t| t.candidate.clone());
+        let local = self.slot.candidate();
+        let Some(r) = recorded else {
+            if let Some(c) = local {
+                let detail = "no longer recorded (ended by another worker, or by an activation)".to_string();
+                self.slot.end_candidate(Some(&c.info.version), "ended_elsewhere", detail, &self.metrics);
+            }
+            return Ok(());
+        };
+        let plan = plan_of(&r);
+        if local.as_ref().is_some_and(|c| c.info.version == r.version && c.plan == plan) {
+            return Ok(());
+        }
+        let recorded_at = chrono::DateTime::parse_from_rfc3339(&r.started_at).map(|t| t.with_timezone(&chrono::Utc)).ok();
+        if local.is_none()
+            && let Some(e) = self.slot.ended()
+            && e.report.info.version == r.version
+            && recorded_at.is_some_and(|at| e.ended_at >= at)
+        {
+            let (repo, n) = (self.repo.clone(), self.name.clone());
+            blocking(move || repo.record_candidate(&n, None)).await?;
+            self.broadcast(&self.serving().version).await;
+            tracing::info!(model = self.name, version = r.version, reason = e.reason, "candidate ended here; its record withdrawn");
+            return Ok(());
+        }
+        let key = format!("{}@{}", r.version, r.started_at);
+        if self.refused_candidate.lock().expect("refused lock").as_deref() == Some(key.as_str()) {
+            return Ok(());
+        }
+        match self.run_candidate(&r.version, plan).await {
+            Ok(_) => {
+                tracing::info!(model = self.name, version = r.version, mode = r.mode, "followed a recorded candidate");
+                Ok(())
+            }
+            Err(e) => {
+                // Not tried again unless it changes; a worker not running yet tries again.
+                if !matches!(e, ActivateError::Unavailable(_)) {
+                    *self.refused_candidate.lock().expect("refused lock") = Some(key);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Follows the activations of other workers until `shutdown`: at once when one is
@@ -206,6 +345,8 @@ impl ModelControl {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
+                // A candidate ended here (a line crossed): the others are told at once.
+                _ = self.slot.candidate_ended() => {}
                 e = events.next() => match e {
                     Some(e) if self.announces_mine(&e) => {}
                     Some(_) => continue,
@@ -235,11 +376,12 @@ impl ModelControl {
         Ok(())
     }
 
-    /// Loads and warms `target`, one copy per inference stream, and checks it fits.
-    async fn load(&self, target: &Version) -> Result<Vec<Model>, ActivateError> {
+    /// Loads and warms `copies` of `target` (one per inference stream), and checks
+    /// they fit.
+    async fn load(&self, target: &Version, copies: usize) -> Result<Vec<Model>, ActivateError> {
         let served = label(&self.serving());
         let spec = ModelSpec::version(target);
-        let streams = self.switch.streams().max(1);
+        let streams = copies.max(1);
         let mut models = Vec::with_capacity(streams);
         for _ in 0..streams {
             let (c, s) = (self.config.clone(), spec.clone());
@@ -288,7 +430,7 @@ impl ModelControl {
     }
 
     async fn swap(&self, models: Vec<Model>, target: &Version) -> Result<(), ActivateError> {
-        let old = self.switch.hand_over(models).await.map_err(|e| ActivateError::Unavailable(e.to_string()))?;
+        let old = self.slot.switch.hand_over(models).await.map_err(|e| ActivateError::Unavailable(e.to_string()))?;
         let before = std::mem::replace(
             &mut *self.serving.lock().expect("serving lock"),
             ModelInfo { name: target.name.clone(), version: target.version.clone() },
@@ -308,6 +450,27 @@ impl ModelControl {
             tracing::warn!(error = %e, "cannot announce the activation; other workers serve it after their restart");
         }
     }
+}
+
+/// A recorded candidate's plan.
+fn plan_of(c: &CandidateState) -> Plan {
+    match c.mode.as_str() {
+        "shadow" => Plan::Shadow { sample: c.sample },
+        _ => Plan::Canary { share: c.share, stations: c.stations.clone() },
+    }
+}
+
+/// How a candidate is recorded.
+fn state_of(version: &str, plan: &Plan) -> CandidateState {
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut c = CandidateState { version: version.into(), started_at, ..Default::default() };
+    match plan {
+        Plan::Canary { share, stations } => {
+            (c.mode, c.share, c.stations) = ("canary".into(), *share, stations.clone());
+        }
+        Plan::Shadow { sample } => (c.mode, c.sample) = ("shadow".into(), *sample),
+    }
+    c
 }
 
 fn label(info: &ModelInfo) -> String {

@@ -24,11 +24,13 @@ pub mod model;
 mod provider;
 mod role;
 mod runner;
+pub mod serving;
 mod swap;
 
 pub use chained::{load_chains, needs_original};
 pub use control::{ActivateError, Activated, ModelControl};
 pub use error::InferError;
 pub use model::{Assembler, BatchDim, InputFormat, Model, ModelSpec, PassDone};
-pub use role::{run, run_switchable, to_detections};
+pub use role::{run, run_models, to_detections};
+pub use serving::{Agreement, CandidateReport, Ended, PassTally, Plan, Slot};
 pub use swap::Switch;

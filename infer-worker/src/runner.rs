@@ -16,10 +16,15 @@ use visionq_queue::Delivery;
 use crate::decode::Candidate;
 use crate::error::InferError;
 use crate::model::Model;
+use crate::serving::{PassStats, Slot, Tag};
 use crate::swap::{Lane, Served};
 
 pub(crate) struct Item {
-    pub delivery: Delivery,
+    /// None for a shadow run's copy: the frame is settled by the active version's item.
+    pub delivery: Option<Delivery>,
+    /// The model name it runs under, and how a candidate version takes part.
+    pub slot: Arc<Slot>,
+    pub tag: Tag,
     pub meta: TensorMeta,
     pub tensor: Bytes,
     /// The frame's original image, where the tensor carried it on (evidence).
@@ -53,6 +58,16 @@ pub(crate) struct Done {
 /// How many forward passes are running now (the batcher sends at once while a
 /// stream is idle).
 pub(crate) type Running = watch::Sender<usize>;
+
+/// Where an inference thread reports: its finished batches, the metrics, the
+/// passes running and its engine's pass figures.
+#[derive(Clone)]
+pub(crate) struct Out {
+    pub done: mpsc::Sender<Done>,
+    pub metrics: Arc<Metrics>,
+    pub running: Running,
+    pub stats: Arc<PassStats>,
+}
 
 fn pass_started(running: &Running) {
     running.send_modify(|n| *n += 1);
@@ -94,12 +109,11 @@ struct Arrived {
 pub(crate) fn run_batches(
     mut model: Model,
     mut batches: mpsc::Receiver<Batch>,
-    done: mpsc::Sender<Done>,
-    m: Arc<Metrics>,
+    out: Out,
     rt: tokio::runtime::Handle,
-    running: Running,
     lane: Arc<Lane>,
 ) {
+    let Out { done, metrics: m, running, stats } = out;
     let _closer = lane.closer();
     let mut served = Served::of(&model);
     let mut set = 0;
@@ -132,7 +146,7 @@ pub(crate) fn run_batches(
                 match model.assemble_in(set, &views) {
                     Ok(n) => Assembled { batch, pass_size: n, assemble_seconds: t0.elapsed().as_secs_f64() },
                     Err(e) => {
-                        if done.blocking_send(finished(batch, Err(e), 0.0, &m, &served)).is_err() {
+                        if done.blocking_send(finished(batch, Err(e), 0.0, &m, &served, &stats)).is_err() {
                             break;
                         }
                         continue;
@@ -179,7 +193,7 @@ pub(crate) fn run_batches(
             "batch done"
         );
         if let Some((b, out, ps)) = decoded
-            && done.blocking_send(finished(b, out, ps, &m, &served)).is_err()
+            && done.blocking_send(finished(b, out, ps, &m, &served, &stats)).is_err()
         {
             break;
         }
@@ -193,7 +207,7 @@ pub(crate) fn run_batches(
             other => {
                 // No next batch in the other set: decode this pass now.
                 let outcome = passed.and_then(|()| model.decode_in(set, n, batch.items.len()));
-                if done.blocking_send(finished(batch, outcome, pass_s, &m, &served)).is_err() {
+                if done.blocking_send(finished(batch, outcome, pass_s, &m, &served, &stats)).is_err() {
                     break;
                 }
                 // A batch came but had no buffer there yet: make one and use it.
@@ -206,7 +220,7 @@ pub(crate) fn run_batches(
                             ready = Some(Assembled { batch: next, pass_size: next_n, assemble_seconds: t0.elapsed().as_secs_f64() });
                         }
                         Err(e) => {
-                            if done.blocking_send(finished(next, Err(e), 0.0, &m, &served)).is_err() {
+                            if done.blocking_send(finished(next, Err(e), 0.0, &m, &served, &stats)).is_err() {
                                 break;
                             }
                         }
@@ -225,8 +239,12 @@ pub(crate) fn finished(
     secs: f64,
     m: &Metrics,
     served: &Arc<Served>,
+    stats: &PassStats,
 ) -> Done {
-    let held = InFlight::new(m, Stage::Infer, batch.items.len());
+    // Shadow copies are not frames of the pipeline: not counted in flight.
+    let frames = batch.items.iter().filter(|i| i.delivery.is_some()).count();
+    stats.add(batch.items.len(), secs, outcome.is_ok());
+    let held = InFlight::new(m, Stage::Infer, frames);
     let batch_wait_seconds = batch.items.iter().map(|i| (batch.started_at - i.ready_at).as_secs_f64()).collect();
     Done { items: batch.items, served: served.clone(), outcome, inference_seconds: secs, batch_wait_seconds, held }
 }
@@ -238,12 +256,11 @@ pub(crate) fn finished(
 pub(crate) fn run_stream(
     mut model: Model,
     batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
-    done: mpsc::Sender<Done>,
-    m: Arc<Metrics>,
+    out: Out,
     rt: tokio::runtime::Handle,
-    running: Running,
     lane: Arc<Lane>,
 ) {
+    let Out { done, metrics: m, running, stats } = out;
     let _closer = lane.closer();
     let mut served = Served::of(&model);
     loop {
@@ -278,7 +295,7 @@ pub(crate) fn run_stream(
             }
             Err(e) => (Err(e), 0.0),
         };
-        if done.blocking_send(finished(batch, outcome, pass_s, &m, &served)).is_err() {
+        if done.blocking_send(finished(batch, outcome, pass_s, &m, &served, &stats)).is_err() {
             break;
         }
     }

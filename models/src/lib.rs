@@ -19,7 +19,7 @@ mod state;
 
 pub use manifest::{MANIFEST_FILE, MODEL_FILE, Manifest};
 pub use repository::{Entry, Repository, Version};
-pub use state::{STATE_FILE, State, Track};
+pub use state::{CandidateState, STATE_FILE, State, Track};
 
 /// Why a repository operation was refused; [`RepoError::code`] is the API's `code`.
 #[derive(Debug, thiserror::Error)]

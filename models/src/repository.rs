@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::manifest::{MANIFEST_FILE, MODEL_FILE, Manifest};
-use crate::state::{STATE_FILE, State, Track};
+use crate::state::{CandidateState, STATE_FILE, State, Track};
 use crate::{RepoError, valid_name, valid_version};
 
 #[derive(Debug, Clone)]
@@ -204,6 +204,20 @@ impl Repository {
                 }
                 _ => Err(RepoError::NoPrevious(name.into())),
             }
+        })
+    }
+
+    /// Records `candidate` (a version of `name`, or None: no candidate) for every
+    /// worker serving `name` to follow. Returns whether the state changed.
+    pub fn record_candidate(&self, name: &str, candidate: Option<CandidateState>) -> Result<bool, RepoError> {
+        if let Some(c) = &candidate {
+            self.version(name, &c.version)?;
+        }
+        self.update(|s| {
+            let track = s.models.get_mut(name).ok_or_else(|| RepoError::NoActive(name.into()))?;
+            let changed = track.candidate != candidate;
+            track.candidate = candidate;
+            Ok(changed)
         })
     }
 

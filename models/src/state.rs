@@ -33,6 +33,30 @@ pub struct Track {
     /// The versions active before, oldest first: a rollback goes to the last one.
     #[serde(default)]
     pub previous: Vec<String>,
+    /// A candidate version every worker serving the name runs beside `active` (a
+    /// canary or a shadow run); an activation or a rollback ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateState>,
+}
+
+/// A candidate as recorded: what every worker serving the name follows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateState {
+    pub version: String,
+    /// `canary` or `shadow`.
+    pub mode: String,
+    /// Canary: the share of every station's frames.
+    #[serde(default)]
+    pub share: f64,
+    /// Canary: stations all of whose frames go to the candidate.
+    #[serde(default)]
+    pub stations: Vec<String>,
+    /// Shadow: the share of frames also run on the candidate.
+    #[serde(default)]
+    pub sample: f64,
+    /// RFC 3339, UTC.
+    pub started_at: String,
 }
 
 impl Track {
@@ -50,6 +74,7 @@ impl Track {
         }
         self.active = version.to_string();
         self.activated_at = now();
+        self.candidate = None;
         true
     }
 
@@ -58,6 +83,7 @@ impl Track {
         let back = self.previous.pop()?;
         self.active = back.clone();
         self.activated_at = now();
+        self.candidate = None;
         Some(back)
     }
 }
@@ -118,6 +144,12 @@ mod tests {
         assert_eq!(t.active, "1");
         assert_eq!(t.roll_back(), None, "nothing before the first");
         assert_eq!(t.active, "1");
+        // A candidate ends with an activation or a rollback.
+        let candidate = CandidateState { version: "3".into(), mode: "canary".into(), share: 0.1, ..Default::default() };
+        t.candidate = Some(candidate.clone());
+        assert!(t.activate("3") && t.candidate.is_none());
+        t.candidate = Some(candidate);
+        assert!(t.roll_back().is_some() && t.candidate.is_none());
     }
 
     #[test]

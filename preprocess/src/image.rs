@@ -48,6 +48,13 @@ impl Preprocessor {
         (self.input_width, self.input_height)
     }
 
+    /// Letterboxes into a `width`×`height` input from now on (a thread's
+    /// preprocessor serves frames of models with different inputs; nothing it keeps
+    /// depends on the size).
+    pub fn set_input_size(&mut self, (width, height): (u32, u32)) {
+        (self.input_width, self.input_height) = (width, height);
+    }
+
     pub fn options(&self) -> &PreprocessOptions {
         &self.options
     }

@@ -39,4 +39,4 @@ pub use orient::{orient, swaps_sides};
 pub use pool::PreprocessPool;
 pub use prepared::{PreprocessError, Preprocessed};
 pub use preview::{PREVIEW_MAX_SIDE, preview_jpeg};
-pub use role::{prepare_frame, run};
+pub use role::{Inputs, prepare_frame, run};

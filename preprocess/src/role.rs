@@ -1,5 +1,6 @@
 //! The preprocess role: frames in, tensors out.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,15 +37,18 @@ impl PreprocessError {
 /// one preprocessing step of both the preprocess role and the infer-worker's inline
 /// input. With `keep_original` (`evidence_forward_min_score` set, or a model
 /// chain configured) the tensor carries the frame's original image on for the
-/// evidence store or the chain's crops. The error keeps
-/// the frame's metadata for its error result.
+/// evidence store or the chain's crops. `input` is the
+/// model input the frame's model takes. The error keeps the frame's metadata for
+/// its error result.
 #[allow(clippy::result_large_err)] // moved once per failed frame
 pub fn prepare_frame(
     pre: &mut Preprocessor,
     msg: FrameMessage,
     metrics: &Metrics,
     keep_original: bool,
+    input: (u32, u32),
 ) -> Result<TensorMessage, (FrameMeta, PreprocessError)> {
+    pre.set_input_size(input);
     let mut frame = msg.meta;
     // From the publish to the start of the decode: the queue and the wait for a
     // pool thread, nothing of the work itself.
@@ -65,12 +69,40 @@ pub fn prepare_frame(
 
 /// One delivery, in its own [`frame_span`]: every log line about the frame carries
 /// its id, station and trace id.
-async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, keep_original: bool, d: Delivery) {
-    handle_in_span(broker, metrics, pool, keep_original, d).instrument(frame_span(Stage::Preprocess)).await
+async fn handle(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, inputs: Arc<Inputs>, d: Delivery) {
+    handle_in_span(broker, metrics, pool, inputs, d).instrument(frame_span(Stage::Preprocess)).await
+}
+
+/// The model input of each station's frames, and whether originals go on.
+pub struct Inputs {
+    /// `input_size`: the input of every station that names no model of its own.
+    pub default: (u32, u32),
+    /// Stations whose model (`[station.<id>] model`) takes another input.
+    pub stations: HashMap<String, (u32, u32)>,
+    keep_original: bool,
+}
+
+impl Inputs {
+    /// Every station at `input_size`, apart from `stations`.
+    pub fn new(config: &Config, stations: HashMap<String, (u32, u32)>) -> Inputs {
+        let size = config.preprocess.input_size;
+        // Every frame's image goes on with its tensor: which frames the results role
+        // keeps is only known after inference (the infer-worker drops the rest); a
+        // model chain crops from it.
+        Inputs {
+            default: (size, size),
+            stations,
+            keep_original: config.evidence.evidence_forward_min_score.is_some() || !config.chain.chain.is_empty(),
+        }
+    }
+
+    fn of(&self, station: &str) -> (u32, u32) {
+        self.stations.get(station).copied().unwrap_or(self.default)
+    }
 }
 
 #[allow(clippy::result_large_err)] // prepare_frame's error, moved once per failed frame
-async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, keep_original: bool, d: Delivery) {
+async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<PreprocessPool>, inputs: Arc<Inputs>, d: Delivery) {
     let _held = InFlight::new(&metrics, Stage::Preprocess, 1);
     let parsed = FrameMessage::from_envelope(&d.envelope);
     if let Ok(msg) = &parsed {
@@ -83,7 +115,8 @@ async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<P
         (Ok(msg), Some(late_ms)) => expire(&broker, &metrics, Stage::Preprocess, &d.envelope, &msg.meta, late_ms).await,
         (Ok(msg), None) => {
             let m = metrics.clone();
-            match pool.run(move |pre| prepare_frame(pre, msg, &m, keep_original)).await {
+            let (input, keep_original) = (inputs.of(&msg.meta.station), inputs.keep_original);
+            match pool.run(move |pre| prepare_frame(pre, msg, &m, keep_original, input)).await {
                 Ok(tensor) => match publish_when_room(&*broker, WorkQueue::Tensors, tensor.into_envelope(&d.envelope)).await {
                     Ok(()) => {
                         FrameDone { stage: Stage::Preprocess, detections: None }.emit(&metrics);
@@ -103,11 +136,13 @@ async fn handle_in_span(broker: SharedBroker, metrics: Arc<Metrics>, pool: Arc<P
     d.settle(fate).await;
 }
 
-/// Consumes frames until `shutdown`, then finishes what is in flight.
+/// Consumes frames until `shutdown`, then finishes what is in flight; each
+/// station's frames are letterboxed at its model's input (`inputs`).
 pub async fn run(
     broker: SharedBroker,
     metrics: Arc<Metrics>,
     config: Arc<Config>,
+    inputs: Inputs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
     let concurrency = config.preprocess.preprocess_concurrency;
@@ -119,11 +154,14 @@ pub async fn run(
             .expect("spawning the preprocessing threads"),
     );
     let mut tasks = JoinSet::new();
-    // Every frame's image goes on with its tensor: which frames the results role
-    // keeps is only known after inference (the infer-worker drops the rest).
-    // The original goes on for the evidence store, or for a model chain to crop from.
-    let keep_original = config.evidence.evidence_forward_min_score.is_some() || !config.chain.chain.is_empty();
-    tracing::info!(concurrency, input_size = config.preprocess.input_size, keep_original, "preprocess consuming frames");
+    let inputs = Arc::new(inputs);
+    tracing::info!(
+        concurrency,
+        input_size = config.preprocess.input_size,
+        stations_with_their_own = inputs.stations.len(),
+        keep_original = inputs.keep_original,
+        "preprocess consuming frames"
+    );
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -135,9 +173,9 @@ pub async fn run(
             d = deliveries.next() => match d { Some(d) => d, None => break },
         };
         while tasks.try_join_next().is_some() {}
-        let (b, m, p) = (broker.clone(), metrics.clone(), pool.clone());
+        let (b, m, p, i) = (broker.clone(), metrics.clone(), pool.clone(), inputs.clone());
         tasks.spawn(async move {
-            handle(b, m, p, keep_original, delivery).await;
+            handle(b, m, p, i, delivery).await;
             drop(permit);
         });
     }

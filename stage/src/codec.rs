@@ -6,9 +6,10 @@ use visionq_contract::topology::{META_HEADER, TRACEPARENT_HEADER};
 use visionq_contract::{FrameMeta, FrameResult, TensorMeta};
 use visionq_queue::Envelope;
 
-/// A message whose metadata header is missing or unreadable.
+/// A message a stage cannot take: its metadata header missing or unreadable, or its
+/// body not what the header says. The text is the whole reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("frame message has no valid metadata: {0}")]
+#[error("{0}")]
 pub struct BadMessage(pub String);
 
 impl BadMessage {
@@ -19,8 +20,9 @@ impl BadMessage {
 }
 
 fn meta<T: serde::de::DeserializeOwned>(e: &Envelope) -> Result<T, BadMessage> {
-    let raw = e.header(META_HEADER).ok_or_else(|| BadMessage(format!("missing {META_HEADER}")))?;
-    serde_json::from_str(raw).map_err(|err| BadMessage(err.to_string()))
+    let bad = |why: String| BadMessage(format!("frame message has no valid metadata: {why}"));
+    let raw = e.header(META_HEADER).ok_or_else(|| bad(format!("missing {META_HEADER}")))?;
+    serde_json::from_str(raw).map_err(|err| bad(err.to_string()))
 }
 
 /// A camera frame on the frames queue: its metadata and the image as posted.

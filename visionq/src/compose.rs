@@ -163,6 +163,15 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
     if let Some(m) = &model {
         config.adopt_model_input(&m.spec.path, m.input_width, m.input_height)?;
     }
+    // The other models stations name (`[station.<id>] model`), each batched on its own.
+    let station_models = match &model {
+        Some(m) => load_station_models(&config, &m.info.name).await?,
+        None => Vec::new(),
+    };
+    let station_inputs = match roles.contains(&Role::Preprocess) {
+        true => station_inputs(&config, model.iter().chain(&station_models))?,
+        false => Default::default(),
+    };
     let config = Arc::new(config);
     // JPEG decode on the GPU starts before any frame needs it: a node told to use
     // nvJPEG that cannot refuses to start, with the reason.
@@ -199,12 +208,23 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
     let mut frame_hold = None;
 
     // The results role checks `?class=` against the model's class names.
-    let classes = model.as_ref().map(|m| m.names.clone()).filter(|names| !names.is_empty());
+    // (Several models: any of their class names.)
+    let classes = model.as_ref().map(|m| {
+        let mut names = m.names.clone();
+        for extra in &station_models {
+            names.extend(extra.names.iter().filter(|n| !m.names.contains(n)).cloned());
+        }
+        names
+    });
+    let classes = classes.filter(|names| !names.is_empty());
     // A model from the repository can be switched while serving (crate::model_routes).
-    let control =
-        model.as_ref().and_then(|m| visionq_infer_worker::ModelControl::new(config.clone(), m, metrics.clone(), broker.clone()));
+    let controls: Vec<_> = model
+        .iter()
+        .chain(&station_models)
+        .filter_map(|m| visionq_infer_worker::ModelControl::new(config.clone(), m, metrics.clone(), broker.clone()))
+        .collect();
     let models_state =
-        Arc::new(crate::model_routes::ModelsState { control: control.clone(), serving: model.as_ref().map(|m| m.info.clone()) });
+        Arc::new(crate::model_routes::ModelsState { controls: controls.clone(), serving: model.as_ref().map(|m| m.info.clone()) });
 
     if roles.contains(&Role::Results) {
         let url = config.database_url();
@@ -273,18 +293,25 @@ pub async fn build(config: Config, roles: BTreeSet<Role>, bound: SocketAddr) -> 
     }
     if let Some(model) = model {
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
-        let switch = control.as_ref().map(|c| c.switch()).unwrap_or_default();
-        tasks.spawn(async move {
-            visionq_infer_worker::run_switchable(b, m, c, model, switch, stop.wait()).await.map_err(anyhow::Error::from)
-        });
-        if let Some(control) = &control {
+        // Each model under its control's slot (a plain model file: a slot of its own).
+        let served: Vec<_> = std::iter::once(model)
+            .chain(station_models)
+            .map(|model| {
+                let slot = controls.iter().find(|c| c.name() == model.info.name).map(|c| c.slot());
+                let slot = slot.unwrap_or_else(|| visionq_infer_worker::Slot::new(model.info.name.clone()));
+                (model, slot)
+            })
+            .collect();
+        tasks.spawn(async move { visionq_infer_worker::run_models(b, m, c, served, stop.wait()).await.map_err(anyhow::Error::from) });
+        for control in &controls {
             tokio::spawn(control.clone().follow_events(role_stop.clone().wait()));
         }
     }
     let inline = roles.contains(&Role::Infer) && config.batching.infer_input == visionq_contract::config::InferInput::Frames;
     if roles.contains(&Role::Preprocess) && !inline {
         let (b, m, c, stop) = (broker.clone(), metrics.clone(), config.clone(), role_stop.clone());
-        tasks.spawn(async move { visionq_preprocess::run(b, m, c, stop.wait()).await.map_err(anyhow::Error::from) });
+        let inputs = visionq_preprocess::Inputs::new(&config, station_inputs);
+        tasks.spawn(async move { visionq_preprocess::run(b, m, c, inputs, stop.wait()).await.map_err(anyhow::Error::from) });
     }
     if roles.contains(&Role::Ingest) {
         // Ingest publishes through the dashboard's preview tap: sampled frames reach
@@ -436,6 +463,56 @@ fn evidence_keeper(
 async fn load_model(config: Config) -> anyhow::Result<visionq_infer_worker::Model> {
     let model = tokio::task::spawn_blocking(move || visionq_infer_worker::Model::load_warmed(&config)).await??;
     Ok(model)
+}
+
+/// The models of the repository that stations name, other than `serving`: the
+/// active version of each, loaded and warmed.
+async fn load_station_models(config: &Config, serving: &str) -> anyhow::Result<Vec<visionq_infer_worker::Model>> {
+    let Some(root) = config.model.model_repository.clone() else { return Ok(Vec::new()) };
+    let names: std::collections::BTreeSet<String> =
+        config.station.values().filter_map(|s| s.model.clone()).filter(|n| n != serving).collect();
+    let mut models = Vec::new();
+    for name in names {
+        let (c, repo) = (config.clone(), visionq_models::Repository::new(&root));
+        let model = tokio::task::spawn_blocking(move || {
+            let version = repo.active(&name).with_context(|| format!("a station names the model `{name}`"))?;
+            let spec = visionq_infer_worker::ModelSpec::version(&version);
+            visionq_infer_worker::Model::load_warmed_spec(&c, &spec).with_context(|| format!("loading {}", version.label()))
+        })
+        .await??;
+        tracing::info!(model = %model.info.name, version = %model.info.version, "serving a station's model");
+        models.push(model);
+    }
+    Ok(models)
+}
+
+/// The model input of each station that names a model (`[station.<id>] model`):
+/// from the model loaded here, else from the `input_size` of its active version's
+/// `model.toml` (a preprocess process does not load models).
+fn station_inputs<'a>(
+    config: &Config,
+    loaded: impl Iterator<Item = &'a visionq_infer_worker::Model> + Clone,
+) -> anyhow::Result<std::collections::HashMap<String, (u32, u32)>> {
+    let mut inputs = std::collections::HashMap::new();
+    for (station, s) in &config.station {
+        let Some(name) = &s.model else { continue };
+        let input = match loaded.clone().find(|m| &m.info.name == name) {
+            Some(m) => (m.input_width, m.input_height),
+            None => {
+                let root = config.model.model_repository.as_ref().context("station models need model_repository")?;
+                let version = visionq_models::Repository::new(root).active(name)?;
+                let [w, h] = version.manifest.input_size.with_context(|| {
+                    format!(
+                        "[station.{station}] model = \"{name}\": {} has no input_size in its model.toml, which a preprocess process needs to letterbox that station's frames",
+                        version.label()
+                    )
+                })?;
+                (w, h)
+            }
+        };
+        inputs.insert(station.clone(), input);
+    }
+    Ok(inputs)
 }
 
 async fn drain_embedded(broker: &SharedBroker, deadline: Duration) {

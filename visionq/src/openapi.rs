@@ -44,14 +44,24 @@ struct ProcessApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(crate::model_routes::list, crate::model_routes::activate, crate::model_routes::rollback),
+    paths(
+        crate::model_routes::list,
+        crate::model_routes::activate,
+        crate::model_routes::rollback,
+        crate::model_routes::start_candidate,
+        crate::model_routes::end_candidate
+    ),
     components(schemas(
         crate::model_routes::ModelList,
         crate::model_routes::ModelEntry,
         crate::model_routes::ActivateRequest,
         crate::model_routes::Activation,
+        crate::model_routes::CandidateRequest,
+        crate::model_routes::CandidateView,
+        crate::model_routes::AgreementView,
+        crate::model_routes::EndedView,
     )),
-    tags((name = "models", description = "The infer role's model repository: list, activate, roll back (admins only)")),
+    tags((name = "models", description = "The infer role's model repository: list, activate, roll back, run a canary or shadow candidate (admins only)")),
 )]
 struct ModelsApi;
 
@@ -283,7 +293,7 @@ mod tests {
         });
         let mut process = crate::process_routes::router(health, config.clone(), auth.clone(), json(&document(roles)));
         if roles.contains(&Role::Infer) {
-            let models = Arc::new(crate::model_routes::ModelsState { control: None, serving: None });
+            let models = Arc::new(crate::model_routes::ModelsState { controls: Vec::new(), serving: None });
             process = process.merge(crate::model_routes::router(models, auth));
         }
         crate::compose::http_app(roles, results, ingest, process)

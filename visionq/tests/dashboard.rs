@@ -457,6 +457,23 @@ async fn operators_see_each_station_live_and_the_connection_state() {
         .await;
     assert_eq!(drift["state"], "learning", "{drift}");
     assert!(drift["text"].as_str().unwrap().contains("learning (2/500)"), "two frames of 500: {drift}");
+    // … and the models card the model serving, with its frames, latency and confidence.
+    let models = browser
+        .wait(
+            "the models card lists the model",
+            Duration::from_secs(8),
+            r#"const tr = document.querySelector('#models tr[data-route="active"]');
+               return tr ? { model: tr.dataset.model, cells: [...tr.querySelectorAll('td')].map((td) => td.textContent) } : null;"#,
+            json!([]),
+            |v| !v.is_null(),
+        )
+        .await;
+    let cells: Vec<&str> = models["cells"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(models["model"].as_str().unwrap().starts_with("yolov3-tiny:"), "{models}");
+    assert!(cells[2].parse::<f64>().unwrap() >= 8.0, "one per tile at least: {models}");
+    assert!(cells[4].ends_with("ms") && cells[5].ends_with("ms"), "p50 and p95: {models}");
+    assert!(cells[6].parse::<f64>().is_ok_and(|c| (0.25..=1.0).contains(&c)), "mean confidence: {models}");
+    assert_eq!(cells[7], "–", "no shadow run: {models}");
     browser.js("location.hash = '#live'", json!([])).await;
 
     // 50 stations fit on one control-room screen, every tile with its picture.

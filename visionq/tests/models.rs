@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,20 +15,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-fn visionq(args: &[&str], repo: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
-        .args(args)
-        .env("VISIONQ_CACHE_DIR", cache())
-        .env("VISIONQ_MODEL_REPOSITORY", repo)
-        .output()
-        .expect("visionq runs")
-}
-
-fn ok(out: std::process::Output) -> String {
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
+use common::{model_cli as visionq, succeeded as ok};
 
 /// A repository with the real model as versions 1 and 2 (the same weights under two
 /// versions), 1 active.
@@ -246,7 +232,17 @@ async fn swap_under_load(tag: &str, extra: &[(&str, String)]) {
     assert_eq!(entry["versions"], json!(["1", "2", "3-truncated"]), "{list}");
     let metrics = server.metrics().await;
     assert!(metrics.contains("visionq_model_info{name=\"yolo\",version=\"1\"} 1"), "{metrics}");
-    assert!(!metrics.contains("version=\"2\""), "the version no longer served is not exported: {metrics}");
+    assert!(
+        !metrics.contains("visionq_model_info{name=\"yolo\",version=\"2\"}"),
+        "the version no longer served is not exported: {metrics}"
+    );
+    // What each version ran stays counted.
+    for v in ["1", "2"] {
+        assert!(
+            metrics.contains(&format!("visionq_model_frames_total{{model=\"yolo\",route=\"active\",version=\"{v}\"}}")),
+            "{metrics}"
+        );
+    }
     server.stop().await;
 
     // In the database: every answered frame once, with the version its reply named.

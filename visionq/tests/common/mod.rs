@@ -42,6 +42,23 @@ pub fn photo_bytes(name: &str) -> Vec<u8> {
     std::fs::read(photo(name)).expect("photo readable")
 }
 
+/// `visionq ARGS` with the model repository at `repo` (the `visionq model …` commands).
+pub fn model_cli(args: &[&str], repo: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_visionq"))
+        .args(args)
+        .env("VISIONQ_CACHE_DIR", cache())
+        .env("VISIONQ_MODEL_REPOSITORY", repo)
+        .output()
+        .expect("visionq runs")
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn succeeded(out: std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
 #[path = "../../../results/tests/common/pg.rs"]
 mod pg;
 pub use pg::*;
