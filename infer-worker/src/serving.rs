@@ -534,7 +534,16 @@ mod tests {
     use super::*;
 
     fn det(class_id: u32, score: f32, bbox: [f32; 4]) -> Detection {
-        Detection { class_id, class_name: format!("c{class_id}"), score, bbox, box_px: bbox, track_id: None }
+        Detection {
+            class_id,
+            class_name: format!("c{class_id}"),
+            score,
+            bbox,
+            box_px: bbox,
+            track_id: None,
+            classification: None,
+            text: None,
+        }
     }
 
     #[test]
