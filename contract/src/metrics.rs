@@ -134,6 +134,10 @@ pub const LABELS: &[&str] = &[
     "severity",
     "state",
     "kind",
+    // The infer-worker's model figures: `route` (active, canary, shadow) and a shadow
+    // run's agreement `measure`.
+    "route",
+    "measure",
 ];
 
 /// Histograms whose quantity has no unit (a count, a probability).
@@ -658,6 +662,8 @@ mod tests {
         m.model_latency_seconds.with_label_values(&["yolov3-tiny", "1"]).observe(0.02);
         m.model_rollbacks_total.with_label_values(&["yolov3-tiny", "agreement"]).inc();
         m.model_agreement.with_label_values(&["yolov3-tiny", "2", "recall"]).set(0.9);
+        m.chain_duration_seconds.with_label_values(&["ocr"]).observe(0.004);
+        m.chain_crops_total.with_label_values(&["ocr", "ok"]).inc();
         m.results_persisted_total.with_label_values(&["ok"]).inc();
         m.decisions_total.with_label_values(&["accepted"]).inc();
         m.review_backlog.set(3);
@@ -723,7 +729,7 @@ mod tests {
         let text = m.render();
         let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
         assert_eq!(families.len(), m.registry().gather().len(), "every family is rendered");
-        assert_eq!(families.len(), 36, "every metric is registered: {families:#?}");
+        assert_eq!(families.len(), 42, "every metric is registered: {families:#?}");
         let problems = convention_violations(&text);
         assert!(problems.is_empty(), "{problems:#?}");
     }
