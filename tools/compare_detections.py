@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Compares two `visionq detect` JSON Lines outputs (e.g. CUDA against CPU):
 for every image, every detection clearly above the threshold on one side has a
-partner on the other: same class, IoU >= 0.9, score within 0.02.
+partner on the other: same class, IoU >= 0.9, score within 0.02. Where a model
+chain ran (`[[chain]]`), each partner pair must carry the same chain output: the
+same classification label or text, its score within 0.01.
 
     python3 tools/compare_detections.py A.jsonl B.jsonl [--conf 0.25]
 
@@ -48,6 +50,33 @@ def unmatched(xs: list, ys: list, conf: float) -> list:
     return missing
 
 
+def chain_differences(da: list, db: list, conf: float) -> tuple[int, int, float]:
+    """Pairs compared, pairs whose chain output differs, and the largest score gap."""
+    compared, differ, worst = 0, 0, 0.0
+    for d in da:
+        if d["score"] < conf + 0.02:
+            continue
+        best = max((e for e in db if e["class_name"] == d["class_name"]),
+                   key=lambda e: iou(d["box_px"], e["box_px"]), default=None)
+        if best is None:
+            continue
+        for key, field in (("classification", "label"), ("text", "value")):
+            x, y = d.get(key), best.get(key)
+            if x is None and y is None:
+                continue
+            compared += 1
+            if x is None or y is None or x[field] != y[field]:
+                print(f"  {d['class_name']} {key}: {x} against {y}")
+                differ += 1
+                continue
+            gap = abs(x["score"] - y["score"])
+            worst = max(worst, gap)
+            if gap > 0.01:
+                print(f"  {d['class_name']} {key} score: {x['score']} against {y['score']}")
+                differ += 1
+    return compared, differ, worst
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("a")
@@ -57,6 +86,7 @@ def main() -> int:
     a, b = load(args.a), load(args.b)
     bad = 0
     worst_score, worst_iou = 0.0, 1.0
+    chained, chain_worst = 0, 0.0
     for name in sorted(set(a) | set(b)):
         if name not in a or name not in b:
             print(f"{name}: only in {'A' if name in a else 'B'}")
@@ -71,9 +101,14 @@ def main() -> int:
                 worst_iou = min(worst_iou, iou(d["box_px"], best["box_px"]))
                 worst_score = max(worst_score, abs(d["score"] - best["score"]))
         classes = sorted({d["class_name"] for d in da})
-        print(f"{name}: {len(da)} vs {len(db)} detections, classes {classes}, unmatched {len(miss)}")
-        bad += len(miss)
-    print(f"worst matched IoU {worst_iou:.4f}, worst score difference {worst_score:.4f}; {bad} unmatched")
+        compared, differ, gap = chain_differences(da, db, args.conf)
+        chained, chain_worst = chained + compared, max(chain_worst, gap)
+        print(f"{name}: {len(da)} vs {len(db)} detections, classes {classes}, unmatched {len(miss)}"
+              + (f", chain outputs {compared} compared, {differ} differ" if compared else ""))
+        bad += len(miss) + differ
+    print(f"worst matched IoU {worst_iou:.4f}, worst score difference {worst_score:.4f}; {bad} unmatched or differing")
+    if chained:
+        print(f"chain outputs compared: {chained}, worst chain score difference {chain_worst:.5f}")
     return 1 if bad else 0
 
 
