@@ -35,22 +35,9 @@ fn repository(tag: &str) -> PathBuf {
     repo
 }
 
-struct Admin {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
+type Admin = ApiClient;
 
-impl Admin {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
+impl ApiClient {
     /// `name`'s entry in `GET /v1/models`.
     async fn entry(&self, name: &str) -> Value {
         let (status, list) = self.call(reqwest::Method::GET, "/v1/models", None).await;

@@ -32,22 +32,9 @@ fn repository(tag: &str) -> std::path::PathBuf {
     repo
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
+type Api = ApiClient;
 
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
+impl ApiClient {
     async fn serving(&self) -> String {
         let (status, list) = self.call(reqwest::Method::GET, "/v1/models", None).await;
         assert_eq!(status, 200, "{list}");

@@ -52,6 +52,25 @@ pub fn model_cli(args: &[&str], repo: &Path) -> std::process::Output {
         .expect("visionq runs")
 }
 
+/// A server's API called with a bearer token: the status and the JSON body (null
+/// when the body is not JSON).
+pub struct ApiClient {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl ApiClient {
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut r = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
 /// The stdout of a command that must have succeeded.
 pub fn succeeded(out: std::process::Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
