@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::runner::{Batch, Item};
+use crate::runner::Batch;
+use crate::serving::Item;
 
 /// Gathers items into batches. A batch goes as soon as it is full, or the device is
 /// idle (waiting for more frames then only adds latency), or `wait` after its first

@@ -25,8 +25,8 @@ use visionq_stage::{BadMessage, Failure, FrameMessage, TensorMessage, expire, fa
 
 use crate::batcher::batcher;
 use crate::model::Model;
-use crate::runner::{Batch, Done, Item, Out, run_batches, run_stream};
-use crate::serving::{Candidate, EngineIn, PassStats, Plan, Routed, Routes, Side, Slot, Starter, Tag};
+use crate::runner::{Batch, Done, Out, run_batches, run_stream};
+use crate::serving::{Candidate, EngineIn, Item, PassStats, Plan, Routed, Routes, Side, Slot, Starter, Tag};
 use crate::swap::Lane;
 
 /// Boxes from model-input pixels to the original image (pixels and 0–1).

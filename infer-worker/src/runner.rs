@@ -7,30 +7,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use visionq_contract::Metrics;
 use visionq_contract::instrument::{InFlight, Stage};
-use visionq_contract::{Metrics, TensorMeta};
-use visionq_queue::Delivery;
 
 use crate::decode::Candidate;
 use crate::error::InferError;
 use crate::model::Model;
-use crate::serving::{PassStats, Slot, Tag};
+use crate::serving::{Item, PassStats};
 use crate::swap::{Lane, Served};
-
-pub(crate) struct Item {
-    /// None for a shadow run's copy: the frame is settled by the active version's item.
-    pub delivery: Option<Delivery>,
-    /// The model name it runs under, and how a candidate version takes part.
-    pub slot: Arc<Slot>,
-    pub tag: Tag,
-    pub meta: TensorMeta,
-    pub tensor: Bytes,
-    /// The frame's original image, where the tensor carried it on (evidence).
-    pub original: Option<Bytes>,
-    pub ready_at: Instant,
-}
 
 pub(crate) struct Batch {
     pub items: Vec<Item>,

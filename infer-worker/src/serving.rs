@@ -19,13 +19,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use visionq_contract::message::box_iou;
-use visionq_contract::{Config, Detection, Metrics, ModelInfo};
+use visionq_contract::{Config, Detection, Metrics, ModelInfo, TensorMeta};
+use visionq_queue::Delivery;
 
-use crate::runner::Item;
 use crate::swap::Switch;
 
 /// How a candidate version takes frames.
@@ -453,6 +455,20 @@ pub fn fraction(frame_id: &[u8], salt: u8) -> f64 {
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A frame on its way through an engine: its delivery, where it goes and its tensor.
+pub(crate) struct Item {
+    /// None for a shadow run's copy: the frame is settled by the active version's item.
+    pub delivery: Option<Delivery>,
+    /// The model name it runs under, and how a candidate version takes part.
+    pub slot: Arc<Slot>,
+    pub tag: Tag,
+    pub meta: TensorMeta,
+    pub tensor: Bytes,
+    /// The frame's original image, where the tensor carried it on (evidence).
+    pub original: Option<Bytes>,
+    pub ready_at: Instant,
 }
 
 /// Where a frame goes.
