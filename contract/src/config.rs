@@ -289,14 +289,15 @@ pub struct HttpConfig {
     #[schema(value_type = Option<String>)]
     pub tokens_file: Option<PathBuf>,
     /// Every role's HTTP listener (docs/OPERATIONS.md, "Slow clients and connection
-    /// limits"): a request's headers must arrive within this of its first byte (of
-    /// the accept, for a connection's first request), else the connection is closed.
+    /// limits"): a request's headers must arrive within this of its first byte (a
+    /// TLS handshake within this of the accept), else the connection is closed.
     pub http_header_timeout_ms: u64,
     /// A request's body must arrive within this of its headers; else `408
     /// body_timeout` and the connection is closed.
     pub http_body_timeout_ms: u64,
-    /// A kept-alive connection with no request for this long is closed, and so is
-    /// one whose client stopped reading a response for this long.
+    /// A kept-alive connection with no request for this long is closed, and so are a
+    /// new connection that sends nothing and one whose client stopped reading a
+    /// response for this long.
     pub http_idle_timeout_ms: u64,
     /// Connections one process holds open at most; beyond it a connection gets `503
     /// too_many_connections` with `Retry-After` (HTTPS: is closed) at accept.
