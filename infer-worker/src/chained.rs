@@ -10,10 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ort::session::Session;
 use visionq_chain::{Chains, Opener};
-use visionq_contract::config::InferInput;
 use visionq_contract::message::Timings;
 use visionq_contract::{Config, Detection, FrameMeta, Metrics};
-use visionq_queue::WorkQueue;
 use visionq_stage::Failure;
 
 use crate::error::InferError;
@@ -40,19 +38,6 @@ pub fn load_chains(config: &Config) -> Result<Option<visionq_chain::Loaded>, Inf
         return Ok(None);
     }
     visionq_chain::load(config, &opener(config)?).map_err(|e| InferError::Unsupported(e.to_string()))
-}
-
-/// The queue the worker consumes (a failed frame is dead-lettered from it).
-pub(crate) fn input_queue(config: &Config) -> WorkQueue {
-    match config.batching.infer_input {
-        InferInput::Tensors => WorkQueue::Tensors,
-        InferInput::Frames => WorkQueue::Frames,
-    }
-}
-
-/// Whether the worker needs each frame's original image (to crop from).
-pub fn needs_original(config: &Config) -> bool {
-    !config.chain.chain.is_empty()
 }
 
 /// A worker's chains: running, or the reason they could not load (every frame a

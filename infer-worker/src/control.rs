@@ -96,7 +96,7 @@ impl ModelControl {
     /// repository); `None` when the configuration names no repository.
     pub fn new(config: Arc<Config>, model: &Model, metrics: Arc<Metrics>, broker: SharedBroker) -> Option<Arc<ModelControl>> {
         let root = config.model.model_repository.clone()?;
-        let batch_limit = model.max_batch(config.batching.max_batch_size).min(config.batching.max_batch_size.max(1)).max(1);
+        let batch_limit = crate::role::batch_limit(model, &config);
         Some(Arc::new(ModelControl {
             repo: Repository::new(root),
             name: model.info.name.clone(),

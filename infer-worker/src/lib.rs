@@ -27,7 +27,7 @@ mod runner;
 pub mod serving;
 mod swap;
 
-pub use chained::{load_chains, needs_original};
+pub use chained::load_chains;
 pub use control::{ActivateError, Activated, ModelControl};
 pub use error::InferError;
 pub use model::{Assembler, BatchDim, InputFormat, Model, ModelSpec, PassDone};

@@ -282,7 +282,7 @@ async fn publish(shared: Arc<Shared>, done: Done) {
             let frame = &meta.frame;
             let chained = crate::chained::complete(shared.chains.as_deref(), frame, kept.as_ref(), &mut detections, &mut timings);
             if let Err(failure) = chained.await {
-                let source = (crate::chained::input_queue(&shared.config), &delivery.envelope);
+                let source = (input_queue(&shared.config), &delivery.envelope);
                 let fate = fail(&shared.broker, &shared.metrics, Stage::Infer, source, Some(frame), failure).await;
                 delivery.settle(fate).await;
                 return;
@@ -330,8 +330,17 @@ struct Engine {
     runners: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// The batch limit of `model` under `config`.
-fn batch_limit(model: &Model, config: &Config) -> usize {
+/// The queue the worker consumes (a failed frame is dead-lettered from it).
+fn input_queue(config: &Config) -> WorkQueue {
+    match config.batching.infer_input {
+        InferInput::Tensors => WorkQueue::Tensors,
+        InferInput::Frames => WorkQueue::Frames,
+    }
+}
+
+/// The largest batch the worker gathers for `model` under `config` (what a new
+/// version of it must take too).
+pub(crate) fn batch_limit(model: &Model, config: &Config) -> usize {
     model.max_batch(config.batching.max_batch_size).min(config.batching.max_batch_size.max(1)).max(1)
 }
 
@@ -385,10 +394,7 @@ pub async fn run_models(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
     assert!(!served.is_empty(), "an infer-worker serves at least one model");
-    let source = match config.batching.infer_input {
-        InferInput::Tensors => WorkQueue::Tensors,
-        InferInput::Frames => WorkQueue::Frames,
-    };
+    let source = input_queue(&config);
     let _gpu = (config.runtime.execution_provider == visionq_contract::config::ExecutionProvider::Cuda)
         .then(|| crate::gpu::export(metrics.clone(), config.runtime.cuda_device_id.max(0) as u32, Duration::from_secs(1)))
         .flatten();
