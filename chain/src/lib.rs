@@ -8,7 +8,9 @@
 //! PP-OCR style). The infer-worker calls it between decoding a frame's detections and
 //! publishing its result, and hands it the ONNX Runtime sessions ([`Opener`]: the
 //! runtime and its execution providers are the infer-worker's). It imports the
-//! contract and the preprocess library (image decoding); it must not import the
+//! contract, the preprocess library (image decoding) and the model repository's
+//! `model.toml` (class names and input size of a chain model kept in a repository
+//! version's directory); it must not import the
 //! infer-worker, the queue, ingest, results or the dashboard.
 
 mod chains;

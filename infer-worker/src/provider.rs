@@ -25,6 +25,7 @@ fn cuda(builder: SessionBuilder, config: &Config) -> Result<SessionBuilder, Infe
     let ep = ort::ep::CUDA::default()
         .with_device_id(config.runtime.cuda_device_id)
         .with_conv_algorithm_search(search)
+        .with_tf32(config.runtime.cuda_tf32)
         .build()
         .error_on_failure();
     builder.with_execution_providers([ep]).map_err(|e| InferError::CudaUnavailable(e.to_string()))

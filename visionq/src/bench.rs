@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// post for any station). Read from the environment, not the command line.
     #[arg(long = "token-env", default_value = "VISIONQ_BENCH_TOKEN", value_name = "VAR")]
     token_env: String,
+    /// Also print where the frames' time went: the mean of each stage their results
+    /// report (`timings_ms`: queue waits, decode, inference, the chain's second
+    /// stage…), over all frames and over the slowest 1 %.
+    #[arg(long)]
+    stages: bool,
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -81,7 +86,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(args.soak.map_or(args.duration, |m| m * 60.0)),
         station_prefix: args.station_prefix.clone(),
         wait_ms: args.wait_ms,
-        keep_timings: false,
+        keep_timings: args.stages,
     };
     println!(
         "visionq bench: {} stations x {} frames/s x {} s, {} photos, max batch {}, against {base} ({mode})",
@@ -117,6 +122,13 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     println!("detections {} ({:.2} per frame)", t.detections, t.detections as f64 / ok.max(1) as f64);
     let (passes, dist) = batch_distribution(&before, &after);
     println!("batches    {passes} forward passes, {:.2} frames per pass; size<=bucket:count {dist}", ok as f64 / passes.max(1.0));
+    if args.stages {
+        for (pct, what) in [(0.0, "all"), (99.0, "slowest 1 %")] {
+            let (n, stages) = t.tail_breakdown(pct);
+            let line: Vec<String> = stages.iter().map(|(k, ms)| format!("{k} {ms:.2}")).collect();
+            println!("stages     mean ms, {what} ({n} frames): {}", line.join("  "));
+        }
+    }
     if let Some(l) = local {
         l.stop().await?;
     }

