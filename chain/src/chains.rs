@@ -40,7 +40,8 @@ pub fn load(config: &Config, open: &Opener) -> Result<Option<Loaded>, ChainError
         let dict = spec.dict_file.as_ref().map(|d| resolve(config, d));
         let spec = Arc::new(spec.clone());
         let cuda = config.runtime.execution_provider == ExecutionProvider::Cuda;
-        models.push(ChainModel::load(spec.clone(), &resolve(config, &spec.model), dict.as_deref(), open, cuda)?);
+        let pad_to = config.chain.chain_max_batch_size;
+        models.push(ChainModel::load(spec.clone(), &resolve(config, &spec.model), dict.as_deref(), open, cuda, pad_to)?);
     }
     Ok(Some(Loaded(models)))
 }

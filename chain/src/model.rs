@@ -1,7 +1,8 @@
 //! A second-stage model on ONNX Runtime: its input and output checked at load, crops
 //! assembled into a float batch, one pass, the output decoded per crop.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::session::Session;
@@ -39,6 +40,11 @@ fn width_step(base: usize, widest: usize) -> usize {
 
 pub struct ChainModel {
     session: Session,
+    /// With `fixed_shapes`: a session per input width other than the base one,
+    /// opened on first use, so that each session sees one input shape.
+    by_width: HashMap<usize, Session>,
+    /// How to open them: the opener and the model file.
+    open: (Opener, PathBuf),
     input_name: String,
     output_name: String,
     pub spec: Arc<ChainSpec>,
@@ -50,9 +56,14 @@ pub struct ChainModel {
     open_width: bool,
     labels: Vec<String>,
     alphabet: Option<Alphabet>,
-    /// Pad each pass to a power-of-two batch (with blank crops): on CUDA, so a
-    /// session sees a few batch shapes.
-    pad_batches: bool,
+    /// On CUDA: every pass padded to the whole batch (with blank crops) and run by a
+    /// session of its width, so that each session sees one input shape. ONNX
+    /// Runtime's CUDA convolutions build their cuDNN plans again whenever a session's
+    /// input shape changes from its previous pass; with shapes changing pass to pass
+    /// that cost (CPU, GPU idle) was most of a pass (measured: BENCHMARKS.md).
+    fixed_shapes: bool,
+    /// The batch every pass is padded to with `fixed_shapes`.
+    pad_to: usize,
 }
 
 fn dims(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
@@ -84,7 +95,8 @@ impl ChainModel {
         path: &Path,
         dict: Option<&Path>,
         open: &Opener,
-        pad_batches: bool,
+        fixed_shapes: bool,
+        pad_to: usize,
     ) -> Result<ChainModel, ChainError> {
         let bad = |message: String| ChainError::Load { chain: spec.name.clone(), message };
         if !path.exists() {
@@ -171,19 +183,29 @@ impl ChainModel {
             chain = spec.name, kind = spec.kind.as_str(), model = %path.display(), input = ?in_dims, output = ?out_dims,
             height, width, "chain model loaded"
         );
-        Ok(ChainModel {
+        let fixed_batch = fixed(n);
+        let mut model = ChainModel {
             session,
+            by_width: HashMap::new(),
+            open: (open.clone(), path.to_path_buf()),
             input_name,
             output_name,
-            fixed_batch: fixed(n),
+            fixed_batch,
             height,
             width,
             open_width: fixed(w).is_none() && spec.kind == ChainKind::Text,
             labels,
             alphabet,
-            pad_batches,
+            fixed_shapes,
+            pad_to: fixed_batch.unwrap_or(pad_to.max(1)),
             spec,
-        })
+        };
+        if fixed_shapes {
+            // The base shape's plans are built now, not on the first frame's pass.
+            let blank = CropImage { rgb: vec![0; 3], width: 1, height: 1 };
+            model.pass(&[blank]).map_err(|e| ChainError::Load { chain: model.spec.name.clone(), message: format!("warm-up pass: {e}") })?;
+        }
+        Ok(model)
     }
 
     /// The most crops one pass takes (`preferred`, or the file's fixed batch).
@@ -223,9 +245,9 @@ impl ChainModel {
     fn pass(&mut self, crops: &[CropImage]) -> Result<Vec<Output>, ChainError> {
         let failed = |message: String| ChainError::Run { chain: self.spec.name.clone(), message };
         let fit = self.fit(crops);
-        let n = match (self.fixed_batch, self.pad_batches) {
+        let n = match (self.fixed_batch, self.fixed_shapes) {
             (Some(n), _) => n,
-            (None, true) => crops.len().next_power_of_two(),
+            (None, true) => self.pad_to.max(crops.len()),
             (None, false) => crops.len(),
         };
         let plane = 3 * fit.height * fit.width;
@@ -234,7 +256,18 @@ impl ChainModel {
             fit.fill(crop, slot);
         }
         let tensor = Tensor::from_array(([n, 3, fit.height, fit.width], data)).map_err(|e| failed(e.to_string()))?;
-        let outputs = self.session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| failed(e.to_string()))?;
+        let session = match self.fixed_shapes && fit.width != self.width {
+            false => &mut self.session,
+            true => match self.by_width.entry(fit.width) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let (open, path) = &self.open;
+                    tracing::info!(chain = self.spec.name, width = fit.width, "opening a session for this input width");
+                    e.insert(open(path).map_err(|e| failed(format!("opening a session of width {}: {e}", fit.width)))?)
+                }
+            },
+        };
+        let outputs = session.run(ort::inputs![self.input_name.as_str() => tensor]).map_err(|e| failed(e.to_string()))?;
         let (shape, values) = outputs[self.output_name.as_str()].try_extract_tensor::<f32>().map_err(|e| failed(e.to_string()))?;
         let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         if shape.first() != Some(&n) || values.len() != shape.iter().product::<usize>() {

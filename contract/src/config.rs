@@ -791,11 +791,15 @@ pub struct ChainConfig {
     pub chain_max_batch_size: usize,
     /// How long a chain's batch waits for more crops after its first.
     pub chain_max_batch_wait_ms: u64,
+    /// On CUDA: whether the chains' models may compute in TensorFloat-32 like the
+    /// detector (`cuda_tf32`). Off by default: in full float32 a chain's scores, which
+    /// decisions are made from, are the CPU's (measured: BENCHMARKS.md).
+    pub chain_cuda_tf32: bool,
 }
 
 impl Default for ChainConfig {
     fn default() -> Self {
-        ChainConfig { chain: Vec::new(), chain_max_batch_size: 16, chain_max_batch_wait_ms: 2 }
+        ChainConfig { chain: Vec::new(), chain_max_batch_size: 16, chain_max_batch_wait_ms: 2, chain_cuda_tf32: false }
     }
 }
 
@@ -1538,6 +1542,7 @@ mod tests {
             "candidate_min_agreement",
             "candidate_min_frames",
             "chain",
+            "chain_cuda_tf32",
             "chain_max_batch_size",
             "chain_max_batch_wait_ms",
             "channel_order",

@@ -17,10 +17,12 @@ use visionq_stage::Failure;
 use crate::error::InferError;
 use crate::model::{environment, intra_threads};
 
-/// Sessions for the chain models: the detector's runtime, threads and provider.
+/// Sessions for the chain models: the detector's runtime, threads and provider, in
+/// TensorFloat-32 on CUDA only where `chain_cuda_tf32` says so.
 fn opener(config: &Config) -> Result<Opener, InferError> {
     let env = environment(&config.ort_dylib_path())?;
-    let config = config.clone();
+    let mut config = config.clone();
+    config.runtime.cuda_tf32 = config.chain.chain_cuda_tf32;
     Ok(Arc::new(move |path: &Path| -> Result<Session, String> {
         let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
         builder = builder.with_intra_threads(intra_threads(config.runtime.infer_threads)).map_err(|e| e.to_string())?;
