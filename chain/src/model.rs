@@ -203,7 +203,9 @@ impl ChainModel {
         if fixed_shapes {
             // The base shape's plans are built now, not on the first frame's pass.
             let blank = CropImage { rgb: vec![0; 3], width: 1, height: 1 };
-            model.pass(&[blank]).map_err(|e| ChainError::Load { chain: model.spec.name.clone(), message: format!("warm-up pass: {e}") })?;
+            model
+                .pass(&[blank])
+                .map_err(|e| ChainError::Load { chain: model.spec.name.clone(), message: format!("warm-up pass: {e}") })?;
         }
         Ok(model)
     }
