@@ -119,7 +119,7 @@ impl Decider {
         let rules = self.rules.read().expect("rules lock").clone();
         let station = rules.for_station(&result.station);
         let before = result.detections.len();
-        result.detections.retain(|d| d.score >= station.thresholds_for(&d.class_name).show);
+        result.detections.retain(|d| station.shows(d));
         before - result.detections.len()
     }
 }

@@ -40,18 +40,22 @@ pub(crate) fn reading<'d>(rules: &Rules, d: &'d Detection) -> Option<(&'d str, f
     }
 }
 
+/// A shown detection, its label and the label's score (see [`reading`]).
+type Reading<'d> = (&'d Detection, &'d str, f32);
+
 /// The detections over their class's `show` threshold that have a reading, with it.
-fn readings<'d>(rules: &Rules, detections: &'d [Detection]) -> Vec<(&'d Detection, &'d str, f32)> {
-    detections
-        .iter()
-        .filter(|x| x.score >= rules.thresholds_for(&x.class_name).show)
-        .filter_map(|x| reading(rules, x).map(|(label, score)| (x, label, score)))
-        .collect()
+fn readings<'d>(rules: &Rules, detections: &'d [Detection]) -> Vec<Reading<'d>> {
+    detections.iter().filter(|x| rules.shows(x)).filter_map(|x| reading(rules, x).map(|(label, score)| (x, label, score))).collect()
+}
+
+/// The best-scoring of `readings`.
+fn best<'r, 'd>(readings: &'r [Reading<'d>]) -> Option<&'r Reading<'d>> {
+    readings.iter().max_by(|a, b| a.2.total_cmp(&b.2))
 }
 
 /// The best-scoring reading of `detections` under `rules` (see [`reading`]).
-pub(crate) fn best_reading<'d>(rules: &Rules, detections: &'d [Detection]) -> Option<(&'d Detection, &'d str, f32)> {
-    readings(rules, detections).into_iter().max_by(|a, b| a.2.total_cmp(&b.2))
+pub(crate) fn best_reading<'d>(rules: &Rules, detections: &'d [Detection]) -> Option<Reading<'d>> {
+    best(&readings(rules, detections)).copied()
 }
 
 pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, expectation: Option<&Expectation>) -> Decision {
@@ -71,9 +75,9 @@ pub fn decide(status: ResultStatus, detections: &[Detection], rules: &Rules, exp
         ResultStatus::Ok => {}
     }
     let expected = expectation.filter(|e| !e.codes.is_empty());
-    let shown = detections.iter().filter(|x| x.score >= rules.thresholds_for(&x.class_name).show).count();
+    let shown = detections.iter().filter(|x| rules.shows(x)).count();
     let readings = readings(rules, detections);
-    let Some(&(best, label, score)) = readings.iter().max_by(|a, b| a.2.total_cmp(&b.2)) else {
+    let Some(&(best, label, score)) = best(&readings) else {
         let seen = match (shown, rules.code_from) {
             (0, _) => "nothing seen".to_string(),
             (n, from) => format!("no {} on the {n} shown detection(s)", from.as_str()),

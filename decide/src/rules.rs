@@ -137,6 +137,12 @@ impl Rules {
     pub fn thresholds_for(&self, class_name: &str) -> Thresholds {
         self.per_class.get(class_name).copied().unwrap_or(self.thresholds)
     }
+
+    /// Whether `d` reaches its class's `show` threshold (below it a detection is not
+    /// returned, stored or decided on).
+    pub fn shows(&self, d: &visionq_contract::Detection) -> bool {
+        d.score >= self.thresholds_for(&d.class_name).show
+    }
 }
 
 #[derive(Deserialize)]
